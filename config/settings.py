@@ -1,0 +1,93 @@
+"""Typed settings: environment variables, an optional `.env`, then defaults.
+
+Names other tools rely on (DESIGN.md section 6): `LABELBOX_API_KEY`, `LABELBOX_ENDPOINT`,
+`LABELBOX_REST_ENDPOINT`, `LABELHAUL_STORE`, `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
+Every other setting is `LABELHAUL_<NAME>`. Nothing is read at import time: call
+`load_settings()` where a value is needed and pass values on as arguments.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_GRAPHQL = "https://api.labelbox.com/graphql"
+DEFAULT_REST = "https://api.labelbox.com/api/v1"
+
+
+class Settings(BaseSettings):
+    """All of labelhaul's configuration in one typed object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LABELHAUL_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    labelbox_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LABELBOX_API_KEY", "labelbox_api_key"),
+        description="Labelbox API key (secret; never logged or stored).",
+    )
+    labelbox_endpoint: str = Field(
+        default=DEFAULT_GRAPHQL,
+        validation_alias=AliasChoices("LABELBOX_ENDPOINT", "labelbox_endpoint"),
+        description="Labelbox GraphQL URL.",
+    )
+    labelbox_rest_endpoint: str = Field(
+        default=DEFAULT_REST,
+        validation_alias=AliasChoices("LABELBOX_REST_ENDPOINT", "labelbox_rest_endpoint"),
+        description="Labelbox REST URL.",
+    )
+    store: str = Field(
+        default="./datasets",
+        validation_alias=AliasChoices("LABELHAUL_STORE", "store"),
+        description="Where datasets land: a local path or s3://bucket/prefix.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "s3_endpoint_url"),
+        description="Endpoint override for S3-compatible stores (MinIO, R2, moto).",
+    )
+    s3_sse: str | None = Field(
+        default=None, description="Server-side encryption: AES256 or aws:kms (None: bucket default)."
+    )
+    s3_kms_key_id: str | None = Field(default=None, description="KMS key id for aws:kms.")
+    s3_max_concurrency: int = Field(default=16, ge=1, description="Parallel S3 uploads.")
+    export_timeout_s: float = Field(
+        default=3600.0, gt=0, description="How long to wait for an export task before failing."
+    )
+    export_poll_s: float = Field(default=2.0, gt=0, description="Export task polling interval.")
+    http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
+    http_retries: int = Field(default=6, ge=0, description="Retries of one HTTP request.")
+    mask_workers: int = Field(default=8, ge=1, description="Threads downloading/splitting masks.")
+    mask_batch_size: int = Field(
+        default=100, ge=1, description="Composite masks per Prefect task run."
+    )
+    max_mask_pixels: int = Field(
+        default=100_000_000, ge=1, description="Largest mask image accepted (decompression bombs)."
+    )
+    naive_dates_as_utc: bool = Field(
+        default=False, description="Read date filters without an offset as UTC instead of refusing."
+    )
+    dask_address: str | None = Field(
+        default=None, description="Dask scheduler address; the mask stage runs there when set."
+    )
+
+    def api_key_value(self) -> str:
+        """Return the API key, or fail with a message that names the fix."""
+        from labelhaul.errors import ConfigError
+
+        if self.labelbox_api_key is None or not self.labelbox_api_key.get_secret_value():
+            raise ConfigError(
+                "No Labelbox API key: set LABELBOX_API_KEY (or put it in .env). "
+                "For offline use, `labelhaul emulator` prints one."
+            )
+        return self.labelbox_api_key.get_secret_value()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings now (environment and .env), with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

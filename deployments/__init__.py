@@ -1,0 +1,1 @@
+"""Deployments: schedules, UI deployments, event triggers and the webhook receiver."""

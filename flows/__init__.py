@@ -1,0 +1,1 @@
+"""Prefect flows: they orchestrate; the library in labelhaul/ shapes the data."""

@@ -1,0 +1,5 @@
+import sys
+
+from labelhaul.cli import main
+
+sys.exit(main())

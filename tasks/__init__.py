@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers (retries, timeouts, logging, artifacts) over labelhaul/."""
