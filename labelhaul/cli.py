@@ -16,7 +16,8 @@ from collections.abc import Sequence
 # module path -> registers these commands
 _COMMAND_MODULES: tuple[str, ...] = (
     "labelhaul.emulator.cli",  # emulator
-    "labelhaul.commands",  # sync, demo, serve, webhook, doctor
+    "labelhaul.commands",  # sync, demo, doctor
+    "deployments.cli",  # serve, webhook
     "labelhaul.reader_cli",  # versions, show, diff, pull, gc
 )
 
