@@ -1,0 +1,212 @@
+"""HTTP with retries that respect Labelbox, and an API key that stays on its own host.
+
+One policy for every plain GET labelhaul makes (export chunk files, mask PNGs):
+exponential backoff with full jitter, `Retry-After` honoured on 429/503, 5xx and
+connection errors retried, 4xx other than 408/429 terminal. The `Authorization` header
+is attached only when the URL's origin is the configured Labelbox API origin; redirects
+are followed by hand so a hop to another host never carries it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry one request."""
+
+    retries: int = 6
+    base_s: float = 0.25
+    cap_s: float = 20.0
+    # A server asking for more than this is treated as a failure, not waited for.
+    max_retry_after_s: float = 120.0
+
+    def delay(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        """Return seconds to sleep before retry number `attempt` (0-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after_s)
+        r: float = (rng or random).random()
+        ceiling: float = min(self.cap_s, self.base_s * float(2**attempt))
+        return r * ceiling
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Parse a `Retry-After` header (seconds or an HTTP date) into seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Return (scheme, host, port) with default ports made explicit."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+class HttpError(Exception):
+    """A GET that failed for good; `status` is None for connection errors."""
+
+    def __init__(self, url: str, status: int | None, reason: str, *, transient: bool) -> None:
+        # Only scheme, host and path: query strings may carry signed tokens.
+        parts = urlsplit(url)
+        safe = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        super().__init__(f"GET {safe} failed: {reason}")
+        self.url = safe
+        self.status = status
+        self.transient = transient
+
+
+class HttpClient:
+    """A pooled session whose GETs retry, and whose API key goes to one origin only.
+
+    Args:
+        auth_origin_url: any URL of the Labelbox API host; the key is sent only to its origin.
+        api_key: the Labelbox API key, or None for unauthenticated GETs.
+        timeout_s: connect/read timeout of one attempt.
+        policy: the retry policy.
+        pool_size: connections kept per host (match it to the worker count).
+        sleep: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth_origin_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        policy: RetryPolicy | None = None,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._auth_origin = origin(auth_origin_url) if auth_origin_url else None
+        self._auth_header = f"Bearer {api_key}" if api_key else None
+        self.timeout_s = timeout_s
+        self.policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self.session = requests.Session()
+        # Environment proxies would route loopback traffic away; labelhaul talks direct.
+        self.session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _headers_for(self, url: str) -> dict[str, str]:
+        if self._auth_header and self._auth_origin and origin(url) == self._auth_origin:
+            return {"Authorization": self._auth_header}
+        return {}
+
+    def _get_once(self, url: str, max_bytes: int | None) -> requests.Response:
+        """One GET, following redirects by hand so auth never leaks to another origin."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            resp = self.session.get(
+                url,
+                headers=self._headers_for(url),
+                timeout=self.timeout_s,
+                allow_redirects=False,
+                stream=True,
+            )
+            if resp.status_code in _REDIRECTS and "location" in resp.headers:
+                resp.close()
+                url = urljoin(url, resp.headers["location"])
+                continue
+            if resp.status_code == 200:
+                # Reading the body here turns a truncated or reset body into an exception
+                # the retry loop sees, and enforces the size limit without buffering more.
+                body = bytearray()
+                for chunk in resp.iter_content(chunk_size=1 << 16):
+                    body.extend(chunk)
+                    if max_bytes is not None and len(body) > max_bytes:
+                        resp.close()
+                        raise HttpError(
+                            url, 200, f"body larger than {max_bytes} bytes", transient=False
+                        )
+                expected = resp.headers.get("content-length")
+                if expected is not None and resp.headers.get("content-encoding") in (
+                    None,
+                    "identity",
+                ):
+                    if int(expected) != len(body):
+                        raise requests.exceptions.ChunkedEncodingError(
+                            f"truncated body: {len(body)} of {expected} bytes"
+                        )
+                resp._content = bytes(body)
+            return resp
+        raise HttpError(url, None, "too many redirects", transient=False)
+
+    def get_bytes(self, url: str, *, max_bytes: int | None = None) -> bytes:
+        """GET `url` and return its body, retrying transient failures.
+
+        Raises:
+            HttpError: a terminal status (e.g. 401, 403, 404) or retries exhausted.
+        """
+        last: HttpError | None = None
+        for attempt in range(self.policy.retries + 1):
+            retry_after: float | None = None
+            try:
+                resp = self._get_once(url, max_bytes)
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                last = HttpError(url, None, f"{type(exc).__name__}", transient=True)
+            else:
+                if resp.status_code == 200:
+                    return resp.content
+                status = resp.status_code
+                resp.close()
+                if status not in RETRY_STATUSES:
+                    raise HttpError(url, status, f"HTTP {status}", transient=False)
+                retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                if retry_after is not None and retry_after > self.policy.max_retry_after_s:
+                    raise HttpError(
+                        url,
+                        status,
+                        f"HTTP {status}, Retry-After {retry_after:.0f}s",
+                        transient=True,
+                    )
+                last = HttpError(url, status, f"HTTP {status}", transient=True)
+            if attempt < self.policy.retries:
+                self._sleep(self.policy.delay(attempt, retry_after))
+        assert last is not None
+        raise HttpError(
+            last.url,
+            last.status,
+            f"{last} after {self.policy.retries + 1} attempts",
+            transient=True,
+        )
