@@ -1,0 +1,51 @@
+"""Mask job and result types shared by row parsing (`rows.py`) and the mask stage (`masks.py`).
+
+They live in their own module so both sides can import them without importing each other;
+`labelhaul.masks` re-exports them. Shapes follow docs/ARCHITECTURE.md exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MaskInstance:
+    """One instance inside a composite mask, found by its colour."""
+
+    feature_id: str
+    color: tuple[int, int, int]  # composite_mask.color_rgb
+    instance_url: str | None  # mask.url (fallback when the composite is missing or expired)
+    name: str | None = None  # class name, for messages
+
+
+@dataclass(frozen=True)
+class MaskJob:
+    """One composite PNG of one label (or model-run label/prediction) to split."""
+
+    data_row_id: str
+    global_key: str | None
+    label_id: str
+    composite_url: str | None
+    width: int | None  # media_attributes, to check the PNG size
+    height: int | None
+    instances: tuple[MaskInstance, ...]
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """One instance mask, landed as a blob."""
+
+    data_row_id: str
+    label_id: str
+    feature_id: str
+    sha256: str  # of the cropped 1-bit PNG; blob key derives from it
+    x: int  # bbox of the instance in the full image = crop offset/size
+    y: int
+    w: int
+    h: int
+    area: int  # pixel count
+    height: int  # full image size
+    width: int
+    rle: str  # COCO compressed RLE counts of the FULL-size mask
+    source: str  # "composite" or "instance"
