@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         default=None, description="Dask scheduler address; the mask stage runs there when set."
     )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret of the Labelbox webhook (LABELHAUL_WEBHOOK_SECRET); never logged.",
+    )
+    webhook_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest webhook body the receiver reads."
+    )
+    projects_file: str | None = Field(
+        default=None, description="Projects file for serve/deploy/webhook (default: packaged)."
+    )
 
     def api_key_value(self) -> str:
         """Return the API key, or fail with a message that names the fix."""
