@@ -1,0 +1,810 @@
+"""Parse one Labelbox export line (project or model-run export) into table records.
+
+One export line is one data row with everything attached to it. `parse_export_line` turns it
+into records for the tables of `labelhaul.tables.SCHEMAS`, the mask jobs of its segmentation
+masks and the error records of whatever was wrong with it. A bad object never stops the rest
+of the row; a bad line never stops the run.
+
+What happens to bad input (each case gives an `ErrorRecord` of stage "parse" with the ids):
+
+- malformed JSON, non-UTF-8 bytes, a line that is not an object, a row without `data_row.id`
+  → the line gives only an `ErrorRecord` (kinds `malformed_line`, `not_an_object`,
+  `missing_data_row_id`), with the byte offset.
+- unknown or missing `annotation_kind` (`unknown_annotation_kind`) → the object is KEPT in
+  `annotations` with `valid = False` and its whole JSON in `raw_json`, so nothing is lost.
+- missing geometry (`missing_geometry`), non-finite coordinates (`non_finite_coordinates`),
+  a polygon with fewer than 3 points (`too_few_points`), a bounding box with negative size
+  (`negative_bbox_size`) → the object is KEPT with `valid = False`, `error_kind` set and
+  `raw_json` holding the original; non-finite coordinates are nulled so no NaN reaches
+  training code. COCO output skips rows that are not valid.
+- a relationship whose source or target is not an object of the same label
+  (`dangling_relationship`) → KEPT in `relationships` with `valid = False`.
+- a feature id seen twice in one label (`duplicate_feature_id`) → the later object is DROPPED:
+  mask results and COCO join by feature id, so a second row would be ambiguous; the raw
+  NDJSON of the version still holds it.
+- a mask colour that is not three integers 0..255 (`bad_mask_color`) → the instance falls back
+  to its `mask.url` (a warning).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from labelhaul.masktypes import MaskInstance, MaskJob
+from labelhaul.records import ErrorRecord
+
+STAGE = "parse"
+
+TABLE_NAMES: tuple[str, ...] = (
+    "data_rows",
+    "labels",
+    "annotations",
+    "classifications",
+    "relationships",
+    "embeddings",
+    "attachments",
+    "metadata_fields",
+    "workflow_history",
+)
+
+GEOMETRY_KINDS = {
+    "ImageBoundingBox": "bounding_box",
+    "ImagePolygon": "polygon",
+    "ImagePolyline": "line",
+    "ImagePoint": "point",
+}
+MASK_KIND = "ImageSegmentationMask"
+RELATIONSHIP_KINDS = {
+    "ImageUnidirectionalRelationship": ("unidirectional_relationship", True),
+    "ImageBidirectionalRelationship": ("bidirectional_relationship", False),
+}
+
+# Export fields that do not land in a named column, and why. The conformance test
+# (tests/unit/test_conformance.py) checks every other leaf of the seed's exports lands in one.
+DROPPED_FIELDS: dict[str, str] = {
+    "models": "always {} in model-run exports; the model is identified by the experiment",
+    "embeddings.values.value": (
+        "kept as embeddings.values (list<float32>); float32 rounds the float64 text"
+    ),
+}
+
+
+@dataclass
+class ParsedRow:
+    """Table records, mask jobs and errors of one export line (one data row)."""
+
+    data_row_id: str
+    global_key: str | None
+    tables: dict[str, list[dict[str, Any]]]
+    mask_jobs: list[MaskJob]
+    errors: list[ErrorRecord]
+    last_activity_at: str | None  # for the incremental watermark
+
+
+class InvalidRowError(ValueError):
+    """Raised by `parse_data_row` when the row cannot be identified; carries the record."""
+
+    def __init__(self, record: ErrorRecord) -> None:
+        super().__init__(record.message)
+        self.record = record
+
+
+def parse_export_line(line: bytes, offset: int, kind: str | None = None) -> ParsedRow | ErrorRecord:
+    """Parse one NDJSON export line into a ParsedRow, or an ErrorRecord when it is unusable.
+
+    Args:
+        line: the raw line (with or without the trailing newline).
+        offset: its byte offset in the export stream, carried into every error record.
+        kind: "project" or "model_run" to insist on that export shape; None accepts both.
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return ErrorRecord(
+            stage=STAGE,
+            kind="malformed_line",
+            message=f"export line is not valid UTF-8 JSON ({exc}); the line was skipped",
+            offset=offset,
+            extra={"head": line[:200].decode("utf-8", "replace")},
+        )
+    if not isinstance(obj, dict):
+        return ErrorRecord(
+            stage=STAGE,
+            kind="not_an_object",
+            message=f"export line is a JSON {type(obj).__name__}, not an object; skipped",
+            offset=offset,
+        )
+    if kind == "project" and "experiments" in obj and "projects" not in obj:
+        return _wrong_kind(obj, offset, kind)
+    if kind == "model_run" and "projects" in obj and "experiments" not in obj:
+        return _wrong_kind(obj, offset, kind)
+    try:
+        return parse_data_row(obj, offset)
+    except InvalidRowError as exc:
+        return exc.record
+
+
+def _wrong_kind(obj: dict[str, Any], offset: int, kind: str) -> ErrorRecord:
+    return ErrorRecord(
+        stage=STAGE,
+        kind="wrong_export_kind",
+        message=f"expected a {kind} export line; check which export this stream belongs to",
+        data_row_id=_str(_dict(obj.get("data_row")).get("id")),
+        offset=offset,
+    )
+
+
+def parse_data_row(obj: Mapping[str, Any], offset: int | None = None) -> ParsedRow:
+    """Parse one decoded export object into a ParsedRow.
+
+    Raises:
+        InvalidRowError: when the object has no `data_row.id` (nothing to key it by).
+    """
+    data_row = _dict(obj.get("data_row"))
+    data_row_id = _str(data_row.get("id"))
+    if not data_row_id:
+        raise InvalidRowError(
+            ErrorRecord(
+                stage=STAGE,
+                kind="missing_data_row_id",
+                message="export line has no data_row.id; it was skipped",
+                offset=offset,
+            )
+        )
+    parser = _RowParser(obj, data_row, data_row_id, offset)
+    return parser.parse()
+
+
+@dataclass
+class _LabelContext:
+    """Ids every label-level record carries."""
+
+    source: str  # "label" | "prediction"
+    label_id: str | None
+    project_id: str | None = None
+    experiment_id: str | None = None
+    experiment_name: str | None = None
+    model_run_id: str | None = None
+    model_run_name: str | None = None
+
+    def ids(self) -> dict[str, Any]:
+        return {
+            "label_id": self.label_id,
+            "source": self.source,
+            "project_id": self.project_id,
+            "experiment_id": self.experiment_id,
+            "model_run_id": self.model_run_id,
+        }
+
+
+@dataclass
+class _RowParser:
+    obj: Mapping[str, Any]
+    data_row: dict[str, Any]
+    data_row_id: str
+    offset: int | None
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    mask_jobs: list[MaskJob] = field(default_factory=list)
+    errors: list[ErrorRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tables = {name: [] for name in TABLE_NAMES}
+        self.global_key = _str(self.data_row.get("global_key"))
+        media = _dict(self.obj.get("media_attributes"))
+        self.media = media
+        self.width = _int(media.get("width"))
+        self.height = _int(media.get("height"))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _base(self) -> dict[str, Any]:
+        return {"data_row_id": self.data_row_id, "global_key": self.global_key}
+
+    def _error(
+        self,
+        kind: str,
+        message: str,
+        *,
+        label_id: str | None = None,
+        feature_id: str | None = None,
+        severity: str = "error",
+        **extra: Any,
+    ) -> None:
+        self.errors.append(
+            ErrorRecord(
+                stage=STAGE,
+                kind=kind,
+                message=message,
+                data_row_id=self.data_row_id,
+                label_id=label_id,
+                feature_id=feature_id,
+                global_key=self.global_key,
+                offset=self.offset,
+                extra=extra,
+                severity=severity,
+            )
+        )
+
+    # -- the row -----------------------------------------------------------------------------
+
+    def parse(self) -> ParsedRow:
+        details = _dict(self.data_row.get("details"))
+        base_row = {
+            **self._base(),
+            "row_data": _str(self.data_row.get("row_data")),
+            "external_id": _str(self.data_row.get("external_id")),
+            "mime_type": _str(self.media.get("mime_type")),
+            "width": self.width,
+            "height": self.height,
+            "exif_rotation": _str(self.media.get("exif_rotation")),
+            "media_attributes_json": _json(self.media) if self.media else None,
+            "dataset_id": _str(details.get("dataset_id")),
+            "dataset_name": _str(details.get("dataset_name")),
+            "created_at": _str(details.get("created_at")),
+            "updated_at": _str(details.get("updated_at")),
+            "last_activity_at": _str(details.get("last_activity_at")),
+            "created_by": _str(details.get("created_by")),
+        }
+        contexts = 0
+        for project_id, project in _dict(self.obj.get("projects")).items():
+            contexts += 1
+            self._parse_project(str(project_id), _dict(project), base_row)
+        for exp_id, experiment in _dict(self.obj.get("experiments")).items():
+            experiment = _dict(experiment)
+            for run_id, run in _dict(experiment.get("runs")).items():
+                contexts += 1
+                self._parse_run(str(exp_id), experiment, str(run_id), _dict(run), base_row)
+        if contexts == 0:
+            # A dataset export (or a row without project/run context): the data row alone.
+            self.tables["data_rows"].append(dict(base_row))
+        self._parse_embeddings()
+        self._parse_attachments()
+        self._parse_metadata()
+        return ParsedRow(
+            data_row_id=self.data_row_id,
+            global_key=self.global_key,
+            tables=self.tables,
+            mask_jobs=self.mask_jobs,
+            errors=self.errors,
+            last_activity_at=base_row["last_activity_at"],
+        )
+
+    def _parse_project(
+        self, project_id: str, project: dict[str, Any], base: dict[str, Any]
+    ) -> None:
+        pd = _dict(project.get("project_details"))
+        tags = project.get("project_tags")
+        self.tables["data_rows"].append(
+            {
+                **base,
+                "project_id": project_id,
+                "project_name": _str(project.get("name")),
+                "ontology_id": _str(pd.get("ontology_id")),
+                "task_id": _str(pd.get("task_id")),
+                "task_name": _str(pd.get("task_name")),
+                "batch_id": _str(pd.get("batch_id")),
+                "batch_name": _str(pd.get("batch_name")),
+                "workflow_status": _str(pd.get("workflow_status")),
+                "priority": _int(pd.get("priority")),
+                "consensus_expected_label_count": _int(pd.get("consensus_expected_label_count")),
+                "project_tags": _json(tags) if tags is not None else None,
+            }
+        )
+        for seq, move in enumerate(_list(pd.get("workflow_history"))):
+            move = _dict(move)
+            self.tables["workflow_history"].append(
+                {
+                    **self._base(),
+                    "project_id": project_id,
+                    "seq": seq,
+                    "action": _str(move.get("action")),
+                    "created_at": _str(move.get("created_at")),
+                    "created_by": _str(move.get("created_by")),
+                    "previous_task_id": _str(move.get("previous_task_id")),
+                    "previous_task_name": _str(move.get("previous_task_name")),
+                    "next_task_id": _str(move.get("next_task_id")),
+                    "next_task_name": _str(move.get("next_task_name")),
+                }
+            )
+        for label in _list(project.get("labels")):
+            ctx = _LabelContext(source="label", label_id=None, project_id=project_id)
+            self._parse_label(_dict(label), ctx)
+
+    def _parse_run(
+        self,
+        exp_id: str,
+        experiment: dict[str, Any],
+        run_id: str,
+        run: dict[str, Any],
+        base: dict[str, Any],
+    ) -> None:
+        exp_name = _str(experiment.get("name"))
+        run_name = _str(run.get("name"))
+        self.tables["data_rows"].append(
+            {
+                **base,
+                "experiment_id": exp_id,
+                "experiment_name": exp_name,
+                "model_run_id": run_id,
+                "model_run_name": run_name,
+                "run_data_row_id": _str(run.get("run_data_row_id")),
+            }
+        )
+        for source, key in (("label", "labels"), ("prediction", "predictions")):
+            for label in _list(run.get(key)):
+                ctx = _LabelContext(
+                    source=source,
+                    label_id=None,
+                    experiment_id=exp_id,
+                    experiment_name=exp_name,
+                    model_run_id=run_id,
+                    model_run_name=run_name,
+                )
+                self._parse_label(_dict(label), ctx)
+
+    # -- labels ------------------------------------------------------------------------------
+
+    def _parse_label(self, label: dict[str, Any], ctx: _LabelContext) -> None:
+        ctx.label_id = _str(label.get("id"))
+        details = _dict(label.get("label_details"))
+        perf = _dict(label.get("performance_details"))
+        reviews = details.get("reviews")
+        self.tables["labels"].append(
+            {
+                **self._base(),
+                **ctx.ids(),
+                "experiment_name": ctx.experiment_name,
+                "model_run_name": ctx.model_run_name,
+                "label_kind": _str(label.get("label_kind")),
+                "version": _str(label.get("version")),
+                "created_at": _str(details.get("created_at")),
+                "updated_at": _str(details.get("updated_at")),
+                "created_by": _str(details.get("created_by")),
+                "content_last_updated_at": _str(details.get("content_last_updated_at")),
+                "reviews": _json(reviews) if reviews is not None else None,
+                "seconds_to_create": _float(perf.get("seconds_to_create")),
+                "seconds_to_review": _float(perf.get("seconds_to_review")),
+                "skipped": _bool(perf.get("skipped")),
+                "consensus_score": _float(perf.get("consensus_score")),
+                "benchmark_score": _float(perf.get("benchmark_score")),
+            }
+        )
+        annotations = _dict(label.get("annotations"))
+        seen: set[str] = set()
+        masks: dict[str | None, list[MaskInstance]] = {}
+        pending_rels: list[dict[str, Any]] = []
+        for obj in _list(annotations.get("objects")):
+            self._parse_object(_dict(obj), ctx, seen, masks, pending_rels)
+        for rel in _list(annotations.get("relationships")):
+            rel = _dict(rel)
+            if self._check_duplicate(rel, ctx, seen):
+                pending_rels.append(rel)
+        rel_ids = {_str(r.get("feature_id")) for r in pending_rels}
+        object_ids = {fid for fid in seen if fid not in rel_ids}
+        for rel in pending_rels:
+            self._parse_relationship(rel, ctx, object_ids)
+        for cls in _list(annotations.get("classifications")):
+            self._parse_question(_dict(cls), ctx, parent=None, obj_id=None, depth=0, path=())
+        for composite_url, instances in masks.items():
+            self.mask_jobs.append(
+                MaskJob(
+                    data_row_id=self.data_row_id,
+                    global_key=self.global_key,
+                    label_id=ctx.label_id or "",
+                    composite_url=composite_url,
+                    width=self.width,
+                    height=self.height,
+                    instances=tuple(instances),
+                )
+            )
+
+    def _check_duplicate(self, obj: dict[str, Any], ctx: _LabelContext, seen: set[str]) -> bool:
+        """Return True when the object's feature id is new in this label (records it)."""
+        fid = _str(obj.get("feature_id"))
+        if fid is None:
+            return True
+        if fid in seen:
+            self._error(
+                "duplicate_feature_id",
+                f"feature {fid} appears twice in label {ctx.label_id} ({ctx.source}); "
+                "the later object was dropped",
+                label_id=ctx.label_id,
+                feature_id=fid,
+            )
+            return False
+        seen.add(fid)
+        return True
+
+    def _parse_object(
+        self,
+        obj: dict[str, Any],
+        ctx: _LabelContext,
+        seen: set[str],
+        masks: dict[str | None, list[MaskInstance]],
+        pending_rels: list[dict[str, Any]],
+    ) -> None:
+        if not self._check_duplicate(obj, ctx, seen):
+            return
+        kind = _str(obj.get("annotation_kind"))
+        if kind in RELATIONSHIP_KINDS:
+            pending_rels.append(obj)
+            return
+        fid = _str(obj.get("feature_id"))
+        rec: dict[str, Any] = {
+            **self._base(),
+            **ctx.ids(),
+            "feature_id": fid,
+            "feature_schema_id": _str(obj.get("feature_schema_id")),
+            "name": _str(obj.get("name")),
+            "value": _str(obj.get("value")),
+            "annotation_kind": kind,
+            "confidence": _float(obj.get("confidence")),
+            "image_width": self.width,
+            "image_height": self.height,
+            "valid": True,
+            "error_kind": None,
+            "raw_json": None,
+        }
+        if "custom_metrics" in obj:
+            rec["custom_metrics"] = _json(obj["custom_metrics"])
+        problem: tuple[str, str] | None = None
+        if kind in GEOMETRY_KINDS:
+            problem = self._geometry(obj, kind, rec)
+        elif kind == MASK_KIND:
+            problem = self._mask(obj, ctx, rec, masks)
+        else:
+            problem = (
+                "unknown_annotation_kind",
+                f"annotation_kind {kind!r} is not one labelhaul knows; kept with its raw JSON",
+            )
+        if problem is not None:
+            rec["valid"] = False
+            rec["error_kind"] = problem[0]
+            rec["raw_json"] = _json(obj)
+            self._error(
+                problem[0],
+                problem[1],
+                label_id=ctx.label_id,
+                feature_id=fid,
+                annotation_kind=kind,
+                source=ctx.source,
+            )
+        self.tables["annotations"].append(rec)
+        for cls in _list(obj.get("classifications")):
+            self._parse_question(_dict(cls), ctx, parent=fid, obj_id=fid, depth=0, path=())
+
+    def _geometry(
+        self, obj: dict[str, Any], kind: str, rec: dict[str, Any]
+    ) -> tuple[str, str] | None:
+        key = GEOMETRY_KINDS[kind]
+        geom = obj.get(key)
+        if geom is None:
+            return ("missing_geometry", f"{kind} has no {key!r}; kept without geometry")
+        if kind == "ImageBoundingBox":
+            box = _dict(geom)
+            vals = [box.get(k) for k in ("left", "top", "width", "height")]
+            nums = [_float(v) for v in vals]
+            if any(n is None for n in nums):
+                return ("missing_geometry", f"bounding_box lacks left/top/width/height: {box}")
+            if not all(math.isfinite(n) for n in nums if n is not None):
+                return ("non_finite_coordinates", "bounding_box has NaN or infinite values")
+            rec["bbox_left"], rec["bbox_top"], rec["bbox_width"], rec["bbox_height"] = nums
+            if (nums[2] or 0.0) < 0 or (nums[3] or 0.0) < 0:
+                return ("negative_bbox_size", f"bounding_box has negative size: {box}")
+            return None
+        if kind == "ImagePoint":
+            pt = _point(geom)
+            if pt is None:
+                return ("missing_geometry", f"point lacks x/y: {geom}")
+            if not (math.isfinite(pt["x"]) and math.isfinite(pt["y"])):
+                return ("non_finite_coordinates", "point has NaN or infinite coordinates")
+            rec["point_x"], rec["point_y"] = pt["x"], pt["y"]
+            return None
+        pts = [_point(p) for p in _list(geom)]
+        if any(p is None for p in pts):
+            return ("missing_geometry", f"{key} has a vertex without numeric x/y")
+        points = [p for p in pts if p is not None]
+        if not all(math.isfinite(p["x"]) and math.isfinite(p["y"]) for p in points):
+            return ("non_finite_coordinates", f"{key} has NaN or infinite coordinates")
+        rec["points"] = points
+        if kind == "ImagePolygon" and len(points) < 3:
+            return ("too_few_points", f"polygon has {len(points)} points; at least 3 are needed")
+        if kind == "ImagePolyline" and len(points) < 2:
+            return ("too_few_points", f"polyline has {len(points)} points; at least 2 are needed")
+        return None
+
+    def _mask(
+        self,
+        obj: dict[str, Any],
+        ctx: _LabelContext,
+        rec: dict[str, Any],
+        masks: dict[str | None, list[MaskInstance]],
+    ) -> tuple[str, str] | None:
+        instance_url = _str(_dict(obj.get("mask")).get("url"))
+        composite = _dict(obj.get("composite_mask"))
+        composite_url = _str(composite.get("url"))
+        rec["mask_url"] = instance_url
+        rec["composite_url"] = composite_url
+        if instance_url is None and composite_url is None:
+            return ("missing_geometry", "segmentation mask has neither mask.url nor composite_mask")
+        color = _color(composite.get("color_rgb"))
+        if color is not None:
+            rec["mask_color"] = list(color)
+        if composite_url is not None and color is None:
+            if instance_url is None:
+                return ("bad_mask_color", "composite_mask.color_rgb is not 3 integers 0..255")
+            self._error(
+                "bad_mask_color",
+                "composite_mask.color_rgb is not 3 integers 0..255; using mask.url instead",
+                label_id=ctx.label_id,
+                feature_id=rec["feature_id"],
+                severity="warning",
+            )
+            composite_url = None
+        masks.setdefault(composite_url, []).append(
+            MaskInstance(
+                feature_id=rec["feature_id"] or "",
+                color=color if color is not None else (0, 0, 0),
+                instance_url=instance_url,
+                name=rec["name"],
+            )
+        )
+        return None
+
+    def _parse_relationship(
+        self, rel: dict[str, Any], ctx: _LabelContext, object_ids: set[str]
+    ) -> None:
+        kind = _str(rel.get("annotation_kind")) or "ImageUnidirectionalRelationship"
+        key, directed = RELATIONSHIP_KINDS.get(kind, ("unidirectional_relationship", True))
+        body = rel.get(key)
+        if body is None:
+            # Fall back to whichever shape is present.
+            for k, d in RELATIONSHIP_KINDS.values():
+                if k in rel:
+                    body, directed = rel[k], d
+        body = _dict(body)
+        fid = _str(rel.get("feature_id"))
+        src, tgt = _str(body.get("source")), _str(body.get("target"))
+        rec: dict[str, Any] = {
+            **self._base(),
+            **ctx.ids(),
+            "feature_id": fid,
+            "feature_schema_id": _str(rel.get("feature_schema_id")),
+            "name": _str(rel.get("name")),
+            "value": _str(rel.get("value")),
+            "annotation_kind": kind,
+            "source_feature_id": src,
+            "target_feature_id": tgt,
+            "directed": directed,
+            "confidence": _float(rel.get("confidence")),
+            "valid": True,
+            "error_kind": None,
+        }
+        missing = [x for x in (src, tgt) if x is None or x not in object_ids]
+        if missing:
+            rec["valid"] = False
+            rec["error_kind"] = "dangling_relationship"
+            self._error(
+                "dangling_relationship",
+                f"relationship {fid} points at features not in label {ctx.label_id}: {missing}",
+                label_id=ctx.label_id,
+                feature_id=fid,
+                source_feature_id=src,
+                target_feature_id=tgt,
+            )
+        self.tables["relationships"].append(rec)
+        for cls in _list(rel.get("classifications")):
+            self._parse_question(_dict(cls), ctx, parent=fid, obj_id=fid, depth=0, path=())
+
+    # -- classifications ---------------------------------------------------------------------
+
+    def _parse_question(
+        self,
+        q: dict[str, Any],
+        ctx: _LabelContext,
+        *,
+        parent: str | None,
+        obj_id: str | None,
+        depth: int,
+        path: tuple[str, ...],
+    ) -> None:
+        qid = _str(q.get("feature_id"))
+        qname = _str(q.get("name")) or _str(q.get("value")) or ""
+        qpath = (*path, qname)
+        base = {
+            **self._base(),
+            **ctx.ids(),
+            "scope": "object" if obj_id is not None else "global",
+            "object_feature_id": obj_id,
+            "parent_feature_id": parent,
+            "depth": depth,
+            "question_feature_id": qid,
+            "question_schema_id": _str(q.get("feature_schema_id")),
+            "question_name": _str(q.get("name")),
+            "question_value": _str(q.get("value")),
+        }
+        answers: list[tuple[str, dict[str, Any]]] = []
+        if "radio_answer" in q:
+            answers.append(("radio", _dict(q.get("radio_answer"))))
+        if "checklist_answers" in q:
+            answers.extend(("checklist", _dict(a)) for a in _list(q.get("checklist_answers")))
+        if "text_answer" in q:
+            text = _dict(q.get("text_answer"))
+            self.tables["classifications"].append(
+                {
+                    **base,
+                    "answer_kind": "text",
+                    "path": "/".join(qpath),
+                    "text": _str(text.get("content")),
+                    "confidence": _float(text.get("confidence", q.get("confidence"))),
+                }
+            )
+        if not answers and "text_answer" not in q:
+            self._error(
+                "unknown_classification",
+                f"classification {qname!r} has no radio/checklist/text answer; skipped",
+                label_id=ctx.label_id,
+                feature_id=qid,
+                severity="warning",
+                raw=_json(q),
+            )
+        for answer_kind, ans in answers:
+            aid = _str(ans.get("feature_id"))
+            aname = _str(ans.get("name")) or _str(ans.get("value")) or ""
+            apath = (*qpath, aname)
+            self.tables["classifications"].append(
+                {
+                    **base,
+                    "answer_kind": answer_kind,
+                    "answer_feature_id": aid,
+                    "answer_schema_id": _str(ans.get("feature_schema_id")),
+                    "answer_name": _str(ans.get("name")),
+                    "answer_value": _str(ans.get("value")),
+                    "path": "/".join(apath),
+                    "confidence": _float(ans.get("confidence", q.get("confidence"))),
+                }
+            )
+            for sub in _list(ans.get("classifications")):
+                self._parse_question(
+                    _dict(sub), ctx, parent=aid, obj_id=obj_id, depth=depth + 1, path=apath
+                )
+
+    # -- data-row level lists ----------------------------------------------------------------
+
+    def _parse_embeddings(self) -> None:
+        for emb in _list(self.obj.get("embeddings")):
+            emb = _dict(emb)
+            for index, entry in enumerate(_list(emb.get("values"))):
+                values = [v for v in _list(_dict(entry).get("value")) if _float(v) is not None]
+                self.tables["embeddings"].append(
+                    {
+                        **self._base(),
+                        "embedding_id": _str(emb.get("id")),
+                        "name": _str(emb.get("name")),
+                        "dimensions": _int(emb.get("dimensions")),
+                        "is_custom": _bool(emb.get("is_custom")),
+                        "value_index": index,
+                        "values": [float(v) for v in values],
+                    }
+                )
+
+    def _parse_attachments(self) -> None:
+        for index, att in enumerate(_list(self.obj.get("attachments"))):
+            att = _dict(att)
+            value = att.get("value")
+            self.tables["attachments"].append(
+                {
+                    **self._base(),
+                    "index": index,
+                    "attachment_id": _str(att.get("id")),
+                    "type": _str(att.get("type")),
+                    "name": _str(att.get("name")),
+                    "value": value if isinstance(value, str) or value is None else _json(value),
+                }
+            )
+
+    def _parse_metadata(self) -> None:
+        for index, md in enumerate(_list(self.obj.get("metadata_fields"))):
+            md = _dict(md)
+            value = md.get("value")
+            self.tables["metadata_fields"].append(
+                {
+                    **self._base(),
+                    "index": index,
+                    "schema_id": _str(md.get("schema_id")),
+                    "schema_name": _str(md.get("schema_name")),
+                    "type": _str(md.get("type")) or _value_type(md),
+                    "value": value if isinstance(value, str) or value is None else _json(value),
+                    "value_name": _str(md.get("value_name")),
+                }
+            )
+
+
+# -- small coercions (export JSON is loosely typed; never raise on a wrong type) -------------
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _str(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v if isinstance(v, str) else str(v)
+
+
+def _int(v: Any) -> int | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, int):
+        return v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if math.isfinite(f) and f == int(f) else None
+
+
+def _float(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _bool(v: Any) -> bool | None:
+    return v if isinstance(v, bool) else None
+
+
+def _point(v: Any) -> dict[str, float] | None:
+    d = _dict(v)
+    x, y = _float(d.get("x")), _float(d.get("y"))
+    if x is None or y is None:
+        return None
+    return {"x": x, "y": y}
+
+
+def _color(v: Any) -> tuple[int, int, int] | None:
+    if not isinstance(v, list) or len(v) != 3:
+        return None
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in v):
+        return None
+    return (v[0], v[1], v[2])
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _value_type(md: dict[str, Any]) -> str | None:
+    value = md.get("value")
+    if "value_name" in md:
+        return "enum"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | dict):
+        return "json"
+    return None
+
+
+def iter_table_records(rows: list[ParsedRow], table: str) -> Iterator[dict[str, Any]]:
+    """Yield the records of one table across parsed rows, in order."""
+    for row in rows:
+        yield from row.tables.get(table, ())

@@ -1,0 +1,554 @@
+"""Table schemas, streaming Parquet writing, mask joins, content digests and watermarks.
+
+Every table has a fixed schema (`SCHEMAS`) so an empty table still has its columns and a
+table written from any number of parts has the same types. `TableSink` streams records into
+one Parquet file per table in fixed-size row groups, so memory is bounded by the row-group
+size, and the same records in the same order always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from labelhaul.masktypes import MaskResult
+from labelhaul.rows import TABLE_NAMES, ParsedRow
+
+_S = pa.string()
+_F = pa.float64()
+_I = pa.int64()
+_B = pa.bool_()
+
+# Ids every record carries / every label-level record carries.
+_ROW_IDS = [("data_row_id", _S), ("global_key", _S)]
+_LABEL_IDS = [
+    ("label_id", _S),
+    ("source", _S),  # "label" | "prediction"
+    ("project_id", _S),
+    ("experiment_id", _S),
+    ("model_run_id", _S),
+]
+
+
+def _schema(*cols: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([pa.field(name, typ) for name, typ in cols])
+
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "data_rows": _schema(
+        *_ROW_IDS,
+        ("row_data", _S),
+        ("external_id", _S),
+        ("mime_type", _S),
+        ("width", _I),
+        ("height", _I),
+        ("exif_rotation", _S),
+        ("media_attributes_json", _S),
+        ("dataset_id", _S),
+        ("dataset_name", _S),
+        ("created_at", _S),
+        ("updated_at", _S),
+        ("last_activity_at", _S),
+        ("created_by", _S),
+        ("project_id", _S),
+        ("project_name", _S),
+        ("ontology_id", _S),
+        ("task_id", _S),
+        ("task_name", _S),
+        ("batch_id", _S),
+        ("batch_name", _S),
+        ("workflow_status", _S),
+        ("priority", _I),
+        ("consensus_expected_label_count", _I),
+        ("project_tags", _S),  # JSON text
+        ("experiment_id", _S),
+        ("experiment_name", _S),
+        ("model_run_id", _S),
+        ("model_run_name", _S),
+        ("run_data_row_id", _S),
+    ),
+    "labels": _schema(
+        *_ROW_IDS,
+        *_LABEL_IDS,
+        ("experiment_name", _S),
+        ("model_run_name", _S),
+        ("label_kind", _S),
+        ("version", _S),
+        ("created_at", _S),
+        ("updated_at", _S),
+        ("created_by", _S),
+        ("content_last_updated_at", _S),
+        ("reviews", _S),  # JSON text
+        ("seconds_to_create", _F),
+        ("seconds_to_review", _F),
+        ("skipped", _B),
+        ("consensus_score", _F),
+        ("benchmark_score", _F),
+    ),
+    "annotations": _schema(
+        *_ROW_IDS,
+        *_LABEL_IDS,
+        ("feature_id", _S),
+        ("feature_schema_id", _S),
+        ("name", _S),
+        ("value", _S),
+        ("annotation_kind", _S),
+        ("confidence", _F),
+        ("custom_metrics", _S),  # JSON text
+        ("bbox_left", _F),
+        ("bbox_top", _F),
+        ("bbox_width", _F),
+        ("bbox_height", _F),
+        ("points", pa.list_(pa.struct([("x", _F), ("y", _F)]))),
+        ("point_x", _F),
+        ("point_y", _F),
+        ("mask_url", _S),
+        ("composite_url", _S),
+        ("mask_color", pa.list_(pa.int32())),
+        ("mask_sha256", _S),
+        ("mask_x", _I),
+        ("mask_y", _I),
+        ("mask_w", _I),
+        ("mask_h", _I),
+        ("mask_area", _I),
+        ("mask_rle", _S),
+        ("mask_source", _S),
+        ("image_width", _I),
+        ("image_height", _I),
+        ("valid", _B),
+        ("error_kind", _S),
+        ("raw_json", _S),
+    ),
+    "classifications": _schema(
+        *_ROW_IDS,
+        *_LABEL_IDS,
+        ("scope", _S),  # "global" | "object"
+        ("object_feature_id", _S),
+        ("parent_feature_id", _S),
+        ("depth", _I),
+        ("path", _S),
+        ("question_feature_id", _S),
+        ("question_schema_id", _S),
+        ("question_name", _S),
+        ("question_value", _S),
+        ("answer_kind", _S),  # "radio" | "checklist" | "text"
+        ("answer_feature_id", _S),
+        ("answer_schema_id", _S),
+        ("answer_name", _S),
+        ("answer_value", _S),
+        ("text", _S),
+        ("confidence", _F),
+    ),
+    "relationships": _schema(
+        *_ROW_IDS,
+        *_LABEL_IDS,
+        ("feature_id", _S),
+        ("feature_schema_id", _S),
+        ("name", _S),
+        ("value", _S),
+        ("annotation_kind", _S),
+        ("source_feature_id", _S),
+        ("target_feature_id", _S),
+        ("directed", _B),
+        ("confidence", _F),
+        ("valid", _B),
+        ("error_kind", _S),
+    ),
+    "embeddings": _schema(
+        *_ROW_IDS,
+        ("embedding_id", _S),
+        ("name", _S),
+        ("dimensions", _I),
+        ("is_custom", _B),
+        ("value_index", _I),
+        ("values", pa.list_(pa.float32())),
+    ),
+    "attachments": _schema(
+        *_ROW_IDS,
+        ("index", _I),
+        ("attachment_id", _S),
+        ("type", _S),
+        ("name", _S),
+        ("value", _S),
+    ),
+    "metadata_fields": _schema(
+        *_ROW_IDS,
+        ("index", _I),
+        ("schema_id", _S),
+        ("schema_name", _S),
+        ("type", _S),
+        ("value", _S),
+        ("value_name", _S),
+    ),
+    "workflow_history": _schema(
+        *_ROW_IDS,
+        ("project_id", _S),
+        ("seq", _I),
+        ("action", _S),
+        ("created_at", _S),
+        ("created_by", _S),
+        ("previous_task_id", _S),
+        ("previous_task_name", _S),
+        ("next_task_id", _S),
+        ("next_task_name", _S),
+    ),
+}
+assert tuple(SCHEMAS) == TABLE_NAMES, "rows.TABLE_NAMES and tables.SCHEMAS must agree"
+
+DEFAULT_ROW_GROUP_SIZE = 10_000
+
+
+def to_arrow(table: str, records: list[dict[str, Any]]) -> pa.Table:
+    """Build an Arrow table of `table`'s schema from records (missing keys become null)."""
+    return pa.Table.from_pylist(records, schema=SCHEMAS[table])
+
+
+class _TableStream:
+    """One table's buffer and Parquet writer."""
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_size: int) -> None:
+        self.path = path
+        self.schema = schema
+        self.row_group_size = row_group_size
+        self.records: list[dict[str, Any]] = []
+        self.chunks: list[pa.Table] = []
+        self.buffered = 0
+        self.rows = 0
+        self.writer: pq.ParquetWriter | None = None
+
+    def add_records(self, records: Iterable[dict[str, Any]]) -> None:
+        for rec in records:
+            self.records.append(rec)
+            self.buffered += 1
+            if self.buffered >= self.row_group_size:
+                self._drain(final=False)
+
+    def add_arrow(self, data: pa.Table | pa.RecordBatch) -> None:
+        table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+        self._records_to_chunk()
+        self.chunks.append(_conform(table, self.schema))
+        self.buffered += table.num_rows
+        if self.buffered >= self.row_group_size:
+            self._drain(final=False)
+
+    def _records_to_chunk(self) -> None:
+        if self.records:
+            self.chunks.append(pa.Table.from_pylist(self.records, schema=self.schema))
+            self.records = []
+
+    def _drain(self, *, final: bool) -> None:
+        """Write full row groups (and the remainder when final) so group bounds are stable."""
+        self._records_to_chunk()
+        if not self.chunks:
+            return
+        table = pa.concat_tables(self.chunks)
+        n = self.row_group_size
+        full = table.num_rows if final else (table.num_rows // n) * n
+        start = 0
+        while start < full:
+            size = min(n, full - start)
+            self._write(table.slice(start, size))
+            start += size
+        rest = table.slice(full)
+        self.chunks = [rest] if rest.num_rows else []
+        self.buffered = rest.num_rows
+
+    def _write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = _open_writer(self.path, self.schema)
+        self.writer.write_table(table, row_group_size=self.row_group_size)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._drain(final=True)
+        if self.writer is None:
+            self.writer = _open_writer(self.path, self.schema)
+        self.writer.close()
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast `table` to `schema`; columns an older file lacks become null."""
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, type=f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _open_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    # zstd for size; fixed options and no schema metadata keep the bytes reproducible.
+    return pq.ParquetWriter(
+        str(path), schema, compression="zstd", store_schema=False, write_statistics=True
+    )
+
+
+class TableSink:
+    """Stream records of every table into `<dir>/<table>.parquet`, row group by row group.
+
+    Memory holds at most `row_group_size` buffered records per table. `close()` writes every
+    table, empty ones included, and returns {table: path}.
+    """
+
+    def __init__(self, directory: str | Path, row_group_size: int = DEFAULT_ROW_GROUP_SIZE) -> None:
+        if row_group_size < 1:
+            raise ValueError("row_group_size must be at least 1")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._streams = {
+            name: _TableStream(self.directory / f"{name}.parquet", schema, row_group_size)
+            for name, schema in SCHEMAS.items()
+        }
+        self._closed = False
+
+    def add(self, table: str, records: Iterable[dict[str, Any]]) -> None:
+        """Append records (dicts keyed by column name) to `table`."""
+        self._stream(table).add_records(records)
+
+    def add_arrow(self, table: str, data: pa.Table | pa.RecordBatch) -> None:
+        """Append an Arrow table or batch (its columns are selected and cast to the schema)."""
+        self._stream(table).add_arrow(data)
+
+    def add_row(self, row: ParsedRow) -> None:
+        """Append every table's records of one parsed row."""
+        for name, records in row.tables.items():
+            if records:
+                self.add(name, records)
+
+    def counts(self) -> dict[str, int]:
+        """Return rows added so far per table (written plus buffered)."""
+        return {name: s.rows + s.buffered for name, s in self._streams.items()}
+
+    def close(self) -> dict[str, Path]:
+        """Flush and close every table file; return {table: path}."""
+        if not self._closed:
+            for s in self._streams.values():
+                s.close()
+            self._closed = True
+        return {name: s.path for name, s in self._streams.items()}
+
+    def _stream(self, table: str) -> _TableStream:
+        if self._closed:
+            raise RuntimeError("TableSink is closed")
+        try:
+            return self._streams[table]
+        except KeyError:
+            raise KeyError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}") from None
+
+    def __enter__(self) -> TableSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- masks -------------------------------------------------------------------------------------
+
+
+def apply_mask_results(
+    records: Iterable[dict[str, Any]], results: Iterable[MaskResult]
+) -> list[dict[str, Any]]:
+    """Return annotation records with the mask_* columns filled from results by feature id.
+
+    Records without a result are returned unchanged (a mask that failed keeps null mask
+    columns; its error record says why).
+    """
+    by_feature = {r.feature_id: r for r in results}
+    out: list[dict[str, Any]] = []
+    for rec in records:
+        res = by_feature.get(rec.get("feature_id") or "")
+        if res is None or rec.get("annotation_kind") != "ImageSegmentationMask":
+            out.append(rec)
+            continue
+        out.append(
+            {
+                **rec,
+                "mask_sha256": res.sha256,
+                "mask_x": res.x,
+                "mask_y": res.y,
+                "mask_w": res.w,
+                "mask_h": res.h,
+                "mask_area": res.area,
+                "mask_rle": res.rle,
+                "mask_source": res.source,
+                "image_width": res.width,
+                "image_height": res.height,
+            }
+        )
+    return out
+
+
+def assemble(rows: Iterable[ParsedRow], results: Iterable[MaskResult], sink: TableSink) -> None:
+    """Write one part's parsed rows into `sink`, with mask results joined into annotations."""
+    result_list = list(results)
+    for row in rows:
+        for name, records in row.tables.items():
+            if not records:
+                continue
+            if name == "annotations":
+                records = apply_mask_results(records, result_list)
+            sink.add(name, records)
+
+
+# -- digests -----------------------------------------------------------------------------------
+
+_MOD = 2**256
+
+
+def _row_hash(row: Mapping[str, Any]) -> int:
+    canon = orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    return int.from_bytes(hashlib.sha256(canon).digest(), "big")
+
+
+def digest_records(table: str, records: Iterable[Mapping[str, Any]]) -> str:
+    """Return an order-independent digest of records as they would be stored in `table`.
+
+    Records are normalised through the table's schema first (so a missing key and an explicit
+    null, or an int and the float it is stored as, digest the same).
+    """
+    total = 0
+    batch: list[Mapping[str, Any]] = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) >= DEFAULT_ROW_GROUP_SIZE:
+            total = (
+                total + _sum_rows(to_arrow(table, [dict(r) for r in batch]).to_pylist())
+            ) % _MOD
+            batch = []
+    if batch:
+        total = (total + _sum_rows(to_arrow(table, [dict(r) for r in batch]).to_pylist())) % _MOD
+    return f"{total:064x}"
+
+
+def digest_parquet(path: str | Path) -> str:
+    """Return the order-independent digest of a Parquet table, read batch by batch."""
+    total = 0
+    pf = pq.ParquetFile(str(path))
+    for batch in pf.iter_batches(batch_size=DEFAULT_ROW_GROUP_SIZE):
+        total = (total + _sum_rows(batch.to_pylist())) % _MOD
+    return f"{total:064x}"
+
+
+def _sum_rows(rows: Iterable[Mapping[str, Any]]) -> int:
+    return sum(_row_hash(r) for r in rows) % _MOD
+
+
+def dataset_digest(table_digests: Mapping[str, str]) -> str:
+    """Combine per-table digests (name → hex) into one digest, independent of dict order."""
+    h = hashlib.sha256()
+    for name in sorted(table_digests):
+        h.update(f"{name}={table_digests[name]}\n".encode())
+    return h.hexdigest()
+
+
+# -- incremental merges ------------------------------------------------------------------------
+
+
+def copy_rows_except(
+    parent_path: str | Path,
+    table: str,
+    replaced_data_row_ids: Iterable[str],
+    sink: TableSink,
+    batch_size: int = DEFAULT_ROW_GROUP_SIZE,
+) -> int:
+    """Stream the parent version's rows whose data_row_id is not replaced into `sink`.
+
+    Returns the number of rows copied. Reads one batch at a time, so memory stays bounded by
+    `batch_size` (plus the set of replaced ids).
+    """
+    replaced = pa.array(sorted(set(replaced_data_row_ids)), type=pa.string())
+    copied = 0
+    pf = pq.ParquetFile(str(parent_path))
+    for batch in pf.iter_batches(batch_size=batch_size):
+        keep = pc.invert(pc.is_in(batch.column("data_row_id"), value_set=replaced))
+        # A null data_row_id cannot be replaced by anything: keep it.
+        keep = pc.fill_null(keep, True)
+        kept = batch.filter(keep)
+        if kept.num_rows:
+            sink.add_arrow(table, kept)
+            copied += kept.num_rows
+    return copied
+
+
+def iter_parquet_records(path: str | Path, batch_size: int = 1_000) -> Iterator[dict[str, Any]]:
+    """Yield a Parquet table's rows as dicts, one batch in memory at a time."""
+    pf = pq.ParquetFile(str(path))
+    for batch in pf.iter_batches(batch_size=batch_size):
+        yield from batch.to_pylist()
+
+
+# -- watermark ---------------------------------------------------------------------------------
+
+WATERMARK_CURSOR = "data_row.details.last_activity_at"
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """An explicit, named incremental cursor: the latest activity seen so far."""
+
+    cursor: str = WATERMARK_CURSOR
+    value: str | None = None  # ISO 8601 UTC, e.g. "2024-04-08T16:34:01.000Z"
+    ignored: tuple[str, ...] = field(default=(), compare=False)  # unparseable inputs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor, "value": self.value}
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    """Parse an export timestamp (`...Z`, `...+00:00`, naive = UTC) or return None."""
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def format_timestamp(dt: datetime) -> str:
+    """Format an instant as ISO 8601 UTC with milliseconds and a `Z`."""
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def compute_watermark(
+    last_activity_values: Iterable[str | None], parent: Watermark | str | None = None
+) -> Watermark:
+    """Return the max of the rows' last_activity_at and the parent watermark.
+
+    None values are skipped; values that do not parse are skipped and listed in `ignored`.
+    The watermark never moves backwards: with no newer row, the parent's value is kept.
+    """
+    parent_value = parent.value if isinstance(parent, Watermark) else parent
+    best: datetime | None = None
+    ignored: list[str] = []
+    for value in itertools.chain((parent_value,), last_activity_values):
+        if value is None:
+            continue
+        dt = parse_timestamp(value)
+        if dt is None:
+            ignored.append(value)
+            continue
+        if best is None or dt > best:
+            best = dt
+    return Watermark(
+        value=format_timestamp(best) if best is not None else None, ignored=tuple(ignored)
+    )
