@@ -1,0 +1,683 @@
+"""Start Labelbox exports, wait for them with a real timeout, and stream their results.
+
+The labelbox SDK starts the export (`project.export` / `model_run.export`) and answers the
+GraphQL; everything after that is ours, because the SDK's own path falls short
+(DESIGN.md section 2): `wait_till_done` returns silently on timeout, and
+`get_buffered_stream` downloads the whole export to a temp file before the first row and
+never retries a chunk. `ExportStreamReader` sends the same GraphQL queries as the SDK,
+fetches each chunk file through `HttpClient` (retries, backoff, Retry-After), yields
+lines as chunks arrive and holds about one chunk in memory.
+
+SDK exceptions are translated here, at the boundary, into `labelhaul.errors`, and no
+message carries the API key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import orjson
+
+from labelhaul.errors import (
+    AuthError,
+    ConfigError,
+    ExportFailedError,
+    ExportTimeoutError,
+    FilterError,
+    LabelhaulError,
+    NotFoundError,
+    TerminalError,
+    TransientError,
+)
+from labelhaul.export_params import ExportFilters, ExportParams, build_filter_dicts
+from labelhaul.http import HttpClient, HttpError, RetryPolicy
+from labelhaul.records import ErrorRecord
+
+__all__ = [
+    "ExportFilters",
+    "ExportJob",
+    "ExportParams",
+    "ExportStreamReader",
+    "LineSplitter",
+    "StreamHeader",
+    "TaskState",
+    "call_graphql",
+    "iter_export_lines",
+    "make_client",
+    "parse_line",
+    "start_export",
+    "wait_for_export",
+]
+
+logger = logging.getLogger("labelhaul.export")
+
+T = TypeVar("T")
+StreamName = Literal["RESULT", "ERRORS"]
+
+# Query texts exactly as labelbox 7.17 sends them (export_task.py, export_filters.py).
+METADATA_HEADER_QUERY = (
+    "query GetExportMetadataHeaderPyApi"
+    "($where: WhereUniqueIdInput, $streamType: TaskStreamType!)"
+    "{task(where: $where)"
+    "{exportMetadataHeader(streamType: $streamType)"
+    "{totalSize totalLines}"
+    "}}"
+)
+FILE_FROM_OFFSET_QUERY = (
+    "query GetExportFileFromOffsetPyApi"
+    "($where: WhereUniqueIdInput, $streamType: TaskStreamType!, $offset: UInt64!)"
+    "{task(where: $where)"
+    "{exportFileFromOffset(streamType: $streamType, offset: $offset)"
+    "{offsets {start end} lines {start end} file}"
+    "}}"
+)
+CURRENT_USER_TIMEZONE_QUERY = "query CurrentUserPyApi { user { timezone } }"
+
+# GraphQL calls are cheap and rate-limited per minute: back off longer than for files.
+DEFAULT_GRAPHQL_POLICY = RetryPolicy(retries=6, base_s=0.5, cap_s=30.0)
+
+
+# --------------------------------------------------------------------------- client
+
+
+def make_client(api_key: str | None, endpoint: str, rest_endpoint: str | None = None) -> Any:
+    """Return a `labelbox.Client`, failing fast when there is no API key.
+
+    Raises:
+        ConfigError: no API key.
+    """
+    if not api_key:
+        raise ConfigError(
+            "No Labelbox API key: set LABELBOX_API_KEY (or put it in .env). "
+            "For offline use, `labelhaul emulator` prints one."
+        )
+    import labelbox
+
+    kwargs: dict[str, Any] = {"api_key": api_key, "endpoint": endpoint}
+    if rest_endpoint:
+        kwargs["rest_endpoint"] = rest_endpoint
+    return labelbox.Client(**kwargs)
+
+
+def _api_key_of(client: Any) -> str | None:
+    try:
+        header = str(client.headers.get("Authorization", ""))
+    except Exception:  # noqa: BLE001 - any client shape: scrubbing is best effort
+        return None
+    return header.removeprefix("Bearer ").strip() or None
+
+
+def _scrub(message: str, client: Any) -> str:
+    key = _api_key_of(client)
+    if key and len(key) >= 4:
+        message = message.replace(key, "***")
+    return message
+
+
+def _endpoint_of(client: Any) -> str:
+    return str(getattr(client, "endpoint", "the Labelbox endpoint"))
+
+
+def call_graphql(
+    fn: Callable[[], T],
+    client: Any,
+    *,
+    what: str,
+    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+    not_found: str | None = None,
+) -> T:
+    """Run one SDK call, retrying what the SDK does not, and translate its errors.
+
+    The SDK retries 5xx and timeouts itself; 429 (`ApiLimitError`) and connection
+    errors it raises at once, so they are retried here with backoff and jitter.
+
+    Args:
+        fn: the SDK call.
+        client: the `labelbox.Client` (to name the endpoint and scrub the key).
+        what: what the call does, for messages ("start the export of project X").
+        policy: retries and backoff.
+        sleep: injectable for tests.
+        not_found: message for `ResourceNotFoundError` (None: a generic one).
+
+    Raises:
+        AuthError, NotFoundError, FilterError, TransientError, TerminalError.
+    """
+    from lbox import exceptions as lbx
+
+    last: BaseException | None = None
+    for attempt in range(policy.retries + 1):
+        try:
+            return fn()
+        except LabelhaulError:
+            raise
+        except lbx.AuthenticationError as exc:
+            raise AuthError(
+                f"Labelbox refused the API key while trying to {what}: check "
+                "LABELBOX_API_KEY (a key from the right organisation, not revoked)."
+            ) from exc
+        except lbx.AuthorizationError as exc:
+            raise AuthError(
+                f"The API key may not {what}: {_scrub(exc.message, client)}. Use a key whose "
+                "user has access to it."
+            ) from exc
+        except lbx.ResourceNotFoundError as exc:
+            raise NotFoundError(
+                not_found or f"Labelbox found nothing to {what}: {_scrub(str(exc), client)}"
+            ) from exc
+        except (lbx.InvalidQueryError, lbx.MalformedQueryException, ValueError) as exc:
+            raise FilterError(
+                f"Labelbox refused the request to {what}: {_scrub(str(exc), client)}"
+            ) from exc
+        except (
+            lbx.ApiLimitError,
+            lbx.NetworkError,
+            lbx.TimeoutError,
+            lbx.InternalServerError,
+        ) as exc:
+            last = exc
+            if attempt < policy.retries:
+                delay = policy.delay(attempt)
+                logger.warning(
+                    "Labelbox call to %s failed (%s); retry %d/%d in %.1fs",
+                    what,
+                    type(exc).__name__,
+                    attempt + 1,
+                    policy.retries,
+                    delay,
+                )
+                sleep(delay)
+        except lbx.LabelboxError as exc:
+            raise TerminalError(f"Labelbox failed to {what}: {_scrub(str(exc), client)}") from exc
+    assert last is not None
+    if type(last).__name__ == "NetworkError":
+        raise TransientError(
+            f"Cannot reach Labelbox at {_endpoint_of(client)} to {what} after "
+            f"{policy.retries + 1} attempts ({_scrub(str(last), client)}): check "
+            "LABELBOX_ENDPOINT and the network."
+        ) from last
+    raise TransientError(
+        f"Labelbox kept failing to {what} after {policy.retries + 1} attempts "
+        f"({type(last).__name__}: {_scrub(str(last), client)}); try again later."
+    ) from last
+
+
+# --------------------------------------------------------------------------- start
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """One export task Labelbox is running for us (several when ids were split)."""
+
+    task_id: str
+    source: Literal["project", "model_run"]
+    source_id: str
+    part: int = 0
+    parts: int = 1
+
+
+def fetch_user_timezone(client: Any, *, policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY) -> str:
+    """Return the API-key owner's timezone, the zone Labelbox reads naive dates in."""
+    res = call_graphql(
+        lambda: client.execute(CURRENT_USER_TIMEZONE_QUERY),
+        client,
+        what="read the user's timezone",
+        policy=policy,
+    )
+    return str((res or {}).get("user", {}).get("timezone") or "UTC")
+
+
+def start_export(
+    client: Any,
+    *,
+    project_id: str | None = None,
+    model_run_id: str | None = None,
+    params: ExportParams | None = None,
+    filters: ExportFilters | None = None,
+    naive_dates_as_utc: bool = False,
+    task_name: str | None = None,
+    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+) -> list[ExportJob]:
+    """Start the export(s) of a project or a model run and return their jobs.
+
+    More than 2,000 data row ids or global keys start one export per 2,000; stream
+    them as one with `iter_export_lines`. Model-run exports take no filters.
+
+    Raises:
+        ConfigError: neither or both of project_id and model_run_id.
+        AuthError, NotFoundError, FilterError, TransientError.
+    """
+    if (project_id is None) == (model_run_id is None):
+        raise ConfigError("Give exactly one of project_id or model_run_id to export.")
+    params = params or ExportParams()
+    if model_run_id is not None:
+        if filters is not None and filters != ExportFilters():
+            raise FilterError(
+                "Model-run exports take no filters: export the whole model run, or export "
+                "the project with filters instead."
+            )
+        return [_start_model_run_export(client, model_run_id, params, task_name, policy)]
+    assert project_id is not None
+    filters = filters or ExportFilters()
+    # Validate locally before any network call, so a bad filter fails fast.
+    build_filter_dicts(filters, user_timezone="UTC", naive_dates_as_utc=naive_dates_as_utc)
+    project = call_graphql(
+        lambda: client.get_project(project_id),
+        client,
+        what=f"open project {project_id}",
+        policy=policy,
+        not_found=f"Project {project_id} not found: check the id and that the API key's "
+        "user is a member of it.",
+    )
+    user_tz = fetch_user_timezone(client, policy=policy) if filters.has_dates else None
+    filter_dicts = build_filter_dicts(
+        filters, user_timezone=user_tz, naive_dates_as_utc=naive_dates_as_utc
+    )
+    project_params = params.to_project_params()
+    jobs: list[ExportJob] = []
+    for part, fdict in enumerate(filter_dicts):
+        name = task_name if len(filter_dicts) == 1 or task_name is None else f"{task_name}-{part}"
+        task = call_graphql(
+            lambda fdict=fdict, name=name: project.export(  # type: ignore[misc]
+                task_name=name, filters=fdict, params=project_params
+            ),
+            client,
+            what=f"start the export of project {project_id}",
+            policy=policy,
+        )
+        job = ExportJob(str(task.uid), "project", project_id, part, len(filter_dicts))
+        logger.info(
+            "Started export task %s of project %s (part %d/%d)",
+            job.task_id,
+            project_id,
+            part + 1,
+            len(filter_dicts),
+        )
+        jobs.append(job)
+    return jobs
+
+
+def _start_model_run_export(
+    client: Any,
+    model_run_id: str,
+    params: ExportParams,
+    task_name: str | None,
+    policy: RetryPolicy,
+) -> ExportJob:
+    model_run = call_graphql(
+        lambda: client.get_model_run(model_run_id),
+        client,
+        what=f"open model run {model_run_id}",
+        policy=policy,
+        not_found=f"Model run {model_run_id} not found: check the id and the API key's "
+        "organisation.",
+    )
+    mr_params = params.to_model_run_params()
+    task = call_graphql(
+        lambda: model_run.export(task_name=task_name, params=mr_params),
+        client,
+        what=f"start the export of model run {model_run_id}",
+        policy=policy,
+    )
+    logger.info("Started export task %s of model run %s", task.uid, model_run_id)
+    return ExportJob(str(task.uid), "model_run", model_run_id)
+
+
+# --------------------------------------------------------------------------- wait
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """Where an export task ended up."""
+
+    task_id: str
+    status: str
+    completion_percentage: float | None
+
+
+def _failure_message(task: Any) -> str:
+    parts: list[str] = []
+    for attr in ("errors_url", "result_url"):
+        value = getattr(task, attr, None)
+        # A FAILED export carries Labelbox's message where a URL would otherwise be.
+        if value and not str(value).startswith(("http://", "https://")):
+            parts.append(str(value))
+    metadata = getattr(task, "metadata", None)
+    if isinstance(metadata, dict):
+        for key in ("error", "errors", "message"):
+            if metadata.get(key):
+                parts.append(str(metadata[key]))
+    return "; ".join(dict.fromkeys(parts)) or "no message from Labelbox"
+
+
+def wait_for_export(
+    client: Any,
+    task_id: str,
+    *,
+    timeout_s: float,
+    poll_s: float = 2.0,
+    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> TaskState:
+    """Poll an export task until it completes, logging progress.
+
+    Raises:
+        ExportTimeoutError: still running after `timeout_s`.
+        ExportFailedError: the task ended FAILED (with Labelbox's message).
+        NotFoundError: no such task for this API key.
+    """
+    from labelbox.schema.task import Task
+
+    deadline = clock() + timeout_s
+    task = call_graphql(
+        lambda: Task.get_task(client, task_id),
+        client,
+        what=f"read export task {task_id}",
+        policy=policy,
+        not_found=f"Export task {task_id} not found for this API key's user.",
+    )
+    last_pct: float | None = None
+    while True:
+        status = str(task.status)
+        pct = task.completion_percentage
+        if status == "COMPLETE":
+            logger.info("Export task %s complete", task_id)
+            return TaskState(task_id, status, pct)
+        if status in ("FAILED", "CANCELED", "CANCELLED"):
+            raise ExportFailedError(
+                f"Labelbox export task {task_id} ended {status}: {_failure_message(task)}. "
+                "Fix the cause (filters, params, project state) and start a new export."
+            )
+        if pct != last_pct:
+            logger.info("Export task %s %s: %s%% done", task_id, status, pct)
+            last_pct = pct
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise ExportTimeoutError(
+                f"Export task {task_id} still {status} ({pct}% done) after {timeout_s:.0f}s: "
+                "raise LABELHAUL_EXPORT_TIMEOUT_S or export less (filters)."
+            )
+        sleep(min(poll_s, remaining))
+        call_graphql(task.refresh, client, what=f"poll export task {task_id}", policy=policy)
+
+
+# --------------------------------------------------------------------------- lines
+
+
+class LineSplitter:
+    """Reassemble NDJSON lines from chunks cut anywhere, each with its byte offset.
+
+    Holds at most one partial line between chunks. Lines come without their newline;
+    blank lines are skipped.
+    """
+
+    def __init__(self, start_offset: int = 0) -> None:
+        self._tail = b""
+        self._tail_offset = start_offset
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        """Yield the lines `data` completes, as (offset of the line, line bytes)."""
+        if not data:
+            return
+        base = self._tail_offset  # stream offset of the first byte of `buf`
+        buf = self._tail + data if self._tail else data
+        pos = 0
+        while True:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                break
+            line = buf[pos:nl]
+            if line.strip():
+                yield base + pos, line
+            pos = nl + 1
+        self._tail = buf[pos:]
+        self._tail_offset = base + pos
+
+    def finish(self) -> tuple[int, bytes] | None:
+        """Return the last line when the stream does not end with a newline."""
+        tail, self._tail = self._tail, b""
+        if tail.strip():
+            return self._tail_offset, tail
+        return None
+
+    @property
+    def pending_bytes(self) -> int:
+        """Return how many bytes of an unfinished line are held."""
+        return len(self._tail)
+
+
+def parse_line(
+    line: bytes, offset: int, *, final_unterminated: bool = False, stream: str = "RESULT"
+) -> dict[str, Any] | ErrorRecord:
+    """Parse one NDJSON line, or describe why it cannot be parsed."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ErrorRecord(
+            stage="export",
+            kind="invalid_utf8",
+            message=f"Export {stream} line at byte {offset} is not UTF-8 ({exc.reason} at "
+            f"byte {exc.start} of the line); the line was skipped.",
+            offset=offset,
+            extra={"stream": stream, "length": len(line)},
+        )
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        kind = "truncated_line" if final_unterminated else "malformed_line"
+        what = "is cut short (the export ends mid-line)" if final_unterminated else "is not JSON"
+        return ErrorRecord(
+            stage="export",
+            kind=kind,
+            message=f"Export {stream} line at byte {offset} {what}: {exc}; the line was skipped.",
+            offset=offset,
+            extra={"stream": stream, "length": len(line), "head": line[:80].decode()},
+        )
+    if not isinstance(obj, dict):
+        return ErrorRecord(
+            stage="export",
+            kind="malformed_line",
+            message=f"Export {stream} line at byte {offset} is JSON but not an object "
+            f"({type(obj).__name__}); the line was skipped.",
+            offset=offset,
+            extra={"stream": stream},
+        )
+    return obj
+
+
+# --------------------------------------------------------------------------- reader
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """Size of one export stream, from `exportMetadataHeader`."""
+
+    total_size: int
+    total_lines: int
+
+
+class ExportStreamReader:
+    """Stream one export task's RESULT or ERRORS lines as their chunks arrive.
+
+    Args:
+        client: a `labelbox.Client` (its `execute` sends the GraphQL).
+        task_id: the export task, COMPLETE.
+        stream: "RESULT" or "ERRORS"; an empty or absent stream yields nothing.
+        http: fetches chunk files (retries, backoff, Retry-After).
+        start_offset: byte offset to resume from; must be a line start (an offset this
+            reader yielded before), so resuming yields exactly the tail.
+        graphql_policy: retries of the GraphQL calls.
+        sleep: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        task_id: str,
+        stream: StreamName = "RESULT",
+        *,
+        http: HttpClient,
+        start_offset: int = 0,
+        graphql_policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if stream not in ("RESULT", "ERRORS"):
+            raise ValueError(f"stream must be RESULT or ERRORS, not {stream!r}")
+        if start_offset < 0:
+            raise ValueError("start_offset must be >= 0")
+        self.client = client
+        self.task_id = task_id
+        self.stream = stream
+        self.http = http
+        self.start_offset = start_offset
+        self.graphql_policy = graphql_policy
+        self._sleep = sleep
+        self._header: StreamHeader | None = None
+        self._header_read = False
+        self.chunks_read = 0
+        self.lines_read = 0
+
+    def _execute(self, query: str, variables: dict[str, Any], what: str) -> Any:
+        return call_graphql(
+            lambda: self.client.execute(query, variables, error_log_key="errors"),
+            self.client,
+            what=what,
+            policy=self.graphql_policy,
+            sleep=self._sleep,
+            not_found=f"Export task {self.task_id} not found for this API key's user.",
+        )
+
+    def header(self) -> StreamHeader | None:
+        """Return the stream's size, or None when the task has no such stream."""
+        if not self._header_read:
+            res = self._execute(
+                METADATA_HEADER_QUERY,
+                {"where": {"id": self.task_id}, "streamType": self.stream},
+                f"read the {self.stream} header of export task {self.task_id}",
+            )
+            raw = ((res or {}).get("task") or {}).get("exportMetadataHeader")
+            if raw and raw.get("totalSize") is not None:
+                self._header = StreamHeader(int(raw["totalSize"]), int(raw.get("totalLines") or 0))
+            self._header_read = True
+        return self._header
+
+    @property
+    def total_size(self) -> int:
+        """Return the stream's size in bytes (0 when there is none)."""
+        h = self.header()
+        return h.total_size if h else 0
+
+    @property
+    def total_lines(self) -> int:
+        """Return the stream's line count (0 when there is none)."""
+        h = self.header()
+        return h.total_lines if h else 0
+
+    def _file_info(self, offset: int) -> dict[str, Any]:
+        res = self._execute(
+            FILE_FROM_OFFSET_QUERY,
+            {
+                "where": {"id": self.task_id},
+                "streamType": self.stream,
+                "offset": str(offset),
+            },
+            f"locate byte {offset} of the {self.stream} stream of export task {self.task_id}",
+        )
+        info = ((res or {}).get("task") or {}).get("exportFileFromOffset")
+        if not info or not info.get("file"):
+            raise TransientError(
+                f"Labelbox gave no file for byte {offset} of the {self.stream} stream of export "
+                f"task {self.task_id}; retry the run."
+            )
+        return dict(info)
+
+    def _fetch_chunk(self, offset: int) -> tuple[int, bytes]:
+        """Return (stream offset of the returned bytes, bytes) for the chunk holding `offset`."""
+        problem = ""
+        for attempt in range(self.graphql_policy.retries + 1):
+            info = self._file_info(offset)
+            start = int(info["offsets"]["start"])
+            end = int(info["offsets"]["end"])
+            try:
+                body = self.http.get_bytes(str(info["file"]))
+            except HttpError as exc:
+                if exc.transient or attempt == self.graphql_policy.retries:
+                    raise TransientError(
+                        f"Cannot download chunk at byte {offset} of export task "
+                        f"{self.task_id}: {exc}"
+                    ) from exc
+                # A signed URL can expire between the GraphQL answer and the GET: ask again.
+                problem = str(exc)
+            else:
+                if len(body) == end - start + 1 and start <= offset <= end:
+                    return start, body
+                problem = f"got {len(body)} bytes for byte range {start}-{end} (asked for {offset})"
+            logger.warning(
+                "Chunk at byte %d of export task %s: %s; refetching", offset, self.task_id, problem
+            )
+            self._sleep(self.graphql_policy.delay(attempt))
+        raise TransientError(
+            f"Chunk at byte {offset} of export task {self.task_id} kept failing: {problem}"
+        )
+
+    def iter_chunks(self) -> Iterator[tuple[int, bytes]]:
+        """Yield (stream offset, bytes) of each chunk from `start_offset` on."""
+        total = self.total_size
+        offset = self.start_offset
+        while offset < total:
+            start, body = self._fetch_chunk(offset)
+            if start < offset:
+                body = body[offset - start :]
+            self.chunks_read += 1
+            yield offset, body
+            offset += len(body)
+
+    def iter_lines(self) -> Iterator[tuple[int, bytes]]:
+        """Yield (byte offset, line without newline) for each line, as chunks arrive."""
+        for offset, line, _final in self._iter_lines_marked():
+            yield offset, line
+
+    def _iter_lines_marked(self) -> Iterator[tuple[int, bytes, bool]]:
+        splitter = LineSplitter(self.start_offset)
+        for _, body in self.iter_chunks():
+            for offset, line in splitter.feed(body):
+                self.lines_read += 1
+                yield offset, line, False
+        last = splitter.finish()
+        if last is not None:
+            self.lines_read += 1
+            yield last[0], last[1], True
+        if self.start_offset == 0 and self._header and self.lines_read != self._header.total_lines:
+            logger.warning(
+                "Export task %s %s stream: read %d lines, header says %d",
+                self.task_id,
+                self.stream,
+                self.lines_read,
+                self._header.total_lines,
+            )
+
+    def iter_rows(self) -> Iterator[dict[str, Any] | ErrorRecord]:
+        """Yield each line parsed (orjson), or an ErrorRecord for a line that is not JSON."""
+        for offset, line, final in self._iter_lines_marked():
+            # Only an unterminated final line can be a cut-off one: the SDK's own files
+            # end every line, including the last, with a newline.
+            yield parse_line(line, offset, final_unterminated=final, stream=self.stream)
+
+
+def iter_export_lines(
+    readers: Iterable[ExportStreamReader],
+) -> Iterator[tuple[int, bytes]]:
+    """Yield the lines of several exports (ids split by 2,000) as one stream.
+
+    Offsets run on across exports, so each line keeps a unique offset in the whole.
+    """
+    base = 0
+    for reader in readers:
+        for offset, line in reader.iter_lines():
+            yield base + offset, line
+        base += reader.total_size
