@@ -1,0 +1,652 @@
+"""Object stores with one layout: a local directory or an S3 bucket prefix.
+
+Both give the same small interface (`ObjectStore`) with the two conditional writes the
+dataset store's commit protocol needs:
+
+- create-only: `put(key, data, if_none_match=True)`; S3 `IfNoneMatch='*'`, locally `os.link`
+  of a finished temp file (atomic, fails if the name exists).
+- compare-and-swap: `put(key, data, if_match=etag)`; S3 `IfMatch`, locally an `fcntl` lock
+  per key around read-compare-rename, with etag = sha256 of the content.
+
+A failed condition raises `PreconditionFailed`. On S3, `upload_file` cannot send
+`IfNoneMatch`, so `put_file` uses `put_object` with a streamed body, or for large files a
+multipart upload with `IfNoneMatch='*'` on `CompleteMultipartUpload`. moto 5.2.5's server
+honours `IfNoneMatch='*'`/`IfMatch` on PutObject and `IfNoneMatch='*'` on
+CompleteMultipartUpload (checked in moto/s3/responses.py and by tests/integration/test_store*).
+S3 returns 404 (not 412) for `IfMatch` on a missing key, and 409 when two conditional writes
+race: both are mapped to `PreconditionFailed` too.
+
+Every S3 write carries the configured server-side encryption. Misconfiguration (no
+credentials, missing bucket, unreachable endpoint, unwritable directory) fails when the
+store is opened, with a message naming the fix.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from labelhaul.errors import ConfigError, StoreError, StoreUnavailableError
+from labelhaul.keys import join_key, validate_key
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+_CHUNK = 1024 * 1024
+
+
+class PreconditionFailed(StoreError):  # noqa: N818 - the name S3 uses for HTTP 412
+    """A conditional write failed: the object exists (create-only) or changed (CAS)."""
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """The small object interface both backends provide (keys are relative, `/`-separated)."""
+
+    def get(self, key: str) -> bytes | None:
+        """Return the object's bytes, or None if absent."""
+        ...
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        """Return (bytes, etag), or None if absent."""
+        ...
+
+    def put(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        """Write `data`; return the new etag; raise PreconditionFailed on a failed condition."""
+        ...
+
+    def put_file(
+        self, key: str, path: str | os.PathLike[str], *, if_none_match: bool = False
+    ) -> str:
+        """Upload a local file (streamed); return the etag."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Return True if the object exists."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield the keys under `prefix`, in lexicographic order."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete the object (no error if absent)."""
+        ...
+
+    def open(self, key: str) -> IO[bytes]:
+        """Return a streaming binary reader; raise FileNotFoundError if absent."""
+        ...
+
+    def uri_for(self, key: str) -> str:
+        """Return a URI a person can use to find the object."""
+        ...
+
+    def download(self, key: str, dest: str | os.PathLike[str]) -> None:
+        """Copy the object to a local file, streamed."""
+        ...
+
+
+# --------------------------------------------------------------------------- local
+
+
+class LocalObjectStore:
+    """A directory as an object store: atomic writes; create-only and CAS across processes."""
+
+    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self._tmp = self.root / ".labelhaul-tmp"
+        self._locks = self.root / ".labelhaul-locks"
+        if read_only:
+            if not self.root.is_dir():
+                raise StoreUnavailableError(
+                    f"No dataset store at {self.root}: check the path (LABELHAUL_STORE / URI)."
+                )
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._tmp.mkdir(exist_ok=True)
+            self._locks.mkdir(exist_ok=True)
+            probe = self._tmp / f"probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"Store directory {self.root} is not writable ({exc.strerror}): fix its "
+                "permissions or point LABELHAUL_STORE at a writable path."
+            ) from exc
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        path = self.root / key
+        # validate_key already refuses `..`; this guards symlinked tricks too.
+        if not path.resolve().is_relative_to(self.root):
+            raise ValueError(f"object key escapes the store root: {key!r}")
+        return path
+
+    def _lock(self, key: str) -> _FileLock:
+        name = hashlib.sha256(key.encode()).hexdigest()
+        self._locks.mkdir(parents=True, exist_ok=True)
+        return _FileLock(self._locks / name)
+
+    def _write_temp(self, source: IO[bytes] | bytes) -> Path:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        with open(tmp, "wb") as fh:
+            if isinstance(source, bytes):
+                fh.write(source)
+            else:
+                shutil.copyfileobj(source, fh, _CHUNK)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
+
+    def _commit_temp(
+        self, key: str, tmp: Path, *, if_none_match: bool, if_match: str | None
+    ) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            etag = _sha256_file(tmp)
+            if if_none_match:
+                try:
+                    # link() fails if the name exists: atomic create-only, never a partial file.
+                    os.link(tmp, path)
+                except FileExistsError as exc:
+                    raise PreconditionFailed(f"{key} already exists") from exc
+                return etag
+            with self._lock(key):
+                if if_match is not None:
+                    current = _sha256_file(path) if path.exists() else None
+                    if current != if_match:
+                        raise PreconditionFailed(f"{key} changed (etag {current} != {if_match})")
+                os.replace(tmp, path)
+            return etag
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        data = self.get(key)
+        if data is None:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        self._path(key)
+        tmp = self._write_temp(bytes(data))
+        return self._commit_temp(key, tmp, if_none_match=if_none_match, if_match=if_match)
+
+    def put_file(
+        self, key: str, path: str | os.PathLike[str], *, if_none_match: bool = False
+    ) -> str:
+        self._path(key)
+        with open(path, "rb") as fh:
+            tmp = self._write_temp(fh)
+        return self._commit_temp(key, tmp, if_none_match=if_none_match, if_match=None)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = self.root
+        keys: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, base)
+            if rel_dir == ".":
+                dirnames[:] = [d for d in dirnames if not d.startswith(".labelhaul-")]
+                rel_dir = ""
+            for name in filenames:
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                key = key.replace(os.sep, "/")
+                if key.startswith(prefix):
+                    keys.append(key)
+        yield from sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def open(self, key: str) -> IO[bytes]:
+        return open(self._path(key), "rb")
+
+    def uri_for(self, key: str) -> str:
+        return str(self._path(key))
+
+    def download(self, key: str, dest: str | os.PathLike[str]) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise FileNotFoundError(self.uri_for(key))
+        shutil.copyfile(src, dest)
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({str(self.root)!r})"
+
+
+class _FileLock:
+    """An exclusive fcntl lock on a file: holds across processes, released on exit or crash."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fh: IO[bytes] | None = None
+
+    def __enter__(self) -> _FileLock:
+        self._fh = open(self._path, "ab")
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._fh is not None
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        self._fh.close()
+        self._fh = None
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- S3
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to talk to S3 (all optional; boto3's standard chain fills in the rest)."""
+
+    endpoint_url: str | None = None
+    sse: str | None = None  # "AES256" or "aws:kms"
+    kms_key_id: str | None = None
+    max_concurrency: int = 16
+    timeout_s: float = 30.0
+    retries: int = 5
+    multipart_threshold: int = 64 * 1024 * 1024
+    multipart_chunk: int = 16 * 1024 * 1024
+    region_name: str | None = None
+
+
+class S3ObjectStore:
+    """An S3 bucket prefix as an object store; every write carries the configured SSE."""
+
+    def __init__(self, bucket: str, prefix: str, options: S3Options, *, check: bool = True) -> None:
+        import boto3
+        from botocore.config import Config
+
+        if options.sse not in (None, "AES256", "aws:kms"):
+            raise ConfigError(
+                f"Unknown server-side encryption {options.sse!r}: use AES256 or aws:kms "
+                "(LABELHAUL_S3_SSE)."
+            )
+        if options.kms_key_id and options.sse != "aws:kms":
+            raise ConfigError("A KMS key id needs LABELHAUL_S3_SSE=aws:kms.")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.options = options
+        config = Config(
+            connect_timeout=options.timeout_s,
+            read_timeout=options.timeout_s,
+            retries={"max_attempts": options.retries, "mode": "standard"},
+            max_pool_connections=max(10, options.max_concurrency),
+        )
+        session = boto3.session.Session()
+        self.client: Any = session.client(
+            "s3",
+            endpoint_url=options.endpoint_url,
+            region_name=options.region_name,
+            config=config,
+        )
+        if check:
+            self._check()
+
+    def _check(self) -> None:
+        from botocore.exceptions import (
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        endpoint = self.client.meta.endpoint_url
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise ConfigError(
+                "No AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE, or run where an instance/role provides them."
+            ) from exc
+        except EndpointConnectionError as exc:
+            raise StoreUnavailableError(
+                f"Cannot reach the S3 endpoint {endpoint}: check AWS_ENDPOINT_URL_S3 / "
+                "the network, or that the S3-compatible server is running."
+            ) from exc
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                raise StoreUnavailableError(
+                    f"S3 bucket {self.bucket!r} does not exist at {endpoint}: create it or fix "
+                    "LABELHAUL_STORE (s3://bucket/prefix)."
+                ) from exc
+            if status in (401, 403):
+                raise StoreUnavailableError(
+                    f"Access to S3 bucket {self.bucket!r} denied: grant s3:ListBucket, "
+                    "s3:GetObject and s3:PutObject to these credentials."
+                ) from exc
+            raise StoreUnavailableError(
+                f"S3 bucket {self.bucket!r} at {endpoint} is not usable: {exc}"
+            ) from exc
+
+    def _key(self, key: str) -> str:
+        validate_key(key)
+        return join_key(self.prefix, key) if self.prefix else key
+
+    def _sse_args(self) -> dict[str, str]:
+        args: dict[str, str] = {}
+        if self.options.sse:
+            args["ServerSideEncryption"] = self.options.sse
+        if self.options.kms_key_id:
+            args["SSEKMSKeyId"] = self.options.kms_key_id
+        return args
+
+    def get(self, key: str) -> bytes | None:
+        got = self.get_with_etag(key)
+        return None if got is None else got[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise _translate(exc, self.uri_for(key)) from exc
+        body = resp["Body"]
+        try:
+            data: bytes = body.read()
+        finally:
+            body.close()
+        return data, str(resp["ETag"])
+
+    def put(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        args.update(self._sse_args())
+        if if_none_match:
+            args["IfNoneMatch"] = "*"
+        if if_match is not None:
+            args["IfMatch"] = if_match
+        return self._put_object(args, key, conditional=if_none_match or if_match is not None)
+
+    def _put_object(self, args: dict[str, Any], key: str, *, conditional: bool) -> str:
+        try:
+            resp = self.client.put_object(**args)
+        except Exception as exc:
+            status = _status(exc)
+            # 412: condition failed; 409: a concurrent conditional write won; 404: IfMatch on
+            # a key that no longer exists. All mean "someone else's state is there".
+            if conditional and status in (404, 409, 412):
+                raise PreconditionFailed(
+                    f"{self.uri_for(key)}: condition failed ({status})"
+                ) from exc
+            raise _translate(exc, self.uri_for(key)) from exc
+        return str(resp["ETag"])
+
+    def put_file(
+        self, key: str, path: str | os.PathLike[str], *, if_none_match: bool = False
+    ) -> str:
+        size = os.path.getsize(path)
+        if size < self.options.multipart_threshold:
+            with open(path, "rb") as fh:
+                args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": fh}
+                args.update(self._sse_args())
+                if if_none_match:
+                    args["IfNoneMatch"] = "*"
+                return self._put_object(args, key, conditional=if_none_match)
+        return self._put_multipart(key, Path(path), size, if_none_match=if_none_match)
+
+    def _put_multipart(self, key: str, path: Path, size: int, *, if_none_match: bool) -> str:
+        full = self._key(key)
+        chunk = max(self.options.multipart_chunk, 5 * 1024 * 1024)
+        try:
+            upload = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=full, **self._sse_args()
+            )
+        except Exception as exc:
+            raise _translate(exc, self.uri_for(key)) from exc
+        upload_id = upload["UploadId"]
+        offsets = list(range(0, size, chunk)) or [0]
+
+        def send(index: int) -> dict[str, Any]:
+            with open(path, "rb") as fh:
+                fh.seek(offsets[index])
+                body = fh.read(chunk)
+            part = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=index + 1,
+                Body=body,
+            )  # parts inherit the SSE set on create_multipart_upload
+            return {"ETag": part["ETag"], "PartNumber": index + 1}
+
+        try:
+            # Bounded: at most max_concurrency parts (chunk bytes each) in memory at once.
+            workers = max(1, min(self.options.max_concurrency, len(offsets)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                parts = list(pool.map(send, range(len(offsets))))
+            complete: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": full,
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": parts},
+            }
+            if if_none_match:
+                complete["IfNoneMatch"] = "*"
+            resp = self.client.complete_multipart_upload(**complete)
+        except Exception as exc:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+            except Exception:  # noqa: BLE001 - best effort; lifecycle rules clean up the rest
+                pass
+            if if_none_match and _status(exc) in (409, 412):
+                raise PreconditionFailed(f"{self.uri_for(key)} already exists") from exc
+            raise _translate(exc, self.uri_for(key)) from exc
+        return str(resp["ETag"])
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _status(exc) == 404:
+                return False
+            raise _translate(exc, self.uri_for(key)) from exc
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for item in page.get("Contents", []):
+                    yield str(item["Key"])[strip:]
+        except Exception as exc:
+            if isinstance(exc, GeneratorExit):
+                raise
+            raise _translate(exc, self.uri_for(prefix or ".")) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise _translate(exc, self.uri_for(key)) from exc
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _status(exc) == 404:
+                raise FileNotFoundError(self.uri_for(key)) from exc
+            raise _translate(exc, self.uri_for(key)) from exc
+        return io.BufferedReader(_BodyReader(resp["Body"]), _CHUNK)
+
+    def download(self, key: str, dest: str | os.PathLike[str]) -> None:
+        with self.open(key) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+
+    def uri_for(self, key: str) -> str:
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        return f"s3://{self.bucket}/{full}"
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore({self.uri_for('')!r})"
+
+
+class _BodyReader(io.RawIOBase):
+    """Wrap botocore's StreamingBody as a standard binary file object."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._body.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if isinstance(code, int):
+        return code
+    error_code = str(response.get("Error", {}).get("Code", ""))
+    return {"NoSuchKey": 404, "PreconditionFailed": 412, "404": 404}.get(error_code)
+
+
+def _translate(exc: BaseException, where: str) -> Exception:
+    """Map botocore errors to labelhaul's tree, keeping retryable ones retryable."""
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
+    from botocore.exceptions import (
+        NoCredentialsError,
+    )
+
+    if isinstance(exc, NoCredentialsError):
+        return ConfigError(
+            "No AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE."
+        )
+    if isinstance(exc, BotoConnectionError):
+        return StoreError(f"S3 request for {where} failed after retries: {exc}")
+    status = _status(exc)
+    if status in (401, 403):
+        return StoreUnavailableError(f"Access denied to {where}: check the bucket policy/IAM role.")
+    if isinstance(exc, Exception):
+        return StoreError(f"S3 request for {where} failed: {exc}")
+    return StoreError(str(exc))
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def open_object_store(
+    uri: str,
+    settings: Settings | None = None,
+    *,
+    endpoint_url: str | None = None,
+    sse: str | None = None,
+    kms_key_id: str | None = None,
+    max_concurrency: int | None = None,
+    timeout_s: float | None = None,
+    retries: int | None = None,
+    read_only: bool = False,
+    check: bool = True,
+    multipart_threshold: int | None = None,
+) -> ObjectStore:
+    """Open a local directory or `s3://bucket/prefix` as an object store.
+
+    Args:
+        uri: a path (created unless `read_only`) or `s3://bucket[/prefix]`.
+        settings: optional `config.Settings`; explicit keyword arguments win over it.
+        endpoint_url: S3-compatible endpoint; boto3 also reads AWS_ENDPOINT_URL_S3 itself.
+        sse: "AES256" or "aws:kms", applied to every write.
+        read_only: for readers: do not create the directory.
+        check: for S3, probe the bucket now so misconfiguration fails here.
+
+    Raises:
+        ConfigError / StoreUnavailableError with a message naming the fix.
+    """
+    if not uri:
+        raise ConfigError("No store given: set LABELHAUL_STORE to a path or s3://bucket/prefix.")
+    if uri.startswith("s3://"):
+        rest = uri[len("s3://") :]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ConfigError(f"Store URI {uri!r} has no bucket: use s3://bucket/prefix.")
+        for part in prefix.strip("/").split("/") if prefix.strip("/") else []:
+            if part in (".", ".."):
+                raise ConfigError(f"Store URI {uri!r} has a '.' or '..' segment.")
+
+        def pick(value: Any, attr: str, default: Any) -> Any:
+            if value is not None:
+                return value
+            if settings is not None and getattr(settings, attr, None) is not None:
+                return getattr(settings, attr)
+            return default
+
+        options = S3Options(
+            endpoint_url=pick(endpoint_url, "s3_endpoint_url", None),
+            sse=pick(sse, "s3_sse", None),
+            kms_key_id=pick(kms_key_id, "s3_kms_key_id", None),
+            max_concurrency=int(pick(max_concurrency, "s3_max_concurrency", 16)),
+            timeout_s=float(pick(timeout_s, "http_timeout_s", 30.0)),
+            retries=int(pick(retries, "http_retries", 5)),
+            multipart_threshold=multipart_threshold or 64 * 1024 * 1024,
+        )
+        return S3ObjectStore(bucket, prefix, options, check=check)
+    if "://" in uri and not uri.startswith("file://"):
+        raise ConfigError(f"Unsupported store URI {uri!r}: use a local path or s3://bucket/prefix.")
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return LocalObjectStore(path, read_only=read_only)
+
+
+def temp_download(objects: ObjectStore, key: str, suffix: str = "") -> Path:
+    """Download an object to a new temp file and return its path (the caller deletes it)."""
+    fd, name = tempfile.mkstemp(prefix="labelhaul-", suffix=suffix)
+    os.close(fd)
+    try:
+        objects.download(key, name)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)

@@ -1,0 +1,645 @@
+"""The versioned dataset store: content-addressed files, create-only manifests, a CAS'd pointer.
+
+Layout under `<store root>/<safe dataset id>/` (DESIGN.md section 3, with one change):
+
+```
+_latest.json                        {"version_id", "manifest", "content_digest"}: moved by CAS
+blobs/sha256/ab/<sha256>.png        per-instance masks, create-only, shared by every version
+tables/<name>-<sha16>.parquet       data files: create-only, content-named, shared by versions
+coco/instances-<sha16>.json
+raw/export-<sha16>.ndjson.gz, raw/errors-<sha16>.ndjson.gz
+versions/v000124/manifest.json      THE COMMIT POINT: create-only, lists every file by full key
+versions/v000124/README.md          dataset card rendered from the manifest
+runs/<run_id>.json                  one record per run
+```
+
+Change from DESIGN.md: data files do NOT live under `versions/vN/`. The version number is
+only known for sure at commit time (a concurrent run may take vN and we rebase to vN+1), so
+files uploaded under `versions/vN/` before the commit would sit under the wrong version or
+have to be uploaded again. Content-named files at the dataset root are uploaded once, found
+again by a re-run after a crash, and shared by every version whose table did not change (an
+unchanged table costs one HEAD, not an upload). Readers resolve every file through the
+manifest, which lists full keys (relative to the dataset root), so nothing depends on the
+directory a file sits in.
+
+Commit protocol (crash-safe, safe under concurrency):
+1. files and blobs first, create-only and content-named (HEAD first; 412 means present);
+2. `versions/vN/README.md`, then `versions/vN/manifest.json` with IfNoneMatch='*'. A 412 is
+   read back: identical bytes are our own earlier attempt (a botocore retry); the same
+   content digest means the content is already committed (an earlier crashed run or a
+   concurrent one): no new version, only make sure `_latest.json` points at it; otherwise
+   another run took vN: rebase onto it and try vN+1 (bounded);
+3. `_latest.json` with IfMatch on the etag read at `begin()` (create-only if there was none).
+   On 412 re-read: already pointing at our version -> done; pointing at a newer version ->
+   leave it (never move backwards); older -> retry with the new etag.
+A crash before step 2 leaves only unreferenced files; between 2 and 3 a complete version
+that a re-run finds (same digest) and finishes. Readers never see a partial version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from labelhaul.errors import ConflictError, NotFoundError, StoreError
+from labelhaul.keys import (
+    blob_key,
+    check_sha256,
+    format_version,
+    join_key,
+    parse_version,
+    safe_segment,
+)
+from labelhaul.storage import ObjectStore, PreconditionFailed
+
+SCHEMA_VERSION = 1
+LATEST = "_latest.json"
+MAX_COMMIT_ATTEMPTS = 20
+_RESERVED = frozenset(
+    {
+        "schema_version",
+        "dataset_id",
+        "version_id",
+        "parent_version_id",
+        "created_at",
+        "content_digest",
+        "files",
+    }
+)
+# role -> directory of its content-named files
+_ROLE_DIRS = {
+    "table": "tables",
+    "coco": "coco",
+    "raw": "raw",
+    "errors": "raw",
+}
+_CHUNK = 1024 * 1024
+_SUFFIX_RE = re.compile(r"^(\.[A-Za-z0-9]{1,12}){0,3}$")
+
+
+@dataclass(frozen=True)
+class LatestPointer:
+    """What `_latest.json` says, and its etag for compare-and-swap."""
+
+    version_id: str
+    manifest: str  # key relative to the dataset root
+    content_digest: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a version, as listed in its manifest."""
+
+    role: str  # table, coco, raw, errors, ...
+    name: str  # e.g. the table name "annotations"
+    key: str  # relative to the dataset root
+    sha256: str
+    bytes: int
+    rows: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a commit did."""
+
+    version_id: str | None  # the new version, None when no new version was made
+    created: bool
+    reason: str
+    current_version_id: str | None  # the version holding this content (new or existing)
+    parent_version_id: str | None
+    latest_moved: bool = False
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """Return (sha256 hex, size) of a local file, streamed."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def digest_entries(entries: Iterable[FileEntry | Mapping[str, Any]]) -> str:
+    """Return a content digest over files' (role, name, sha256), order-independent."""
+    items = sorted(
+        (
+            (e.role, e.name, e.sha256)
+            if isinstance(e, FileEntry)
+            else (str(e["role"]), str(e["name"]), str(e["sha256"]))
+        )
+        for e in entries
+    )
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
+
+
+def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
+    """Serialise a manifest deterministically (same dict -> same bytes)."""
+    try:
+        text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False)
+    except TypeError as exc:
+        raise ValueError(f"manifest fields must be JSON-serialisable: {exc}") from exc
+    return (text + "\n").encode("utf-8")
+
+
+class DatasetStore:
+    """One dataset (a project or a model run) in an object store."""
+
+    def __init__(
+        self,
+        objects: ObjectStore,
+        dataset_id: str | None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        """Open the dataset `dataset_id` (None: the object store root is the dataset root)."""
+        self.objects = objects
+        self.dataset_id = dataset_id
+        self.root = safe_segment(dataset_id) if dataset_id else ""
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._blob_index: set[str] | None = None
+        self._index_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ keys
+
+    def key(self, relative: str) -> str:
+        """Return the object key of a path relative to the dataset root."""
+        return join_key(self.root, relative) if self.root else join_key(relative)
+
+    def manifest_key(self, version_id: str) -> str:
+        """Return the manifest key (relative to the dataset root) of a version."""
+        parse_version(version_id)
+        return f"versions/{version_id}/manifest.json"
+
+    def uri_for(self, relative: str) -> str:
+        """Return a URI for a path relative to the dataset root."""
+        return self.objects.uri_for(self.key(relative))
+
+    # ------------------------------------------------------------------ reading
+
+    def latest(self) -> LatestPointer | None:
+        """Return the `_latest.json` pointer with its etag, or None for an empty dataset."""
+        got = self.objects.get_with_etag(self.key(LATEST))
+        if got is None:
+            return None
+        data, etag = got
+        try:
+            doc = json.loads(data)
+            return LatestPointer(
+                version_id=str(doc["version_id"]),
+                manifest=str(doc["manifest"]),
+                content_digest=str(doc["content_digest"]),
+                etag=etag,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{self.uri_for(LATEST)} is not a valid pointer ({exc}): restore it from the "
+                "newest versions/*/manifest.json or delete it to start a new history."
+            ) from exc
+
+    def list_versions(self) -> list[str]:
+        """Return the committed version ids (those with a manifest), oldest first."""
+        prefix = self.key("versions") + "/"
+        found: list[tuple[int, str]] = []
+        for key in self.objects.list(prefix):
+            rest = key[len(prefix) :]
+            version, _, name = rest.partition("/")
+            if name == "manifest.json":
+                try:
+                    found.append((parse_version(version), version))
+                except ValueError:
+                    continue
+        return [v for _, v in sorted(found)]
+
+    def resolve(self, version: str = "latest") -> str:
+        """Return the version id `version` names (`latest` or a version id)."""
+        if version == "latest":
+            pointer = self.latest()
+            if pointer is None:
+                raise NotFoundError(
+                    f"Dataset {self.uri_for('')} has no versions yet: run `labelhaul sync` first."
+                )
+            return pointer.version_id
+        try:
+            parse_version(version)
+        except ValueError as exc:
+            raise NotFoundError(f"{exc}; use `latest` or an id from `labelhaul versions`") from exc
+        return version
+
+    def read_manifest(self, version: str = "latest") -> dict[str, Any]:
+        """Return the manifest of `version` (`latest` or e.g. `v000003`)."""
+        version_id = self.resolve(version)
+        data = self.objects.get(self.key(self.manifest_key(version_id)))
+        if data is None:
+            raise NotFoundError(
+                f"No version {version_id} in {self.uri_for('')}: `labelhaul versions` lists them."
+            )
+        manifest: dict[str, Any] = json.loads(data)
+        return manifest
+
+    # ------------------------------------------------------------------ blobs
+
+    def load_blob_index(self) -> int:
+        """List the blobs present once, so later `put_blob`s of known blobs send no request.
+
+        Worth it when most blobs of a run already exist (nightly incremental runs): one LIST
+        per 1,000 blobs instead of one HEAD per blob. Returns the number of blobs found.
+        """
+        prefix = self.key("blobs/sha256") + "/"
+        found: set[str] = set()
+        for key in self.objects.list(prefix):
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(".png"):
+                found.add(name[:-4])
+        with self._index_lock:
+            self._blob_index = found
+        return len(found)
+
+    def has_blob(self, sha: str) -> bool:
+        """Return True if the blob is present (from the index when loaded, else a HEAD)."""
+        check_sha256(sha)
+        if self._blob_index is not None and sha in self._blob_index:
+            return True
+        return self.objects.exists(self.key(blob_key(sha)))
+
+    def put_blob(self, sha: str, data: bytes) -> bool:
+        """Store a mask blob create-only; return True if it was uploaded, False if present."""
+        check_sha256(sha)
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ValueError(f"blob data does not match its sha256 {sha}")
+        key = self.key(blob_key(sha))
+        index = self._blob_index
+        if index is not None:
+            if sha in index:
+                return False
+        elif self.objects.exists(key):
+            return False
+        try:
+            self.objects.put(key, data, if_none_match=True)
+            uploaded = True
+        except PreconditionFailed:
+            uploaded = False
+        if index is not None:
+            with self._index_lock:
+                index.add(sha)
+        return uploaded
+
+    def read_blob(self, sha: str) -> bytes:
+        """Return a blob's bytes."""
+        data = self.objects.get(self.key(blob_key(sha)))
+        if data is None:
+            raise NotFoundError(f"Blob {sha} is missing from {self.uri_for('blobs')}.")
+        return data
+
+    # ------------------------------------------------------------------ writing
+
+    def begin(self) -> VersionWriter:
+        """Start a new version on top of the current `_latest.json` (read with its etag)."""
+        return VersionWriter(self, self.latest())
+
+    def write_run_record(self, run_id: str, record: Mapping[str, Any]) -> str:
+        """Write `runs/<run_id>.json` (overwritten as the run progresses); return its URI."""
+        key = self.key(f"runs/{safe_segment(run_id)}.json")
+        self.objects.put(key, encode_manifest(dict(record)))
+        return self.objects.uri_for(key)
+
+    def read_run_record(self, run_id: str) -> dict[str, Any] | None:
+        """Return a run record, or None."""
+        data = self.objects.get(self.key(f"runs/{safe_segment(run_id)}.json"))
+        return None if data is None else dict(json.loads(data))
+
+    def now(self) -> datetime:
+        """Return the store clock's current time (injectable for reproducible tests)."""
+        return self._clock()
+
+
+class VersionWriter:
+    """Collect a version's files, then commit it (see the module docstring for the protocol)."""
+
+    def __init__(self, store: DatasetStore, parent: LatestPointer | None) -> None:
+        self.store = store
+        self.parent = parent
+        self._files: dict[tuple[str, str], FileEntry] = {}
+        self._lock = threading.Lock()
+        self._created_at = ""
+
+    @property
+    def files(self) -> list[FileEntry]:
+        """Return the files added so far, in a stable order."""
+        with self._lock:
+            return sorted(self._files.values(), key=lambda e: (e.role, e.name))
+
+    def _entry_key(self, role: str, name_stem: str, sha: str, suffix: str) -> str:
+        folder = _ROLE_DIRS.get(role, safe_segment(role))
+        if suffix and not suffix.startswith("."):
+            suffix = "." + suffix
+        return (
+            f"{folder}/{safe_segment(name_stem)}-{sha[:16]}{safe_segment(suffix) if suffix else ''}"
+        )
+
+    def add_file(
+        self,
+        role: str,
+        local_path: str | os.PathLike[str],
+        name_stem: str,
+        suffix: str,
+        *,
+        name: str | None = None,
+        rows: int | None = None,
+    ) -> FileEntry:
+        """Upload a local file create-only under a content name and record it.
+
+        Args:
+            role: table, coco, raw, errors, ... (decides the directory).
+            name_stem: the readable part of the name, e.g. "annotations" or "export".
+            suffix: e.g. ".parquet", ".ndjson.gz".
+            name: the logical name in the manifest (default: name_stem).
+            rows: row count; read from the Parquet footer when omitted for `.parquet`.
+        """
+        sha, size = file_sha256(local_path)
+        if rows is None and str(suffix).endswith("parquet"):
+            import pyarrow.parquet as pq
+
+            rows = int(pq.ParquetFile(local_path).metadata.num_rows)
+        key = self._entry_key(role, name_stem, sha, suffix)
+        full = self.store.key(key)
+        # Content-named: if it is there, it is this content (a re-run or an unchanged table).
+        if not self.store.objects.exists(full):
+            try:
+                self.store.objects.put_file(full, local_path, if_none_match=True)
+            except PreconditionFailed:
+                pass
+        return self._record(FileEntry(role, name or name_stem, key, sha, size, rows))
+
+    def add_bytes(
+        self,
+        role: str,
+        data: bytes,
+        name_stem: str,
+        suffix: str,
+        *,
+        name: str | None = None,
+        rows: int | None = None,
+    ) -> FileEntry:
+        """Like `add_file`, for small in-memory content."""
+        sha = hashlib.sha256(data).hexdigest()
+        key = self._entry_key(role, name_stem, sha, suffix)
+        full = self.store.key(key)
+        if not self.store.objects.exists(full):
+            try:
+                self.store.objects.put(full, data, if_none_match=True)
+            except PreconditionFailed:
+                pass
+        return self._record(FileEntry(role, name or name_stem, key, sha, len(data), rows))
+
+    def _record(self, entry: FileEntry) -> FileEntry:
+        with self._lock:
+            previous = self._files.get((entry.role, entry.name))
+            if previous is not None and previous.sha256 != entry.sha256:
+                raise ValueError(f"{entry.role} {entry.name!r} was added twice with other content")
+            self._files[(entry.role, entry.name)] = entry
+        return entry
+
+    def _manifest(
+        self, version_id: str, parent_id: str | None, content_digest: str, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        manifest: dict[str, Any] = dict(fields)
+        manifest.update(
+            schema_version=SCHEMA_VERSION,
+            dataset_id=self.store.dataset_id,
+            version_id=version_id,
+            parent_version_id=parent_id,
+            created_at=self._created_at,
+            content_digest=content_digest,
+            files=[e.to_dict() for e in self.files],
+        )
+        return manifest
+
+    def commit(self, content_digest: str, fields: Mapping[str, Any] | None = None) -> CommitResult:
+        """Make the version visible, or make none when the content equals the parent's.
+
+        Raises:
+            ConflictError: when other runs keep taking the next version number.
+        """
+        fields = dict(fields or {})
+        clash = _RESERVED.intersection(fields)
+        if clash:
+            raise ValueError(f"fields may not set reserved manifest keys: {sorted(clash)}")
+        store, objects = self.store, self.store.objects
+        parent = self.parent
+        if parent is not None and parent.content_digest == content_digest:
+            return CommitResult(
+                version_id=None,
+                created=False,
+                reason=f"unchanged: same content as {parent.version_id}",
+                current_version_id=parent.version_id,
+                parent_version_id=parent.version_id,
+            )
+        self._created_at = store.now().astimezone(UTC).isoformat().replace("+00:00", "Z")
+        parent_id = parent.version_id if parent else None
+        etag = parent.etag if parent else None
+        number = parse_version(parent_id) + 1 if parent_id else 1
+        rebased_from: str | None = None
+        for _ in range(MAX_COMMIT_ATTEMPTS):
+            version_id = format_version(number)
+            manifest = self._manifest(version_id, parent_id, content_digest, fields)
+            if rebased_from is not None:
+                manifest["rebased_from"] = rebased_from
+            body = encode_manifest(manifest)
+            mkey = store.key(store.manifest_key(version_id))
+            readme = store.key(f"versions/{version_id}/README.md")
+            ours = False
+            existing: bytes | None = None
+            if not objects.exists(mkey):
+                # The card goes first so a visible version always has one; an orphan card of
+                # a crashed attempt is simply overwritten.
+                objects.put(readme, render_dataset_card(manifest).encode("utf-8"))
+                try:
+                    objects.put(mkey, body, if_none_match=True)
+                    ours = True
+                except PreconditionFailed:
+                    pass
+            if not ours:
+                existing = objects.get(mkey)
+                if existing == body:
+                    ours = True  # our own earlier attempt landed (lost response, retry)
+            if ours:
+                card = render_dataset_card(manifest).encode("utf-8")
+                if objects.get(readme) != card:
+                    objects.put(readme, card)  # a racer for this number overwrote it
+                moved = self._advance_latest(version_id, content_digest, etag)
+                return CommitResult(
+                    version_id=version_id,
+                    created=True,
+                    reason="committed" if rebased_from is None else f"committed after {parent_id}",
+                    current_version_id=version_id,
+                    parent_version_id=parent_id,
+                    latest_moved=moved,
+                    manifest=manifest,
+                )
+            if existing is None:
+                continue  # deleted between calls: try the same number again
+            other = json.loads(existing)
+            # We may have overwritten the winner's card before learning we lost: restore it.
+            card = render_dataset_card(other).encode("utf-8")
+            if objects.get(readme) != card:
+                objects.put(readme, card)
+            if other.get("content_digest") == content_digest:
+                moved = self._advance_latest(version_id, content_digest, etag)
+                return CommitResult(
+                    version_id=None,
+                    created=False,
+                    reason=f"same content already committed as {version_id}",
+                    current_version_id=version_id,
+                    parent_version_id=other.get("parent_version_id"),
+                    latest_moved=moved,
+                    manifest=other,
+                )
+            # Another run took this number: rebase onto it and take the next one.
+            if rebased_from is None:
+                rebased_from = parent_id
+            parent_id = version_id
+            number += 1
+        raise ConflictError(
+            f"Could not commit to {store.uri_for('')}: other runs took {MAX_COMMIT_ATTEMPTS} "
+            "version numbers in a row. Run one sync per project at a time, then retry."
+        )
+
+    def _advance_latest(self, version_id: str, content_digest: str, etag: str | None) -> bool:
+        """Move `_latest.json` to `version_id` by CAS; never move it backwards."""
+        store = self.store
+        key = store.key(LATEST)
+        body = encode_manifest(
+            {
+                "version_id": version_id,
+                "manifest": store.manifest_key(version_id),
+                "content_digest": content_digest,
+            }
+        )
+        target = parse_version(version_id)
+        for _ in range(MAX_COMMIT_ATTEMPTS):
+            try:
+                if etag is None:
+                    store.objects.put(key, body, if_none_match=True)
+                else:
+                    store.objects.put(key, body, if_match=etag)
+                return True
+            except PreconditionFailed:
+                current = store.latest()
+            if current is None:
+                etag = None
+                continue
+            if current.version_id == version_id:
+                return True  # our retried write landed, or a re-run finished it
+            if parse_version(current.version_id) > target:
+                return False  # a newer version is already published
+            etag = current.etag
+        raise ConflictError(
+            f"Could not move {store.uri_for(LATEST)} to {version_id}: it kept changing. "
+            "Run one sync per project at a time, then retry."
+        )
+
+
+# ---------------------------------------------------------------------- dataset card
+
+
+def _md_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _json_inline(value: Any) -> str:
+    return "`" + json.dumps(value, sort_keys=True, ensure_ascii=False) + "`"
+
+
+def render_dataset_card(manifest: Mapping[str, Any]) -> str:
+    """Return the dataset card (`README.md`) of a version, rendered only from its manifest."""
+    dataset = manifest.get("dataset_id") or "dataset"
+    version = manifest.get("version_id", "?")
+    lines = [f"# {dataset} — {version}", ""]
+    lines += [
+        f"- Created: {manifest.get('created_at', '?')}",
+        f"- Parent version: {manifest.get('parent_version_id') or 'none (first version)'}",
+        f"- Content digest: `{manifest.get('content_digest', '?')}`",
+    ]
+    source = manifest.get("source")
+    if source:
+        lines.append(f"- Source: {_json_inline(source) if not isinstance(source, str) else source}")
+    watermark = manifest.get("watermark")
+    if watermark is not None:
+        lines.append(f"- Watermark: {_json_inline(watermark)}")
+    export = manifest.get("export")
+    if isinstance(export, Mapping):
+        lines += ["", "## Export", ""]
+        for name in sorted(export):
+            lines.append(f"- {name}: {_json_inline(export[name])}")
+    counts = manifest.get("counts")
+    if isinstance(counts, Mapping):
+        lines += ["", "## Counts", ""]
+        scalars = [(k, v) for k, v in sorted(counts.items()) if not isinstance(v, Mapping)]
+        if scalars:
+            lines += _md_table(["what", "count"], scalars)
+        for name, value in sorted(counts.items()):
+            if isinstance(value, Mapping):
+                lines += ["", f"### {name.replace('_', ' ')}", ""]
+                items: list[tuple[Any, Any]] = sorted(value.items(), key=lambda kv: str(kv[0]))
+                lines += _md_table(["key", "count"], items)
+    changes = manifest.get("changes")
+    if changes:
+        lines += ["", f"## Changes since {manifest.get('parent_version_id') or 'nothing'}", ""]
+        if isinstance(changes, Mapping):
+            for name in sorted(changes):
+                lines.append(f"- {name}: {_json_inline(changes[name])}")
+        else:
+            lines.append(_json_inline(changes))
+    files = manifest.get("files") or []
+    lines += ["", "## Files", ""]
+    lines += _md_table(
+        ["role", "name", "key", "rows", "bytes", "sha256"],
+        (
+            (
+                f.get("role"),
+                f.get("name"),
+                f.get("key"),
+                f.get("rows"),
+                f.get("bytes"),
+                str(f.get("sha256", ""))[:16],
+            )
+            for f in files
+        ),
+    )
+    lines += [
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from labelhaul.reader import open_dataset",
+        f"ds = open_dataset(STORE_URI, {json.dumps(dataset)})",
+        f'annotations = ds.table("annotations", version={json.dumps(version)})',
+        "mask = ds.mask(annotations.iloc[0])  # full-size uint8, 0/255",
+        "```",
+        "",
+        "or, for files beside your images:",
+        "",
+        "```",
+        f"labelhaul pull STORE_URI/{dataset} {version} ./{dataset}-{version}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
