@@ -1,0 +1,455 @@
+"""Export tasks: filter rows as Labelbox does, shape them by params, cut them into chunks.
+
+An export is planned once, in a background thread: every row of the source is built,
+filtered and serialized, and only each chunk's byte/line/row ranges are kept. A chunk is
+rebuilt from its row range when someone downloads it, so the bytes never all sit in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from labelhaul.emulator.sources import MODEL_RUN, RowSource, iter_label_lists, iter_mask_objects
+
+MAX_IDS = 2_000
+WORKFLOW_STATUSES = {
+    "InReview": "IN_REVIEW",
+    "InRework": "IN_REWORK",
+    "Done": "DONE",
+}
+RESULT = "RESULT"
+ERRORS = "ERRORS"
+
+
+class ExportInputError(ValueError):
+    """The export request is one Labelbox would refuse; the message says why."""
+
+
+# --- filters -----------------------------------------------------------------------------
+
+_DATE_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+
+
+def _parse_bound(value: Any, tz_name: str) -> datetime:
+    if not isinstance(value, str):
+        raise ExportInputError(f"date filter value must be a string, got {value!r}")
+    for fmt in _DATE_FORMATS:
+        try:
+            parsed = datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None:
+            # Naive values are wall-clock time in the requesting user's timezone.
+            try:
+                parsed = parsed.replace(tzinfo=ZoneInfo(tz_name))
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ExportInputError(f"unknown timezone {tz_name!r}") from exc
+        return parsed
+    raise ExportInputError(
+        f"invalid date {value!r}: use YYYY-MM-DD, YYYY-MM-DD hh:mm:ss or YYYY-MM-DDThh:mm:ss+hhmm"
+    )
+
+
+def _parse_row_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Range:
+    low: datetime | None
+    high: datetime | None
+
+    def contains(self, t: datetime | None) -> bool:
+        if t is None:
+            return False
+        if self.low is not None and t < self.low:
+            return False
+        return not (self.high is not None and t > self.high)
+
+
+def _parse_range(clause: dict[str, Any], default_tz: str) -> _Range:
+    spec = clause.get("value")
+    if not isinstance(spec, dict):
+        raise ExportInputError(f"{clause.get('type')} filter needs a value object")
+    tz_name = spec.get("timezone") or default_tz
+    op = spec.get("operator")
+    val = spec.get("value")
+    if op == "BETWEEN":
+        if not isinstance(val, dict):
+            raise ExportInputError("BETWEEN needs {min, max}")
+        return _Range(_parse_bound(val.get("min"), tz_name), _parse_bound(val.get("max"), tz_name))
+    if op == "GREATER_THAN_OR_EQUAL":
+        return _Range(_parse_bound(val, tz_name), None)
+    if op == "LESS_THAN_OR_EQUAL":
+        return _Range(None, _parse_bound(val, tz_name))
+    raise ExportInputError(f"unknown date operator {op!r}")
+
+
+@dataclass
+class RowFilter:
+    """The parsed `searchQuery.query` of a project export (all clauses AND together)."""
+
+    last_activity: _Range | None = None
+    labeled_at: _Range | None = None
+    data_row_ids: frozenset[str] | None = None
+    global_keys: frozenset[str] | None = None
+    batch_ids: frozenset[str] | None = None
+    workflow_status: str | None = None  # export value, e.g. "IN_REVIEW" or "TO_LABEL"
+
+    def matches(self, row: dict[str, Any], project_id: str) -> bool:
+        dr = row.get("data_row") or {}
+        if self.data_row_ids is not None and dr.get("id") not in self.data_row_ids:
+            return False
+        if self.global_keys is not None and dr.get("global_key") not in self.global_keys:
+            return False
+        proj = (row.get("projects") or {}).get(project_id) or {}
+        details = proj.get("project_details") or {}
+        if self.batch_ids is not None and details.get("batch_id") not in self.batch_ids:
+            return False
+        if self.workflow_status is not None and (
+            details.get("workflow_status") != self.workflow_status
+        ):
+            return False
+        if self.last_activity is not None:
+            t = _parse_row_time((dr.get("details") or {}).get("last_activity_at"))
+            if not self.last_activity.contains(t):
+                return False
+        if self.labeled_at is not None:
+            times = [
+                _parse_row_time((lb.get("label_details") or {}).get("created_at"))
+                for lb in proj.get("labels") or []
+            ]
+            if not any(self.labeled_at.contains(t) for t in times):
+                return False
+        return True
+
+
+def parse_search_query(clauses: Any, default_tz: str) -> RowFilter:
+    """Validate and parse a project export's search query, as Labelbox's server does.
+
+    Raises:
+        ExportInputError: on an unknown clause, workflow status or operator, more than
+            2,000 ids in one clause, or data row ids together with global keys.
+    """
+    if clauses is None:
+        clauses = []
+    if not isinstance(clauses, list):
+        raise ExportInputError("searchQuery.query must be a list")
+    flt = RowFilter()
+    for clause in clauses:
+        if not isinstance(clause, dict):
+            raise ExportInputError(f"invalid search clause {clause!r}")
+        kind = clause.get("type")
+        if kind == "data_row_last_activity_at":
+            flt.last_activity = _parse_range(clause, default_tz)
+        elif kind == "labeled_at":
+            flt.labeled_at = _parse_range(clause, default_tz)
+        elif kind in ("data_row_id", "global_key", "batch"):
+            ids = clause.get("ids")
+            if not isinstance(ids, list) or not ids:
+                raise ExportInputError(f"{kind} filter expects a non-empty list of ids")
+            if len(ids) > MAX_IDS:
+                raise ExportInputError(
+                    f"{kind} filter only supports a max of {MAX_IDS} items, got {len(ids)}"
+                )
+            if clause.get("operator", "is") != "is":
+                raise ExportInputError(f"unsupported operator {clause.get('operator')!r}")
+            ids_set = frozenset(str(i) for i in ids)
+            if kind == "data_row_id":
+                flt.data_row_ids = ids_set
+            elif kind == "global_key":
+                flt.global_keys = ids_set
+            else:
+                flt.batch_ids = ids_set
+        elif kind == "task_queue_status":
+            status = clause.get("status")
+            if status not in WORKFLOW_STATUSES:
+                raise ExportInputError(
+                    f"unknown workflow status {status!r}: expected one of "
+                    "ToLabel, InReview, InRework, Done"
+                )
+            flt.workflow_status = WORKFLOW_STATUSES[status]
+        elif kind == "task_queue_not_exist":
+            flt.workflow_status = "TO_LABEL"
+        else:
+            raise ExportInputError(f"unknown search filter type {kind!r}")
+    if flt.data_row_ids is not None and flt.global_keys is not None:
+        raise ExportInputError("data_row_ids and global_keys cannot both be present in filters")
+    return flt
+
+
+# --- params ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """Which optional fields an export includes (Labelbox's `include*` flags)."""
+
+    attachments: bool = False
+    embeddings: bool = False
+    metadata_fields: bool = False
+    data_row_details: bool = False
+    project_details: bool = False
+    performance_details: bool = False
+    label_details: bool = False
+    interpolated_frames: bool = False
+    predictions: bool = False
+    model_run_details: bool = False
+
+    @classmethod
+    def from_graphql(cls, params: Any) -> ExportParams:
+        """Read the `params` input object of an export mutation."""
+        p = params if isinstance(params, dict) else {}
+
+        def flag(name: str) -> bool:
+            return bool(p.get(name) or False)
+
+        return cls(
+            attachments=flag("includeAttachments"),
+            embeddings=flag("includeEmbeddings"),
+            metadata_fields=flag("includeMetadata"),
+            data_row_details=flag("includeDataRowDetails"),
+            project_details=flag("includeProjectDetails"),
+            performance_details=flag("includePerformanceDetails"),
+            label_details=flag("includeLabelDetails"),
+            interpolated_frames=flag("includeInterpolatedFrames"),
+            predictions=flag("includePredictions"),
+            model_run_details=flag("includeModelRunDetails"),
+        )
+
+
+# Model-run fields that `model_run_details` governs (everything but labels/predictions/name).
+_RUN_DETAIL_KEYS = ("run_data_row_id", "data_split")
+
+
+def shape_row(
+    row: dict[str, Any], params: ExportParams, kind: str, base_url: str
+) -> dict[str, Any]:
+    """Drop the fields `params` leaves out and point mask URLs at `base_url` (in place)."""
+    if not params.attachments:
+        row.pop("attachments", None)
+    if not params.metadata_fields:
+        row.pop("metadata_fields", None)
+    if not params.embeddings:
+        row.pop("embeddings", None)
+    if not params.data_row_details:
+        (row.get("data_row") or {}).pop("details", None)
+    for proj in (row.get("projects") or {}).values():
+        if not params.project_details:
+            proj.pop("project_details", None)
+    for labels in iter_label_lists(row):
+        for label in labels:
+            if not params.label_details:
+                label.pop("label_details", None)
+            if not params.performance_details:
+                label.pop("performance_details", None)
+    if kind == MODEL_RUN:
+        for exp in (row.get("experiments") or {}).values():
+            for run in (exp.get("runs") or {}).values():
+                if not params.predictions:
+                    run.pop("predictions", None)
+                if not params.model_run_details:
+                    for key in _RUN_DETAIL_KEYS:
+                        run.pop(key, None)
+    # interpolated_frames only changes video rows (frames between keyframes); the
+    # emulator serves image rows, so the flag is accepted and has nothing to drop.
+    for obj in iter_mask_objects(row):
+        for key in ("mask", "composite_mask"):
+            part = obj.get(key)
+            if isinstance(part, dict) and isinstance(part.get("url"), str):
+                part["url"] = rebase_url(part["url"], base_url)
+    return row
+
+
+def rebase_url(url: str, base_url: str) -> str:
+    """Keep the path and query of `url` but put it on `base_url`'s scheme and host."""
+    parts = urlsplit(url)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    return base_url.rstrip("/") + tail
+
+
+def serialize_row(row: dict[str, Any]) -> bytes:
+    """Serialize a row as one NDJSON line (compact, UTF-8, trailing newline)."""
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+# --- tasks -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk file: byte range [start, end] and line range [line_start, line_end]."""
+
+    start: int
+    end: int
+    line_start: int
+    line_end: int
+    row_lo: int  # index into the stream's selection
+    row_hi: int  # exclusive
+
+
+@dataclass
+class StreamPlan:
+    """How one stream (RESULT or ERRORS) is laid out in chunks."""
+
+    total_size: int = 0
+    total_lines: int = 0
+    chunks: list[Chunk] = field(default_factory=list)
+
+
+def plan_chunks(lines: Callable[[], Any], chunk_bytes: int) -> StreamPlan:
+    """Cut a stream of serialized lines into line-aligned chunks of about `chunk_bytes`.
+
+    A line longer than `chunk_bytes` gets a chunk of its own.
+    """
+    plan = StreamPlan()
+    start = 0
+    size = 0
+    lo = 0
+    n = 0
+    for line in lines():
+        if size and size + len(line) > chunk_bytes:
+            plan.chunks.append(Chunk(start, start + size - 1, lo, n - 1, lo, n))
+            start, size, lo = start + size, 0, n
+        size += len(line)
+        n += 1
+    if size:
+        plan.chunks.append(Chunk(start, start + size - 1, lo, n - 1, lo, n))
+    plan.total_size = start + size
+    plan.total_lines = n
+    return plan
+
+
+def new_task_id() -> str:
+    """Return a fresh task id shaped like Labelbox's (25 lowercase characters)."""
+    return "c" + uuid.uuid4().hex[:24]
+
+
+def now_iso() -> str:
+    """Return the current UTC time the way the SDK's ORM parses it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class ExportTask:
+    """One export: planned in a background thread, IN_PROGRESS for a while, then done."""
+
+    def __init__(
+        self,
+        source: RowSource,
+        flt: RowFilter | None,
+        params: ExportParams,
+        base_url: str,
+        chunk_bytes: int,
+        in_progress_seconds: float,
+        fail_message: str | None,
+        name: str | None,
+    ) -> None:
+        self.task_id = new_task_id()
+        self.name = name or f"Export v2: {source.kind} {source.source_id}"
+        self.source = source
+        self.flt = flt
+        self.params = params
+        self.base_url = base_url
+        self.chunk_bytes = max(1, int(chunk_bytes))
+        self.created = time.monotonic()
+        self.created_at = now_iso()
+        self.in_progress_seconds = in_progress_seconds
+        self.fail_message = fail_message
+        self.selection = array("q")
+        self.error_lines: list[bytes] = []
+        self.plans: dict[str, StreamPlan] = {}
+        self.plan_error: str | None = None
+        self._planned = threading.Event()
+        threading.Thread(target=self._plan, name=f"plan-{self.task_id}", daemon=True).start()
+
+    def _plan(self) -> None:
+        try:
+            src = self.source
+            for i in range(src.count()):
+                if self.flt is None or self.flt.matches(src.row(i), src.source_id):
+                    self.selection.append(i)
+            self.plans[RESULT] = plan_chunks(self._result_lines, self.chunk_bytes)
+            self.error_lines = [serialize_row(e) for e in src.error_lines()]
+            self.plans[ERRORS] = plan_chunks(lambda: iter(self.error_lines), self.chunk_bytes)
+        except Exception as exc:  # a broken source fails the task, as Labelbox's would
+            self.plan_error = f"export failed while preparing rows: {exc}"
+        finally:
+            self._planned.set()
+
+    def _result_lines(self, lo: int = 0, hi: int | None = None) -> Any:
+        src = self.source
+        stop = len(self.selection) if hi is None else hi
+        for k in range(lo, stop):
+            row = src.row(self.selection[k])
+            yield serialize_row(shape_row(row, self.params, src.kind, self.base_url))
+
+    def wait_planned(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for planning; return whether it finished."""
+        return self._planned.wait(timeout)
+
+    def status(self) -> tuple[str, float]:
+        """Return (status, completion percentage) right now."""
+        elapsed = time.monotonic() - self.created
+        if not self._planned.is_set() or elapsed < self.in_progress_seconds:
+            pct = 0.0 if self.in_progress_seconds <= 0 else elapsed / self.in_progress_seconds
+            return "IN_PROGRESS", round(min(99.0, 100.0 * pct), 1)
+        if self.fail_message is not None or self.plan_error is not None:
+            return "FAILED", 100.0
+        return "COMPLETE", 100.0
+
+    def failure(self) -> str | None:
+        """Return the failure message of a FAILED task."""
+        return self.fail_message if self.fail_message is not None else self.plan_error
+
+    def chunk_at(self, stream: str, offset: int) -> Chunk | None:
+        """Return the chunk holding byte `offset` of `stream`, or None past the end."""
+        plan = self.plans.get(stream)
+        if plan is None:
+            return None
+        lo, hi = 0, len(plan.chunks)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            c = plan.chunks[mid]
+            if offset < c.start:
+                hi = mid
+            elif offset > c.end:
+                lo = mid + 1
+            else:
+                return c
+        return None
+
+    def chunk_bytes_of(self, stream: str, index: int) -> bytes:
+        """Rebuild the bytes of chunk `index` of `stream`."""
+        chunk = self.plans[stream].chunks[index]
+        if stream == ERRORS:
+            data = b"".join(self.error_lines[chunk.row_lo : chunk.row_hi])
+        else:
+            data = b"".join(self._result_lines(chunk.row_lo, chunk.row_hi))
+        if len(data) != chunk.end - chunk.start + 1:
+            raise RuntimeError("a source returned different bytes for the same rows")
+        return data
+
+
+def default_timezone_check(name: str) -> str:
+    """Return `name` if it is a valid IANA timezone, else raise ValueError."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {name!r}: use an IANA name such as 'UTC'") from exc
+    return name

@@ -1,0 +1,801 @@
+"""The Labelbox emulator: a loopback HTTP server the unmodified labelbox SDK talks to.
+
+Routes (everything the export path of labelbox 7.17 touches):
+
+- `POST /graphql`: the SDK's queries, dispatched by operation name (see `_OPERATIONS`).
+- `GET /export-files/<task>/<stream>/<chunk>[?start=N]`: export chunk files, no auth
+  (Labelbox serves these as signed storage URLs).
+- `GET /api/v1/projects/<project>/annotations/<feature>/index/1/mask` and
+  `GET /api/v1/models/<model>/annotations/<feature>/index/1/mask`: one instance mask,
+  8-bit grayscale PNG (255 inside, 0 outside). Needs `Authorization: Bearer <key>`.
+- `GET /api/v1/tasks/<task>/masks/<composite>/index/1`: a composite mask, RGB PNG.
+  Needs the key too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from labelhaul import seed
+from labelhaul.emulator import imaging
+from labelhaul.emulator.exports import (
+    ERRORS,
+    RESULT,
+    ExportInputError,
+    ExportParams,
+    ExportTask,
+    default_timezone_check,
+    now_iso,
+    parse_search_query,
+)
+from labelhaul.emulator.faults import RESPONSE_FAULTS, TASK_FAULTS, FaultPlan, Firing
+from labelhaul.emulator.sources import (
+    MODEL_RUN,
+    PROJECT,
+    FileSource,
+    InMemorySource,
+    RowSource,
+    _identify,
+)
+from labelhaul.emulator.synthetic import SyntheticSource, SyntheticSpec
+
+DEFAULT_API_KEY = "emulator-api-key"
+DEFAULT_CHUNK_BYTES = 256 * 1024
+_RATE_LIMIT_MESSAGE = "You have exceeded the rate limit of requests per minute for your plan."
+
+_OP_NAME = re.compile(r"^\s*(?:query|mutation)\s+([A-Za-z_][A-Za-z0-9_]*)")
+_INSTANCE_MASK = re.compile(r"^/api/v1/(projects|models)/([^/]+)/annotations/([^/]+)/index/1/mask$")
+_COMPOSITE_MASK = re.compile(r"^/api/v1/tasks/([^/]+)/masks/([^/]+)/index/1$")
+_CHUNK = re.compile(r"^/export-files/([^/]+)/(RESULT|ERRORS)/(\d+)$")
+
+
+@dataclass
+class RequestLogEntry:
+    """One request the emulator received."""
+
+    method: str
+    path: str
+    host: str | None
+    headers: dict[str, str]
+    request_class: str
+    operation: str | None = None
+    status: int | None = None  # None: no response was sent (reset) or not yet
+    at: float = field(default_factory=time.time)
+
+
+class RequestLog:
+    """The emulator's request log: thread-safe, readable and clearable by tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[RequestLogEntry] = []
+
+    def append(self, entry: RequestLogEntry) -> None:
+        """Record one request."""
+        with self._lock:
+            self._entries.append(entry)
+
+    def entries(self) -> list[RequestLogEntry]:
+        """Return a snapshot of the entries, oldest first."""
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+
+    def __iter__(self) -> Iterator[RequestLogEntry]:
+        return iter(self.entries())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __getitem__(self, index: int) -> RequestLogEntry:
+        with self._lock:
+            return self._entries[index]
+
+
+class _GraphQLError(Exception):
+    def __init__(self, message: str, code: str, status: int = 200, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.extra = extra
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    emulator: EmulatorServer
+
+
+class EmulatorServer:
+    """A Labelbox emulator on a loopback port.
+
+    Args:
+        api_key: the only key accepted (generated default: `emulator-api-key`).
+        host: interface to bind (loopback by default).
+        port: 0 picks a free port.
+        chunk_bytes: target size of an export chunk file.
+        user_timezone: what `CurrentUserPyApi` answers; naive date filters are read in it.
+        task_seconds: how long a new export task reports IN_PROGRESS.
+        fault_seed: seed of the RNG that decides rate-based faults.
+        with_seed: serve the seed's sample project and model run.
+    """
+
+    def __init__(
+        self,
+        api_key: str = DEFAULT_API_KEY,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        user_timezone: str = "UTC",
+        task_seconds: float = 0.0,
+        fault_seed: int = 0,
+        with_seed: bool = True,
+    ) -> None:
+        self.api_key = api_key
+        self._host = host
+        self._port = port
+        self._defaults = (chunk_bytes, default_timezone_check(user_timezone), task_seconds)
+        self.chunk_bytes = chunk_bytes
+        self.user_timezone = user_timezone
+        self.task_seconds = task_seconds
+        self.faults = FaultPlan(fault_seed)
+        self.request_log = RequestLog()
+        self.user_id = "cemulatoruser0000000000001"
+        self.organization_id = "cemulatororg00000000000001"
+        self._lock = threading.Lock()
+        self._sources: dict[str, RowSource] = {}
+        self._model_ids: dict[str, RowSource] = {}
+        self._tasks: dict[str, ExportTask] = {}
+        self._chunk_cache: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self._synthetic_count = 0
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.seed_project_id: str | None = None
+        self.seed_model_run_id: str | None = None
+        if with_seed:
+            self._add_seed()
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def start(self) -> EmulatorServer:
+        """Bind the port and serve in a daemon thread; return self."""
+        if self._httpd is not None:
+            return self
+        httpd = _Server((self._host, self._port), _Handler)
+        httpd.emulator = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Clear faults, the request log, export tasks and ERRORS lines; restore defaults."""
+        self.faults.clear()
+        self.request_log.clear()
+        with self._lock:
+            self._tasks.clear()
+            self._chunk_cache.clear()
+            for src in self._sources.values():
+                src.clear_error_lines()
+        self.chunk_bytes, self.user_timezone, self.task_seconds = self._defaults
+
+    # --- addresses -------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (after `start()`)."""
+        if self._httpd is None:
+            raise RuntimeError("the emulator is not started; call start() first")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """`http://<host>:<port>`."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def graphql_url(self) -> str:
+        """The GraphQL endpoint (the SDK's `endpoint`)."""
+        return f"{self.base_url}/graphql"
+
+    @property
+    def rest_url(self) -> str:
+        """The REST endpoint (the SDK's `rest_endpoint`)."""
+        return f"{self.base_url}/api/v1"
+
+    # --- content ---------------------------------------------------------------------
+
+    def _register(self, src: RowSource) -> str:
+        with self._lock:
+            self._sources[src.source_id] = src
+            if src.model_id is not None:
+                self._model_ids[src.model_id] = src
+        return src.source_id
+
+    def _add_seed(self) -> None:
+        project_row = seed.sample_project_export()
+        kind, pid, name, _ = _identify(project_row)
+        self.seed_project_id = self._register(InMemorySource(kind, pid, name, [project_row]))
+        run_row = seed.sample_model_run_export()
+        kind, rid, name, model_id = _identify(run_row)
+        self.seed_model_run_id = self._register(
+            InMemorySource(kind, rid, name, [run_row], model_id=model_id)
+        )
+
+    def add_synthetic_project(
+        self,
+        n_rows: int = 10,
+        instances: int = 4,
+        seed: int = 0,
+        width: int = 320,
+        height: int = 240,
+    ) -> str:
+        """Add a generated project (every annotation kind of the seed); return its id."""
+        with self._lock:
+            self._synthetic_count += 1
+            number = self._synthetic_count
+        spec = SyntheticSpec.make(
+            n_rows=n_rows, instances=instances, seed=seed, width=width, height=height, number=number
+        )
+        return self._register(SyntheticSource(spec))
+
+    def synthetic_spec(self, project_id: str) -> SyntheticSpec:
+        """Return the spec of a synthetic project (for `synthetic.ground_truth_masks`)."""
+        src = self._sources.get(project_id)
+        if not isinstance(src, SyntheticSource):
+            raise KeyError(f"{project_id} is not a synthetic project of this emulator")
+        return src.spec
+
+    def load_project(self, export_path: str | Path, masks_dir: str | Path | None = None) -> str:
+        """Serve an export NDJSON file (and composites `<id>.png` in `masks_dir`); return its id.
+
+        The id is the project id (or model run id) named by the file's first row.
+        """
+        return self._register(
+            FileSource(Path(export_path), Path(masks_dir) if masks_dir is not None else None)
+        )
+
+    def add_error_lines(self, source_id: str, lines: list[dict[str, Any]]) -> None:
+        """Append lines to the ERRORS stream of future exports of a project or model run."""
+        self._source(source_id).add_error_lines(lines)
+
+    def _source(self, source_id: str) -> RowSource:
+        src = self._sources.get(source_id)
+        if src is None:
+            raise KeyError(f"no project or model run {source_id!r} in this emulator")
+        return src
+
+    @property
+    def source_ids(self) -> list[str]:
+        """Ids of every project and model run served."""
+        with self._lock:
+            return list(self._sources)
+
+    def composite_png(self, composite_id: str) -> bytes | None:
+        """Return a composite PNG by id, or None."""
+        for src in list(self._sources.values()):
+            png = src.composite_png(composite_id)
+            if png is not None:
+                return png
+        return None
+
+    # --- export tasks ----------------------------------------------------------------
+
+    def _new_task(
+        self, src: RowSource, flt: Any, params: ExportParams, name: str | None
+    ) -> ExportTask:
+        seconds = self.task_seconds
+        fail: str | None = None
+        for firing in self.faults.draw("graphql", "export", TASK_FAULTS):
+            if firing.fault == "slow_task":
+                seconds = float(firing.params.get("seconds", 5.0))
+            elif firing.fault == "failed_task":
+                fail = str(firing.params.get("message", "Export failed: internal error"))
+        task = ExportTask(
+            src,
+            flt,
+            params,
+            base_url=self.base_url,
+            chunk_bytes=self.chunk_bytes,
+            in_progress_seconds=seconds,
+            fail_message=fail,
+            name=name,
+        )
+        with self._lock:
+            self._tasks[task.task_id] = task
+        # Small exports finish planning at once; waiting a moment makes a zero-second task
+        # COMPLETE on the SDK's first poll instead of costing it a 2 s sleep.
+        task.wait_planned(0.5)
+        return task
+
+    def _task(self, task_id: Any) -> ExportTask:
+        with self._lock:
+            task = self._tasks.get(str(task_id))
+        if task is None:
+            raise _GraphQLError(f"Task {task_id} not found", "RESOURCE_NOT_FOUND")
+        return task
+
+    def chunk_data(self, task_id: str, stream: str, index: int) -> bytes | None:
+        """Return the bytes of one chunk file, or None when there is no such chunk."""
+        key = (task_id, stream, index)
+        with self._lock:
+            hit = self._chunk_cache.get(key)
+            task = self._tasks.get(task_id)
+        if hit is not None:
+            return hit
+        if task is None or task.status()[0] != "COMPLETE":
+            return None
+        plan = task.plans.get(stream)
+        if plan is None or not 0 <= index < len(plan.chunks):
+            return None
+        data = task.chunk_bytes_of(stream, index)
+        with self._lock:
+            self._chunk_cache[key] = data
+            while len(self._chunk_cache) > 8:
+                self._chunk_cache.popitem(last=False)
+        return data
+
+    # --- GraphQL ---------------------------------------------------------------------
+
+    def _graphql(self, op: str | None, variables: dict[str, Any]) -> dict[str, Any]:
+        handler = _OPERATIONS.get(op or "")
+        if handler is None:
+            raise _GraphQLError(
+                f"Operation {op!r} is not supported by the Labelbox emulator",
+                "GRAPHQL_VALIDATION_FAILED",
+                status=400,
+            )
+        return handler(self, variables)
+
+    def _op_project(self, v: dict[str, Any]) -> dict[str, Any]:
+        src = self._sources.get(str(v.get("param_0")))
+        if src is None or src.kind != PROJECT:
+            raise _GraphQLError("Resource not found", "RESOURCE_NOT_FOUND", data={"project": None})
+        ts = "2024-01-01T00:00:00.000Z"
+        return {
+            "project": {
+                "autoAuditNumberOfLabels": 1,
+                "autoAuditPercentage": 1.0,
+                "createdAt": ts,
+                "dataRowCount": src.count(),
+                "description": "Served by the labelhaul Labelbox emulator",
+                "editorTaskType": None,
+                "isBenchmarkEnabled": False,
+                "isConsensusEnabled": False,
+                "lastActivityTime": ts,
+                "allowedMediaType": "IMAGE",
+                "modelSetupComplete": False,
+                "name": src.name,
+                "setupComplete": ts,
+                "id": src.source_id,
+                "updatedAt": ts,
+                "uploadType": None,
+            }
+        }
+
+    def _op_model_run(self, v: dict[str, Any]) -> dict[str, Any]:
+        src = self._sources.get(str(v.get("param_0")))
+        if src is None or src.kind != MODEL_RUN:
+            raise _GraphQLError("Resource not found", "RESOURCE_NOT_FOUND", data={"modelRun": None})
+        ts = "2024-01-01T00:00:00.000Z"
+        return {
+            "modelRun": {
+                "createdAt": ts,
+                "createdBy": self.user_id,
+                "modelAppId": None,
+                "modelId": src.model_id,
+                "name": src.name,
+                "trainingMetadata": None,
+                "id": src.source_id,
+                "updatedAt": ts,
+            }
+        }
+
+    def _op_user(self, v: dict[str, Any]) -> dict[str, Any]:
+        ts = "2024-01-01T00:00:00.000Z"
+        return {
+            "user": {
+                "createdAt": ts,
+                "email": "[email protected]",
+                "isExternalUser": False,
+                "isViewer": False,
+                "lastLoginAt": ts,
+                "nickname": "emulator",
+                "name": "Emulator User",
+                "picture": None,
+                "id": self.user_id,
+                "updatedAt": ts,
+            }
+        }
+
+    def _op_organization(self, v: dict[str, Any]) -> dict[str, Any]:
+        ts = "2024-01-01T00:00:00.000Z"
+        return {
+            "organization": {
+                "createdAt": ts,
+                "name": "Emulator",
+                "id": self.organization_id,
+                "updatedAt": ts,
+            }
+        }
+
+    def _op_current_user(self, v: dict[str, Any]) -> dict[str, Any]:
+        return {"user": {"timezone": self.user_timezone}}
+
+    def _op_export_project(self, v: dict[str, Any]) -> dict[str, Any]:
+        inp = v.get("input") or {}
+        filters = inp.get("filters") or {}
+        src = self._sources.get(str(filters.get("projectId")))
+        if src is None or src.kind != PROJECT:
+            raise _GraphQLError(
+                f"Project {filters.get('projectId')} not found", "RESOURCE_NOT_FOUND"
+            )
+        try:
+            flt = parse_search_query(
+                (filters.get("searchQuery") or {}).get("query"), self.user_timezone
+            )
+        except ExportInputError as exc:
+            raise _GraphQLError(str(exc), "MALFORMED_REQUEST", errors=str(exc)) from exc
+        task = self._new_task(
+            src, flt, ExportParams.from_graphql(inp.get("params")), inp.get("taskName")
+        )
+        return {"exportDataRowsInProject": {"taskId": task.task_id, "isStreamable": True}}
+
+    def _op_export_model_run(self, v: dict[str, Any]) -> dict[str, Any]:
+        inp = v.get("input") or {}
+        run_id = str((inp.get("filters") or {}).get("modelRunId"))
+        src = self._sources.get(run_id)
+        if src is None or src.kind != MODEL_RUN:
+            raise _GraphQLError(f"Model run {run_id} not found", "RESOURCE_NOT_FOUND")
+        task = self._new_task(
+            src, None, ExportParams.from_graphql(inp.get("params")), inp.get("taskName")
+        )
+        return {"exportDataRowsInModelRun": {"taskId": task.task_id, "isStreamable": True}}
+
+    def _task_json(self, task: ExportTask) -> dict[str, Any]:
+        status, pct = task.status()
+        failure = task.failure() if status == "FAILED" else None
+        return {
+            "completionPercentage": pct,
+            "createdAt": task.created_at,
+            "errors": failure,
+            "metadata": {"errorMessage": failure} if failure else None,
+            "name": task.name,
+            "result": None,
+            "status": status,
+            "type": "export-data-rows",
+            "id": task.task_id,
+            "updatedAt": now_iso(),
+        }
+
+    def _op_created_tasks(self, v: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            task = self._tasks.get(str(v.get("param_0")))
+        tasks = [self._task_json(task)] if task is not None else []
+        return {"user": {"createdTasks": tasks}}
+
+    def _op_task(self, v: dict[str, Any]) -> dict[str, Any]:
+        return {"task": self._task_json(self._task(v.get("param_0")))}
+
+    def _ready(self, v: dict[str, Any]) -> tuple[ExportTask, str]:
+        task = self._task((v.get("where") or {}).get("id"))
+        stream = str(v.get("streamType"))
+        if stream not in (RESULT, ERRORS):
+            raise _GraphQLError(
+                f"invalid streamType {stream!r}", "MALFORMED_REQUEST", errors=stream
+            )
+        status = task.status()[0]
+        if status != "COMPLETE":
+            raise _GraphQLError(
+                f"Task {task.task_id} is {status}; its export files are not available",
+                "MALFORMED_REQUEST",
+                errors="task not complete",
+            )
+        return task, stream
+
+    def _op_metadata_header(self, v: dict[str, Any]) -> dict[str, Any]:
+        task, stream = self._ready(v)
+        plan = task.plans[stream]
+        header = (
+            {"totalSize": plan.total_size, "totalLines": plan.total_lines}
+            if plan.total_size > 0
+            else None
+        )
+        return {"task": {"exportMetadataHeader": header}}
+
+    def _op_file_from_offset(self, v: dict[str, Any]) -> dict[str, Any]:
+        task, stream = self._ready(v)
+        try:
+            offset = int(v.get("offset") or 0)
+        except (TypeError, ValueError) as exc:
+            raise _GraphQLError(
+                "offset must be an integer", "MALFORMED_REQUEST", errors="offset"
+            ) from exc
+        chunk = task.chunk_at(stream, offset)
+        if chunk is None or offset < 0:
+            raise _GraphQLError(
+                f"offset {offset} is out of range for the {stream} stream",
+                "MALFORMED_REQUEST",
+                errors="offset out of range",
+            )
+        index = task.plans[stream].chunks.index(chunk)
+        url = f"{self.base_url}/export-files/{task.task_id}/{stream}/{index}"
+        line_start = chunk.line_start
+        if offset > chunk.start:
+            # A resume in the middle of a chunk gets a file that starts at that offset.
+            data = self.chunk_data(task.task_id, stream, index) or b""
+            line_start += data[: offset - chunk.start].count(b"\n")
+            url += f"?start={offset}"
+        return {
+            "task": {
+                "exportFileFromOffset": {
+                    "offsets": {"start": str(offset), "end": str(chunk.end)},
+                    "lines": {"start": str(line_start), "end": str(chunk.line_end)},
+                    "file": url,
+                }
+            }
+        }
+
+
+_OPERATIONS: dict[str, Callable[[EmulatorServer, dict[str, Any]], dict[str, Any]]] = {
+    "GetProjectPyApi": EmulatorServer._op_project,
+    "GetModelRunPyApi": EmulatorServer._op_model_run,
+    "GetUserPyApi": EmulatorServer._op_user,
+    "GetOrganizationPyApi": EmulatorServer._op_organization,
+    "CurrentUserPyApi": EmulatorServer._op_current_user,
+    "exportDataRowsInProjectPyApi": EmulatorServer._op_export_project,
+    "exportDataRowsInModelRunPyApi": EmulatorServer._op_export_model_run,
+    "GetUserCreatedTasksPyApi": EmulatorServer._op_created_tasks,
+    "GetTaskPyApi": EmulatorServer._op_task,
+    "GetExportMetadataHeaderPyApi": EmulatorServer._op_metadata_header,
+    "GetExportFileFromOffsetPyApi": EmulatorServer._op_file_from_offset,
+}
+
+
+def _auth_error_body() -> bytes:
+    return json.dumps(
+        {"errors": [{"message": "Invalid API key", "extensions": {"code": "AUTHENTICATION_ERROR"}}]}
+    ).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    # An idle keep-alive connection is dropped after this long.
+    timeout = 30
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without NODELAY every keep-alive
+        # response waits ~40 ms for the client's delayed ACK.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Quiet: the request log holds what tests need, and headers carry the API key.
+        return
+
+    @property
+    def emu(self) -> EmulatorServer:
+        return self.server.emulator
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _log(self, request_class: str, operation: str | None = None) -> RequestLogEntry:
+        entry = RequestLogEntry(
+            method=self.command,
+            path=self.path,
+            host=self.headers.get("Host"),
+            headers={k: v for k, v in self.headers.items()},
+            request_class=request_class,
+            operation=operation,
+        )
+        self.emu.request_log.append(entry)
+        return entry
+
+    def _send(
+        self,
+        entry: RequestLogEntry,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        truncate: float | None = None,
+    ) -> None:
+        entry.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if truncate is not None:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if truncate is not None:
+            cut = max(0, min(len(body) - 1, int(len(body) * truncate)))
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def _reset(self, entry: RequestLogEntry) -> None:
+        entry.status = None
+        try:
+            # Linger 0: close() sends RST, as a dropped connection looks to the client.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _apply_faults(
+        self, entry: RequestLogEntry, request_class: str, key: str
+    ) -> tuple[bool, float | None]:
+        """Apply request faults; return (handled, truncate fraction)."""
+        truncate: float | None = None
+        for firing in self.emu.faults.draw(request_class, key, ("latency", *RESPONSE_FAULTS)):
+            if firing.fault == "latency":
+                time.sleep(float(firing.params.get("seconds", 1.0)))
+            elif firing.fault == "truncate":
+                truncate = float(firing.params.get("fraction", 0.5))
+            else:
+                self._fault_response(entry, firing)
+                return True, None
+        return False, truncate
+
+    def _fault_response(self, entry: RequestLogEntry, firing: Firing) -> None:
+        if firing.fault == "reset":
+            self._reset(entry)
+        elif firing.fault == "429":
+            retry_after = str(firing.params.get("retry_after", 1))
+            body = json.dumps({"message": _RATE_LIMIT_MESSAGE}).encode()
+            self._send(entry, 429, body, "application/json", {"Retry-After": retry_after})
+        else:
+            status = int(firing.params.get("status", 503))
+            self._send(entry, status, f"{status} emulated server error".encode(), "text/plain")
+
+    def _authorized(self) -> bool:
+        return self.headers.get("Authorization") == f"Bearer {self.emu.api_key}"
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    # --- verbs -----------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        body = self._read_body()
+        if path not in ("/graphql", "/_gql"):
+            entry = self._log("other")
+            self._send(entry, 404, b"not found", "text/plain")
+            return
+        op: str | None = None
+        variables: dict[str, Any] = {}
+        try:
+            payload = json.loads(body or b"{}")
+            query = str(payload.get("query") or "")
+            m = _OP_NAME.match(query)
+            op = m.group(1) if m else None
+            variables = payload.get("variables") or {}
+        except (ValueError, AttributeError):
+            payload = None
+        entry = self._log("graphql", op)
+        handled, truncate = self._apply_faults(entry, "graphql", f"{path} {op}")
+        if handled:
+            return
+        if not self._authorized():
+            self._send(entry, 401, _auth_error_body(), "application/json")
+            return
+        if payload is None:
+            err = {"message": "Malformed JSON body", "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}
+            self._send(entry, 400, json.dumps({"errors": [err]}).encode(), "application/json")
+            return
+        status = 200
+        try:
+            result: dict[str, Any] = {"data": self.emu._graphql(op, variables)}
+        except _GraphQLError as exc:
+            err = {"message": str(exc), "extensions": {"code": exc.code}}
+            if "errors" in exc.extra:
+                err["errors"] = exc.extra["errors"]
+            result = {"data": exc.extra.get("data"), "errors": [err]}
+            status = exc.status
+        body_out = json.dumps(result).encode()
+        self._send(entry, status, body_out, "application/json", truncate=truncate)
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        path = parts.path
+        m_chunk = _CHUNK.match(path)
+        if m_chunk:
+            self._get_chunk(parts.query, *m_chunk.groups())
+            return
+        m_inst = _INSTANCE_MASK.match(path)
+        m_comp = _COMPOSITE_MASK.match(path)
+        if not (m_inst or m_comp):
+            entry = self._log("other")
+            self._send(entry, 404, b"not found", "text/plain")
+            return
+        entry = self._log("mask")
+        handled, truncate = self._apply_faults(entry, "mask", path)
+        if handled:
+            return
+        if not self._authorized():
+            self._send(entry, 401, _auth_error_body(), "application/json")
+            return
+        png: bytes | None = None
+        if m_comp:
+            png = self.emu.composite_png(m_comp.group(2))
+        elif m_inst:
+            png = self._instance_png(*m_inst.groups())
+        if png is None:
+            self._send(entry, 404, b"mask not found", "text/plain")
+            return
+        self._send(entry, 200, png, "image/png", truncate=truncate)
+
+    def _instance_png(self, scope: str, owner: str, feature_id: str) -> bytes | None:
+        emu = self.emu
+        with emu._lock:
+            src = emu._sources.get(owner) if scope == "projects" else emu._model_ids.get(owner)
+        if src is None:
+            return None
+        mask = src.instance_mask(feature_id)
+        return imaging.encode_mask_png(mask) if mask is not None else None
+
+    def _get_chunk(self, query: str, task_id: str, stream: str, index: str) -> None:
+        entry = self._log("chunk")
+        handled, truncate = self._apply_faults(entry, "chunk", self.path)
+        if handled:
+            return
+        data = self.emu.chunk_data(task_id, stream, int(index))
+        if data is None:
+            self._send(entry, 404, b"no such export file", "text/plain")
+            return
+        start = parse_qs(query).get("start")
+        if start:
+            task = self.emu._tasks.get(task_id)
+            chunk = task.plans[stream].chunks[int(index)] if task else None
+            if chunk is not None:
+                data = data[max(0, int(start[0]) - chunk.start) :]
+        self._send(entry, 200, data, "application/x-ndjson", truncate=truncate)

@@ -1,0 +1,461 @@
+"""Synthetic projects: N generated data rows with every annotation kind of the seed.
+
+Everything about row `i` is a pure function of (`SyntheticSpec`, `i`): ids, timestamps,
+workflow status, batch, annotations, colours and the composite's instance layout. Nothing
+is stored per row, so a 50,000-row project costs nothing until exported, and
+`ground_truth_masks` gives tests the exact pixels a composite holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from labelhaul.emulator import imaging
+from labelhaul.emulator.imaging import RGB
+from labelhaul.emulator.sources import PROJECT, CompositeInfo, RowSource, _RenderCache
+
+BASE_TIME = datetime(2024, 1, 1, tzinfo=UTC)
+WORKFLOW_CYCLE = ("IN_REVIEW", "IN_REWORK", "DONE", "TO_LABEL")
+N_BATCHES = 2
+MASK_NAMES = ("car", "person", "tree", "road")
+# Where instance masks and composites live; the server rewrites this to its own base URL.
+_API = "https://api.labelbox.com/api/v1"
+_ID = re.compile(r"^c(?P<tag>[0-9a-f]{8})(?P<kind>[a-z]{2})(?P<row>\d{9})(?P<n>\d{5})$")
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}+00:00"
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """The recipe of one synthetic project."""
+
+    project_id: str
+    tag: str
+    n_rows: int
+    instances: int
+    seed: int
+    width: int
+    height: int
+
+    @classmethod
+    def make(
+        cls, *, n_rows: int, instances: int, seed: int, width: int, height: int, number: int = 1
+    ) -> SyntheticSpec:
+        """Validate the arguments and derive the ids (`number` tells projects apart)."""
+        if n_rows < 0 or instances < 0:
+            raise ValueError("n_rows and instances must be >= 0")
+        if n_rows >= 10**9:
+            raise ValueError("n_rows must be below 1e9")
+        # Fails early when the image cannot hold that many separate instances.
+        imaging.instance_map(width, height, instances, 0)
+        tag = hashlib.sha256(f"{seed}:{number}".encode()).hexdigest()[:8]
+        return cls(f"csynp{tag}000000000000", tag, n_rows, instances, seed, width, height)
+
+    # --- per-row facts (tests compute expectations from these) -----------------------
+
+    def id(self, kind: str, row: int, n: int = 0) -> str:
+        """Return the id of kind `kind` (two letters) for row `row`, item `n`."""
+        return f"c{self.tag}{kind}{row:09d}{n:05d}"
+
+    def data_row_id(self, row: int) -> str:
+        """Return the data row id of row `row`."""
+        return self.id("dr", row)
+
+    def global_key(self, row: int) -> str:
+        """Return the global key of row `row`."""
+        return f"synthetic-{self.tag}/{row:06d}.png"
+
+    def composite_id(self, row: int) -> str:
+        """Return the composite mask id of row `row`'s label."""
+        return self.id("cm", row)
+
+    def mask_feature_id(self, row: int, j: int) -> str:
+        """Return the feature id of mask instance `j` of row `row`."""
+        return self.id("mk", row, j)
+
+    def label_created_at(self, row: int) -> datetime:
+        """Return when row `row`'s label was created (one hour apart per row)."""
+        return BASE_TIME + timedelta(hours=row)
+
+    def last_activity_at(self, row: int) -> datetime:
+        """Return row `row`'s last activity (30 minutes after its label was created)."""
+        return self.label_created_at(row) + timedelta(minutes=30)
+
+    def workflow_status(self, row: int) -> str:
+        """Return row `row`'s workflow status as exported (e.g. IN_REVIEW)."""
+        return WORKFLOW_CYCLE[row % len(WORKFLOW_CYCLE)]
+
+    def batch_id(self, row: int) -> str:
+        """Return the batch id row `row` belongs to."""
+        return self.batch_ids()[row % N_BATCHES]
+
+    def batch_ids(self) -> list[str]:
+        """Return every batch id of the project."""
+        return [f"{self.tag}-0000-4000-8000-{b:012d}" for b in range(N_BATCHES)]
+
+    def colors(self, row: int) -> list[RGB]:
+        """Return the colours of row `row`'s mask instances, in export order."""
+        return imaging.distinct_colors(self.instances, seed=self._row_seed(row, "colors"))
+
+    def _row_seed(self, row: int, what: str) -> int:
+        digest = hashlib.sha256(f"{self.seed}:{row}:{what}".encode()).digest()
+        return int.from_bytes(digest[:8], "big")
+
+    def instance_map(self, row: int) -> NDArray[np.uint16]:
+        """Return row `row`'s instance map (0 background, j + 1 instance j)."""
+        return imaging.instance_map(
+            self.width, self.height, self.instances, self._row_seed(row, "layout")
+        )
+
+    def parse_id(self, value: str) -> tuple[str, int, int] | None:
+        """Return (kind, row, n) of an id of this project, or None."""
+        m = _ID.match(value)
+        if m is None or m.group("tag") != self.tag:
+            return None
+        row = int(m.group("row"))
+        if row >= self.n_rows:
+            return None
+        return m.group("kind"), row, int(m.group("n"))
+
+
+def ground_truth_masks(spec: SyntheticSpec, row: int) -> dict[str, NDArray[np.bool_]]:
+    """Return each mask instance of row `row` as a full-size boolean array, by feature id."""
+    inst = spec.instance_map(row)
+    return {spec.mask_feature_id(row, j): inst == j + 1 for j in range(spec.instances)}
+
+
+def _answer(spec: SyntheticSpec, row: int, n: int, name: str, nested: list[Any]) -> dict[str, Any]:
+    return {
+        "feature_id": spec.id("an", row, n),
+        "feature_schema_id": f"csynschema{name[:15]:0<15}",
+        "name": name,
+        "value": name,
+        "classifications": nested,
+    }
+
+
+def _question(spec: SyntheticSpec, row: int, n: int, name: str, **answer: Any) -> dict[str, Any]:
+    return {
+        "feature_id": spec.id("cl", row, n),
+        "feature_schema_id": f"csynschema{name[:15]:0<15}",
+        "name": name,
+        "value": name,
+        **answer,
+    }
+
+
+def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
+    """Build row `row` of a synthetic project with every optional field present."""
+    rng = random.Random(spec._row_seed(row, "row"))
+    w, h = spec.width, spec.height
+    created = spec.label_created_at(row)
+    last = spec.last_activity_at(row)
+    dr_id = spec.data_row_id(row)
+
+    def xy() -> dict[str, float]:
+        return {"x": round(rng.uniform(0, w - 1), 3), "y": round(rng.uniform(0, h - 1), 3)}
+
+    def box() -> dict[str, float]:
+        left, top = rng.randint(0, max(0, w - 8)), rng.randint(0, max(0, h - 8))
+        return {
+            "top": float(top),
+            "left": float(left),
+            "height": float(rng.randint(1, max(1, h - top))),
+            "width": float(rng.randint(1, max(1, w - left))),
+        }
+
+    def obj(n: int, name: str, kind: str, **geom: Any) -> dict[str, Any]:
+        return {
+            "feature_id": spec.id("ob", row, n),
+            "feature_schema_id": f"csynschema{name[:15]:0<15}",
+            "name": name,
+            "value": name,
+            "annotation_kind": kind,
+            "classifications": geom.pop("classifications", []),
+            **geom,
+        }
+
+    bbox_sub = obj(
+        0,
+        "bbox_with_radio_subclass",
+        "ImageBoundingBox",
+        classifications=[
+            _question(
+                spec,
+                row,
+                0,
+                "sub_radio_question",
+                radio_answer=_answer(spec, row, 0, "first_sub_radio_answer", []),
+            )
+        ],
+        bounding_box=box(),
+    )
+    bbox = obj(1, "bounding_box", "ImageBoundingBox", bounding_box=box())
+    polygon = [xy() for _ in range(rng.randint(3, 6))]
+    polygon.append(dict(polygon[0]))  # Labelbox closes polygons by repeating the first point
+    objects: list[dict[str, Any]] = [
+        bbox_sub,
+        bbox,
+        obj(2, "polygon", "ImagePolygon", polygon=polygon),
+        obj(3, "polyline", "ImagePolyline", line=[xy() for _ in range(rng.randint(2, 5))]),
+        obj(4, "point", "ImagePoint", point=xy()),
+    ]
+    comp_url = f"{_API}/tasks/{spec.id('tk', row)}/masks/{spec.composite_id(row)}/index/1"
+    for j, color in enumerate(spec.colors(row)):
+        fid = spec.mask_feature_id(row, j)
+        nested = (
+            [
+                _question(
+                    spec,
+                    row,
+                    10 + j,
+                    "sub_free_text",
+                    text_answer={"content": f"instance {j} of row {row}"},
+                )
+            ]
+            if j == 0
+            else []
+        )
+        name = MASK_NAMES[j % len(MASK_NAMES)]
+        objects.append(
+            {
+                "feature_id": fid,
+                "feature_schema_id": f"csynschema{name:0<15}",
+                "name": name,
+                "value": name,
+                "annotation_kind": "ImageSegmentationMask",
+                "classifications": nested,
+                "mask": {
+                    "url": f"{_API}/projects/{spec.project_id}/annotations/{fid}/index/1/mask"
+                },
+                "composite_mask": {"url": comp_url, "color_rgb": list(color)},
+            }
+        )
+    classifications = [
+        _question(
+            spec,
+            row,
+            1,
+            "radio_question",
+            radio_answer=_answer(spec, row, 1, ("first", "second")[row % 2] + "_radio_answer", []),
+        ),
+        _question(
+            spec,
+            row,
+            2,
+            "checklist_question",
+            checklist_answers=[
+                _answer(spec, row, 2, "first_checklist_answer", []),
+                _answer(spec, row, 3, "second_checklist_answer", []),
+            ],
+        ),
+        _question(spec, row, 3, "free_text", text_answer={"content": f"row {row} text"}),
+        _question(
+            spec,
+            row,
+            4,
+            "nested_radio_question",
+            radio_answer=_answer(
+                spec,
+                row,
+                4,
+                "first_radio_answer",
+                [
+                    _question(
+                        spec,
+                        row,
+                        5,
+                        "sub_radio_question",
+                        radio_answer=_answer(spec, row, 5, "first_sub_radio_answer", []),
+                    )
+                ],
+            ),
+        ),
+        _question(
+            spec,
+            row,
+            6,
+            "nested_checklist_question",
+            checklist_answers=[
+                _answer(
+                    spec,
+                    row,
+                    6,
+                    "first_checklist_answer",
+                    [
+                        _question(
+                            spec,
+                            row,
+                            7,
+                            "sub_checklist_question",
+                            checklist_answers=[
+                                _answer(spec, row, 7, "first_sub_checklist_answer", [])
+                            ],
+                        )
+                    ],
+                )
+            ],
+        ),
+    ]
+    relationships = [
+        {
+            "feature_id": spec.id("rl", row),
+            "feature_schema_id": "csynschemarelationship00",
+            "name": "relationship",
+            "value": "relationship",
+            "annotation_kind": "ImageUnidirectionalRelationship",
+            "classifications": [],
+            "unidirectional_relationship": {
+                "source": bbox_sub["feature_id"],
+                "target": bbox["feature_id"],
+            },
+        }
+    ]
+    status = spec.workflow_status(row)
+    batch = spec.batch_id(row)
+    return {
+        "data_row": {
+            "id": dr_id,
+            "global_key": spec.global_key(row),
+            "row_data": f"https://storage.example.invalid/synthetic/{spec.tag}/{row:06d}.png",
+            "details": {
+                "dataset_id": f"csynds{spec.tag}00000000000",
+                "dataset_name": f"synthetic-{spec.tag}",
+                "created_at": _iso(BASE_TIME),
+                "updated_at": _iso(last),
+                "last_activity_at": _iso(last),
+                "created_by": "[email protected]",
+            },
+        },
+        "media_attributes": {"height": h, "width": w, "mime_type": "image/png"},
+        "attachments": [
+            {
+                "id": spec.id("at", row),
+                "type": "RAW_TEXT",
+                "value": f"note for row {row}",
+                "name": "note",
+            }
+        ],
+        "metadata_fields": [
+            {
+                "schema_id": "cko8s9r5v0001h2dk9elqdidh",
+                "schema_name": "tag",
+                "value": f"tag-{row % 3}",
+            },
+            {
+                "schema_id": "cko8sbczn0002h2dkdaxb5kal",
+                "schema_name": "split",
+                "value": "cko8sc2yr0004h2dk69aj5x63" if row % 5 else "cko8scbz70005h2dkastwhgqt",
+                "value_name": "train" if row % 5 else "valid",
+            },
+        ],
+        "embeddings": [
+            {
+                "id": f"csynemb{spec.tag}0000000000",
+                "name": "synthetic_embedding_4",
+                "dimensions": 4,
+                "is_custom": True,
+                "values": [{"value": [round(rng.uniform(-1, 1), 6) for _ in range(4)]}],
+            }
+        ],
+        "projects": {
+            spec.project_id: {
+                "name": f"Synthetic project {spec.tag}",
+                "labels": [
+                    {
+                        "label_kind": "Default",
+                        "version": "1.0.0",
+                        "id": spec.id("lb", row),
+                        "label_details": {
+                            "created_at": _iso(created),
+                            "updated_at": _iso(last),
+                            "created_by": "[email protected]",
+                            "content_last_updated_at": _iso(last),
+                            "reviews": [],
+                        },
+                        "performance_details": {
+                            "seconds_to_create": 10 + row % 50,
+                            "seconds_to_review": row % 7,
+                            "skipped": False,
+                        },
+                        "annotations": {
+                            "objects": objects,
+                            "classifications": classifications,
+                            "relationships": relationships,
+                        },
+                    }
+                ],
+                "project_details": {
+                    "ontology_id": f"csynont{spec.tag}0000000000",
+                    "task_id": "a384279a-45c0-4200-b85a-3c18469b3809",
+                    "task_name": "Initial review task",
+                    "batch_id": batch,
+                    "batch_name": f"batch-{spec.batch_ids().index(batch)}",
+                    "workflow_status": status,
+                    "priority": 1 + row % 5,
+                    "consensus_expected_label_count": 1,
+                    "workflow_history": [
+                        {
+                            "action": "Move",
+                            "created_at": _iso(created + timedelta(seconds=1)),
+                            "created_by": "[email protected]",
+                            "previous_task_name": "Initial labeling task",
+                            "previous_task_id": "22ee463b-fbe3-0791-8159-94083be9dee3",
+                            "next_task_name": "Initial review task",
+                            "next_task_id": "a384279a-45c0-4200-b85a-3c18469b3809",
+                        }
+                    ],
+                },
+                "project_tags": [],
+            }
+        },
+    }
+
+
+class SyntheticSource(RowSource):
+    """A synthetic project served by the emulator."""
+
+    def __init__(self, spec: SyntheticSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.kind = PROJECT
+        self.source_id = spec.project_id
+        self.name = f"Synthetic project {spec.tag}"
+        self._cache = _RenderCache(size=8)
+
+    def count(self) -> int:
+        return self.spec.n_rows
+
+    def row(self, index: int) -> dict[str, Any]:
+        return build_row(self.spec, index)
+
+    def _render(self, row: int) -> tuple[NDArray[np.uint16], bytes]:
+        spec = self.spec
+        info = CompositeInfo(
+            spec.width, spec.height, tuple(spec.colors(row)), spec._row_seed(row, "layout")
+        )
+        return self._cache.get(spec.composite_id(row), info)
+
+    def composite_png(self, composite_id: str) -> bytes | None:
+        parsed = self.spec.parse_id(composite_id)
+        if parsed is None or parsed[0] != "cm":
+            return None
+        return self._render(parsed[1])[1]
+
+    def instance_mask(self, feature_id: str) -> NDArray[np.bool_] | None:
+        parsed = self.spec.parse_id(feature_id)
+        if parsed is None or parsed[0] != "mk" or parsed[2] >= self.spec.instances:
+            return None
+        inst, _ = self._render(parsed[1])
+        result: NDArray[np.bool_] = inst == parsed[2] + 1
+        return result
