@@ -348,7 +348,7 @@ def _failure_message(task: Any) -> str:
             parts.append(str(value))
     metadata = getattr(task, "metadata", None)
     if isinstance(metadata, dict):
-        for key in ("error", "errors", "message"):
+        for key in ("errorMessage", "error", "errors", "message"):
             if metadata.get(key):
                 parts.append(str(metadata[key]))
     return "; ".join(dict.fromkeys(parts)) or "no message from Labelbox"
