@@ -37,20 +37,10 @@ import orjson
 
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.records import ErrorRecord
+from labelhaul.tables import SCHEMAS, TABLE_NAMES
 
 STAGE = "parse"
 
-TABLE_NAMES: tuple[str, ...] = (
-    "data_rows",
-    "labels",
-    "annotations",
-    "classifications",
-    "relationships",
-    "embeddings",
-    "attachments",
-    "metadata_fields",
-    "workflow_history",
-)
 
 GEOMETRY_KINDS = {
     "ImageBoundingBox": "bounding_box",
@@ -68,9 +58,6 @@ RELATIONSHIP_KINDS = {
 # (tests/unit/test_conformance.py) checks every other leaf of the seed's exports lands in one.
 DROPPED_FIELDS: dict[str, str] = {
     "models": "always {} in model-run exports; the model is identified by the experiment",
-    "embeddings.values.value": (
-        "kept as embeddings.values (list<float32>); float32 rounds the float64 text"
-    ),
 }
 
 
@@ -265,10 +252,16 @@ class _RowParser:
         self._parse_embeddings()
         self._parse_attachments()
         self._parse_metadata()
+        # Every record gets every column of its table (in schema order), so consumers can
+        # index any column and a typo'd key cannot slip through unnoticed.
+        tables = {
+            name: [{col: rec.get(col) for col in SCHEMAS[name].names} for rec in records]
+            for name, records in self.tables.items()
+        }
         return ParsedRow(
             data_row_id=self.data_row_id,
             global_key=self.global_key,
-            tables=self.tables,
+            tables=tables,
             mask_jobs=self.mask_jobs,
             errors=self.errors,
             last_activity_at=base_row["last_activity_at"],

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
@@ -23,7 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelhaul.masktypes import MaskResult
-from labelhaul.rows import TABLE_NAMES, ParsedRow
+
+if TYPE_CHECKING:
+    from labelhaul.rows import ParsedRow
 
 _S = pa.string()
 _F = pa.float64()
@@ -204,7 +206,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("next_task_name", _S),
     ),
 }
-assert tuple(SCHEMAS) == TABLE_NAMES, "rows.TABLE_NAMES and tables.SCHEMAS must agree"
+TABLE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
 
 DEFAULT_ROW_GROUP_SIZE = 10_000
 
