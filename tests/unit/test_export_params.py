@@ -42,7 +42,7 @@ def test_default_params_include_nothing() -> None:
 
 @pytest.mark.parametrize("name", [*SEED_PARAMS, "embeddings"])
 def test_each_project_param_is_set_alone(name: str) -> None:
-    d = ExportParams(**{name: True}).to_project_params()
+    d = ExportParams(**{name: True}).to_project_params()  # type: ignore[arg-type]
     assert d[name] is True
     assert [k for k, v in d.items() if v is True] == [name]
 
@@ -66,7 +66,7 @@ def test_all_params_cover_the_seed() -> None:
     ],
 )
 def test_model_run_params(name: str) -> None:
-    d = ExportParams(**{name: True}).to_model_run_params()
+    d = ExportParams(**{name: True}).to_model_run_params()  # type: ignore[arg-type]
     assert d[name] is True
     assert "project_details" not in d and "label_details" not in d
 
@@ -113,7 +113,7 @@ def test_too_many_batch_ids_refused() -> None:
 
 @pytest.mark.parametrize("kind", ["data_row_ids", "global_keys"])
 def test_ids_filter(kind: str) -> None:
-    [d] = build_filter_dicts(ExportFilters(**{kind: ["a", "b"]}))
+    [d] = build_filter_dicts(ExportFilters(**{kind: ["a", "b"]}))  # type: ignore[arg-type]
     assert d == {kind: ["a", "b"]}
 
 
