@@ -1,0 +1,370 @@
+"""The mask stage: download each composite once, split it by colour, land one blob per instance.
+
+`process_jobs` works on one batch of `MaskJob`s (one job = one label's composite PNG)
+with a pool of `workers` threads. imagecodecs releases the GIL while decoding and zlib
+while compressing, so threads scale (DESIGN.md section 7). Memory is bounded by the
+composites in flight (one per worker), not by the batch: each worker drops the
+composite's pixels before taking the next job, and every instance PNG goes to
+`put_blob` as soon as it is encoded.
+
+When the composite is missing, expired (403/404), unreadable, the wrong size, or lacks an
+instance's colour, that instance falls back to its own `mask.url`. Two instances painted
+in the SAME colour cannot be told apart in the composite, so both take the fallback
+(a warning says so) instead of silently sharing one mask. When the fallback fails too,
+an `ErrorRecord` names the data row, label, feature and both reasons, and the rest of the
+batch goes on. Only a 401 (the API key itself is refused) stops the batch: every other
+mask would fail the same way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from labelhaul.errors import AuthError
+from labelhaul.http import HttpError
+from labelhaul.maskcodec import (
+    InstanceMask,
+    MaskImageError,
+    PngHeader,
+    binary_from_instance_png,
+    check_png,
+    color_keys,
+    crop_binary,
+    decode_png,
+    encode_instance,
+    split_by_color,
+)
+from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
+from labelhaul.records import ErrorRecord
+
+__all__ = [
+    "BytesFetcher",
+    "MaskInstance",
+    "MaskJob",
+    "MaskResult",
+    "PutBlob",
+    "plan_batches",
+    "process_job",
+    "process_jobs",
+]
+
+STAGE = "mask"
+
+PutBlob = Callable[[str, bytes], None]
+
+
+class BytesFetcher(Protocol):
+    """What the mask stage needs from an HTTP client (`labelhaul.http.HttpClient` fits)."""
+
+    def get_bytes(self, url: str, *, max_bytes: int | None = None) -> bytes: ...
+
+
+def plan_batches(jobs: Iterable[MaskJob], batch_size: int) -> Iterator[list[MaskJob]]:
+    """Cut a stream of jobs into lists of at most `batch_size` jobs, in order, lazily.
+
+    One batch becomes one task run: a run per composite would cost more in orchestration
+    than in pixels (DESIGN.md section 7: ~35 ms per task run vs ~14 ms per composite).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch: list[MaskJob] = []
+    for job in jobs:
+        batch.append(job)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def max_png_bytes(max_pixels: int) -> int:
+    """Return the largest PNG body worth downloading for a mask of at most `max_pixels`.
+
+    An RGBA PNG that deflate could not shrink at all is 4 bytes per pixel plus one filter
+    byte per row and a little framing: anything larger cannot be a mask we would accept.
+    """
+    return 5 * max_pixels + (1 << 20)
+
+
+def process_jobs(
+    jobs: Iterable[MaskJob],
+    http: BytesFetcher,
+    put_blob: PutBlob,
+    *,
+    max_pixels: int,
+    workers: int,
+) -> tuple[list[MaskResult], list[ErrorRecord]]:
+    """Split every job's composite into instance masks and land each as a blob.
+
+    Args:
+        jobs: one batch (see `plan_batches`).
+        http: fetches mask URLs (retries, and the API key only to the Labelbox origin).
+        put_blob: `put_blob(sha256, png)` writes a blob create-only; called from worker
+            threads, so it must be thread-safe. Its exceptions stop the batch.
+        max_pixels: largest mask image accepted (decompression bombs).
+        workers: threads downloading and splitting composites at once.
+
+    Returns:
+        Results in job order and instance order; error records and warnings, likewise.
+
+    Raises:
+        AuthError: Labelbox answered 401 to a mask URL (the API key is wrong).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    job_list = list(jobs)
+    results: list[MaskResult] = []
+    errors: list[ErrorRecord] = []
+
+    def run(job: MaskJob) -> tuple[list[MaskResult], list[ErrorRecord]]:
+        return process_job(job, http, put_blob, max_pixels=max_pixels)
+
+    if workers == 1 or len(job_list) <= 1:
+        for job in job_list:
+            res, errs = run(job)
+            results.extend(res)
+            errors.extend(errs)
+        return results, errors
+    with ThreadPoolExecutor(
+        max_workers=min(workers, len(job_list)), thread_name_prefix="labelhaul-masks"
+    ) as pool:
+        futures: list[Future[tuple[list[MaskResult], list[ErrorRecord]]]] = [
+            pool.submit(run, job) for job in job_list
+        ]
+        try:
+            for fut in futures:
+                res, errs = fut.result()
+                results.extend(res)
+                errors.extend(errs)
+        except BaseException:
+            # Do not download the rest of the batch after a fatal error.
+            for fut in futures:
+                fut.cancel()
+            raise
+    return results, errors
+
+
+def _record(
+    job: MaskJob,
+    kind: str,
+    message: str,
+    inst: MaskInstance | None = None,
+    *,
+    severity: str = "error",
+    **extra: Any,
+) -> ErrorRecord:
+    return ErrorRecord(
+        stage=STAGE,
+        kind=kind,
+        message=message,
+        data_row_id=job.data_row_id,
+        label_id=job.label_id,
+        feature_id=inst.feature_id if inst else None,
+        global_key=job.global_key,
+        extra={k: v for k, v in extra.items() if v is not None},
+        severity=severity,
+    )
+
+
+def _auth_error(exc: HttpError) -> AuthError:
+    return AuthError(
+        f"Labelbox refused the API key for a mask ({exc}): check LABELBOX_API_KEY "
+        "and that the key's user can read this project"
+    )
+
+
+def process_job(
+    job: MaskJob, http: BytesFetcher, put_blob: PutBlob, *, max_pixels: int
+) -> tuple[list[MaskResult], list[ErrorRecord]]:
+    """Split one composite (or fall back to instance masks) and land its blobs."""
+    results: dict[str, MaskResult] = {}
+    errors: list[ErrorRecord] = []
+    # (instance, why the composite could not give it)
+    fallback: list[tuple[MaskInstance, str]] = []
+
+    counts = Counter(inst.color for inst in job.instances)
+    wanted: list[MaskInstance] = []
+    for inst in job.instances:
+        if counts[inst.color] > 1:
+            reason = f"colour {list(inst.color)} is shared by {counts[inst.color]} instances"
+            errors.append(
+                _record(
+                    job,
+                    "mask_color_shared",
+                    f"{reason} in the composite: using the instance mask",
+                    inst,
+                    severity="warning",
+                    color=list(inst.color),
+                )
+            )
+            fallback.append((inst, reason))
+        else:
+            wanted.append(inst)
+
+    if wanted:
+        found, reason = _split_composite(job, wanted, http, max_pixels, errors)
+        for inst in wanted:
+            got = found.get(inst.color) if found is not None else None
+            if got is None:
+                if found is not None:
+                    reason = f"colour {list(inst.color)} does not appear in the composite"
+                    errors.append(
+                        _record(
+                            job,
+                            "mask_color_missing",
+                            f"{reason}: using the instance mask",
+                            inst,
+                            severity="warning",
+                            color=list(inst.color),
+                        )
+                    )
+                fallback.append((inst, reason))
+                continue
+            inst_mask, height, width = got
+            results[inst.feature_id] = _land(
+                job, inst, inst_mask, height, width, "composite", put_blob
+            )
+
+    for inst, reason in fallback:
+        outcome = _from_instance_url(job, inst, reason, http, put_blob, max_pixels)
+        if isinstance(outcome, ErrorRecord):
+            errors.append(outcome)
+        else:
+            results[inst.feature_id] = outcome
+    ordered = [results[i.feature_id] for i in job.instances if i.feature_id in results]
+    return ordered, errors
+
+
+def _split_composite(
+    job: MaskJob,
+    wanted: list[MaskInstance],
+    http: BytesFetcher,
+    max_pixels: int,
+    errors: list[ErrorRecord],
+) -> tuple[dict[tuple[int, int, int], tuple[InstanceMask, int, int]] | None, str]:
+    """Download and split the composite; None (and a warning) when it cannot be used."""
+    if job.composite_url is None:
+        return None, "the label has no composite mask URL"
+    try:
+        data = http.get_bytes(job.composite_url, max_bytes=max_png_bytes(max_pixels))
+    except HttpError as exc:
+        if exc.status == 401:
+            raise _auth_error(exc) from exc
+        reason = f"composite download failed: {exc}"
+        errors.append(
+            _record(
+                job,
+                "mask_composite_unavailable",
+                f"{reason}; using the instance masks",
+                severity="warning",
+                status=exc.status,
+            )
+        )
+        return None, reason
+    try:
+        hdr: PngHeader = check_png(data, width=job.width, height=job.height, max_pixels=max_pixels)
+        img = decode_png(data, hdr)
+    except MaskImageError as exc:
+        reason = f"composite unusable: {exc}"
+        errors.append(
+            _record(
+                job,
+                exc.kind,
+                f"composite mask: {exc}; using the instance masks",
+                severity="warning",
+            )
+        )
+        return None, reason
+    del data
+    keys = color_keys(img)
+    del img
+    split = split_by_color(keys, [inst.color for inst in wanted])
+    return {c: (m, hdr.height, hdr.width) for c, m in split.items()}, ""
+
+
+def _land(
+    job: MaskJob,
+    inst: MaskInstance,
+    mask: InstanceMask,
+    height: int,
+    width: int,
+    source: str,
+    put_blob: PutBlob,
+) -> MaskResult:
+    enc = encode_instance(mask, height, width)
+    put_blob(enc.sha256, enc.png)
+    return MaskResult(
+        data_row_id=job.data_row_id,
+        label_id=job.label_id,
+        feature_id=inst.feature_id,
+        sha256=enc.sha256,
+        x=enc.x,
+        y=enc.y,
+        w=enc.w,
+        h=enc.h,
+        area=enc.area,
+        height=height,
+        width=width,
+        rle=enc.rle,
+        source=source,
+    )
+
+
+def _from_instance_url(
+    job: MaskJob,
+    inst: MaskInstance,
+    composite_reason: str,
+    http: BytesFetcher,
+    put_blob: PutBlob,
+    max_pixels: int,
+) -> MaskResult | ErrorRecord:
+    """Land one instance from its own mask PNG; an error record when that fails too."""
+    what = f"mask {inst.name!r}" if inst.name else "mask"
+    if inst.instance_url is None:
+        return _record(
+            job,
+            "mask_unavailable",
+            f"{what}: {composite_reason}, and the annotation has no instance mask URL",
+            inst,
+            composite_reason=composite_reason,
+        )
+    try:
+        data = http.get_bytes(inst.instance_url, max_bytes=max_png_bytes(max_pixels))
+    except HttpError as exc:
+        if exc.status == 401:
+            raise _auth_error(exc) from exc
+        return _record(
+            job,
+            "mask_unavailable",
+            f"{what}: {composite_reason}, and the instance mask download failed: {exc}",
+            inst,
+            composite_reason=composite_reason,
+            status=exc.status,
+        )
+    try:
+        hdr = check_png(data, width=job.width, height=job.height, max_pixels=max_pixels)
+        img = decode_png(data, hdr)
+    except MaskImageError as exc:
+        return _record(
+            job,
+            exc.kind,
+            f"{what}: {composite_reason}, and the instance mask is unusable: {exc}",
+            inst,
+            composite_reason=composite_reason,
+        )
+    del data
+    cropped = crop_binary(binary_from_instance_png(img))
+    del img
+    if cropped is None:
+        return _record(
+            job,
+            "mask_empty",
+            f"{what} has no pixels: no mask is stored for it",
+            inst,
+            severity="warning",
+            composite_reason=composite_reason,
+        )
+    return _land(job, inst, cropped, hdr.height, hdr.width, "instance", put_blob)
