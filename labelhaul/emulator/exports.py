@@ -294,7 +294,11 @@ def serialize_row(row: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One chunk file: byte range [start, end] and line range [line_start, line_end]."""
+    """One chunk file: byte range [start, end] and line range [line_start, line_end].
+
+    Its bytes are `join(lines[row_lo:row_hi])[start - row_offset : end - row_offset + 1]`,
+    where `row_offset` is where line `row_lo` starts in the stream.
+    """
 
     start: int
     end: int
@@ -302,6 +306,7 @@ class Chunk:
     line_end: int
     row_lo: int  # index into the stream's selection
     row_hi: int  # exclusive
+    row_offset: int
 
 
 @dataclass
@@ -313,11 +318,17 @@ class StreamPlan:
     chunks: list[Chunk] = field(default_factory=list)
 
 
-def plan_chunks(lines: Callable[[], Any], chunk_bytes: int) -> StreamPlan:
-    """Cut a stream of serialized lines into line-aligned chunks of about `chunk_bytes`.
+def plan_chunks(
+    lines: Callable[[], Any], chunk_bytes: int, split_lines: bool = False
+) -> StreamPlan:
+    """Cut a stream of serialized lines into chunks of about `chunk_bytes`.
 
-    A line longer than `chunk_bytes` gets a chunk of its own.
+    By default chunks end at line ends (a line longer than `chunk_bytes` gets a chunk of
+    its own). With `split_lines`, every chunk but the last is exactly `chunk_bytes` long and
+    may start or end inside a line; the SDK concatenates chunks, so both work with it.
     """
+    if split_lines:
+        return _plan_split(lines, chunk_bytes)
     plan = StreamPlan()
     start = 0
     size = 0
@@ -325,13 +336,38 @@ def plan_chunks(lines: Callable[[], Any], chunk_bytes: int) -> StreamPlan:
     n = 0
     for line in lines():
         if size and size + len(line) > chunk_bytes:
-            plan.chunks.append(Chunk(start, start + size - 1, lo, n - 1, lo, n))
+            plan.chunks.append(Chunk(start, start + size - 1, lo, n - 1, lo, n, start))
             start, size, lo = start + size, 0, n
         size += len(line)
         n += 1
     if size:
-        plan.chunks.append(Chunk(start, start + size - 1, lo, n - 1, lo, n))
+        plan.chunks.append(Chunk(start, start + size - 1, lo, n - 1, lo, n, start))
     plan.total_size = start + size
+    plan.total_lines = n
+    return plan
+
+
+def _plan_split(lines: Callable[[], Any], chunk_bytes: int) -> StreamPlan:
+    plan = StreamPlan()
+    cs = 0  # start of the open chunk
+    first, first_off = 0, 0  # the line the open chunk starts in, and where it starts
+    pos = 0
+    n = 0
+    for line in lines():
+        end = pos + len(line) - 1
+        while end >= cs + chunk_bytes - 1:
+            ce = cs + chunk_bytes - 1
+            plan.chunks.append(Chunk(cs, ce, first, n, first, n + 1, first_off))
+            cs = ce + 1
+            if cs > end:
+                first, first_off = n + 1, end + 1
+            else:
+                first, first_off = n, pos
+        pos = end + 1
+        n += 1
+    if pos > cs:
+        plan.chunks.append(Chunk(cs, pos - 1, first, n - 1, first, n, first_off))
+    plan.total_size = pos
     plan.total_lines = n
     return plan
 
@@ -356,6 +392,7 @@ class ExportTask:
         params: ExportParams,
         base_url: str,
         chunk_bytes: int,
+        split_lines: bool,
         in_progress_seconds: float,
         fail_message: str | None,
         name: str | None,
@@ -367,6 +404,7 @@ class ExportTask:
         self.params = params
         self.base_url = base_url
         self.chunk_bytes = max(1, int(chunk_bytes))
+        self.split_lines = split_lines
         self.created = time.monotonic()
         self.created_at = now_iso()
         self.in_progress_seconds = in_progress_seconds
@@ -384,9 +422,11 @@ class ExportTask:
             for i in range(src.count()):
                 if self.flt is None or self.flt.matches(src.row(i), src.source_id):
                     self.selection.append(i)
-            self.plans[RESULT] = plan_chunks(self._result_lines, self.chunk_bytes)
+            self.plans[RESULT] = plan_chunks(self._result_lines, self.chunk_bytes, self.split_lines)
             self.error_lines = [serialize_row(e) for e in src.error_lines()]
-            self.plans[ERRORS] = plan_chunks(lambda: iter(self.error_lines), self.chunk_bytes)
+            self.plans[ERRORS] = plan_chunks(
+                lambda: iter(self.error_lines), self.chunk_bytes, self.split_lines
+            )
         except Exception as exc:  # a broken source fails the task, as Labelbox's would
             self.plan_error = f"export failed while preparing rows: {exc}"
         finally:
@@ -441,6 +481,7 @@ class ExportTask:
             data = b"".join(self.error_lines[chunk.row_lo : chunk.row_hi])
         else:
             data = b"".join(self._result_lines(chunk.row_lo, chunk.row_hi))
+        data = data[chunk.start - chunk.row_offset : chunk.end - chunk.row_offset + 1]
         if len(data) != chunk.end - chunk.start + 1:
             raise RuntimeError("a source returned different bytes for the same rows")
         return data

@@ -132,6 +132,7 @@ class EmulatorServer:
         host: interface to bind (loopback by default).
         port: 0 picks a free port.
         chunk_bytes: target size of an export chunk file.
+        split_lines: cut chunks at exact byte sizes, inside lines (default: at line ends).
         user_timezone: what `CurrentUserPyApi` answers; naive date filters are read in it.
         task_seconds: how long a new export task reports IN_PROGRESS.
         fault_seed: seed of the RNG that decides rate-based faults.
@@ -144,6 +145,7 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        split_lines: bool = False,
         user_timezone: str = "UTC",
         task_seconds: float = 0.0,
         fault_seed: int = 0,
@@ -152,8 +154,14 @@ class EmulatorServer:
         self.api_key = api_key
         self._host = host
         self._port = port
-        self._defaults = (chunk_bytes, default_timezone_check(user_timezone), task_seconds)
+        self._defaults = (
+            chunk_bytes,
+            split_lines,
+            default_timezone_check(user_timezone),
+            task_seconds,
+        )
         self.chunk_bytes = chunk_bytes
+        self.split_lines = split_lines
         self.user_timezone = user_timezone
         self.task_seconds = task_seconds
         self.faults = FaultPlan(fault_seed)
@@ -218,7 +226,7 @@ class EmulatorServer:
             self._chunk_cache.clear()
             for src in self._sources.values():
                 src.clear_error_lines()
-        self.chunk_bytes, self.user_timezone, self.task_seconds = self._defaults
+        self.chunk_bytes, self.split_lines, self.user_timezone, self.task_seconds = self._defaults
 
     # --- addresses -------------------------------------------------------------------
 
@@ -338,6 +346,7 @@ class EmulatorServer:
             params,
             base_url=self.base_url,
             chunk_bytes=self.chunk_bytes,
+            split_lines=self.split_lines,
             in_progress_seconds=seconds,
             fail_message=fail,
             name=name,
