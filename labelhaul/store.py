@@ -346,9 +346,9 @@ class VersionWriter:
         folder = _ROLE_DIRS.get(role, safe_segment(role))
         if suffix and not suffix.startswith("."):
             suffix = "." + suffix
-        return (
-            f"{folder}/{safe_segment(name_stem)}-{sha[:16]}{safe_segment(suffix) if suffix else ''}"
-        )
+        if not _SUFFIX_RE.match(suffix):
+            raise ValueError(f"file suffix must look like '.parquet' or '.ndjson.gz': {suffix!r}")
+        return f"{folder}/{safe_segment(name_stem)}-{sha[:16]}{suffix}"
 
     def add_file(
         self,
