@@ -22,6 +22,8 @@ What happens to bad input (each case gives an `ErrorRecord` of stage "parse" wit
 - a feature id seen twice in one label (`duplicate_feature_id`) → the later object is DROPPED:
   mask results and COCO join by feature id, so a second row would be ambiguous; the raw
   NDJSON of the version still holds it.
+- a segmentation mask without `feature_id` (`missing_feature_id`) → KEPT with `valid = False`
+  and no mask job (results join back by feature id).
 - a mask colour that is not three integers 0..255 (`bad_mask_color`) → the instance falls back
   to its `mask.url` (a warning).
 """
@@ -33,6 +35,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from labelhaul.masktypes import MaskInstance, MaskJob
@@ -254,10 +257,7 @@ class _RowParser:
         self._parse_metadata()
         # Every record gets every column of its table (in schema order), so consumers can
         # index any column and a typo'd key cannot slip through unnoticed.
-        tables = {
-            name: [{col: rec.get(col) for col in SCHEMAS[name].names} for rec in records]
-            for name, records in self.tables.items()
-        }
+        tables = {name: _complete(name, records) for name, records in self.tables.items()}
         return ParsedRow(
             data_row_id=self.data_row_id,
             global_key=self.global_key,
@@ -525,6 +525,9 @@ class _RowParser:
         rec["composite_url"] = composite_url
         if instance_url is None and composite_url is None:
             return ("missing_geometry", "segmentation mask has neither mask.url nor composite_mask")
+        if rec["feature_id"] is None:
+            # Mask results join back by feature id: without one the mask cannot land.
+            return ("missing_feature_id", "segmentation mask has no feature_id; not fetched")
         color = _color(composite.get("color_rgb"))
         if color is not None:
             rec["mask_color"] = list(color)
@@ -673,7 +676,7 @@ class _RowParser:
         for emb in _list(self.obj.get("embeddings")):
             emb = _dict(emb)
             for index, entry in enumerate(_list(emb.get("values"))):
-                values = [v for v in _list(_dict(entry).get("value")) if _float(v) is not None]
+                values = self._embedding_values(_list(_dict(entry).get("value")), emb)
                 self.tables["embeddings"].append(
                     {
                         **self._base(),
@@ -682,9 +685,26 @@ class _RowParser:
                         "dimensions": _int(emb.get("dimensions")),
                         "is_custom": _bool(emb.get("is_custom")),
                         "value_index": index,
-                        "values": [float(v) for v in values],
+                        "values": values,
                     }
                 )
+
+    def _embedding_values(self, raw: list[Any], emb: dict[str, Any]) -> list[float] | None:
+        """Return the vector rounded to float32 (as stored), or None when it is not numeric."""
+        # One numpy pass: a 2048-d vector per row made per-value Python checks the hot spot.
+        try:
+            arr = np.asarray(raw, dtype=np.float32)
+            if arr.ndim != 1:
+                raise ValueError("not a flat vector")
+            values: list[float] = arr.tolist()
+        except (TypeError, ValueError):
+            self._error(
+                "bad_embedding",
+                f"embedding {emb.get('name')!r} has non-numeric values; stored as null",
+                embedding_id=_str(emb.get("id")),
+            )
+            return None
+        return values
 
     def _parse_attachments(self) -> None:
         for index, att in enumerate(_list(self.obj.get("attachments"))):
@@ -716,6 +736,26 @@ class _RowParser:
                     "value_name": _str(md.get("value_name")),
                 }
             )
+
+
+_TEMPLATES: dict[str, dict[str, Any]] = {
+    name: dict.fromkeys(schema.names) for name, schema in SCHEMAS.items()
+}
+
+
+def _complete(table: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each record every column of its table, in schema order."""
+    template = _TEMPLATES[table]
+    out = []
+    for rec in records:
+        full = template.copy()
+        full.update(rec)
+        if len(full) != len(template):
+            # A key outside the schema would be dropped by Parquet without a word.
+            extra = sorted(set(full) - set(template))
+            raise AssertionError(f"{table} record has columns outside its schema: {extra}")
+        out.append(full)
+    return out
 
 
 # -- small coercions (export JSON is loosely typed; never raise on a wrong type) -------------

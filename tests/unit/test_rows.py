@@ -326,6 +326,7 @@ def test_bad_geometry_gives_error_records_and_the_rest_still_parses() -> None:
             "annotation_kind": "ImageSegmentationMask",
             "mask": {},
         },
+        {"annotation_kind": "ImageSegmentationMask", "mask": {"url": "https://m/1"}},
     ]
     dup = _bbox("clur5tlyq1n2d07dcg9xldg90", top=0, left=0, width=1, height=1)
     dangling = {
@@ -342,8 +343,10 @@ def test_bad_geometry_gives_error_records_and_the_rest_still_parses() -> None:
     assert {e.feature_id for e in kinds["non_finite_coordinates"]} == {"nanpt", "infbox"}
     assert [e.feature_id for e in kinds["duplicate_feature_id"]] == ["clur5tlyq1n2d07dcg9xldg90"]
     assert [e.feature_id for e in kinds["dangling_relationship"]] == ["relx"]
+    assert [e.feature_id for e in kinds["missing_feature_id"]] == [None]
     assert all(e.label_id == "clur5tlda1n2a07dc0i0zdd4k" and e.offset == 9 for e in row.errors)
     anns = {r["feature_id"]: r for r in row.tables["annotations"]}
+    assert anns[None]["valid"] is False and anns[None]["mask_url"] == "https://m/1"
     # Kept with a flag (duplicates dropped: the first object wins).
     assert len(row.tables["annotations"]) == BASE_OBJECTS + len(objs)
     assert anns["clur5tlyq1n2d07dcg9xldg90"]["bbox_width"] == 144.0
