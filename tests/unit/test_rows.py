@@ -433,3 +433,19 @@ def test_dataset_export_without_projects_gives_a_data_row() -> None:
     (dr,) = row.tables["data_rows"]
     assert dr["project_id"] is None and dr["dataset_name"] == "demo_dataset_img"
     assert row.tables["labels"] == []
+
+
+def test_emulator_synthetic_rows_parse_cleanly() -> None:
+    # The emulator's synthetic rows carry every optional field; they must parse with no error.
+    from labelhaul.emulator.synthetic import SyntheticSpec, build_row
+
+    spec = SyntheticSpec.make(n_rows=6, instances=3, seed=1, width=40, height=30)
+    for i in range(spec.n_rows):
+        row = _parse(build_row(spec, i))
+        assert row.errors == []
+        assert len(row.tables["attachments"]) == 1
+        assert [m["schema_name"] for m in row.tables["metadata_fields"]] == ["tag", "split"]
+        assert all(r["valid"] for r in row.tables["relationships"])
+        assert all(r["valid"] for r in row.tables["annotations"])
+        assert sum(len(j.instances) for j in row.mask_jobs) == 3
+        assert all((j.width, j.height) == (40, 30) for j in row.mask_jobs)
