@@ -176,8 +176,7 @@ class EmulatorServer:
         self._synthetic_count = 0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
-        self.seed_project_id: str | None = None
-        self.seed_model_run_id: str | None = None
+        self._seed_ids: tuple[str, str] | None = None
         if with_seed:
             self._add_seed()
 
@@ -256,6 +255,11 @@ class EmulatorServer:
 
     def _register(self, src: RowSource) -> str:
         with self._lock:
+            if src.source_id in self._sources:
+                raise ValueError(
+                    f"{src.kind} {src.source_id} is already served by this emulator; "
+                    "give the export a different project or model run id"
+                )
             self._sources[src.source_id] = src
             if src.model_id is not None:
                 self._model_ids[src.model_id] = src
@@ -264,12 +268,30 @@ class EmulatorServer:
     def _add_seed(self) -> None:
         project_row = seed.sample_project_export()
         kind, pid, name, _ = _identify(project_row)
-        self.seed_project_id = self._register(InMemorySource(kind, pid, name, [project_row]))
+        project_id = self._register(InMemorySource(kind, pid, name, [project_row]))
         run_row = seed.sample_model_run_export()
         kind, rid, name, model_id = _identify(run_row)
-        self.seed_model_run_id = self._register(
-            InMemorySource(kind, rid, name, [run_row], model_id=model_id)
-        )
+        run_id = self._register(InMemorySource(kind, rid, name, [run_row], model_id=model_id))
+        self._seed_ids = (project_id, run_id)
+
+    @property
+    def has_seed(self) -> bool:
+        """Whether the seed's sample project and model run are served."""
+        return self._seed_ids is not None
+
+    @property
+    def seed_project_id(self) -> str:
+        """The id of the seed's sample project."""
+        if self._seed_ids is None:
+            raise RuntimeError("this emulator was made with with_seed=False")
+        return self._seed_ids[0]
+
+    @property
+    def seed_model_run_id(self) -> str:
+        """The id of the seed's sample model run."""
+        if self._seed_ids is None:
+            raise RuntimeError("this emulator was made with with_seed=False")
+        return self._seed_ids[1]
 
     def add_synthetic_project(
         self,

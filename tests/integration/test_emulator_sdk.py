@@ -233,12 +233,8 @@ def test_model_run_export(emulator: EmulatorServer, lb_client: Any) -> None:
     )
     assert mask["mask"]["url"].startswith(emulator.rest_url + "/models/")
     plain = _export_rows(run.export())
-    assert (
-        "predictions"
-        not in plain[0]["experiments"][exp and next(iter(plain[0]["experiments"]))]["runs"][
-            emulator.seed_model_run_id
-        ]
-    )
+    plain_run = plain[0]["experiments"]["a2fb1fec-83fb-0858-2cfb-98f4757eae95"]["runs"]
+    assert "predictions" not in plain_run[emulator.seed_model_run_id]
 
 
 def test_slow_task_is_in_progress_then_complete(emulator: EmulatorServer, lb_client: Any) -> None:
@@ -357,7 +353,9 @@ def test_sdk_sees_rate_limit_and_reset_and_retries_5xx(
 def test_emulator_as_context_manager_releases_its_port() -> None:
     with EmulatorServer(with_seed=False) as emu:
         url = emu.graphql_url
-        assert emu.seed_project_id is None
+        assert not emu.has_seed
+        with pytest.raises(RuntimeError, match="with_seed=False"):
+            _ = emu.seed_project_id
         r = requests.post(
             url, json={}, headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=5
         )

@@ -1,0 +1,96 @@
+"""`labelhaul emulator` prints its export lines first and stops cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from labelhaul.emulator.synthetic import SyntheticSpec, build_row
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "labelhaul.emulator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_exports(proc: subprocess.Popen[str]) -> dict[str, str]:
+    assert proc.stdout is not None
+    env: dict[str, str] = {}
+    for name in ("LABELBOX_API_KEY", "LABELBOX_ENDPOINT", "LABELBOX_REST_ENDPOINT"):
+        line = proc.stdout.readline()
+        assert line.startswith(f"export {name}="), line
+        env[name] = line.strip().split("=", 1)[1]
+    return env
+
+
+def _read_projects(proc: subprocess.Popen[str]) -> list[str]:
+    assert proc.stdout is not None
+    ids: list[str] = []
+    while True:
+        line = proc.stdout.readline()
+        assert line.startswith("#"), line
+        if "serving until" in line:
+            return ids
+        ids.append(line.split()[2])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_prints_exports_first_and_stops_on_signal(sig: signal.Signals) -> None:
+    proc = _start("--synthetic", "3", "--instances", "2", "--seed", "4", "--chunk-bytes", "1000")
+    try:
+        env = _read_exports(proc)
+        ids = _read_projects(proc)
+        assert env["LABELBOX_ENDPOINT"].endswith("/graphql")
+        assert (
+            env["LABELBOX_REST_ENDPOINT"]
+            == env["LABELBOX_ENDPOINT"].removesuffix("graphql") + "api/v1"
+        )
+        assert ids[0].startswith("csynp") and "cltd3vkju021907u63w2odj69" in ids
+        query = {
+            "query": "query GetProjectPyApi($param_0: ID!){project(where: {id: $param_0}){id}}",
+            "variables": {"param_0": ids[0]},
+        }
+        r = requests.post(
+            env["LABELBOX_ENDPOINT"],
+            json=query,
+            headers={"Authorization": f"Bearer {env['LABELBOX_API_KEY']}"},
+            timeout=10,
+        )
+        assert r.status_code == 200 and r.json()["data"]["project"]["name"]
+    finally:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_cli_serves_an_export_file(tmp_path: Path) -> None:
+    spec = SyntheticSpec.make(n_rows=2, instances=1, seed=1, width=16, height=12, number=777)
+    export = tmp_path / "export.ndjson"
+    export.write_text("".join(json.dumps(build_row(spec, i)) + "\n" for i in range(2)))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    proc = _start("--export", str(export), "--masks", str(masks))
+    try:
+        _read_exports(proc)
+        assert _read_projects(proc)[0] == spec.project_id
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_cli_refuses_masks_without_export() -> None:
+    proc = _start("--masks", "/tmp")
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "--masks needs --export" in err
