@@ -15,6 +15,8 @@ message carries the API key.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -512,6 +514,8 @@ class ExportStreamReader:
         start_offset: byte offset to resume from; must be a line start (an offset this
             reader yielded before), so resuming yields exactly the tail.
         graphql_policy: retries of the GraphQL calls.
+        prefetch: download the next chunk while the caller works on this one (at most
+            two chunks in memory); off, one chunk at a time.
         sleep: injectable for tests.
     """
 
@@ -524,6 +528,7 @@ class ExportStreamReader:
         http: HttpClient,
         start_offset: int = 0,
         graphql_policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+        prefetch: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if stream not in ("RESULT", "ERRORS"):
@@ -536,6 +541,7 @@ class ExportStreamReader:
         self.http = http
         self.start_offset = start_offset
         self.graphql_policy = graphql_policy
+        self.prefetch = prefetch
         self._sleep = sleep
         self._header: StreamHeader | None = None
         self._header_read = False
@@ -627,6 +633,12 @@ class ExportStreamReader:
 
     def iter_chunks(self) -> Iterator[tuple[int, bytes]]:
         """Yield (stream offset, bytes) of each chunk from `start_offset` on."""
+        chunks = self._chunks_in_order()
+        if self.prefetch:
+            chunks = _prefetch_one(chunks, f"labelhaul-export-{self.task_id}")
+        yield from chunks
+
+    def _chunks_in_order(self) -> Iterator[tuple[int, bytes]]:
         total = self.total_size
         offset = self.start_offset
         while offset < total:
@@ -667,6 +679,53 @@ class ExportStreamReader:
             # Only an unterminated final line can be a cut-off one: the SDK's own files
             # end every line, including the last, with a newline.
             yield parse_line(line, offset, final_unterminated=final, stream=self.stream)
+
+
+def _prefetch_one(source: Iterator[T], name: str) -> Iterator[T]:
+    """Run `source` one item ahead in a thread: at most two items alive at once.
+
+    The producer takes a slot before producing an item; the consumer gives the slot of
+    an item back when it asks for the next, so one item is in use and one is ready.
+    """
+    slots = threading.Semaphore(2)
+    ready: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while True:
+                while not slots.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                try:
+                    item = next(source)
+                except StopIteration:
+                    ready.put(("done", None))
+                    return
+                ready.put(("item", item))
+        except BaseException as exc:  # handed to the consumer, raised there
+            ready.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        first = True
+        while True:
+            if not first:
+                slots.release()
+            first = False
+            kind, value = ready.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        # A consumer that stops early leaves the producer to finish its current fetch
+        # and exit; nothing waits for it.
+        stop.set()
 
 
 def iter_export_lines(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
+from collections.abc import Iterator
 
 import orjson
 import pytest
 
-from labelhaul.export import LineSplitter, parse_line
+from labelhaul.export import LineSplitter, _prefetch_one, parse_line
 from labelhaul.records import ErrorRecord
 
 
@@ -121,3 +124,44 @@ def test_stream_goes_on_after_a_bad_line() -> None:
     kinds = [o.kind if isinstance(o, ErrorRecord) else o for o in out]
     assert kinds == [{"a": 1}, "malformed_line", "invalid_utf8", {"c": 3}, "truncated_line"]
     assert [o.offset for o in out if isinstance(o, ErrorRecord)] == [8, 17, 33]
+
+
+def test_prefetch_runs_at_most_one_item_ahead() -> None:
+    produced: list[int] = []
+
+    def source() -> Iterator[int]:
+        for i in range(50):
+            produced.append(i)
+            yield i
+
+    got = []
+    for item in _prefetch_one(source(), "test-prefetch"):
+        time.sleep(0.002)  # let the producer run ahead if it could
+        # The item in hand and at most one more: memory stays about two chunks.
+        assert len(produced) <= item + 2
+        got.append(item)
+    assert got == list(range(50))
+
+
+def test_prefetch_hands_errors_to_the_consumer() -> None:
+    def source() -> Iterator[int]:
+        yield 1
+        raise RuntimeError("chunk 2 failed")
+
+    it = _prefetch_one(source(), "test-prefetch-error")
+    assert next(it) == 1
+    with pytest.raises(RuntimeError, match="chunk 2 failed"):
+        next(it)
+
+
+def test_prefetch_stops_when_the_consumer_stops() -> None:
+    def source() -> Iterator[int]:
+        yield from range(1_000_000)
+
+    it = _prefetch_one(source(), "test-prefetch-stop")
+    assert next(it) == 0
+    it.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "test-prefetch-stop" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "producer thread did not stop"
+        time.sleep(0.01)
