@@ -436,7 +436,7 @@ class _RowParser:
             "name": _str(obj.get("name")),
             "value": _str(obj.get("value")),
             "annotation_kind": kind,
-            "confidence": _float(obj.get("confidence")),
+            "confidence": _confidence(obj),
             "image_width": self.width,
             "image_height": self.height,
             "valid": True,
@@ -577,7 +577,7 @@ class _RowParser:
             "source_feature_id": src,
             "target_feature_id": tgt,
             "directed": directed,
-            "confidence": _float(rel.get("confidence")),
+            "confidence": _confidence(rel),
             "valid": True,
             "error_kind": None,
         }
@@ -637,7 +637,7 @@ class _RowParser:
                     "answer_kind": "text",
                     "path": "/".join(qpath),
                     "text": _str(text.get("content")),
-                    "confidence": _float(text.get("confidence", q.get("confidence"))),
+                    "confidence": _confidence(text, q),
                 }
             )
         if not answers and "text_answer" not in q:
@@ -662,7 +662,7 @@ class _RowParser:
                     "answer_name": _str(ans.get("name")),
                     "answer_value": _str(ans.get("value")),
                     "path": "/".join(apath),
-                    "confidence": _float(ans.get("confidence", q.get("confidence"))),
+                    "confidence": _confidence(ans, q),
                 }
             )
             for sub in _list(ans.get("classifications")):
@@ -796,6 +796,16 @@ def _float(v: Any) -> float | None:
         return float(v)
     except (TypeError, ValueError):
         return None
+
+
+def _confidence(*objs: dict[str, Any]) -> float | None:
+    """Return the first `confidence` (or `score`) found on the objects, innermost first."""
+    for obj in objs:
+        for key in ("confidence", "score"):
+            value = _float(obj.get(key))
+            if value is not None:
+                return value
+    return None
 
 
 def _bool(v: Any) -> bool | None:

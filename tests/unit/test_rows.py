@@ -381,6 +381,9 @@ def test_bidirectional_relationship_and_prediction_confidence() -> None:
     pred = run["a2fb1fec-b8a5-0f96-b61e-0d5643fb8dec"]["predictions"][0]
     objs = pred["annotations"]["objects"]
     objs[0]["confidence"] = 0.75
+    objs[1]["score"] = 0.5
+    cls = pred["annotations"]["classifications"][1]
+    cls["radio_answer"]["confidence"] = 0.9
     pred["annotations"]["relationships"] = [
         {
             "feature_id": "rel2",
@@ -398,6 +401,11 @@ def test_bidirectional_relationship_and_prediction_confidence() -> None:
     assert rel["directed"] is False and rel["source"] == "prediction" and rel["valid"]
     conf = {r["feature_id"]: r["confidence"] for r in row.tables["annotations"]}
     assert conf[objs[0]["feature_id"]] == 0.75
+    assert conf[objs[1]["feature_id"]] == 0.5
+    (ans,) = [
+        r for r in row.tables["classifications"] if r["question_feature_id"] == cls["feature_id"]
+    ]
+    assert ans["confidence"] == 0.9
 
 
 def test_attachments_and_metadata_become_long_tables() -> None:

@@ -140,6 +140,17 @@ def test_copy_rows_except_streams_the_parent_minus_replaced(tmp_path: Path) -> N
     assert got[: len(kept)] == to_arrow("annotations", kept).to_pylist()
 
 
+def test_copy_rows_except_with_nothing_replaced_copies_everything(tmp_path: Path) -> None:
+    rows = _rows(3)
+    parent = _write(tmp_path / "parent", rows, row_group_size=2)
+    with TableSink(tmp_path / "child") as sink:
+        for table, path in parent.items():
+            copy_rows_except(path, table, set(), sink)
+    child = sink.close()
+    for table in SCHEMAS:
+        assert digest_parquet(child[table]) == digest_parquet(parent[table]), table
+
+
 def test_apply_mask_results_fills_mask_columns_by_feature_id(tmp_path: Path) -> None:
     (row,) = _rows(1)
     masks = [
