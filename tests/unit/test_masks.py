@@ -1,0 +1,336 @@
+"""The mask stage's decisions: fallbacks, guards and their records, batching, ordering.
+
+HTTP is replaced by a dict of URL -> PNG bytes behind the same `get_bytes` interface
+(`BytesFetcher`); the real HTTP client against the emulator is in tests/integration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelhaul import maskcodec as mc
+from labelhaul.errors import AuthError
+from labelhaul.http import HttpError
+from labelhaul.masks import MaskInstance, MaskJob, plan_batches, process_job, process_jobs
+from labelhaul.records import ErrorRecord
+
+H, W = 24, 32
+C1, C2, C3 = (10, 20, 30), (10, 20, 31), (200, 0, 0)
+
+
+class DictFetcher:
+    """Serves PNG bytes by URL; other URLs answer with an HTTP status like HttpClient."""
+
+    def __init__(self, files: dict[str, bytes], statuses: dict[str, int] | None = None) -> None:
+        self.files = files
+        self.statuses = statuses or {}
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def get_bytes(self, url: str, *, max_bytes: int | None = None) -> bytes:
+        with self._lock:
+            self.calls[url] += 1
+        if url in self.files:
+            body = self.files[url]
+            if max_bytes is not None and len(body) > max_bytes:
+                raise HttpError(url, 200, f"body larger than {max_bytes} bytes", transient=False)
+            return body
+        status = self.statuses.get(url, 404)
+        raise HttpError(url, status, f"HTTP {status}", transient=status >= 500)
+
+
+class Blobs:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.puts = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, sha: str, png: bytes) -> None:
+        assert hashlib.sha256(png).hexdigest() == sha
+        with self._lock:
+            self.puts += 1
+            self.data.setdefault(sha, png)
+
+
+def labels() -> np.ndarray:
+    lab = np.zeros((H, W), dtype=np.uint8)
+    lab[2:10, 3:12] = 1
+    lab[2:10, 12:20] = 2  # touches 1
+    lab[15:22, 5:30] = 3
+    return lab
+
+
+def rgb_png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def composite(lab: np.ndarray, colors: list[tuple[int, int, int]]) -> bytes:
+    palette = np.array([(0, 0, 0), *colors], dtype=np.uint8)
+    return rgb_png(palette[lab])
+
+
+def instance_png(mask: np.ndarray) -> bytes:
+    return rgb_png(np.where(mask, 255, 0).astype(np.uint8))
+
+
+def job(label: str = "L1", comp: str | None = "c/L1", colors=(C1, C2, C3), **kw) -> MaskJob:
+    insts = tuple(
+        MaskInstance(f"{label}-f{i}", c, f"i/{label}/f{i}", name=f"class{i}")
+        for i, c in enumerate(colors, start=1)
+    )
+    args = {"width": W, "height": H, **kw}
+    return MaskJob("dr1", "gk1", label, comp, args["width"], args["height"], insts)
+
+
+def files_for(j: MaskJob, lab: np.ndarray) -> dict[str, bytes]:
+    out = {}
+    if j.composite_url:
+        out[j.composite_url] = composite(lab, [(C1), (C2), (C3)])
+    for i, inst in enumerate(j.instances, start=1):
+        assert inst.instance_url
+        out[inst.instance_url] = instance_png(lab == i)
+    return out
+
+
+def check_result_pixels(res, lab: np.ndarray, blobs: Blobs, index: int) -> None:
+    truth = lab == index
+    crop = np.asarray(Image.open(io.BytesIO(blobs.data[res.sha256])))
+    full = np.zeros((res.height, res.width), bool)
+    full[res.y : res.y + res.h, res.x : res.x + res.w] = crop
+    assert np.array_equal(full, truth)
+    assert res.area == truth.sum()
+
+
+def kinds(errors: list[ErrorRecord]) -> list[tuple[str, str | None, str]]:
+    return [(e.kind, e.feature_id, e.severity) for e in errors]
+
+
+def test_composite_split_lands_every_instance_once() -> None:
+    lab = labels()
+    j = job()
+    fetch = DictFetcher(files_for(j, lab))
+    blobs = Blobs()
+    results, errors = process_job(j, fetch, blobs, max_pixels=10**6)
+    assert errors == []
+    assert [r.feature_id for r in results] == ["L1-f1", "L1-f2", "L1-f3"]
+    assert {r.source for r in results} == {"composite"}
+    assert fetch.calls == Counter({"c/L1": 1})  # no instance URL touched
+    for i, r in enumerate(results, start=1):
+        assert (r.data_row_id, r.label_id, r.height, r.width) == ("dr1", "L1", H, W)
+        check_result_pixels(r, lab, blobs, i)
+    assert blobs.puts == 3
+
+
+def test_same_input_gives_same_blobs_and_results() -> None:
+    lab = labels()
+    j = job()
+    first = process_job(j, DictFetcher(files_for(j, lab)), Blobs(), max_pixels=10**6)
+    second = process_job(j, DictFetcher(files_for(j, lab)), Blobs(), max_pixels=10**6)
+    assert first == second
+    # The instance fallback yields the very same blob bytes as the composite split.
+    via_instances = job(comp=None)
+    blobs = Blobs()
+    res, errs = process_job(
+        via_instances, DictFetcher(files_for(via_instances, lab)), blobs, max_pixels=10**6
+    )
+    assert [r.sha256 for r in res] == [r.sha256 for r in first[0]]
+    assert [r.rle for r in res] == [r.rle for r in first[0]]
+    assert {r.source for r in res} == {"instance"}
+
+
+@pytest.mark.parametrize(
+    ("composite_bytes", "expected_kind"),
+    [
+        (b"<Error><Code>AccessDenied</Code></Error>", "mask_not_png"),
+        (rgb_png(np.zeros((H, W, 3), np.uint8))[:-30], "mask_corrupt"),
+        (rgb_png(np.zeros((H + 1, W, 3), np.uint8)), "mask_size_mismatch"),
+        (rgb_png(np.zeros((H, W, 3), np.uint16).astype(np.uint8)), None),  # fine, all black
+    ],
+)
+def test_bad_composite_falls_back_to_instance_masks(
+    composite_bytes: bytes, expected_kind: str | None
+) -> None:
+    lab = labels()
+    j = job()
+    files = files_for(j, lab)
+    files["c/L1"] = composite_bytes
+    blobs = Blobs()
+    results, errors = process_job(j, DictFetcher(files), blobs, max_pixels=10**6)
+    assert [r.source for r in results] == ["instance"] * 3
+    for i, r in enumerate(results, start=1):
+        check_result_pixels(r, lab, blobs, i)
+    if expected_kind is None:  # every colour missing from an all-black composite
+        assert kinds(errors) == [("mask_color_missing", f"L1-f{i}", "warning") for i in (1, 2, 3)]
+    else:
+        assert kinds(errors) == [(expected_kind, None, "warning")]
+        assert errors[0].label_id == "L1" and errors[0].data_row_id == "dr1"
+
+
+def test_pixel_limit_applies_before_decoding_and_to_fallbacks() -> None:
+    lab = labels()
+    j = job()
+    results, errors = process_job(j, DictFetcher(files_for(j, lab)), Blobs(), max_pixels=H * W - 1)
+    assert results == []
+    assert kinds(errors) == [("mask_too_large", None, "warning")] + [
+        ("mask_too_large", f"L1-f{i}", "error") for i in (1, 2, 3)
+    ]
+    assert all(e.global_key == "gk1" for e in errors)
+
+
+def test_expired_composite_uses_instance_urls() -> None:
+    lab = labels()
+    j = job()
+    files = files_for(j, lab)
+    del files["c/L1"]
+    fetch = DictFetcher(files, {"c/L1": 403})
+    blobs = Blobs()
+    results, errors = process_job(j, fetch, blobs, max_pixels=10**6)
+    assert [r.source for r in results] == ["instance"] * 3
+    assert kinds(errors) == [("mask_composite_unavailable", None, "warning")]
+    assert errors[0].extra["status"] == 403
+
+
+def test_missing_colour_falls_back_for_that_instance_only() -> None:
+    lab = labels()
+    j = job(colors=(C1, C2, (1, 2, 3)))
+    files = files_for(j, lab)
+    blobs = Blobs()
+    results, errors = process_job(j, DictFetcher(files), blobs, max_pixels=10**6)
+    assert [r.source for r in results] == ["composite", "composite", "instance"]
+    assert kinds(errors) == [("mask_color_missing", "L1-f3", "warning")]
+    check_result_pixels(results[2], lab, blobs, 3)
+
+
+def test_shared_colour_uses_each_instance_mask() -> None:
+    lab = labels()
+    j = job(colors=(C1, C1, C3))
+    files = files_for(j, lab)
+    files["c/L1"] = composite(np.where(lab == 2, 1, lab), [C1, C2, C3])
+    blobs = Blobs()
+    results, errors = process_job(j, DictFetcher(files), blobs, max_pixels=10**6)
+    assert [r.source for r in results] == ["instance", "instance", "composite"]
+    assert kinds(errors) == [
+        ("mask_color_shared", "L1-f1", "warning"),
+        ("mask_color_shared", "L1-f2", "warning"),
+    ]
+    for i, r in enumerate(results, start=1):
+        check_result_pixels(r, lab, blobs, i)
+
+
+def test_both_sources_failing_gives_an_error_naming_the_ids() -> None:
+    lab = labels()
+    j = job(colors=(C1, C2, (1, 2, 3)))
+    files = files_for(j, lab)
+    del files["i/L1/f3"]
+    results, errors = process_job(j, DictFetcher(files), Blobs(), max_pixels=10**6)
+    assert [r.feature_id for r in results] == ["L1-f1", "L1-f2"]
+    assert kinds(errors) == [
+        ("mask_color_missing", "L1-f3", "warning"),
+        ("mask_unavailable", "L1-f3", "error"),
+    ]
+    err = errors[1]
+    assert (err.stage, err.data_row_id, err.label_id, err.global_key) == (
+        "mask",
+        "dr1",
+        "L1",
+        "gk1",
+    )
+    assert "does not appear in the composite" in err.message and "HTTP 404" in err.message
+    assert err.extra["status"] == 404
+
+
+def test_no_urls_at_all() -> None:
+    j = MaskJob("dr1", None, "L1", None, W, H, (MaskInstance("f1", C1, None),))
+    results, errors = process_job(j, DictFetcher({}), Blobs(), max_pixels=10**6)
+    assert results == []
+    assert kinds(errors) == [("mask_unavailable", "f1", "error")]
+
+
+def test_empty_and_corrupt_instance_masks() -> None:
+    lab = labels()
+    j = job(comp=None)
+    files = files_for(j, lab)
+    files["i/L1/f1"] = instance_png(np.zeros((H, W), bool))
+    files["i/L1/f2"] = b"\x89PNG\r\n\x1a\n garbage"
+    results, errors = process_job(j, DictFetcher(files), Blobs(), max_pixels=10**6)
+    assert [r.feature_id for r in results] == ["L1-f3"]
+    assert kinds(errors) == [("mask_empty", "L1-f1", "warning"), ("mask_corrupt", "L1-f2", "error")]
+
+
+def test_unauthorised_key_stops_the_batch() -> None:
+    lab = labels()
+    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(6)]
+    files: dict[str, bytes] = {}
+    for j in jobs:
+        files.update(files_for(j, lab))
+    del files["c/L0"]
+    fetch = DictFetcher(files, {"c/L0": 401})
+    with pytest.raises(AuthError) as err:
+        process_jobs(jobs, fetch, Blobs(), max_pixels=10**6, workers=2)
+    assert "LABELBOX_API_KEY" in str(err.value)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_process_jobs_keeps_order_and_fetches_each_composite_once(workers: int) -> None:
+    lab = labels()
+    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(7)]
+    files: dict[str, bytes] = {}
+    for j in jobs:
+        files.update(files_for(j, lab))
+    del files["c/L3"]  # one expired composite
+    fetch = DictFetcher(files)
+    blobs = Blobs()
+    results, errors = process_jobs(jobs, fetch, blobs, max_pixels=10**6, workers=workers)
+    assert [(r.label_id, r.feature_id) for r in results] == [
+        (f"L{i}", f"L{i}-f{k}") for i in range(7) for k in (1, 2, 3)
+    ]
+    assert kinds(errors) == [("mask_composite_unavailable", None, "warning")]
+    assert all(fetch.calls[f"c/L{i}"] == 1 for i in range(7))
+    assert sum(fetch.calls[u] for u in fetch.calls if u.startswith("i/")) == 3
+    # Same masks in every label: three distinct blobs, written 21 times create-only.
+    assert len(blobs.data) == 3 and blobs.puts == 21
+
+
+def test_process_jobs_validates_workers() -> None:
+    with pytest.raises(ValueError):
+        process_jobs([], DictFetcher({}), Blobs(), max_pixels=1, workers=0)
+    assert process_jobs([], DictFetcher({}), Blobs(), max_pixels=1, workers=4) == ([], [])
+
+
+def test_plan_batches_is_lazy_and_complete() -> None:
+    made: list[int] = []
+
+    def gen():
+        for i in range(7):
+            made.append(i)
+            yield job(label=f"L{i}")
+
+    batches = plan_batches(gen(), 3)
+    first = next(batches)
+    assert [j.label_id for j in first] == ["L0", "L1", "L2"]
+    assert made == [0, 1, 2]  # nothing read ahead of the batch
+    rest = list(batches)
+    assert [[j.label_id for j in b] for b in rest] == [["L3", "L4", "L5"], ["L6"]]
+    assert list(plan_batches([], 5)) == []
+    with pytest.raises(ValueError):
+        list(plan_batches([], 0))
+
+
+def test_max_png_bytes_admits_any_png_within_the_pixel_limit() -> None:
+    from labelhaul.masks import max_png_bytes
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (50, 40, 4), dtype=np.uint8)  # incompressible RGBA
+    buf = io.BytesIO()
+    Image.fromarray(noise, mode="RGBA").save(buf, format="PNG", compress_level=0)
+    assert len(buf.getvalue()) <= max_png_bytes(50 * 40)
+    assert mc.read_png_header(buf.getvalue()).width == 40
