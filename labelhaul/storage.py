@@ -228,7 +228,7 @@ class LocalObjectStore:
         return open(self._path(key), "rb")
 
     def uri_for(self, key: str) -> str:
-        return str(self._path(key))
+        return str(self._path(key)) if key else str(self.root)
 
     def download(self, key: str, dest: str | os.PathLike[str]) -> None:
         src = self._path(key)
@@ -515,7 +515,7 @@ class S3ObjectStore:
 
     def uri_for(self, key: str) -> str:
         full = f"{self.prefix}/{key}" if self.prefix else key
-        return f"s3://{self.bucket}/{full}"
+        return f"s3://{self.bucket}/{full}".rstrip("/")
 
     def __repr__(self) -> str:
         return f"S3ObjectStore({self.uri_for('')!r})"

@@ -185,7 +185,9 @@ class DatasetStore:
         return f"versions/{version_id}/manifest.json"
 
     def uri_for(self, relative: str) -> str:
-        """Return a URI for a path relative to the dataset root."""
+        """Return a URI for a path relative to the dataset root ("" for the root itself)."""
+        if not relative:
+            return self.objects.uri_for(self.root)
         return self.objects.uri_for(self.key(relative))
 
     # ------------------------------------------------------------------ reading

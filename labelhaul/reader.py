@@ -1,0 +1,350 @@
+"""Read landed datasets: versions, manifests, tables, full-size masks, COCO; diff and pull.
+
+Everything resolves through a version's manifest (never by listing directories), so a
+reader sees either a whole version or none. `open_dataset(uri, dataset_id)` takes the store
+root and the dataset id (a Labelbox project id, or a model run id for model-run datasets);
+with `dataset_id=None` the URI itself is the dataset root (`s3://bucket/prefix/<project_id>`).
+
+Memory: tables are read from a local copy (the object itself for a local store, a cached
+download for S3); `iter_table` yields record batches, and `pull`/`diff` work batch by batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from labelhaul.errors import NotFoundError, StoreError
+from labelhaul.keys import mask_dir_name, safe_segment
+from labelhaul.storage import LocalObjectStore, open_object_store
+from labelhaul.store import DatasetStore
+
+MASK_COLUMNS = (
+    "data_row_id",
+    "global_key",
+    "feature_id",
+    "mask_sha256",
+    "mask_x",
+    "mask_y",
+    "mask_w",
+    "mask_h",
+    "image_width",
+    "image_height",
+)
+# table -> the column that identifies a row across versions (diff)
+DIFF_KEYS = {"data_rows": "data_row_id", "annotations": "feature_id"}
+
+
+class Dataset:
+    """One dataset in a store, for reading."""
+
+    def __init__(self, store: DatasetStore) -> None:
+        self.store = store
+        self._cache = Path(tempfile.mkdtemp(prefix="labelhaul-read-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self._cache, True)
+
+    def close(self) -> None:
+        """Delete downloaded copies."""
+        self._finalizer()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ versions
+
+    def versions(self) -> list[str]:
+        """Return the committed version ids, oldest first."""
+        return self.store.list_versions()
+
+    def latest(self) -> str | None:
+        """Return the latest version id, or None."""
+        pointer = self.store.latest()
+        return None if pointer is None else pointer.version_id
+
+    def manifest(self, version: str = "latest") -> dict[str, Any]:
+        """Return the manifest of `version` (`latest` or a version id)."""
+        return self.store.read_manifest(version)
+
+    def file_entry(self, role: str, name: str, version: str = "latest") -> dict[str, Any]:
+        """Return the manifest entry of one file, or raise NotFoundError listing what exists."""
+        manifest = self.manifest(version)
+        files = manifest.get("files", [])
+        for entry in files:
+            if entry.get("role") == role and entry.get("name") == name:
+                return dict(entry)
+        known = sorted(str(e.get("name")) for e in files if e.get("role") == role)
+        raise NotFoundError(
+            f"{manifest.get('version_id')} has no {role} {name!r}; it has: {', '.join(known)}"
+        )
+
+    def local_file(self, entry: Mapping[str, Any]) -> Path:
+        """Return a local path holding the file of a manifest entry (downloaded once)."""
+        key = self.store.key(str(entry["key"]))
+        objects = self.store.objects
+        if isinstance(objects, LocalObjectStore):
+            path = Path(objects.uri_for(key))
+            if not path.is_file():
+                raise StoreError(f"{path} is listed in the manifest but missing.")
+            return path
+        # Content-named, so the sha256 is a safe cache key.
+        suffix = "".join(Path(str(entry["key"])).suffixes[-2:])
+        path = self._cache / f"{entry['sha256']}{suffix}"
+        if not path.exists():
+            tmp = path.with_name(path.name + ".part")
+            try:
+                objects.download(key, tmp)
+            except FileNotFoundError as exc:
+                raise StoreError(f"{objects.uri_for(key)} is listed but missing.") from exc
+            os.replace(tmp, path)
+        return path
+
+    # ------------------------------------------------------------------ tables
+
+    def table_path(self, name: str, version: str = "latest") -> Path:
+        """Return a local path of a table's Parquet file."""
+        return self.local_file(self.file_entry("table", name, version))
+
+    def table(self, name: str, version: str = "latest", *, columns: list[str] | None = None) -> Any:
+        """Return a table as a pandas DataFrame (use `iter_table` for very large tables)."""
+        return pq.read_table(self.table_path(name, version), columns=columns).to_pandas()
+
+    def iter_table(
+        self,
+        name: str,
+        version: str = "latest",
+        *,
+        columns: list[str] | None = None,
+        batch_size: int = 10_000,
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield a table's rows in record batches (bounded memory)."""
+        parquet = pq.ParquetFile(self.table_path(name, version))
+        try:
+            yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+        finally:
+            parquet.close()
+
+    # ------------------------------------------------------------------ masks
+
+    def mask(self, feature: str | Mapping[str, Any] | Any, version: str = "latest") -> Any:
+        """Return a full-size uint8 mask (0 background, 255 instance).
+
+        Args:
+            feature: a feature id, or an annotations row (dict or pandas Series) with
+                `mask_sha256`, `mask_x`, `mask_y`, `mask_w`, `mask_h`, `image_width`,
+                `image_height`.
+        """
+        row: Any = self._mask_row(feature, version) if isinstance(feature, str) else feature
+        return mask_from_blob(self.store.read_blob(str(row["mask_sha256"])), row)
+
+    def _mask_row(self, feature_id: str, version: str) -> dict[str, Any]:
+        table = pq.read_table(
+            self.table_path("annotations", version),
+            columns=list(MASK_COLUMNS),
+            filters=[("feature_id", "==", feature_id)],
+        )
+        for row in table.to_pylist():
+            if row.get("mask_sha256"):
+                return dict(row)
+        raise NotFoundError(f"No mask for feature {feature_id!r} in the annotations table.")
+
+    # ------------------------------------------------------------------ COCO
+
+    def coco_path(self, version: str = "latest", name: str = "instances") -> Path:
+        """Return a local path of the COCO file `name` of a version."""
+        return self.local_file(self.file_entry("coco", name, version))
+
+    def coco(self, version: str = "latest", name: str = "instances") -> dict[str, Any]:
+        """Return the COCO file `name` of a version, parsed."""
+        with open(self.coco_path(version, name), "rb") as fh:
+            return dict(json.load(fh))
+
+
+def open_dataset(uri: str, dataset_id: str | None = None, **store_opts: Any) -> Dataset:
+    """Open a dataset for reading.
+
+    Args:
+        uri: the store root (a path or `s3://bucket/prefix`).
+        dataset_id: the project id (or model run id); None when `uri` is the dataset root.
+        store_opts: passed to `open_object_store` (endpoint_url, timeout_s, ...).
+    """
+    store_opts.setdefault("read_only", True)
+    objects = open_object_store(uri, **store_opts)
+    return Dataset(DatasetStore(objects, dataset_id))
+
+
+def mask_from_blob(png: bytes, row: Mapping[str, Any] | Any) -> npt.NDArray[np.uint8]:
+    """Rebuild a full-size 0/255 mask from a cropped 1-bit PNG and its placement."""
+    from PIL import Image
+
+    x, y = int(row["mask_x"]), int(row["mask_y"])
+    w, h = int(row["mask_w"]), int(row["mask_h"])
+    width, height = int(row["image_width"]), int(row["image_height"])
+    with Image.open(io.BytesIO(png)) as img:
+        crop = np.asarray(img) > 0
+    if crop.shape != (h, w):
+        raise StoreError(
+            f"Mask blob {row['mask_sha256']} is {crop.shape[1]}x{crop.shape[0]}, "
+            f"the table says {w}x{h}: the version is inconsistent."
+        )
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise StoreError(f"Mask crop {x},{y},{w},{h} lies outside the {width}x{height} image.")
+    full = np.zeros((height, width), dtype=np.uint8)
+    full[y : y + h, x : x + w][crop] = 255
+    return full
+
+
+# ---------------------------------------------------------------------- diff
+
+
+def _row_hashes(
+    ds: Dataset, table: str, version: str, key: str, batch_size: int = 10_000
+) -> dict[str, int]:
+    """Return key -> order-independent hash of that key's rows (all columns)."""
+    out: dict[str, int] = {}
+    for batch in ds.iter_table(table, version, batch_size=batch_size):
+        for row in batch.to_pylist():
+            ident = row.get(key)
+            blob = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
+            value = int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big")
+            # A key may repeat (e.g. a label and a prediction): sum, so order does not matter.
+            out[str(ident)] = (out.get(str(ident), 0) + value) % (1 << 64)
+    return out
+
+
+def diff_versions(ds: Dataset, old: str, new: str, *, sample: int = 20) -> dict[str, Any]:
+    """Compare two versions: rows added/removed/changed per table, by id and row hash."""
+    m_old, m_new = ds.manifest(old), ds.manifest(new)
+    result: dict[str, Any] = {
+        "old": m_old["version_id"],
+        "new": m_new["version_id"],
+        "tables": {},
+    }
+    for table, key in DIFF_KEYS.items():
+        entries: list[dict[str, Any] | None] = []
+        for manifest in (m_old, m_new):
+            try:
+                entries.append(ds.file_entry("table", table, manifest["version_id"]))
+            except NotFoundError:
+                entries.append(None)
+        e_old, e_new = entries
+        if e_old is not None and e_new is not None and e_old["sha256"] == e_new["sha256"]:
+            result["tables"][table] = {
+                "key": key,
+                "added": 0,
+                "removed": 0,
+                "changed": 0,
+                "unchanged": e_new.get("rows"),
+                "same_file": True,
+            }
+            continue
+        h_old = _row_hashes(ds, table, m_old["version_id"], key) if e_old else {}
+        h_new = _row_hashes(ds, table, m_new["version_id"], key) if e_new else {}
+        added = sorted(set(h_new) - set(h_old))
+        removed = sorted(set(h_old) - set(h_new))
+        changed = sorted(k for k in h_new.keys() & h_old.keys() if h_new[k] != h_old[k])
+        result["tables"][table] = {
+            "key": key,
+            "added": len(added),
+            "removed": len(removed),
+            "changed": len(changed),
+            "unchanged": len(h_new) - len(added) - len(changed),
+            "same_file": False,
+            "added_ids": added[:sample],
+            "removed_ids": removed[:sample],
+            "changed_ids": changed[:sample],
+        }
+    old_files = {(f["role"], f["name"]): f["sha256"] for f in m_old.get("files", [])}
+    new_files = {(f["role"], f["name"]): f["sha256"] for f in m_new.get("files", [])}
+    result["files_changed"] = sorted(
+        f"{role}/{name}"
+        for role, name in old_files.keys() | new_files.keys()
+        if old_files.get((role, name)) != new_files.get((role, name))
+    )
+    return result
+
+
+# ---------------------------------------------------------------------- pull
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def pull_version(
+    ds: Dataset, version: str, dest: str | os.PathLike[str], *, masks: bool = True, workers: int = 4
+) -> dict[str, Any]:
+    """Write a version beside a training job's images.
+
+    Layout: `DIR/manifest.json`, `DIR/tables/<table>.parquet`, `DIR/coco/<name>.json`
+    (`instances.json`), other files under `DIR/<role>/`, and full-size 8-bit masks (0/255)
+    at `DIR/masks/<safe global key or data row id>/<safe feature id>.png`.
+    """
+    from PIL import Image
+
+    out = Path(dest)
+    manifest = ds.manifest(version)
+    version_id = manifest["version_id"]
+    summary: dict[str, Any] = {"version_id": version_id, "dir": str(out), "files": [], "masks": 0}
+    for entry in manifest.get("files", []):
+        role, name = str(entry["role"]), str(entry["name"])
+        if role == "table":
+            target = out / "tables" / f"{safe_segment(name)}.parquet"
+        elif role == "coco":
+            target = out / "coco" / f"{safe_segment(name)}.json"
+        else:
+            target = out / safe_segment(role) / Path(str(entry["key"])).name
+        _copy_atomic(ds.local_file(entry), target)
+        summary["files"].append(str(target.relative_to(out)))
+    _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+    has_annotations = any(
+        e.get("role") == "table" and e.get("name") == "annotations"
+        for e in manifest.get("files", [])
+    )
+    if masks and has_annotations:
+
+        def write_mask(row: dict[str, Any]) -> None:
+            full = mask_from_blob(ds.store.read_blob(str(row["mask_sha256"])), row)
+            folder = mask_dir_name(row.get("global_key"), str(row["data_row_id"]))
+            buffer = io.BytesIO()
+            Image.fromarray(full).save(buffer, format="PNG", compress_level=1)
+            target = out / "masks" / folder / f"{safe_segment(str(row['feature_id']))}.png"
+            _write_atomic(target, buffer.getvalue())
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for batch in ds.iter_table(
+                "annotations", version_id, columns=list(MASK_COLUMNS), batch_size=256
+            ):
+                rows = [r for r in batch.to_pylist() if r.get("mask_sha256")]
+                # One batch at a time: at most `batch_size` full-size masks in flight.
+                list(pool.map(write_mask, rows))
+                summary["masks"] += len(rows)
+    return summary
