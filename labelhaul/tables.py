@@ -209,6 +209,8 @@ SCHEMAS: dict[str, pa.Schema] = {
 TABLE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
 
 DEFAULT_ROW_GROUP_SIZE = 10_000
+# A 2048-d embedding is ~65 KB as a Python list: 10,000 buffered would be ~650 MB.
+ROW_GROUP_SIZES: dict[str, int] = {"embeddings": 256}
 
 
 def to_arrow(table: str, records: list[dict[str, Any]]) -> pa.Table:
@@ -300,17 +302,22 @@ def _open_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
 class TableSink:
     """Stream records of every table into `<dir>/<table>.parquet`, row group by row group.
 
-    Memory holds at most `row_group_size` buffered records per table. `close()` writes every
-    table, empty ones included, and returns {table: path}.
+    Memory holds at most one row group of buffered records per table: `row_group_size` when
+    given, else the table's default (`ROW_GROUP_SIZES`). `close()` writes every table, empty
+    ones included, and returns {table: path}.
     """
 
-    def __init__(self, directory: str | Path, row_group_size: int = DEFAULT_ROW_GROUP_SIZE) -> None:
-        if row_group_size < 1:
+    def __init__(self, directory: str | Path, row_group_size: int | None = None) -> None:
+        if row_group_size is not None and row_group_size < 1:
             raise ValueError("row_group_size must be at least 1")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._streams = {
-            name: _TableStream(self.directory / f"{name}.parquet", schema, row_group_size)
+            name: _TableStream(
+                self.directory / f"{name}.parquet",
+                schema,
+                row_group_size or ROW_GROUP_SIZES.get(name, DEFAULT_ROW_GROUP_SIZE),
+            )
             for name, schema in SCHEMAS.items()
         }
         self._closed = False
@@ -426,10 +433,11 @@ def digest_records(table: str, records: Iterable[Mapping[str, Any]]) -> str:
     null, or an int and the float it is stored as, digest the same).
     """
     total = 0
+    size = _digest_batch_rows(SCHEMAS[table])
     batch: list[Mapping[str, Any]] = []
     for rec in records:
         batch.append(rec)
-        if len(batch) >= DEFAULT_ROW_GROUP_SIZE:
+        if len(batch) >= size:
             total = (
                 total + _sum_rows(to_arrow(table, [dict(r) for r in batch]).to_pylist())
             ) % _MOD
@@ -443,9 +451,17 @@ def digest_parquet(path: str | Path) -> str:
     """Return the order-independent digest of a Parquet table, read batch by batch."""
     total = 0
     pf = pq.ParquetFile(str(path))
-    for batch in pf.iter_batches(batch_size=DEFAULT_ROW_GROUP_SIZE):
+    for batch in pf.iter_batches(batch_size=_digest_batch_rows(pf.schema_arrow)):
         total = (total + _sum_rows(batch.to_pylist())) % _MOD
     return f"{total:064x}"
+
+
+def _digest_batch_rows(schema: pa.Schema) -> int:
+    # Rows become Python dicts to be hashed: keep vector rows (embeddings) to small batches.
+    has_vectors = any(
+        pa.types.is_list(f.type) and f.type.value_type == pa.float32() for f in schema
+    )
+    return 256 if has_vectors else 2_000
 
 
 def _sum_rows(rows: Iterable[Mapping[str, Any]]) -> int:

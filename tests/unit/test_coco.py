@@ -188,3 +188,43 @@ def test_model_run_ground_truth_and_results_load_in_pycocotools(tmp_path: Path) 
 def test_results_reject_unknown_iou_type(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="iou_type"):
         write_coco_results(tmp_path / "x.json", [], iou_type="keypoints")
+
+
+def test_coco_streams_from_parquet_tables_and_is_reproducible(tmp_path: Path) -> None:
+    from labelhaul.tables import TableSink, iter_parquet_records
+
+    rows = []
+    for i in range(3):
+        export = seed.sample_project_export()
+        export["data_row"]["id"] = f"dr{i}"
+        export["data_row"]["global_key"] = None
+        rows.append(_parse(export))
+    with TableSink(tmp_path / "tables", row_group_size=5) as sink:
+        for row in rows:
+            sink.add("data_rows", row.tables["data_rows"])
+            sink.add(
+                "annotations", apply_mask_results(row.tables["annotations"], _mask_results(row))
+            )
+    paths = sink.close()
+
+    def write(name: str) -> bytes:
+        write_coco(
+            tmp_path / name,
+            iter_parquet_records(paths["data_rows"], batch_size=2),
+            iter_parquet_records(paths["annotations"], batch_size=7),
+            {"polygon": 1},
+            info={"version": "v000001"},
+        )
+        return (tmp_path / name).read_bytes()
+
+    first = write("a.json")
+    assert write("b.json") == first  # content-named files need stable bytes
+    coco = COCO(str(tmp_path / "a.json"))
+    assert len(coco.imgs) == 3 and len(coco.anns) == 3 * 11
+    # No global key: the file name falls back to the row data's basename.
+    assert {img["file_name"] for img in coco.imgs.values()} == {
+        "2560px-Kitano_Street_Kobe01s5s4110.jpeg"
+    }
+    assert coco.dataset["info"] == {"version": "v000001"}
+    for img_id in coco.getImgIds():
+        assert len(coco.getAnnIds(imgIds=[img_id])) == 11
