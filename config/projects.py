@@ -17,11 +17,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from labelhaul.errors import ConfigError
+from labelhaul.export_params import WorkflowStatus
 
 DEFAULT_PROJECTS_FILE = Path(__file__).with_name("projects.toml")
 
-# Labelbox's workflow queues (DESIGN.md section 2): the only values its export filter takes.
-WORKFLOW_STATUSES = ("ToLabel", "InReview", "InRework", "Done")
+# Labelbox's workflow queues: the only values its export filter takes (the same enum the
+# flow's `workflow_status` parameter uses, so the file and the UI form cannot disagree).
+WORKFLOW_STATUSES = tuple(status.value for status in WorkflowStatus)
 SYNC_MODES = ("incremental", "full")
 
 # Parameters a deployment sets from the entry's own keys; `params` must not repeat them.

@@ -8,6 +8,7 @@ into the deployment's defaults. Uses a stand-in flow, so it runs without the rea
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from prefect import flow
@@ -37,6 +38,7 @@ def test_apply_creates_schedules_automation_and_limit(prefect_harness: str) -> N
     )
     (deployment,) = build_deployments(config, project_flow=standin, default_store="/tmp/x")
     deployment_id = deployment.apply()
+    assert isinstance(deployment_id, uuid.UUID)  # the sync path of a sync-compatible method
 
     async def read() -> tuple[Any, list[Any], Any]:
         async with get_client() as client:

@@ -149,7 +149,8 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
 
 
 def test_vocabulary_matches_the_flow_parameter_enums() -> None:
-    from flows.params import SyncMode, WorkflowStatusParam
+    from flows.params import SyncMode, WorkflowStatus
 
-    assert set(WORKFLOW_STATUSES) == {m.value for m in WorkflowStatusParam}
+    assert WORKFLOW_STATUSES == ("ToLabel", "InReview", "InRework", "Done")
+    assert set(WORKFLOW_STATUSES) == {m.value for m in WorkflowStatus}
     assert set(SYNC_MODES) == {m.value for m in SyncMode}
