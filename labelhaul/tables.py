@@ -426,32 +426,45 @@ def _row_hash(row: Mapping[str, Any]) -> int:
     return int.from_bytes(hashlib.sha256(canon).digest(), "big")
 
 
-def digest_records(table: str, records: Iterable[Mapping[str, Any]]) -> str:
+def digest_records(
+    table: str, records: Iterable[Mapping[str, Any]], exclude: Iterable[str] = ()
+) -> str:
     """Return an order-independent digest of records as they would be stored in `table`.
 
     Records are normalised through the table's schema first (so a missing key and an explicit
-    null, or an int and the float it is stored as, digest the same).
+    null, or an int and the float it is stored as, digest the same). Columns in `exclude`
+    (e.g. signed URLs that change with every export) are left out.
     """
+    skip = set(exclude)
     total = 0
     size = _digest_batch_rows(SCHEMAS[table])
-    batch: list[Mapping[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+
+    def fold(rows: list[dict[str, Any]]) -> int:
+        arrow = to_arrow(table, rows)
+        arrow = arrow.select([n for n in arrow.column_names if n not in skip])
+        return _sum_rows(arrow.to_pylist())
+
     for rec in records:
-        batch.append(rec)
+        batch.append(dict(rec))
         if len(batch) >= size:
-            total = (
-                total + _sum_rows(to_arrow(table, [dict(r) for r in batch]).to_pylist())
-            ) % _MOD
+            total = (total + fold(batch)) % _MOD
             batch = []
     if batch:
-        total = (total + _sum_rows(to_arrow(table, [dict(r) for r in batch]).to_pylist())) % _MOD
+        total = (total + fold(batch)) % _MOD
     return f"{total:064x}"
 
 
-def digest_parquet(path: str | Path) -> str:
-    """Return the order-independent digest of a Parquet table, read batch by batch."""
+def digest_parquet(path: str | Path, exclude: Iterable[str] = ()) -> str:
+    """Return the order-independent digest of a Parquet table, read batch by batch.
+
+    Columns in `exclude` are left out (and never read).
+    """
     total = 0
     pf = pq.ParquetFile(str(path))
-    for batch in pf.iter_batches(batch_size=_digest_batch_rows(pf.schema_arrow)):
+    skip = set(exclude)
+    columns = [n for n in pf.schema_arrow.names if n not in skip]
+    for batch in pf.iter_batches(batch_size=_digest_batch_rows(pf.schema_arrow), columns=columns):
         total = (total + _sum_rows(batch.to_pylist())) % _MOD
     return f"{total:064x}"
 
