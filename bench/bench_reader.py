@@ -2,7 +2,8 @@
 
 Both read the same COMPLETE export task, served by the emulator in its own process,
 each in a fresh subprocess so peak RSS is measured separately. Printed: time to first
-row, total time, peak RSS, and our figures as ratios of the SDK's (same run).
+row, total time, client CPU time (the reader's own work: the emulator serving chunks in
+another process bounds total time for both), peak RSS, and ours as ratios of the SDK's.
 
     python -m bench reader                      # 50,000 rows
     python -m bench.bench_reader --rows 5000    # quicker
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     for field, label, unit in (
         ("first_s", "time to first row", "s"),
         ("total_s", "total time", "s"),
+        ("cpu_s", "client CPU time", "s"),
         ("peak_rss_mb", "peak RSS", "MB"),
     ):
         s, o = med("sdk", field), med("ours", field)

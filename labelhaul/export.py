@@ -48,6 +48,7 @@ __all__ = [
     "StreamHeader",
     "TaskState",
     "call_graphql",
+    "client_from_settings",
     "iter_export_lines",
     "make_client",
     "parse_line",
@@ -105,6 +106,13 @@ def make_client(api_key: str | None, endpoint: str, rest_endpoint: str | None = 
     return labelbox.Client(**kwargs)
 
 
+def client_from_settings(settings: Any) -> Any:
+    """Return a `labelbox.Client` from `config.Settings` (ConfigError without an API key)."""
+    return make_client(
+        settings.api_key_value(), settings.labelbox_endpoint, settings.labelbox_rest_endpoint
+    )
+
+
 def _api_key_of(client: Any) -> str | None:
     try:
         header = str(client.headers.get("Authorization", ""))
@@ -132,6 +140,7 @@ def call_graphql(
     policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
     sleep: Callable[[float], None] = time.sleep,
     not_found: str | None = None,
+    bad_input_is_filter: bool = False,
 ) -> T:
     """Run one SDK call, retrying what the SDK does not, and translate its errors.
 
@@ -145,6 +154,8 @@ def call_graphql(
         policy: retries and backoff.
         sleep: injectable for tests.
         not_found: message for `ResourceNotFoundError` (None: a generic one).
+        bad_input_is_filter: the call sends filters, so a `ValueError` (the SDK's own
+            filter validation) is a FilterError rather than a bug.
 
     Raises:
         AuthError, NotFoundError, FilterError, TransientError, TerminalError.
@@ -171,9 +182,18 @@ def call_graphql(
             raise NotFoundError(
                 not_found or f"Labelbox found nothing to {what}: {_scrub(str(exc), client)}"
             ) from exc
-        except (lbx.InvalidQueryError, lbx.MalformedQueryException, ValueError) as exc:
+        except (lbx.InvalidQueryError, lbx.MalformedQueryException) as exc:
             raise FilterError(
                 f"Labelbox refused the request to {what}: {_scrub(str(exc), client)}"
+            ) from exc
+        except ValueError as exc:
+            if not bad_input_is_filter:
+                raise TerminalError(
+                    f"Unexpected answer from Labelbox while trying to {what}: "
+                    f"{_scrub(str(exc), client)}"
+                ) from exc
+            raise FilterError(
+                f"The labelbox SDK refused the filters to {what}: {_scrub(str(exc), client)}"
             ) from exc
         except (
             lbx.ApiLimitError,
@@ -290,6 +310,7 @@ def start_export(
             client,
             what=f"start the export of project {project_id}",
             policy=policy,
+            bad_input_is_filter=True,
         )
         job = ExportJob(str(task.uid), "project", project_id, part, len(filter_dicts))
         logger.info(

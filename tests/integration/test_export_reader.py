@@ -12,6 +12,7 @@ import labelbox
 import pytest
 from labelbox.schema.export_task import ExportTask, StreamType
 
+from config.settings import load_settings
 from labelhaul.errors import (
     AuthError,
     ConfigError,
@@ -23,6 +24,7 @@ from labelhaul.errors import (
 )
 from labelhaul.export import (
     ExportStreamReader,
+    client_from_settings,
     iter_export_lines,
     make_client,
     start_export,
@@ -230,9 +232,15 @@ def test_failed_task_raises_with_labelbox_message(emulator: Any, lb_client: Any)
 # ------------------------------------------------------------------ failing fast
 
 
-def test_no_api_key(emulator: Any) -> None:
+def test_no_api_key(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="LABELBOX_API_KEY"):
         make_client(None, emulator.graphql_url)
+    monkeypatch.setenv("LABELBOX_ENDPOINT", emulator.graphql_url)
+    with pytest.raises(ConfigError, match="LABELBOX_API_KEY"):
+        client_from_settings(load_settings())
+    monkeypatch.setenv("LABELBOX_API_KEY", emulator.api_key)
+    client = client_from_settings(load_settings())
+    assert start_export(client, project_id=emulator.seed_project_id, policy=FAST)
 
 
 def test_wrong_api_key(emulator: Any) -> None:
