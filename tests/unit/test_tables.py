@@ -215,3 +215,35 @@ def test_watermark_is_the_latest_instant_and_never_moves_back() -> None:
     )
     assert compute_watermark([None]) == Watermark(value=None)
     assert mark.to_dict() == {"cursor": mark.cursor, "value": mark.value}
+
+
+def _peak_while_writing(directory: Path, n: int, group: int = 100) -> int:
+    import tracemalloc
+
+    def records() -> Any:
+        for i in range(n):
+            yield {
+                "data_row_id": f"dr{i}",
+                "feature_id": f"f{i}",
+                "annotation_kind": "ImagePolygon",
+                "points": [{"x": float(i), "y": float(j)} for j in range(3)],
+            }
+
+    tracemalloc.start()
+    try:
+        with TableSink(directory, row_group_size=group) as sink:
+            sink.add("annotations", records())
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_sink_memory_is_bounded_by_the_row_group_not_the_table(tmp_path: Path) -> None:
+    # One-time allocations (lazy imports, codec set-up) outside the measurement.
+    with TableSink(tmp_path / "warm") as warm:
+        warm.add("annotations", [{"data_row_id": "x", "points": [{"x": 1.0, "y": 2.0}]}])
+    small = _peak_while_writing(tmp_path / "small", 400)
+    large = _peak_while_writing(tmp_path / "large", 1_600)
+    assert pq.ParquetFile(tmp_path / "large" / "annotations.parquet").metadata.num_rows == 1_600
+    # Four times the rows, about the same peak: only one row group is ever buffered.
+    assert large < small * 1.5
