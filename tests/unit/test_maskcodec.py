@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -78,7 +79,8 @@ def ring_and_disc(h: int, w: int) -> np.ndarray:
 
 def paint(lab: np.ndarray, colors: list[Color]) -> np.ndarray:
     palette = np.array([(0, 0, 0), *colors], dtype=np.uint8)
-    return palette[lab]
+    painted: np.ndarray = palette[lab]
+    return painted
 
 
 def png_of(pixels: np.ndarray, mode: str = "RGB") -> bytes:
@@ -96,7 +98,9 @@ def png_of(pixels: np.ndarray, mode: str = "RGB") -> bytes:
     return buf.getvalue()
 
 
-def split_png(png: bytes, colors: list[Color], max_pixels: int = 10**9) -> dict:
+def split_png(
+    png: bytes, colors: list[Color], max_pixels: int = 10**9
+) -> dict[Color, mc.InstanceMask]:
     hdr = mc.check_png(png, width=None, height=None, max_pixels=max_pixels)
     return mc.split_by_color(mc.color_keys(mc.decode_png(png, hdr)), colors)
 
@@ -273,7 +277,7 @@ def test_header_guards() -> None:
     assert mc.check_png(good, width=4, height=3, max_pixels=12) == mc.PngHeader(4, 3, 8, 2, 0)
 
     def kind(data: bytes, **kw: int | None) -> str:
-        args: dict = {"width": None, "height": None, "max_pixels": 10**8, **kw}
+        args: dict[str, Any] = {"width": None, "height": None, "max_pixels": 10**8, **kw}
         with pytest.raises(mc.MaskImageError) as err:
             hdr = mc.check_png(data, **args)
             mc.decode_png(data, hdr)

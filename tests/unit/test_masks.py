@@ -10,6 +10,7 @@ import hashlib
 import io
 import threading
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,7 +19,14 @@ from PIL import Image
 from labelhaul import maskcodec as mc
 from labelhaul.errors import AuthError
 from labelhaul.http import HttpError
-from labelhaul.masks import MaskInstance, MaskJob, plan_batches, process_job, process_jobs
+from labelhaul.masks import (
+    MaskInstance,
+    MaskJob,
+    MaskResult,
+    plan_batches,
+    process_job,
+    process_jobs,
+)
 from labelhaul.records import ErrorRecord
 
 H, W = 24, 32
@@ -82,7 +90,12 @@ def instance_png(mask: np.ndarray) -> bytes:
     return rgb_png(np.where(mask, 255, 0).astype(np.uint8))
 
 
-def job(label: str = "L1", comp: str | None = "c/L1", colors=(C1, C2, C3), **kw) -> MaskJob:
+def job(
+    label: str = "L1",
+    comp: str | None = "c/L1",
+    colors: tuple[tuple[int, int, int], ...] = (C1, C2, C3),
+    **kw: int | None,
+) -> MaskJob:
     insts = tuple(
         MaskInstance(f"{label}-f{i}", c, f"i/{label}/f{i}", name=f"class{i}")
         for i, c in enumerate(colors, start=1)
@@ -101,7 +114,7 @@ def files_for(j: MaskJob, lab: np.ndarray) -> dict[str, bytes]:
     return out
 
 
-def check_result_pixels(res, lab: np.ndarray, blobs: Blobs, index: int) -> None:
+def check_result_pixels(res: MaskResult, lab: np.ndarray, blobs: Blobs, index: int) -> None:
     truth = lab == index
     crop = np.asarray(Image.open(io.BytesIO(blobs.data[res.sha256])))
     full = np.zeros((res.height, res.width), bool)
@@ -309,7 +322,7 @@ def test_process_jobs_validates_workers() -> None:
 def test_plan_batches_is_lazy_and_complete() -> None:
     made: list[int] = []
 
-    def gen():
+    def gen() -> Iterator[MaskJob]:
         for i in range(7):
             made.append(i)
             yield job(label=f"L{i}")
