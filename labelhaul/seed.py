@@ -89,7 +89,8 @@ def _brace_delta(line: str) -> int:
 def _by_title(title: str) -> dict[str, Any]:
     for t, obj in seed_objects():
         if t == title:
-            return json.loads(json.dumps(obj))  # a fresh copy each call
+            copy: dict[str, Any] = json.loads(json.dumps(obj))  # a fresh copy each call
+            return copy
     raise KeyError(title)
 
 

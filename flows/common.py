@@ -1,0 +1,342 @@
+"""What both sync flows do, once they know what to export: a plain function run in a flow.
+
+Export -> stage -> masks (a task run per part, on the flow's task runner) -> assemble ->
+land -> run record, under a per-dataset lock so two syncs of one dataset never interleave.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.concurrency.sync import concurrency
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+
+from config import Settings
+from labelhaul.export_params import DateRange, ExportFilters, ExportParams
+from labelhaul.keys import safe_segment
+from labelhaul.pipeline import read_errors
+from labelhaul.tables import compute_watermark, parse_timestamp
+from tasks.export import stage_export_task, start_export_task, wait_export_task
+from tasks.masks import process_mask_part
+from tasks.store import (
+    assemble_task,
+    land_version_task,
+    read_parent_task,
+    write_run_record_task,
+)
+
+LOCK_TIMEOUT_S = 6 * 3600
+
+
+@contextmanager
+def dataset_lock(dataset_id: str) -> Iterator[None]:
+    """Hold the one slot of this dataset's Prefect concurrency limit while syncing.
+
+    A second run of the same project waits here (and says so) instead of interleaving.
+    The limit lives on the Prefect server, so it holds across processes and workers; its
+    lease expires if a holder dies, so a killed run never blocks the next one for good.
+    """
+    from prefect.client.orchestration import get_client
+
+    logger = get_run_logger()
+    name = f"labelhaul-sync-{safe_segment(dataset_id)}"
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, 1)
+    logger.info("Waiting for the sync slot of %s (one sync per dataset at a time)", dataset_id)
+    with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_S, strict=True):
+        logger.info("Holding the sync slot of %s", dataset_id)
+        yield
+
+
+def incremental_filters(
+    filters: ExportFilters, watermark: str | None, overlap: timedelta
+) -> ExportFilters:
+    """Narrow `filters` to rows active since the watermark minus the overlap window."""
+    if watermark is None:
+        return filters
+    since = parse_timestamp(watermark)
+    if since is None:
+        return filters
+    start = since - overlap
+    current = filters.last_activity_at
+    if current is not None and current.start is not None:
+        user_start = current.start
+        if isinstance(user_start, str):
+            parsed = parse_timestamp(user_start)
+            user_start = parsed if parsed is not None else start
+        start = max(start, user_start)
+    end = current.end if current is not None else None
+    return replace(filters, last_activity_at=DateRange(start=start, end=end))
+
+
+def _artifact_key(prefix: str, dataset_id: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{dataset_id}".lower())[:100]
+
+
+def _md_counts(title: str, counts: Mapping[str, float]) -> str:
+    if not counts:
+        return f"**{title}:** none\n"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
+    return f"**{title}**\n\n| | count |\n|---|---|\n{rows}\n"
+
+
+def run_sync(
+    *,
+    settings: Settings,
+    kind: str,
+    dataset_id: str,
+    store: str,
+    incremental: bool,
+    params: ExportParams,
+    filters: ExportFilters | None,
+    overlap: timedelta,
+) -> dict[str, Any]:
+    """Run one sync of a project (`kind="project"`) or a model run; return its summary."""
+    logger = get_run_logger()
+    run_id = str(flow_run.id or uuid.uuid4())
+    timings: dict[str, float] = {}
+    started = datetime.now(UTC)
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "flow_run_id": flow_run.id,
+        "flow_run_name": flow_run.name,
+        "dataset_id": dataset_id,
+        "kind": kind,
+        "mode": "incremental" if incremental else "full",
+        "status": "running",
+        "started_at": started.isoformat(),
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f"labelhaul-{safe_segment(dataset_id)}-"))
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 3)
+        clock = now
+
+    try:
+        with dataset_lock(dataset_id):
+            parent, parent_manifest = read_parent_task(settings, store, dataset_id)
+            lap("read_parent")
+            watermark = (parent_manifest or {}).get("watermark") or {}
+            use_parent = incremental and parent_manifest is not None and kind == "project"
+            record["mode"] = "incremental" if use_parent else "full"
+            if use_parent:
+                filters = incremental_filters(
+                    filters or ExportFilters(), watermark.get("value"), overlap
+                )
+                logger.info(
+                    "Incremental sync on top of %s: rows active since %s (watermark %s - %s)",
+                    parent.version_id if parent else None,
+                    filters.last_activity_at.start if filters.last_activity_at else None,
+                    watermark.get("value"),
+                    overlap,
+                )
+            jobs = start_export_task(
+                settings,
+                project_id=dataset_id if kind == "project" else None,
+                model_run_id=dataset_id if kind == "model_run" else None,
+                params=params,
+                filters=filters if kind == "project" else None,
+            )
+            record["export_task_ids"] = [j.task_id for j in jobs]
+            wait_export_task(settings, jobs)
+            lap("export_wait")
+            summary = stage_export_task(settings, jobs, staging)
+            lap("export_stream")
+
+            mask_parts = [
+                p for p in summary.parts if (staging / "parts" / f"{p}.jobs.ndjson").stat().st_size
+            ]
+            progress_id: Any = create_progress_artifact(
+                0.0,
+                key=_artifact_key("masks", dataset_id),
+                description=f"Mask stage of {dataset_id}",
+            )
+            futures = [
+                process_mask_part.submit(settings, store, dataset_id, staging, part)
+                for part in mask_parts
+            ]
+            mask_instances = mask_errors = 0
+            for done, fut in enumerate(futures, start=1):
+                part_summary = fut.result()
+                mask_instances += part_summary.instances
+                mask_errors += part_summary.errors
+                if done % max(1, len(futures) // 20) == 0 or done == len(futures):
+                    update_progress_artifact(progress_id, 100.0 * done / len(futures))
+            if not futures:
+                update_progress_artifact(progress_id, 100.0)
+            lap("masks")
+
+            info = {
+                "description": f"labelhaul dataset of {kind} {dataset_id}",
+                "date_created": started.isoformat(),
+            }
+            assembled = assemble_task(
+                settings,
+                store,
+                dataset_id,
+                staging,
+                summary.parts,
+                parent_manifest,
+                use_parent,
+                info,
+            )
+            lap("assemble")
+            new_watermark = compute_watermark(
+                [summary.max_last_activity_at], watermark.get("value")
+            )
+            errors_by_kind: dict[str, int] = {}
+            for err in read_errors(staging):
+                k = str(err.get("kind"))
+                errors_by_kind[k] = errors_by_kind.get(k, 0) + 1
+            fields: dict[str, Any] = {
+                "source": {"kind": kind, "id": dataset_id},
+                "mode": record["mode"],
+                "export": {
+                    "task_ids": record["export_task_ids"],
+                    "params": _jsonable(params),
+                    "filters": _jsonable(filters),
+                    "rows_exported": summary.rows,
+                    "bad_lines": summary.bad_lines,
+                    "export_errors": summary.export_errors,
+                },
+                "counts": assembled.counts,
+                "counts_by_kind": assembled.counts_by_kind,
+                "counts_by_class": assembled.counts_by_class,
+                "table_digests": assembled.table_digests,
+                "watermark": new_watermark.to_dict(),
+                "category_map": assembled.category_map,
+                "masks": {"instances": mask_instances, "errors": mask_errors},
+                "errors_by_kind": errors_by_kind,
+                "run_id": run_id,
+                "flow_run_id": str(flow_run.id) if flow_run.id else None,
+                "changes": _changes(parent_manifest, assembled.counts),
+            }
+            result = land_version_task(
+                settings, store, dataset_id, parent, staging, assembled, fields
+            )
+            lap("land")
+        record.update(
+            status="completed",
+            version_id=result.version_id,
+            current_version_id=result.current_version_id,
+            created=result.created,
+            reason=result.reason,
+            counts=assembled.counts,
+            counts_by_kind=assembled.counts_by_kind,
+            errors_by_kind=errors_by_kind,
+            rows_exported=summary.rows,
+        )
+        _report(dataset_id, store, record, staging, timings)
+        return record
+    except BaseException as exc:
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        record["timings_s"] = timings
+        record["finished_at"] = datetime.now(UTC).isoformat()
+        try:
+            record["run_record"] = write_run_record_task(
+                settings, store, dataset_id, run_id, record
+            )
+        except Exception as exc:  # noqa: BLE001 - the run's own outcome matters more
+            logger.warning("Could not write the run record: %s", exc)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Turn params/filters dataclasses into plain JSON values for the manifest."""
+    import dataclasses
+    import enum
+
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: _jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if getattr(obj, f.name) not in (None, {}, ())
+        }
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [_jsonable(v) for v in obj]
+    return str(obj)
+
+
+def _changes(parent_manifest: dict[str, Any] | None, counts: dict[str, int]) -> dict[str, Any]:
+    if parent_manifest is None:
+        return {"parent": None, "counts_delta": dict(counts)}
+    before = parent_manifest.get("counts") or {}
+    return {
+        "parent": parent_manifest.get("version_id"),
+        "counts_delta": {
+            t: counts.get(t, 0) - int(before.get(t, 0)) for t in sorted(set(counts) | set(before))
+        },
+    }
+
+
+def _report(
+    dataset_id: str, store: str, record: dict[str, Any], staging: Path, timings: dict[str, float]
+) -> None:
+    """Summary and error artifacts of a finished run (no settings, so no secrets)."""
+    version = record.get("current_version_id")
+    where = f"{store.rstrip('/')}/{safe_segment(dataset_id)}/versions/{version}/manifest.json"
+    made = (
+        f"New version **{record['version_id']}**"
+        if record.get("created")
+        else f"No new version ({record.get('reason')})"
+    )
+    md = (
+        f"# labelhaul sync of `{dataset_id}`\n\n{made}, at `{where}`.\n\n"
+        f"Mode: {record['mode']}; data rows exported: {record.get('rows_exported')}.\n\n"
+        + _md_counts("Tables (rows)", record.get("counts") or {})
+        + "\n"
+        + _md_counts("Objects by kind", record.get("counts_by_kind") or {})
+        + "\n"
+        + _md_counts("Errors by kind", record.get("errors_by_kind") or {})
+        + "\n"
+        + _md_counts("Seconds per stage", timings)
+    )
+    create_markdown_artifact(
+        md,
+        key=_artifact_key("sync", dataset_id),
+        description=f"labelhaul sync summary of {dataset_id}",
+    )
+    first: list[dict[str, Any]] = []
+    for err in read_errors(staging):
+        first.append(
+            {k: err.get(k) for k in ("kind", "data_row_id", "label_id", "feature_id", "message")}
+        )
+        if len(first) >= 50:
+            break
+    if first:
+        create_table_artifact(
+            first,
+            key=_artifact_key("errors", dataset_id),
+            description="First error records of the run",
+        )

@@ -1,0 +1,60 @@
+"""Export a Labelbox model run (ground truth and predictions) and land it as a dataset version."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from config import load_settings
+from flows.common import run_sync
+from labelhaul.export_params import ExportParams
+
+
+@flow(
+    name="sync-model-run",
+    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
+)
+def sync_model_run(
+    model_run_id: str,
+    store: str | None = None,
+    predictions: bool = True,
+    attachments: bool = True,
+    metadata_fields: bool = True,
+    data_row_details: bool = True,
+    embeddings: bool = True,
+    model_run_details: bool = True,
+) -> dict[str, object]:
+    """Export a Labelbox model run and land it as a new dataset version under its own id.
+
+    Args:
+        model_run_id: The Labelbox model run to export.
+        store: Where datasets land: a local path or s3://bucket/prefix (default: LABELHAUL_STORE).
+        predictions: Include the model's predictions beside the ground-truth labels.
+        attachments: Include data row attachments.
+        metadata_fields: Include data row metadata fields.
+        data_row_details: Include data row details.
+        embeddings: Include embeddings (kept in their own table).
+        model_run_details: Include model-run details (split, run data row id).
+    """
+    settings = load_settings()
+    params = ExportParams(
+        attachments=attachments,
+        metadata_fields=metadata_fields,
+        data_row_details=data_row_details,
+        embeddings=embeddings,
+        predictions=predictions,
+        model_run_details=model_run_details,
+    )
+    # Model-run exports take no filters: every sync is a full one.
+    return run_sync(
+        settings=settings,
+        kind="model_run",
+        dataset_id=model_run_id,
+        store=store or settings.store,
+        incremental=False,
+        params=params,
+        filters=None,
+        overlap=timedelta(0),
+    )

@@ -1,0 +1,103 @@
+"""The main flow: export a Labelbox project and land it as a dataset version."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from config import load_settings
+from flows.common import run_sync
+from flows.params import SyncMode, WorkflowStatus
+from labelhaul.export_params import DateRange, ExportFilters, ExportParams
+
+
+@flow(
+    name="sync-project",
+    # Two mask parts at once; each part splits its composites on `mask_workers` threads.
+    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
+    log_prints=False,
+)
+def sync_project(
+    project_id: str,
+    store: str | None = None,
+    mode: SyncMode = SyncMode.incremental,
+    workflow_status: WorkflowStatus | None = None,
+    last_activity_start: datetime | None = None,
+    last_activity_end: datetime | None = None,
+    label_created_start: datetime | None = None,
+    label_created_end: datetime | None = None,
+    batch_ids: list[str] | None = None,
+    data_row_ids: list[str] | None = None,
+    global_keys: list[str] | None = None,
+    attachments: bool = True,
+    metadata_fields: bool = True,
+    data_row_details: bool = True,
+    project_details: bool = True,
+    label_details: bool = True,
+    performance_details: bool = True,
+    interpolated_frames: bool = True,
+    embeddings: bool = True,
+    overlap_minutes: int = 60,
+) -> dict[str, object]:
+    """Export a Labelbox project and land it as a new, immutable dataset version.
+
+    Args:
+        project_id: The Labelbox project to export.
+        store: Where datasets land: a local path or s3://bucket/prefix (default: LABELHAUL_STORE).
+        mode: incremental exports only rows active since the last version (minus the overlap)
+            and merges them in; full re-exports everything and is the only mode that sees
+            data rows deleted or moved out of the filters.
+        workflow_status: Export only data rows in this workflow status.
+        last_activity_start: Export rows active at or after this instant (with a timezone).
+        last_activity_end: Export rows active at or before this instant (with a timezone).
+        label_created_start: Export rows with a label created at or after this instant.
+        label_created_end: Export rows with a label created at or before this instant.
+        batch_ids: Export only these batches.
+        data_row_ids: Export only these data rows (more than 2,000 are split into several exports).
+        global_keys: Export only these global keys (not together with data_row_ids).
+        attachments: Include data row attachments.
+        metadata_fields: Include data row metadata fields.
+        data_row_details: Include data row details (dataset, creation, last activity).
+        project_details: Include project details (workflow status, batch, task).
+        label_details: Include label details (authors, timestamps, reviews).
+        performance_details: Include performance details (time to label and review).
+        interpolated_frames: Include interpolated frames (video projects).
+        embeddings: Include embeddings (kept in their own table).
+        overlap_minutes: Incremental mode re-exports this much activity before the watermark,
+            to catch rows updated while the previous sync ran.
+    """
+    settings = load_settings()
+    filters = ExportFilters(
+        last_activity_at=DateRange(last_activity_start, last_activity_end)
+        if last_activity_start or last_activity_end
+        else None,
+        label_created_at=DateRange(label_created_start, label_created_end)
+        if label_created_start or label_created_end
+        else None,
+        workflow_status=workflow_status.value if workflow_status else None,
+        batch_ids=batch_ids or None,
+        data_row_ids=data_row_ids or None,
+        global_keys=global_keys or None,
+    )
+    params = ExportParams(
+        attachments=attachments,
+        metadata_fields=metadata_fields,
+        data_row_details=data_row_details,
+        project_details=project_details,
+        label_details=label_details,
+        performance_details=performance_details,
+        interpolated_frames=interpolated_frames,
+        embeddings=embeddings,
+    )
+    return run_sync(
+        settings=settings,
+        kind="project",
+        dataset_id=project_id,
+        store=store or settings.store,
+        incremental=mode == SyncMode.incremental,
+        params=params,
+        filters=filters,
+        overlap=timedelta(minutes=overlap_minutes),
+    )

@@ -1,0 +1,205 @@
+"""`labelhaul sync`, `labelhaul demo` and `labelhaul doctor`.
+
+These run flows, so they import Prefect and `flows/` lazily, inside each command: the rest
+of the library (and `labelhaul --help`) stays Prefect-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add sync, demo and doctor to the `labelhaul` command line."""
+    p = sub.add_parser(
+        "sync",
+        help="export a Labelbox project (or model run) and land a dataset version",
+        description="Run the sync flow once, here, with Prefect's local API (or PREFECT_API_URL). "
+        "Exits non-zero when the run fails.",
+    )
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--project-id", help="the Labelbox project to export")
+    target.add_argument("--model-run-id", help="the Labelbox model run to export")
+    p.add_argument("--store", help="local path or s3://bucket/prefix (default: LABELHAUL_STORE)")
+    p.add_argument("--mode", choices=["incremental", "full"], default="incremental")
+    p.add_argument(
+        "--workflow-status", choices=["ToLabel", "InReview", "InRework", "Done"], default=None
+    )
+    p.add_argument("--last-activity-start", type=_instant, metavar="ISO8601")
+    p.add_argument("--last-activity-end", type=_instant, metavar="ISO8601")
+    p.add_argument("--label-created-start", type=_instant, metavar="ISO8601")
+    p.add_argument("--label-created-end", type=_instant, metavar="ISO8601")
+    p.add_argument("--batch-id", action="append", dest="batch_ids", metavar="ID")
+    p.add_argument("--data-row-id", action="append", dest="data_row_ids", metavar="ID")
+    p.add_argument("--global-key", action="append", dest="global_keys", metavar="KEY")
+    for name in (
+        "attachments",
+        "metadata-fields",
+        "data-row-details",
+        "project-details",
+        "label-details",
+        "performance-details",
+        "interpolated-frames",
+        "embeddings",
+    ):
+        p.add_argument(
+            f"--no-{name}",
+            dest=name.replace("-", "_"),
+            action="store_false",
+            help=f"leave {name.replace('-', ' ')} out of the export",
+        )
+    p.add_argument("--overlap-minutes", type=int, default=60)
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(func=cmd_sync)
+
+    d = sub.add_parser(
+        "demo",
+        help="sync the built-in sample project from the Labelbox emulator into ./datasets",
+        description="Start the Labelbox emulator with the seed's sample project, sync it into a "
+        "local store and print what landed where. No network, no account.",
+    )
+    d.add_argument("--store", default="./datasets", help="where to land (default ./datasets)")
+    d.add_argument(
+        "--synthetic", type=int, default=0, metavar="N", help="also sync a synthetic project"
+    )
+    d.set_defaults(func=cmd_demo)
+
+
+def _prefect_defaults() -> None:
+    """Settings for Prefect's local API, before Prefect is imported (it reads them once)."""
+    # With no PREFECT_API_URL, Prefect starts a local server for the run; on a busy 2-core
+    # machine that can take longer than its 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date-time (e.g. 2024-05-01T00:00:00+02:00)"
+        ) from exc
+
+
+def _print_summary(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    version = result.get("current_version_id")
+    made = "new version" if result.get("created") else "no new version"
+    print(f"{result.get('dataset_id')}: {made} {version or ''} ({result.get('reason')})")
+    counts = result.get("counts") or {}
+    print("  tables: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    errors = result.get("errors_by_kind") or {}
+    if errors:
+        print("  problems: " + ", ".join(f"{k}={v}" for k, v in sorted(errors.items())))
+    if result.get("run_record"):
+        print(f"  run record: {result['run_record']}")
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Run one sync flow and exit non-zero when it fails."""
+    from config import load_settings
+
+    _prefect_defaults()
+    load_settings().api_key_value()  # fail fast, before Prefect starts, naming the fix
+    if args.model_run_id:
+        from flows.sync_model_run import sync_model_run
+
+        state = sync_model_run(
+            model_run_id=args.model_run_id,
+            store=args.store,
+            attachments=args.attachments,
+            metadata_fields=args.metadata_fields,
+            data_row_details=args.data_row_details,
+            embeddings=args.embeddings,
+            return_state=True,
+        )
+    else:
+        from flows.params import SyncMode, WorkflowStatus
+        from flows.sync_project import sync_project
+
+        state = sync_project(
+            project_id=args.project_id,
+            store=args.store,
+            mode=SyncMode(args.mode),
+            workflow_status=WorkflowStatus(args.workflow_status) if args.workflow_status else None,
+            last_activity_start=args.last_activity_start,
+            last_activity_end=args.last_activity_end,
+            label_created_start=args.label_created_start,
+            label_created_end=args.label_created_end,
+            batch_ids=args.batch_ids,
+            data_row_ids=args.data_row_ids,
+            global_keys=args.global_keys,
+            attachments=args.attachments,
+            metadata_fields=args.metadata_fields,
+            data_row_details=args.data_row_details,
+            project_details=args.project_details,
+            label_details=args.label_details,
+            performance_details=args.performance_details,
+            interpolated_frames=args.interpolated_frames,
+            embeddings=args.embeddings,
+            overlap_minutes=args.overlap_minutes,
+            return_state=True,
+        )
+    if not state.is_completed():
+        print(f"labelhaul: sync failed: {state.message}", file=sys.stderr)
+        return 1
+    _print_summary(state.result(), args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Emulator + seed project + sync into a local store + a summary of what landed."""
+    from labelhaul.emulator import EmulatorServer
+
+    _prefect_defaults()
+    with EmulatorServer() as emu:
+        os.environ["LABELBOX_API_KEY"] = emu.api_key
+        os.environ["LABELBOX_ENDPOINT"] = emu.graphql_url
+        os.environ["LABELBOX_REST_ENDPOINT"] = emu.rest_url
+        print(f"Labelbox emulator at {emu.base_url} (seed project {emu.seed_project_id})")
+        from flows.params import SyncMode
+        from flows.sync_model_run import sync_model_run
+        from flows.sync_project import sync_project
+
+        targets: list[tuple[str, Any]] = [
+            (
+                "project",
+                lambda: sync_project(
+                    emu.seed_project_id, store=args.store, mode=SyncMode.full, return_state=True
+                ),
+            ),
+            (
+                "model run",
+                lambda: sync_model_run(emu.seed_model_run_id, store=args.store, return_state=True),
+            ),
+        ]
+        if args.synthetic:
+            pid = emu.add_synthetic_project(n_rows=args.synthetic)
+            targets.append(
+                (
+                    "synthetic project",
+                    lambda: sync_project(
+                        pid, store=args.store, mode=SyncMode.full, return_state=True
+                    ),
+                )
+            )
+        failed = 0
+        for what, run in targets:
+            state = run()
+            if not state.is_completed():
+                print(f"{what}: FAILED: {state.message}", file=sys.stderr)
+                failed += 1
+                continue
+            _print_summary(state.result(), as_json=False)
+    store = os.path.abspath(args.store)
+    print(f"\nDatasets landed under {store}. Look inside with:")
+    print(f"  labelhaul versions {store} --dataset {'<id>'}")
+    print(f"  labelhaul pull {store} latest ./my-copy --dataset <id>")
+    return 1 if failed else 0

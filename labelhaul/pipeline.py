@@ -1,0 +1,467 @@
+"""The sync pipeline as plain functions: stage the export, split masks by part, assemble, land.
+
+Flows call these through thin tasks; nothing here imports Prefect. Every stage reads and
+writes a local staging directory, so memory stays bounded by one part whatever the export's
+size, and a stage can run on another worker that sees the same directory.
+
+Staging layout (one directory per run)::
+
+    raw-export.ndjson.gz      the RESULT stream as received (provenance)
+    raw-errors.ndjson.gz      the ERRORS stream as received
+    errors.ndjson             our own error records (bad lines, bad masks, ...)
+    parts/part-000001.records.ndjson   [table, record] per line, for the data rows of the part
+    parts/part-000001.jobs.ndjson      the part's mask jobs (one composite each)
+    parts/part-000001.masks.ndjson     the part's mask results (written by the mask stage)
+    data_row_ids.txt          every data row id the export returned (incremental merges)
+
+A part is a run of consecutive data rows holding at most `part_composites` composites (one
+Prefect task run each in the mask stage) or `part_rows` rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
+from labelhaul.records import ErrorRecord
+from labelhaul.store import CommitResult, VersionWriter
+
+log = logging.getLogger("labelhaul.pipeline")
+
+
+# --------------------------------------------------------------------------- staging
+
+
+@dataclass
+class StageSummary:
+    """What staging the export produced."""
+
+    rows: int = 0
+    bad_lines: int = 0
+    export_errors: int = 0
+    parts: list[str] = field(default_factory=list)
+    composites: int = 0
+    mask_instances: int = 0
+    records_by_table: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    max_last_activity_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+def job_to_dict(job: MaskJob) -> dict[str, Any]:
+    return dataclasses.asdict(job)
+
+
+def job_from_dict(d: dict[str, Any]) -> MaskJob:
+    instances = tuple(
+        MaskInstance(
+            feature_id=i["feature_id"],
+            color=(int(i["color"][0]), int(i["color"][1]), int(i["color"][2])),
+            instance_url=i.get("instance_url"),
+            name=i.get("name"),
+        )
+        for i in d["instances"]
+    )
+    return MaskJob(
+        data_row_id=d["data_row_id"],
+        global_key=d.get("global_key"),
+        label_id=d["label_id"],
+        composite_url=d.get("composite_url"),
+        width=d.get("width"),
+        height=d.get("height"),
+        instances=instances,
+    )
+
+
+def result_from_dict(d: dict[str, Any]) -> MaskResult:
+    return MaskResult(**d)
+
+
+def read_ndjson(path: Path) -> Iterator[Any]:
+    """Yield each JSON value of an NDJSON file (gzip when the name ends in .gz)."""
+    if not path.exists():
+        return
+    opener: Callable[..., IO[bytes]] = gzip.open if path.suffix == ".gz" else open  # type: ignore[assignment]
+    with opener(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield orjson.loads(line)
+
+
+class _PartWriter:
+    """Writes one part's records and mask jobs."""
+
+    def __init__(self, parts_dir: Path, index: int) -> None:
+        self.name = f"part-{index:06d}"
+        self.records_path = parts_dir / f"{self.name}.records.ndjson"
+        self.jobs_path = parts_dir / f"{self.name}.jobs.ndjson"
+        self._records = open(self.records_path, "wb")  # noqa: SIM115 - closed in close()
+        self._jobs = open(self.jobs_path, "wb")  # noqa: SIM115
+        self.rows = 0
+        self.composites = 0
+
+    def add(self, tables: dict[str, list[dict[str, Any]]], jobs: list[MaskJob]) -> None:
+        for table, records in tables.items():
+            for record in records:
+                self._records.write(_dumps([table, record]))
+                self._records.write(b"\n")
+        for job in jobs:
+            self._jobs.write(_dumps(job_to_dict(job)))
+            self._jobs.write(b"\n")
+        self.rows += 1
+        self.composites += len(jobs)
+
+    def close(self) -> None:
+        self._records.close()
+        self._jobs.close()
+
+
+def stage_export(
+    lines: Iterable[tuple[int, bytes]],
+    staging: Path,
+    *,
+    part_composites: int = 100,
+    part_rows: int = 2000,
+    on_row: Callable[[int], None] | None = None,
+) -> StageSummary:
+    """Stream the RESULT lines into the staging directory, part by part.
+
+    Args:
+        lines: (byte offset, raw line) pairs as the export reader yields them.
+        staging: the run's staging directory (created).
+        part_composites: cut a part once it holds this many composite masks.
+        part_rows: cut a part once it holds this many data rows.
+        on_row: called with the running row count (progress reporting).
+    """
+    from labelhaul.rows import parse_export_line
+
+    staging.mkdir(parents=True, exist_ok=True)
+    parts_dir = staging / "parts"
+    parts_dir.mkdir(exist_ok=True)
+    summary = StageSummary()
+    ids_file = open(staging / "data_row_ids.txt", "w", encoding="utf-8")  # noqa: SIM115
+    errors_file = open(staging / "errors.ndjson", "ab")  # noqa: SIM115
+    raw = gzip.GzipFile(staging / "raw-export.ndjson.gz", "wb", compresslevel=6, mtime=0)
+    part: _PartWriter | None = None
+    try:
+        for offset, line in lines:
+            raw.write(line if line.endswith(b"\n") else line + b"\n")
+            parsed = parse_export_line(line, offset)
+            if isinstance(parsed, ErrorRecord):
+                summary.bad_lines += 1
+                summary.errors += 1
+                errors_file.write(_dumps(parsed.to_dict()) + b"\n")
+                continue
+            if part is None:
+                part = _PartWriter(parts_dir, len(summary.parts) + 1)
+                summary.parts.append(part.name)
+            part.add(parsed.tables, parsed.mask_jobs)
+            ids_file.write(parsed.data_row_id + "\n")
+            summary.rows += 1
+            summary.composites += len(parsed.mask_jobs)
+            summary.mask_instances += sum(len(j.instances) for j in parsed.mask_jobs)
+            for table, records in parsed.tables.items():
+                summary.records_by_table[table] = summary.records_by_table.get(table, 0) + len(
+                    records
+                )
+            for err in parsed.errors:
+                summary.errors += 1
+                errors_file.write(_dumps(err.to_dict()) + b"\n")
+            lat = parsed.last_activity_at
+            if lat and (summary.max_last_activity_at is None or lat > summary.max_last_activity_at):
+                summary.max_last_activity_at = lat
+            if on_row is not None:
+                on_row(summary.rows)
+            if part.composites >= part_composites or part.rows >= part_rows:
+                part.close()
+                part = None
+    finally:
+        if part is not None:
+            part.close()
+        raw.close()
+        ids_file.close()
+        errors_file.close()
+    return summary
+
+
+def stage_export_errors(lines: Iterable[tuple[int, bytes]], staging: Path) -> int:
+    """Keep the export's ERRORS stream as received, and count it."""
+    staging.mkdir(parents=True, exist_ok=True)
+    count = 0
+    path = staging / "raw-errors.ndjson.gz"
+    with gzip.GzipFile(path, "ab", compresslevel=6, mtime=0) as raw:
+        for _offset, line in lines:
+            raw.write(line if line.endswith(b"\n") else line + b"\n")
+            count += 1
+    if count == 0:
+        path.unlink()  # no ERRORS stream: the version lists no errors file
+    return count
+
+
+def append_errors(staging: Path, errors: Iterable[ErrorRecord]) -> int:
+    """Append error records to the run's errors file; return how many."""
+    n = 0
+    with open(staging / "errors.ndjson", "ab") as fh:
+        for err in errors:
+            fh.write(_dumps(err.to_dict()) + b"\n")
+            n += 1
+    return n
+
+
+def read_errors(staging: Path) -> Iterator[dict[str, Any]]:
+    yield from read_ndjson(staging / "errors.ndjson")
+
+
+# --------------------------------------------------------------------------- masks
+
+
+@dataclass
+class MaskPartSummary:
+    part: str
+    composites: int
+    instances: int
+    errors: int
+
+
+def part_jobs(staging: Path, part: str) -> list[MaskJob]:
+    return [job_from_dict(d) for d in read_ndjson(staging / "parts" / f"{part}.jobs.ndjson")]
+
+
+def write_mask_results(
+    staging: Path, part: str, results: Iterable[MaskResult], errors: Iterable[ErrorRecord]
+) -> tuple[int, int]:
+    """Write one part's mask results (atomically: a re-run replaces, never mixes)."""
+    target = staging / "parts" / f"{part}.masks.ndjson"
+    tmp = target.with_suffix(".tmp")
+    n = 0
+    with open(tmp, "wb") as fh:
+        for r in results:
+            fh.write(_dumps(dataclasses.asdict(r)) + b"\n")
+            n += 1
+    tmp.replace(target)
+    return n, append_errors(staging, errors)
+
+
+def read_mask_results(staging: Path, part: str) -> dict[str, MaskResult]:
+    """Return one part's mask results by feature id (bounded: one part)."""
+    out: dict[str, MaskResult] = {}
+    for d in read_ndjson(staging / "parts" / f"{part}.masks.ndjson"):
+        r = result_from_dict(d)
+        out[r.feature_id + "\x00" + r.label_id] = r
+    return out
+
+
+def iter_part_records(staging: Path, part: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield from read_ndjson(staging / "parts" / f"{part}.records.ndjson")
+
+
+def read_data_row_ids(staging: Path) -> set[str]:
+    path = staging / "data_row_ids.txt"
+    if not path.exists():
+        return set()
+    with open(path, encoding="utf-8") as fh:
+        return {line.strip() for line in fh if line.strip()}
+
+
+# --------------------------------------------------------------------------- assembly
+
+# Columns whose values change between two exports of the same labels: mask URLs carry the
+# export task id. They stay in the tables (a user can still fetch a mask from Labelbox) but
+# do not count towards the content digest, or every nightly export would make a new version.
+VOLATILE_COLUMNS: dict[str, tuple[str, ...]] = {"annotations": ("mask_url", "composite_url")}
+
+
+@dataclass
+class AssembledVersion:
+    """The local files of a version, ready to land."""
+
+    tables: dict[str, Path]
+    counts: dict[str, int]
+    table_digests: dict[str, str]
+    content_digest: str
+    coco: Path
+    coco_results: Path | None
+    category_map: dict[str, int]
+    coco_skipped: dict[str, int]
+    counts_by_kind: dict[str, int]
+    counts_by_class: dict[str, int]
+
+
+def digest_table(path: Path, table: str) -> str:
+    """Return a table file's order-independent content digest, volatile columns left out."""
+    import pyarrow.parquet as pq
+
+    from labelhaul.tables import DEFAULT_ROW_GROUP_SIZE, _sum_rows
+
+    pf = pq.ParquetFile(str(path))
+    skip = set(VOLATILE_COLUMNS.get(table, ()))
+    columns = [name for name in pf.schema_arrow.names if name not in skip]
+    total = 0
+    for batch in pf.iter_batches(batch_size=DEFAULT_ROW_GROUP_SIZE, columns=columns):
+        total = (total + _sum_rows(batch.to_pylist())) % (2**256)
+    return f"{total:064x}"
+
+
+def assemble_version(
+    staging: Path,
+    parts: Iterable[str],
+    *,
+    parent_tables: dict[str, Path] | None = None,
+    replaced_data_row_ids: set[str] | None = None,
+    category_map: dict[str, int] | None = None,
+    info: dict[str, Any] | None = None,
+) -> AssembledVersion:
+    """Write the version's tables and COCO files from the staged parts (and the parent's).
+
+    Incremental runs pass the parent version's table files and the ids of the data rows the
+    export returned: the parent's rows of every other data row are carried over, the
+    returned rows replace theirs. Memory stays bounded by one part plus one row group.
+    """
+    from labelhaul.coco import write_coco, write_coco_results
+    from labelhaul.tables import (
+        TableSink,
+        apply_mask_results,
+        copy_rows_except,
+        dataset_digest,
+        iter_parquet_records,
+    )
+
+    out = staging / "version"
+    out.mkdir(parents=True, exist_ok=True)
+    sink = TableSink(out / "tables")
+    try:
+        if parent_tables:
+            replaced = replaced_data_row_ids or set()
+            for table, path in parent_tables.items():
+                copy_rows_except(path, table, replaced, sink)
+        for part in parts:
+            results = list(read_mask_results(staging, part).values())
+            by_table: dict[str, list[dict[str, Any]]] = {}
+            for table, record in iter_part_records(staging, part):
+                by_table.setdefault(table, []).append(record)
+            for table, records in by_table.items():
+                if table == "annotations":
+                    records = apply_mask_results(records, results)
+                sink.add(table, records)
+    finally:
+        paths = sink.close()
+    counts = sink.counts()
+    digests = {name: digest_table(path, name) for name, path in paths.items()}
+
+    kinds: dict[str, int] = {}
+    classes: dict[str, int] = {}
+    has_predictions = False
+    for rec in iter_parquet_records(paths["annotations"]):
+        kind = str(rec.get("annotation_kind") or "unknown")
+        kinds[kind] = kinds.get(kind, 0) + 1
+        name = str(rec.get("name") or "unknown")
+        classes[name] = classes.get(name, 0) + 1
+        has_predictions = has_predictions or rec.get("source") == "prediction"
+
+    cmap = dict(category_map or {})
+    results_path: Path | None = None
+    if has_predictions:
+        # Results first, so a class that is only predicted still gets a category id.
+        results_path = out / "coco-results.json"
+        res = write_coco_results(
+            results_path,
+            iter_parquet_records(paths["annotations"]),
+            cmap,
+            iou_type="segm" if kinds.get("ImageSegmentationMask") else "bbox",
+        )
+        cmap = res.category_map
+    coco_path = out / "coco-instances.json"
+    summary = write_coco(
+        coco_path,
+        iter_parquet_records(paths["data_rows"]),
+        iter_parquet_records(paths["annotations"]),
+        cmap,
+        info=info,
+    )
+    return AssembledVersion(
+        tables=dict(paths),
+        counts=counts,
+        table_digests=digests,
+        content_digest=dataset_digest(digests),
+        coco=coco_path,
+        coco_results=results_path,
+        category_map=summary.category_map,
+        coco_skipped=summary.skipped,
+        counts_by_kind=kinds,
+        counts_by_class=classes,
+    )
+
+
+# --------------------------------------------------------------------------- landing
+
+
+def gzip_file(src: Path, dest: Path) -> Path:
+    """Compress `src` into `dest` reproducibly (no timestamp in the gzip header)."""
+    with open(src, "rb") as fin, gzip.GzipFile(dest, "wb", compresslevel=6, mtime=0) as fout:
+        while chunk := fin.read(1 << 20):
+            fout.write(chunk)
+    return dest
+
+
+def fetch_parent_tables(store: Any, manifest: dict[str, Any], dest: Path) -> dict[str, Path]:
+    """Download the parent version's table files (streamed) for an incremental merge."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    for entry in manifest.get("files", []):
+        if entry.get("role") != "table":
+            continue
+        path = dest / f"{entry['name']}.parquet"
+        store.objects.download(store.key(entry["key"]), path)
+        out[str(entry["name"])] = path
+    return out
+
+
+def land_version(
+    store: Any,
+    parent: Any,
+    staging: Path,
+    assembled: AssembledVersion,
+    fields: dict[str, Any],
+) -> CommitResult:
+    """Upload a version's files (create-only, content-named), then commit it.
+
+    Args:
+        store: a `labelhaul.store.DatasetStore`.
+        parent: the `LatestPointer` read when the run started (None for the first version):
+            the commit's compare-and-swap is against it.
+        fields: manifest fields (source, export, counts, watermark, ...).
+
+    Returns:
+        The store's `CommitResult`.
+    """
+    writer = VersionWriter(store, parent)
+    for name, path in sorted(assembled.tables.items()):
+        writer.add_file("table", path, name, ".parquet", name=name, rows=assembled.counts[name])
+    writer.add_file("coco", assembled.coco, "instances", ".json", name="instances")
+    if assembled.coco_results is not None:
+        writer.add_file("coco", assembled.coco_results, "results", ".json", name="results")
+    raw = staging / "raw-export.ndjson.gz"
+    if raw.exists():
+        writer.add_file("raw", raw, "export", ".ndjson.gz", name="export")
+    raw_errors = staging / "raw-errors.ndjson.gz"
+    if raw_errors.exists():
+        writer.add_file("raw", raw_errors, "errors", ".ndjson.gz", name="export_errors")
+    errors = staging / "errors.ndjson"
+    if errors.exists() and errors.stat().st_size:
+        gz = gzip_file(errors, staging / "run-errors.ndjson.gz")
+        writer.add_file("errors", gz, "run-errors", ".ndjson.gz", name="run_errors")
+    return writer.commit(assembled.content_digest, fields)

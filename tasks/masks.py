@@ -1,0 +1,57 @@
+"""Prefect task of the mask stage: one task run per part (a batch of composites)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from config import Settings
+from labelhaul.http import HttpClient, RetryPolicy
+from labelhaul.masks import process_jobs
+from labelhaul.pipeline import MaskPartSummary, part_jobs, write_mask_results
+from labelhaul.storage import open_object_store
+from labelhaul.store import DatasetStore
+from tasks.export import _retry_unless_terminal
+
+
+@task(
+    name="split-masks",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=_retry_unless_terminal,
+    task_run_name="split-masks-{part}",
+)
+def process_mask_part(
+    settings: Settings, store_uri: str, dataset_id: str, staging: Path, part: str
+) -> MaskPartSummary:
+    """Download each composite of the part once, split it, land its instance masks as blobs.
+
+    Runs where the task runner puts it (a thread here, a Dask worker there): it opens its
+    own HTTP session and store, uploads its blobs itself, and writes only small result
+    records back to the staging directory, so no mask bytes travel back to the flow.
+    """
+    logger = get_run_logger()
+    jobs = part_jobs(staging, part)
+    store = DatasetStore(open_object_store(store_uri, settings, check=False), dataset_id)
+    policy = RetryPolicy(retries=settings.http_retries)
+    with HttpClient(
+        auth_origin_url=settings.labelbox_rest_endpoint,
+        api_key=settings.api_key_value(),
+        timeout_s=settings.http_timeout_s,
+        policy=policy,
+        pool_size=settings.mask_workers,
+    ) as http:
+        results, errors = process_jobs(
+            jobs,
+            http,
+            lambda sha, png: None if store.put_blob(sha, png) else None,
+            max_pixels=settings.max_mask_pixels,
+            workers=settings.mask_workers,
+        )
+    n_results, n_errors = write_mask_results(staging, part, results, errors)
+    if n_errors:
+        logger.warning("%s: %d mask problem(s), see the run's errors", part, n_errors)
+    logger.info("%s: %d composites -> %d instance masks", part, len(jobs), n_results)
+    return MaskPartSummary(part=part, composites=len(jobs), instances=n_results, errors=n_errors)

@@ -1,0 +1,107 @@
+"""Prefect tasks around the versioned store: read the parent, assemble, land, record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from config import Settings
+from labelhaul.pipeline import (
+    AssembledVersion,
+    assemble_version,
+    fetch_parent_tables,
+    land_version,
+    read_data_row_ids,
+)
+from labelhaul.storage import open_object_store
+from labelhaul.store import CommitResult, DatasetStore, LatestPointer
+from tasks.export import _retry_unless_terminal
+
+
+def open_store(settings: Settings, store_uri: str, dataset_id: str) -> DatasetStore:
+    """Open one dataset of the store (fails fast, naming the fix, when it is unreachable)."""
+    return DatasetStore(open_object_store(store_uri, settings), dataset_id)
+
+
+@task(
+    name="read-parent",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_unless_terminal,
+)
+def read_parent_task(
+    settings: Settings, store_uri: str, dataset_id: str
+) -> tuple[LatestPointer | None, dict[str, Any] | None]:
+    """Read `_latest.json` (with its etag, for the commit's compare-and-swap) and its manifest."""
+    store = open_store(settings, store_uri, dataset_id)
+    parent = store.latest()
+    manifest = store.read_manifest(parent.version_id) if parent else None
+    return parent, manifest
+
+
+@task(name="assemble-version", retries=1, retry_delay_seconds=[5])
+def assemble_task(
+    settings: Settings,
+    store_uri: str,
+    dataset_id: str,
+    staging: Path,
+    parts: list[str],
+    parent_manifest: dict[str, Any] | None,
+    incremental: bool,
+    info: dict[str, Any],
+) -> AssembledVersion:
+    """Write the version's tables (merged with the parent's when incremental) and COCO files."""
+    parent_tables = None
+    replaced = None
+    if incremental and parent_manifest is not None:
+        store = open_store(settings, store_uri, dataset_id)
+        parent_tables = fetch_parent_tables(store, parent_manifest, staging / "parent")
+        replaced = read_data_row_ids(staging)
+    category_map = dict((parent_manifest or {}).get("category_map") or {})
+    return assemble_version(
+        staging,
+        parts,
+        parent_tables=parent_tables,
+        replaced_data_row_ids=replaced,
+        category_map=category_map,
+        info=info,
+    )
+
+
+@task(
+    name="land-version",
+    retries=3,
+    retry_delay_seconds=[2, 5, 15],
+    retry_condition_fn=_retry_unless_terminal,
+)
+def land_version_task(
+    settings: Settings,
+    store_uri: str,
+    dataset_id: str,
+    parent: LatestPointer | None,
+    staging: Path,
+    assembled: AssembledVersion,
+    fields: dict[str, Any],
+) -> CommitResult:
+    """Upload the files create-only, then commit the manifest and move `_latest.json`."""
+    logger = get_run_logger()
+    store = open_store(settings, store_uri, dataset_id)
+    result = land_version(store, parent, staging, assembled, fields)
+    if result.created and result.version_id:
+        where = store.uri_for(store.manifest_key(result.version_id))
+        logger.info("Committed %s at %s", result.version_id, where)
+    else:
+        logger.info("No new version: %s", result.reason)
+    return result
+
+
+@task(name="write-run-record", retries=3, retry_delay_seconds=[1, 5, 15])
+def write_run_record_task(
+    settings: Settings, store_uri: str, dataset_id: str, run_id: str, record: dict[str, Any]
+) -> str:
+    """Write `runs/<run_id>.json` (the record of this run, whatever its outcome)."""
+    store = open_store(settings, store_uri, dataset_id)
+    return store.write_run_record(run_id, record)
