@@ -7,17 +7,18 @@ rebuilt from its row range when someone downloads it, so the bytes never all sit
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
 
 from labelhaul.emulator.sources import MODEL_RUN, RowSource, iter_label_lists, iter_mask_objects
 
@@ -279,14 +280,20 @@ def shape_row(
 
 def rebase_url(url: str, base_url: str) -> str:
     """Keep the path and query of `url` but put it on `base_url`'s scheme and host."""
-    parts = urlsplit(url)
-    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        parts = urlsplit(url)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    else:
+        # Plain slicing: this runs for every mask of every exported row.
+        slash = url.find("/", scheme_end + 3)
+        tail = url[slash:] if slash >= 0 else ""
     return base_url.rstrip("/") + tail
 
 
 def serialize_row(row: dict[str, Any]) -> bytes:
     """Serialize a row as one NDJSON line (compact, UTF-8, trailing newline)."""
-    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    return orjson.dumps(row) + b"\n"
 
 
 # --- tasks -------------------------------------------------------------------------------
@@ -432,11 +439,11 @@ class ExportTask:
         finally:
             self._planned.set()
 
-    def _result_lines(self, lo: int = 0, hi: int | None = None) -> Any:
+    def _result_lines(self, lo: int = 0, hi: int | None = None) -> Iterator[bytes]:
         src = self.source
         stop = len(self.selection) if hi is None else hi
-        for k in range(lo, stop):
-            row = src.row(self.selection[k])
+        indices = (self.selection[k] for k in range(lo, stop))
+        for row in src.iter_rows(indices):
             yield serialize_row(shape_row(row, self.params, src.kind, self.base_url))
 
     def wait_planned(self, timeout: float) -> bool:

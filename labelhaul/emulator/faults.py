@@ -83,6 +83,8 @@ class FaultPlan:
         fault = str(fault)
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, not {fault!r}")
+        if fault in TASK_FAULTS and request_class != "graphql":
+            raise ValueError(f"{fault} acts on export tasks: use request_class='graphql'")
         if (rate is None) == (next_n is None):
             raise ValueError("give exactly one of rate= or next_n=")
         if rate is not None and not 0.0 <= rate <= 1.0:

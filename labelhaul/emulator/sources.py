@@ -7,17 +7,17 @@ on demand so a 50,000-row project costs a few bytes per row until it is exported
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 
 from labelhaul.emulator import imaging
@@ -82,6 +82,11 @@ class RowSource(ABC):
     @abstractmethod
     def row(self, index: int) -> dict[str, Any]:
         """Return row `index` as a fresh dict with every optional field present."""
+
+    def iter_rows(self, indices: Iterable[int]) -> Iterator[dict[str, Any]]:
+        """Yield the rows at `indices`, in that order."""
+        for i in indices:
+            yield self.row(i)
 
     @abstractmethod
     def composite_png(self, composite_id: str) -> bytes | None:
@@ -156,7 +161,7 @@ class InMemorySource(RowSource):
         self.source_id = source_id
         self.name = name
         self.model_id = model_id
-        self._lines = [json.dumps(r) for r in rows]
+        self._lines = [orjson.dumps(r) for r in rows]
         self._composites: dict[str, CompositeInfo] = {}
         self._instances: dict[str, tuple[str, int]] = {}
         self._cache = _RenderCache(size=4)
@@ -181,7 +186,7 @@ class InMemorySource(RowSource):
         return len(self._lines)
 
     def row(self, index: int) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self._lines[index])
+        result: dict[str, Any] = orjson.loads(self._lines[index])
         return result
 
     def composite_png(self, composite_id: str) -> bytes | None:
@@ -229,7 +234,7 @@ class FileSource(RowSource):
                 start, pos = pos, pos + len(raw)
                 if not raw.strip():
                     continue
-                row = json.loads(raw)
+                row = orjson.loads(raw)
                 self._offsets.append(start)
                 if kind is None:
                     kind, source_id, name, model_id = _identify(row)
@@ -249,8 +254,16 @@ class FileSource(RowSource):
     def row(self, index: int) -> dict[str, Any]:
         with self._path.open("rb") as f:
             f.seek(self._offsets[index])
-            result: dict[str, Any] = json.loads(f.readline())
+            result: dict[str, Any] = orjson.loads(f.readline())
         return result
+
+    def iter_rows(self, indices: Iterable[int]) -> Iterator[dict[str, Any]]:
+        # One open file for a whole chunk rather than one per row.
+        with self._path.open("rb") as f:
+            for i in indices:
+                f.seek(self._offsets[i])
+                row: dict[str, Any] = orjson.loads(f.readline())
+                yield row
 
     def _png_path(self, composite_id: str) -> Path | None:
         if self._masks_dir is None or "/" in composite_id or composite_id.startswith("."):

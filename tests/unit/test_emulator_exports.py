@@ -229,6 +229,8 @@ def test_fault_plan_match_and_validation() -> None:
         plan.set("mask", "5xx")
     with pytest.raises(ValueError):
         plan.set("mask", "5xx", rate=2.0)
+    with pytest.raises(ValueError, match="request_class='graphql'"):
+        plan.set("chunk", "slow_task", next_n=1, seconds=3)
 
 
 def test_row_times_are_timezone_aware() -> None:
