@@ -347,3 +347,20 @@ def test_max_png_bytes_admits_any_png_within_the_pixel_limit() -> None:
     Image.fromarray(noise, mode="RGBA").save(buf, format="PNG", compress_level=0)
     assert len(buf.getvalue()) <= max_png_bytes(50 * 40)
     assert mc.read_png_header(buf.getvalue()).width == 40
+
+
+def test_a_failing_blob_store_stops_the_batch() -> None:
+    """A store that cannot be written is not a bad mask: the task must fail and retry."""
+    from labelhaul.errors import StoreUnavailableError
+
+    lab = labels()
+    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(5)]
+    files: dict[str, bytes] = {}
+    for j in jobs:
+        files.update(files_for(j, lab))
+
+    def broken(sha: str, png: bytes) -> None:
+        raise StoreUnavailableError("bucket unreachable: check LABELHAUL_STORE")
+
+    with pytest.raises(StoreUnavailableError):
+        process_jobs(jobs, DictFetcher(files), broken, max_pixels=10**6, workers=2)
