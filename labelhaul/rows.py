@@ -22,6 +22,7 @@ What happens to bad input (each case gives an `ErrorRecord` of stage "parse" wit
 - a feature id seen twice in one label (`duplicate_feature_id`) → the later object is DROPPED:
   mask results and COCO join by feature id, so a second row would be ambiguous; the raw
   NDJSON of the version still holds it.
+- a label without `id` (`missing_label_id`) → kept, its records carry a null `label_id`.
 - a segmentation mask without `feature_id` (`missing_feature_id`) → KEPT with `valid = False`
   and no mask job (results join back by feature id).
 - a mask colour that is not three integers 0..255 (`bad_mask_color`) → the instance falls back
@@ -344,6 +345,11 @@ class _RowParser:
 
     def _parse_label(self, label: dict[str, Any], ctx: _LabelContext) -> None:
         ctx.label_id = _str(label.get("id"))
+        if ctx.label_id is None:
+            self._error(
+                "missing_label_id",
+                f"a {ctx.source} of this data row has no id; its records carry a null label_id",
+            )
         details = _dict(label.get("label_details"))
         perf = _dict(label.get("performance_details"))
         reviews = details.get("reviews")

@@ -457,3 +457,12 @@ def test_emulator_synthetic_rows_parse_cleanly() -> None:
         assert all(r["valid"] for r in row.tables["annotations"])
         assert sum(len(j.instances) for j in row.mask_jobs) == 3
         assert all((j.width, j.height) == (40, 30) for j in row.mask_jobs)
+
+
+def test_label_without_id_is_reported_and_kept() -> None:
+    export = seed.sample_project_export()
+    del export["projects"][PROJECT_ID]["labels"][0]["id"]
+    row = _parse(export)
+    assert [e.kind for e in row.errors] == ["missing_label_id"]
+    assert len(row.tables["annotations"]) == BASE_OBJECTS
+    assert {r["label_id"] for r in row.tables["annotations"]} == {None}
