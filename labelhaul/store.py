@@ -270,6 +270,21 @@ class DatasetStore:
             self._blob_index = found
         return len(found)
 
+    def seed_blob_index(self, shas: Iterable[str]) -> None:
+        """Mark blobs as present without asking the store, and skip HEADs from now on.
+
+        Feed it every `mask_sha256` of the parent version: a committed version's blobs exist
+        (they are written before its manifest and never deleted). Blobs not in the index then
+        go straight to a create-only PUT (a 412 means present), so a nightly run whose masks
+        mostly did not change sends one request per new blob and none per old one.
+        """
+        found = {check_sha256(s) for s in shas}
+        with self._index_lock:
+            if self._blob_index is None:
+                self._blob_index = found
+            else:
+                self._blob_index.update(found)
+
     def has_blob(self, sha: str) -> bool:
         """Return True if the blob is present (from the index when loaded, else a HEAD)."""
         check_sha256(sha)
