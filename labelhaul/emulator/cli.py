@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             split_lines=args.split_lines,
             user_timezone=args.timezone,
             task_seconds=args.task_seconds,
+            log_size=1_000,  # nobody reads the log of a command-line emulator
         )
         extra: list[tuple[str, str]] = []
         if args.export:

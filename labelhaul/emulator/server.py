@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +54,7 @@ from labelhaul.emulator.synthetic import SyntheticSource, SyntheticSpec
 
 DEFAULT_API_KEY = "emulator-api-key"
 DEFAULT_CHUNK_BYTES = 256 * 1024
+MAX_TASKS = 1_000
 _RATE_LIMIT_MESSAGE = "You have exceeded the rate limit of requests per minute for your plan."
 
 _OP_NAME = re.compile(r"^\s*(?:query|mutation)\s+([A-Za-z_][A-Za-z0-9_]*)")
@@ -77,11 +78,14 @@ class RequestLogEntry:
 
 
 class RequestLog:
-    """The emulator's request log: thread-safe, readable and clearable by tests."""
+    """The emulator's request log: thread-safe, readable and clearable by tests.
 
-    def __init__(self) -> None:
+    It keeps the latest `maxlen` entries, so a long-running emulator stays bounded.
+    """
+
+    def __init__(self, maxlen: int = 50_000) -> None:
         self._lock = threading.Lock()
-        self._entries: list[RequestLogEntry] = []
+        self._entries: deque[RequestLogEntry] = deque(maxlen=maxlen)
 
     def append(self, entry: RequestLogEntry) -> None:
         """Record one request."""
@@ -123,6 +127,31 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     emulator: EmulatorServer
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        """Shut down keep-alive connections still held by clients."""
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
 
 class EmulatorServer:
     """A Labelbox emulator on a loopback port.
@@ -137,6 +166,7 @@ class EmulatorServer:
         task_seconds: how long a new export task reports IN_PROGRESS.
         fault_seed: seed of the RNG that decides rate-based faults.
         with_seed: serve the seed's sample project and model run.
+        log_size: how many requests `request_log` keeps (the latest).
     """
 
     def __init__(
@@ -150,6 +180,7 @@ class EmulatorServer:
         task_seconds: float = 0.0,
         fault_seed: int = 0,
         with_seed: bool = True,
+        log_size: int = 50_000,
     ) -> None:
         self.api_key = api_key
         self._host = host
@@ -165,7 +196,7 @@ class EmulatorServer:
         self.user_timezone = user_timezone
         self.task_seconds = task_seconds
         self.faults = FaultPlan(fault_seed)
-        self.request_log = RequestLog()
+        self.request_log = RequestLog(log_size)
         self.user_id = "cemulatoruser0000000000001"
         self.organization_id = "cemulatororg00000000000001"
         self._lock = threading.Lock()
@@ -202,6 +233,8 @@ class EmulatorServer:
             return
         httpd.shutdown()
         httpd.server_close()
+        # A stopped emulator must look stopped to clients with pooled connections too.
+        httpd.close_open_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -375,6 +408,9 @@ class EmulatorServer:
         )
         with self._lock:
             self._tasks[task.task_id] = task
+            # A long-running emulator forgets its oldest exports, as Labelbox expires them.
+            while len(self._tasks) > MAX_TASKS:
+                del self._tasks[next(iter(self._tasks))]
         # Small exports finish planning at once; waiting a moment makes a zero-second task
         # COMPLETE on the SDK's first poll instead of costing it a 2 s sleep.
         task.wait_planned(0.5)
