@@ -23,6 +23,7 @@ store is opened, with a message naming the fix.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 _CHUNK = 1024 * 1024
+_NO_HARDLINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 
 
 class PreconditionFailed(StoreError):  # noqa: N818 - the name S3 uses for HTTP 412
@@ -165,6 +167,15 @@ class LocalObjectStore:
                     os.link(tmp, path)
                 except FileExistsError as exc:
                     raise PreconditionFailed(f"{key} already exists") from exc
+                except OSError as exc:
+                    if exc.errno not in _NO_HARDLINKS:
+                        raise
+                    # No hard links here (some network/FUSE filesystems): every writer of
+                    # this key takes its lock, so check-then-rename is still exclusive.
+                    with self._lock(key):
+                        if path.exists():
+                            raise PreconditionFailed(f"{key} already exists") from None
+                        os.replace(tmp, path)
                 return etag
             with self._lock(key):
                 if if_match is not None:
@@ -208,8 +219,11 @@ class LocalObjectStore:
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root
+        # Walk only below the prefix's directory: listing versions must not visit every blob.
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._path(head) if head else base
         keys: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(base):
+        for dirpath, dirnames, filenames in os.walk(start):
             rel_dir = os.path.relpath(dirpath, base)
             if rel_dir == ".":
                 dirnames[:] = [d for d in dirnames if not d.startswith(".labelhaul-")]
@@ -375,7 +389,7 @@ class S3ObjectStore:
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            if _status(exc) == 404:
+            if _error_code(exc) == "NoSuchKey":
                 return None
             raise _translate(exc, self.uri_for(key)) from exc
         body = resp["Body"]
@@ -504,7 +518,7 @@ class S3ObjectStore:
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            if _status(exc) == 404:
+            if _error_code(exc) == "NoSuchKey":
                 raise FileNotFoundError(self.uri_for(key)) from exc
             raise _translate(exc, self.uri_for(key)) from exc
         return io.BufferedReader(_BodyReader(resp["Body"]), _CHUNK)
@@ -553,6 +567,13 @@ def _status(exc: BaseException) -> int | None:
     return {"NoSuchKey": 404, "PreconditionFailed": 412, "404": 404}.get(error_code)
 
 
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    return str(response.get("Error", {}).get("Code", "")) or None
+
+
 def _translate(exc: BaseException, where: str) -> Exception:
     """Map botocore errors to labelhaul's tree, keeping retryable ones retryable."""
     from botocore.exceptions import (
@@ -571,6 +592,10 @@ def _translate(exc: BaseException, where: str) -> Exception:
     status = _status(exc)
     if status in (401, 403):
         return StoreUnavailableError(f"Access denied to {where}: check the bucket policy/IAM role.")
+    if _error_code(exc) == "NoSuchBucket":
+        return StoreUnavailableError(
+            f"The bucket of {where} no longer exists: recreate it or fix LABELHAUL_STORE."
+        )
     if isinstance(exc, Exception):
         return StoreError(f"S3 request for {where} failed: {exc}")
     return StoreError(str(exc))

@@ -122,3 +122,31 @@ def test_corrupt_latest_pointer_names_the_fix(tmp_path: Path) -> None:
     objects.put("p/_latest.json", b"{not json")
     with pytest.raises(Exception, match="restore it"):
         DatasetStore(objects, "p").latest()
+
+
+def test_create_only_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "hard links not supported here")
+
+    monkeypatch.setattr(os, "link", no_link)
+    objects = LocalObjectStore(tmp_path / "s")
+    objects.put("a/b", b"1", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        objects.put("a/b", b"2", if_none_match=True)
+    assert objects.get("a/b") == b"1"
+
+
+def test_local_list_only_walks_below_the_prefix(tmp_path: Path) -> None:
+    objects = LocalObjectStore(tmp_path / "s")
+    for key in ["p/versions/v000001/manifest.json", "p/blobs/sha256/ab/x.png", "q/versions/x"]:
+        objects.put(key, b"x")
+    assert list(objects.list("p/versions/")) == ["p/versions/v000001/manifest.json"]
+    assert list(objects.list("p/")) == [
+        "p/blobs/sha256/ab/x.png",
+        "p/versions/v000001/manifest.json",
+    ]
+    assert list(objects.list("p/ver")) == ["p/versions/v000001/manifest.json"]
+    assert list(objects.list("nothing/here/")) == []
