@@ -531,7 +531,8 @@ class ExportStreamReader:
         client: a `labelbox.Client` (its `execute` sends the GraphQL).
         task_id: the export task, COMPLETE.
         stream: "RESULT" or "ERRORS"; an empty or absent stream yields nothing.
-        http: fetches chunk files (retries, backoff, Retry-After).
+        http: fetches chunk files (retries, backoff, Retry-After); None: one of our own,
+            closed by `close()`.
         start_offset: byte offset to resume from; must be a line start (an offset this
             reader yielded before), so resuming yields exactly the tail.
         graphql_policy: retries of the GraphQL calls.
@@ -545,8 +546,8 @@ class ExportStreamReader:
         client: Any,
         task_id: str,
         stream: StreamName = "RESULT",
+        http: HttpClient | None = None,
         *,
-        http: HttpClient,
         start_offset: int = 0,
         graphql_policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
         prefetch: bool = True,
@@ -559,7 +560,10 @@ class ExportStreamReader:
         self.client = client
         self.task_id = task_id
         self.stream = stream
-        self.http = http
+        # Chunk files are signed URLs: the SDK fetches them without the API key, and so
+        # does a client made here.
+        self._owns_http = http is None
+        self.http = http if http is not None else HttpClient()
         self.start_offset = start_offset
         self.graphql_policy = graphql_policy
         self.prefetch = prefetch
@@ -578,6 +582,17 @@ class ExportStreamReader:
             sleep=self._sleep,
             not_found=f"Export task {self.task_id} not found for this API key's user.",
         )
+
+    def close(self) -> None:
+        """Release the HTTP client if this reader made it."""
+        if self._owns_http:
+            self.http.close()
+
+    def __enter__(self) -> ExportStreamReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def header(self) -> StreamHeader | None:
         """Return the stream's size, or None when the task has no such stream."""

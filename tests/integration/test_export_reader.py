@@ -64,6 +64,8 @@ def test_reader_matches_sdk_on_the_seed_project(emulator: Any, lb_client: Any, h
     ours = _our_rows(lb_client, task_id, http)
     assert ours == _sdk_rows(lb_client, task_id)
     assert len(ours) == 1 and ours[0]["data_row"]["id"]
+    with ExportStreamReader(lb_client, task_id, "RESULT") as own_http:
+        assert list(own_http.iter_rows()) == ours
 
 
 def test_reader_matches_sdk_on_the_seed_model_run(emulator: Any, lb_client: Any, http: Any) -> None:
