@@ -1,13 +1,17 @@
 """`labelhaul emulator`: run the Labelbox emulator until SIGINT/SIGTERM.
 
-The first three lines on stdout are shell `export` lines, so
-`eval "$(labelhaul emulator ... | head -n 3)"` points the SDK (and labelhaul) at it; the
-project ids follow as `#` comments, so the whole output is also safe to `eval`.
+The first three lines on stdout are shell `export` lines for LABELBOX_API_KEY,
+LABELBOX_ENDPOINT and LABELBOX_REST_ENDPOINT; the project ids follow as `#` comments, so
+the whole output can be sourced:
+
+    labelhaul emulator --synthetic 100 > emulator.env &
+    sleep 1; . ./emulator.env      # the SDK and labelhaul now talk to the emulator
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -99,17 +103,26 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-        out = sys.stdout
-        out.write(f"export LABELBOX_API_KEY={shlex.quote(server.api_key)}\n")
-        out.write(f"export LABELBOX_ENDPOINT={shlex.quote(server.graphql_url)}\n")
-        out.write(f"export LABELBOX_REST_ENDPOINT={shlex.quote(server.rest_url)}\n")
-        out.flush()
-        for pid, what in extra:
-            out.write(f"# project {pid} ({what})\n")
-        out.write(f"# project {server.seed_project_id} (seed sample project)\n")
-        out.write(f"# model_run {server.seed_model_run_id} (seed sample model run)\n")
-        out.write("# serving until SIGINT/SIGTERM\n")
-        out.flush()
+        lines = [
+            f"export LABELBOX_API_KEY={shlex.quote(server.api_key)}",
+            f"export LABELBOX_ENDPOINT={shlex.quote(server.graphql_url)}",
+            f"export LABELBOX_REST_ENDPOINT={shlex.quote(server.rest_url)}",
+            *(f"# project {pid} ({what})" for pid, what in extra),
+            f"# project {server.seed_project_id} (seed sample project)",
+            f"# model_run {server.seed_model_run_id} (seed sample model run)",
+            "# serving until SIGINT/SIGTERM",
+        ]
+        try:
+            sys.stdout.write("\n".join(lines[:3]) + "\n")
+            sys.stdout.flush()
+            sys.stdout.write("\n".join(lines[3:]) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Whoever read the export lines has gone (e.g. `| head -n 3`): keep serving,
+            # and point stdout at /dev/null so the flush at exit does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
         while not stop.wait(0.5):
             pass
     finally:

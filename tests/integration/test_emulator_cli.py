@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,38 @@ def test_cli_refuses_masks_without_export() -> None:
     proc = _start("--masks", "/tmp")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2 and "--masks needs --export" in err
+
+
+def test_cli_keeps_serving_when_stdout_is_gone() -> None:
+    # stdout is a pipe nobody reads (like `| head -n 3` after it exits): writes fail.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labelhaul.emulator", "--port", str(port)],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(write_end)
+    body = {"query": "query CurrentUserPyApi { user { timezone } }"}
+    headers = {"Authorization": "Bearer emulator-api-key"}
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = requests.post(
+                    f"http://127.0.0.1:{port}/graphql", json=body, headers=headers, timeout=5
+                )
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, "the emulator exited"
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
