@@ -330,9 +330,21 @@ class S3ObjectStore:
             config=config,
         )
         if check:
-            self._check()
+            # A short-fused client for the probe: a blackholed endpoint should fail in
+            # seconds, not after the full timeout times every retry.
+            probe = session.client(
+                "s3",
+                endpoint_url=options.endpoint_url,
+                region_name=options.region_name,
+                config=Config(
+                    connect_timeout=min(5.0, options.timeout_s),
+                    read_timeout=min(10.0, options.timeout_s),
+                    retries={"max_attempts": 2, "mode": "standard"},
+                ),
+            )
+            self._check(probe)
 
-    def _check(self) -> None:
+    def _check(self, probe: Any) -> None:
         from botocore.exceptions import (
             ClientError,
             EndpointConnectionError,
@@ -342,7 +354,7 @@ class S3ObjectStore:
 
         endpoint = self.client.meta.endpoint_url
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            probe.head_bucket(Bucket=self.bucket)
         except (NoCredentialsError, PartialCredentialsError) as exc:
             raise ConfigError(
                 "No AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
