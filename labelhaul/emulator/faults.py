@@ -14,7 +14,9 @@ matching requests. Faults:
 - `failed_task` (`message`): an export task created now ends FAILED with that message.
 
 `match` (any rule) limits it to requests whose path or GraphQL operation name contains
-that text, e.g. `match="GetExportFileFromOffsetPyApi"`.
+that text, e.g. `match="GetExportFileFromOffsetPyApi"`; task faults match the export
+mutation's name (`exportDataRowsInProjectPyApi` or `exportDataRowsInModelRunPyApi`).
+A task may be both slow and failed: it fails once its IN_PROGRESS time is over.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from labelhaul.emulator.exports import (
     now_iso,
     parse_search_query,
 )
-from labelhaul.emulator.faults import RESPONSE_FAULTS, TASK_FAULTS, FaultPlan, Firing
+from labelhaul.emulator.faults import RESPONSE_FAULTS, FaultPlan, Firing
 from labelhaul.emulator.sources import (
     MODEL_RUN,
     PROJECT,
@@ -125,6 +125,8 @@ class _GraphQLError(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The default backlog of 5 refuses connections when many workers connect at once.
+    request_queue_size = 128
     emulator: EmulatorServer
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
@@ -386,15 +388,15 @@ class EmulatorServer:
     # --- export tasks ----------------------------------------------------------------
 
     def _new_task(
-        self, src: RowSource, flt: Any, params: ExportParams, name: str | None
+        self, op: str, src: RowSource, flt: Any, params: ExportParams, name: str | None
     ) -> ExportTask:
         seconds = self.task_seconds
         fail: str | None = None
-        for firing in self.faults.draw("graphql", "export", TASK_FAULTS):
-            if firing.fault == "slow_task":
-                seconds = float(firing.params.get("seconds", 5.0))
-            elif firing.fault == "failed_task":
-                fail = str(firing.params.get("message", "Export failed: internal error"))
+        # Drawn separately, so a task can be both slow and then fail.
+        for firing in self.faults.draw("graphql", op, ("slow_task",)):
+            seconds = float(firing.params.get("seconds", 5.0))
+        for firing in self.faults.draw("graphql", op, ("failed_task",)):
+            fail = str(firing.params.get("message", "Export failed: internal error"))
         task = ExportTask(
             src,
             flt,
@@ -545,7 +547,11 @@ class EmulatorServer:
         except ExportInputError as exc:
             raise _GraphQLError(str(exc), "MALFORMED_REQUEST", errors=str(exc)) from exc
         task = self._new_task(
-            src, flt, ExportParams.from_graphql(inp.get("params")), inp.get("taskName")
+            "exportDataRowsInProjectPyApi",
+            src,
+            flt,
+            ExportParams.from_graphql(inp.get("params")),
+            inp.get("taskName"),
         )
         return {"exportDataRowsInProject": {"taskId": task.task_id, "isStreamable": True}}
 
@@ -556,7 +562,11 @@ class EmulatorServer:
         if src is None or src.kind != MODEL_RUN:
             raise _GraphQLError(f"Model run {run_id} not found", "RESOURCE_NOT_FOUND")
         task = self._new_task(
-            src, None, ExportParams.from_graphql(inp.get("params")), inp.get("taskName")
+            "exportDataRowsInModelRunPyApi",
+            src,
+            None,
+            ExportParams.from_graphql(inp.get("params")),
+            inp.get("taskName"),
         )
         return {"exportDataRowsInModelRun": {"taskId": task.task_id, "isStreamable": True}}
 
@@ -808,6 +818,14 @@ class _Handler(BaseHTTPRequestHandler):
                 err["errors"] = exc.extra["errors"]
             result = {"data": exc.extra.get("data"), "errors": [err]}
             status = exc.status
+        except Exception as exc:
+            # An emulator bug: say so in a GraphQL error the SDK raises at once. An HTTP 500
+            # would be retried by the SDK for two minutes.
+            err = {
+                "message": f"Labelbox emulator error in {op}: {exc!r}",
+                "extensions": {"code": "INTERNAL_SERVER_ERROR", "exception": {"status": 500}},
+            }
+            result = {"data": None, "errors": [err]}
         body_out = json.dumps(result).encode()
         self._send(entry, status, body_out, "application/json", truncate=truncate)
 

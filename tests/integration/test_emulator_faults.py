@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -213,3 +214,60 @@ def test_request_log_records_method_path_host_headers(
     assert entry.host == emulator.base_url.removeprefix("http://")
     assert entry.headers["Host"] == entry.host
     assert entry.request_class == "chunk" and entry.status == 200
+
+
+def _status_after(client: Any, task_id: str, wait_s: float) -> str:
+    time.sleep(wait_s)
+    status: str = lb.ExportTask.get_task(client, task_id).status
+    return status
+
+
+def test_slow_then_failed_task(emulator: EmulatorServer, lb_client: Any) -> None:
+    emulator.faults.set("graphql", "slow_task", next_n=1, seconds=0.5)
+    emulator.faults.set("graphql", "failed_task", next_n=1, message="quota")
+    task = lb_client.get_project(emulator.seed_project_id).export()
+    assert task.status == "IN_PROGRESS"
+    assert _status_after(lb_client, task.uid, 0.6) == "FAILED"
+
+
+def test_task_faults_can_target_model_run_exports(emulator: EmulatorServer, lb_client: Any) -> None:
+    emulator.faults.set(
+        "graphql", "failed_task", rate=1.0, match="exportDataRowsInModelRunPyApi", message="no"
+    )
+    project_task = lb_client.get_project(emulator.seed_project_id).export()
+    run_task = lb_client.get_model_run(emulator.seed_model_run_id).export()
+    assert project_task.status == "COMPLETE"
+    assert run_task.status == "FAILED"
+
+
+def test_a_broken_source_fails_the_task(
+    emulator: EmulatorServer, lb_client: Any, tmp_path: Any
+) -> None:
+    from labelhaul.emulator.synthetic import SyntheticSpec, build_row
+
+    spec = SyntheticSpec.make(n_rows=2, instances=1, seed=0, width=16, height=12, number=31337)
+    export = tmp_path / "export.ndjson"
+    export.write_text("".join(json.dumps(build_row(spec, i)) + "\n" for i in range(2)))
+    pid = emulator.load_project(export, None)
+    export.write_text("this is not json\n" * 400)  # changed under the emulator's feet
+    task = lb_client.get_project(pid).export()
+    task.wait_till_done()
+    assert task.status == "FAILED"
+    assert "export failed while preparing rows" in task._task.errors_url
+
+
+def test_an_emulator_bug_is_a_graphql_error_not_a_retried_500(emulator: EmulatorServer) -> None:
+    body = {
+        "query": "query GetProjectPyApi($param_0: ID!){project(where: {id: $param_0}){id}}",
+        "variables": ["not", "an", "object"],
+    }
+    r = requests.post(
+        emulator.graphql_url,
+        json=body,
+        headers={"Authorization": f"Bearer {emulator.api_key}"},
+        timeout=10,
+    )
+    assert r.status_code == 200
+    (err,) = r.json()["errors"]
+    assert err["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert "GetProjectPyApi" in err["message"]
