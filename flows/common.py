@@ -135,6 +135,7 @@ def run_sync(
 
     try:
         with dataset_lock(dataset_id):
+            record["lock_acquired_at"] = datetime.now(UTC).isoformat()
             parent, parent_manifest = read_parent_task(settings, store, dataset_id)
             lap("read_parent")
             watermark = (parent_manifest or {}).get("watermark") or {}
@@ -236,6 +237,7 @@ def run_sync(
                 settings, store, dataset_id, parent, staging, assembled, fields
             )
             lap("land")
+            record["lock_released_at"] = datetime.now(UTC).isoformat()
         record.update(
             status="completed",
             version_id=result.version_id,

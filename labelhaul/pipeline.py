@@ -148,6 +148,7 @@ def stage_export(
         on_row: called with the running row count (progress reporting).
     """
     from labelhaul.rows import parse_export_line
+    from labelhaul.tables import compute_watermark
 
     staging.mkdir(parents=True, exist_ok=True)
     parts_dir = staging / "parts"
@@ -181,9 +182,11 @@ def stage_export(
             for err in parsed.errors:
                 summary.errors += 1
                 errors_file.write(_dumps(err.to_dict()) + b"\n")
-            lat = parsed.last_activity_at
-            if lat and (summary.max_last_activity_at is None or lat > summary.max_last_activity_at):
-                summary.max_last_activity_at = lat
+            if parsed.last_activity_at:
+                # Instants, not strings: offsets and precision vary between rows.
+                summary.max_last_activity_at = compute_watermark(
+                    [parsed.last_activity_at], summary.max_last_activity_at
+                ).value
             if on_row is not None:
                 on_row(summary.rows)
             if part.composites >= part_composites or part.rows >= part_rows:
@@ -294,7 +297,7 @@ class AssembledVersion:
     table_digests: dict[str, str]
     content_digest: str
     coco: Path
-    coco_results: Path | None
+    coco_results: dict[str, Path]  # iou type -> detection results file (model runs)
     category_map: dict[str, int]
     coco_skipped: dict[str, int]
     counts_by_kind: dict[str, int]
@@ -303,17 +306,9 @@ class AssembledVersion:
 
 def digest_table(path: Path, table: str) -> str:
     """Return a table file's order-independent content digest, volatile columns left out."""
-    import pyarrow.parquet as pq
+    from labelhaul.tables import digest_parquet
 
-    from labelhaul.tables import DEFAULT_ROW_GROUP_SIZE, _sum_rows
-
-    pf = pq.ParquetFile(str(path))
-    skip = set(VOLATILE_COLUMNS.get(table, ()))
-    columns = [name for name in pf.schema_arrow.names if name not in skip]
-    total = 0
-    for batch in pf.iter_batches(batch_size=DEFAULT_ROW_GROUP_SIZE, columns=columns):
-        total = (total + _sum_rows(batch.to_pylist())) % (2**256)
-    return f"{total:064x}"
+    return digest_parquet(path, exclude=VOLATILE_COLUMNS.get(table, ()))
 
 
 def assemble_version(
@@ -373,17 +368,18 @@ def assemble_version(
         has_predictions = has_predictions or rec.get("source") == "prediction"
 
     cmap = dict(category_map or {})
-    results_path: Path | None = None
+    coco_results: dict[str, Path] = {}
     if has_predictions:
-        # Results first, so a class that is only predicted still gets a category id.
-        results_path = out / "coco-results.json"
-        res = write_coco_results(
-            results_path,
-            iter_parquet_records(paths["annotations"]),
-            cmap,
-            iou_type="segm" if kinds.get("ImageSegmentationMask") else "bbox",
-        )
-        cmap = res.category_map
+        # Results first, so a class that is only predicted still gets a category id. One
+        # file per iou type: pycocotools reads the type from a results file's first entry.
+        iou_types = ["bbox", "segm"] if kinds.get("ImageSegmentationMask") else ["bbox"]
+        for iou_type in iou_types:
+            path = out / f"coco-results-{iou_type}.json"
+            res = write_coco_results(
+                path, iter_parquet_records(paths["annotations"]), cmap, iou_type=iou_type
+            )
+            cmap = res.category_map
+            coco_results[iou_type] = path
     coco_path = out / "coco-instances.json"
     summary = write_coco(
         coco_path,
@@ -398,7 +394,7 @@ def assemble_version(
         table_digests=digests,
         content_digest=dataset_digest(digests),
         coco=coco_path,
-        coco_results=results_path,
+        coco_results=coco_results,
         category_map=summary.category_map,
         coco_skipped=summary.skipped,
         counts_by_kind=kinds,
@@ -452,8 +448,8 @@ def land_version(
     for name, path in sorted(assembled.tables.items()):
         writer.add_file("table", path, name, ".parquet", name=name, rows=assembled.counts[name])
     writer.add_file("coco", assembled.coco, "instances", ".json", name="instances")
-    if assembled.coco_results is not None:
-        writer.add_file("coco", assembled.coco_results, "results", ".json", name="results")
+    for iou_type, path in sorted(assembled.coco_results.items()):
+        writer.add_file("coco", path, f"results-{iou_type}", ".json", name=f"results_{iou_type}")
     raw = staging / "raw-export.ndjson.gz"
     if raw.exists():
         writer.add_file("raw", raw, "export", ".ndjson.gz", name="export")
