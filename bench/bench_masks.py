@@ -95,14 +95,26 @@ def floor_fn(png: bytes, crops: list[np.ndarray]) -> int:
     return sum(len(mc.encode_png_1bit(c)) for c in crops)
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up: imports, caches, scratch buffers
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+def interleaved_ms(
+    fns: dict[str, Callable[[], object]], repeat: int, caps: dict[str, int] | None = None
+) -> dict[str, float]:
+    """Time each function once per round, round after round; return medians in ms.
+
+    Interleaving exposes every variant to the same background load (the machine is
+    shared), so the ratios stay meaningful even when absolute times wobble.
+    """
+    caps = caps or {}
+    for fn in fns.values():
+        fn()  # warm-up: imports, caches, scratch buffers
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeat):
+        for name, fn in fns.items():
+            if r >= caps.get(name, repeat):
+                continue
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) * 1000 for name, ts in times.items()}
 
 
 def _ours_job(args: tuple[bytes, list[Color]]) -> int:
@@ -124,10 +136,17 @@ def _bench_row(png: bytes, colors: list[Color], repeat: int) -> None:
     hdr = mc.check_png(png, width=WIDTH, height=HEIGHT, max_pixels=MAX_PIXELS)
     keys = mc.color_keys(mc.decode_png(png, hdr))
     crops = [m.crop for m in mc.split_by_color(keys, colors).values()]
-    t_decode = median_ms(lambda: imagecodecs.png_decode(png), repeat)
-    t_naive = median_ms(lambda: naive(png, colors), max(3, repeat // 2))
-    t_ours = median_ms(lambda: ours(png, colors), repeat)
-    t_floor = median_ms(lambda: floor_fn(png, crops), repeat)
+    t = interleaved_ms(
+        {
+            "decode": lambda: imagecodecs.png_decode(png),
+            "naive": lambda: naive(png, colors),
+            "ours": lambda: ours(png, colors),
+            "floor": lambda: floor_fn(png, crops),
+        },
+        repeat,
+        caps={"naive": max(3, repeat // 2)},
+    )
+    t_decode, t_naive, t_ours, t_floor = t["decode"], t["naive"], t["ours"], t["floor"]
     print(
         f"{len(colors):>9} {t_decode:>7.1f} {t_naive:>8.1f} {t_ours:>7.2f} {t_floor:>7.2f} "
         f"{t_naive / t_ours:>10.1f}x {t_ours / t_floor:>10.2f}x"
@@ -139,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--jobs", type=int, default=16, help="composites for the throughput run")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the throughput run")
     ap.add_argument(
         "--writer",
         default="pillow",
@@ -160,21 +180,22 @@ def main(argv: list[str] | None = None) -> None:
             _bench_row(png, colors, args.repeat)
     work = [make_composite(8, seed=100 + i, writer=args.writer) for i in range(min(args.jobs, 8))]
     work = (work * ((args.jobs + len(work) - 1) // len(work)))[: args.jobs]
-    throughput(None, work[:2])  # warm-up
-    one = statistics.median(throughput(None, work) for _ in range(3))
-    with ThreadPoolExecutor(2) as pool:
+    rates: dict[str, list[float]] = {"1 thread": [], "2 threads": [], "2 processes": []}
+    with ThreadPoolExecutor(2) as pool, ProcessPoolExecutor(2) as procs:
+        throughput(None, work[:2])  # warm-ups
         throughput(pool, work[:2])
-        two_t = statistics.median(throughput(pool, work) for _ in range(3))
-    with ProcessPoolExecutor(2) as procs:
         throughput(procs, work[:4])
-        two_p = statistics.median(throughput(procs, work) for _ in range(3))
+        for _ in range(args.rounds):  # interleaved, as above
+            rates["1 thread"].append(throughput(None, work))
+            rates["2 threads"].append(throughput(pool, work))
+            rates["2 processes"].append(throughput(procs, work))
+    med = {k: statistics.median(v) for k, v in rates.items()}
     print(
-        f"\nthroughput on {args.jobs} composites of 8 instances (composites/s), "
-        f"cpus={os.cpu_count()}"
+        f"\nthroughput on {args.jobs} composites of 8 instances written by {args.writer!r}, "
+        f"median of {args.rounds} rounds (composites/s), cpus={os.cpu_count()}"
     )
-    print(f"  1 thread     {one:8.1f}")
-    print(f"  2 threads    {two_t:8.1f}  {two_t / one:.2f}x")
-    print(f"  2 processes  {two_p:8.1f}  {two_p / one:.2f}x")
+    for name, rate in med.items():
+        print(f"  {name:<12} {rate:8.1f}  {rate / med['1 thread']:.2f}x")
 
 
 if __name__ == "__main__":
