@@ -180,14 +180,15 @@ def process_job(
     job: MaskJob, http: BytesFetcher, put_blob: PutBlob, *, max_pixels: int
 ) -> tuple[list[MaskResult], list[ErrorRecord]]:
     """Split one composite (or fall back to instance masks) and land its blobs."""
-    results: dict[str, MaskResult] = {}
+    # By position in the job: feature ids come from the export and are not trusted unique.
+    results: dict[int, MaskResult] = {}
     errors: list[ErrorRecord] = []
-    # (instance, why the composite could not give it)
-    fallback: list[tuple[MaskInstance, str]] = []
+    # (position, instance, why the composite could not give it)
+    fallback: list[tuple[int, MaskInstance, str]] = []
 
     counts = Counter(inst.color for inst in job.instances)
-    wanted: list[MaskInstance] = []
-    for inst in job.instances:
+    wanted: list[tuple[int, MaskInstance]] = []
+    for pos, inst in enumerate(job.instances):
         if counts[inst.color] > 1:
             reason = f"colour {list(inst.color)} is shared by {counts[inst.color]} instances"
             errors.append(
@@ -200,13 +201,13 @@ def process_job(
                     color=list(inst.color),
                 )
             )
-            fallback.append((inst, reason))
+            fallback.append((pos, inst, reason))
         else:
-            wanted.append(inst)
+            wanted.append((pos, inst))
 
     if wanted:
-        found, reason = _split_composite(job, wanted, http, max_pixels, errors)
-        for inst in wanted:
+        found, reason = _split_composite(job, [i for _, i in wanted], http, max_pixels, errors)
+        for pos, inst in wanted:
             got = found.get(inst.color) if found is not None else None
             if got is None:
                 if found is not None:
@@ -221,21 +222,18 @@ def process_job(
                             color=list(inst.color),
                         )
                     )
-                fallback.append((inst, reason))
+                fallback.append((pos, inst, reason))
                 continue
             inst_mask, height, width = got
-            results[inst.feature_id] = _land(
-                job, inst, inst_mask, height, width, "composite", put_blob
-            )
+            results[pos] = _land(job, inst, inst_mask, height, width, "composite", put_blob)
 
-    for inst, reason in fallback:
+    for pos, inst, reason in fallback:
         outcome = _from_instance_url(job, inst, reason, http, put_blob, max_pixels)
         if isinstance(outcome, ErrorRecord):
             errors.append(outcome)
         else:
-            results[inst.feature_id] = outcome
-    ordered = [results[i.feature_id] for i in job.instances if i.feature_id in results]
-    return ordered, errors
+            results[pos] = outcome
+    return [results[pos] for pos in sorted(results)], errors
 
 
 def _split_composite(
