@@ -464,10 +464,10 @@ class ExportTask:
         """Return the failure message of a FAILED task."""
         return self.fail_message if self.fail_message is not None else self.plan_error
 
-    def chunk_at(self, stream: str, offset: int) -> Chunk | None:
-        """Return the chunk holding byte `offset` of `stream`, or None past the end."""
+    def chunk_at(self, stream: str, offset: int) -> tuple[int, Chunk] | None:
+        """Return (index, chunk) holding byte `offset` of `stream`, or None past the end."""
         plan = self.plans.get(stream)
-        if plan is None:
+        if plan is None or offset < 0:
             return None
         lo, hi = 0, len(plan.chunks)
         while lo < hi:
@@ -478,7 +478,7 @@ class ExportTask:
             elif offset > c.end:
                 lo = mid + 1
             else:
-                return c
+                return mid, c
         return None
 
     def chunk_bytes_of(self, stream: str, index: int) -> bytes:

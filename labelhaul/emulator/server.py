@@ -629,14 +629,14 @@ class EmulatorServer:
             raise _GraphQLError(
                 "offset must be an integer", "MALFORMED_REQUEST", errors="offset"
             ) from exc
-        chunk = task.chunk_at(stream, offset)
-        if chunk is None or offset < 0:
+        found = task.chunk_at(stream, offset)
+        if found is None:
             raise _GraphQLError(
                 f"offset {offset} is out of range for the {stream} stream",
                 "MALFORMED_REQUEST",
                 errors="offset out of range",
             )
-        index = task.plans[stream].chunks.index(chunk)
+        index, chunk = found
         url = f"{self.base_url}/export-files/{task.task_id}/{stream}/{index}"
         line_start = chunk.line_start
         if offset > chunk.start:
