@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from labelhaul.cli import main
 
+FAKE_API = "http://127.0.0.1:9/api"  # never contacted: each command fails before
+
+
+def _api_url(value: str | None) -> Any:
+    """Set PREFECT_API_URL for this test whatever settings context is active."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(updates={PREFECT_API_URL: value})
+
 
 def test_webhook_without_secret_names_the_setting(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    assert main(["webhook", "--port", "0"]) == 1
+    with _api_url(FAKE_API):
+        assert main(["webhook", "--port", "0"]) == 1
     assert "LABELHAUL_WEBHOOK_SECRET" in capsys.readouterr().err
 
 
 def test_webhook_without_prefect_api_names_the_setting(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     monkeypatch.setenv("LABELHAUL_WEBHOOK_SECRET", "do-not-print-me")
-    with temporary_settings(updates={PREFECT_API_URL: None}):
+    with _api_url(None):
         assert main(["webhook", "--port", "0"]) == 1
     err = capsys.readouterr().err
     assert "PREFECT_API_URL" in err
@@ -36,8 +44,8 @@ def test_webhook_needs_a_project_with_webhooks_on(
     projects = tmp_path / "projects.toml"
     projects.write_text('[[projects]]\nid = "p1"\nwebhook = false\n', encoding="utf-8")
     monkeypatch.setenv("LABELHAUL_WEBHOOK_SECRET", "s")
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    assert main(["webhook", "--projects", str(projects)]) == 1
+    with _api_url(FAKE_API):
+        assert main(["webhook", "--projects", str(projects)]) == 1
     assert "webhook = true" in capsys.readouterr().err
 
 
