@@ -469,12 +469,14 @@ class VersionWriter:
         parent_id = parent.version_id if parent else None
         etag = parent.etag if parent else None
         number = parse_version(parent_id) + 1 if parent_id else 1
-        rebased_from: str | None = None
+        original_parent = parent_id
+        rebased = False
         for _ in range(MAX_COMMIT_ATTEMPTS):
             version_id = format_version(number)
             manifest = self._manifest(version_id, parent_id, content_digest, fields)
-            if rebased_from is not None:
-                manifest["rebased_from"] = rebased_from
+            if rebased:
+                # The pipeline computed `changes` against this one, not the new parent.
+                manifest["rebased_from"] = original_parent
             body = encode_manifest(manifest)
             mkey = store.key(store.manifest_key(version_id))
             readme = store.key(f"versions/{version_id}/README.md")
@@ -501,7 +503,7 @@ class VersionWriter:
                 return CommitResult(
                     version_id=version_id,
                     created=True,
-                    reason="committed" if rebased_from is None else f"committed after {parent_id}",
+                    reason=f"committed after {parent_id} (rebased)" if rebased else "committed",
                     current_version_id=version_id,
                     parent_version_id=parent_id,
                     latest_moved=moved,
@@ -526,8 +528,7 @@ class VersionWriter:
                     manifest=other,
                 )
             # Another run took this number: rebase onto it and take the next one.
-            if rebased_from is None:
-                rebased_from = parent_id
+            rebased = True
             parent_id = version_id
             number += 1
         raise ConflictError(

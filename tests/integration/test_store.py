@@ -412,6 +412,48 @@ def test_concurrent_commits_threads(object_store: ObjectStore, tmp_path: Path) -
     assert parents == {None, "v000001", "v000002", "v000003"}
 
 
+class HookBeforeLatest:
+    """Wrap an ObjectStore; run a callback once, just before the first `_latest.json` write."""
+
+    def __init__(self, inner: ObjectStore, hook: Callable[[], None]) -> None:
+        self.inner = inner
+        self.hook: Callable[[], None] | None = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put(self, key: str, data: bytes, **kw: Any) -> str:
+        if key.endswith("_latest.json") and self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return self.inner.put(key, data, **kw)
+
+
+def test_latest_never_moves_backwards(object_store: ObjectStore, tmp_path: Path) -> None:
+    """A takes v1 but B rebases onto it and publishes v2 before A moves the pointer."""
+    a_in, b_in = write_inputs(tmp_path / "a", "a"), write_inputs(tmp_path / "b", "b")
+    b_result: list[Any] = []
+    b_writer = DatasetStore(object_store, "proj").begin()  # same (empty) parent as A
+    b_writer.add_file("table", b_in["table"], "annotations", ".parquet")
+
+    def b_commits() -> None:
+        b_result.append(b_writer.commit(digest_entries(b_writer.files), {}))
+
+    wrapped = HookBeforeLatest(object_store, b_commits)
+    a_writer = DatasetStore(wrapped, "proj").begin()  # type: ignore[arg-type]
+    a_writer.add_file("table", a_in["table"], "annotations", ".parquet")
+    a = a_writer.commit(digest_entries(a_writer.files), {})
+    (b,) = b_result
+    assert a.version_id == "v000001" and a.created and not a.latest_moved
+    assert b.version_id == "v000002" and b.parent_version_id == "v000001" and b.latest_moved
+    store = DatasetStore(object_store, "proj")
+    latest = store.latest()
+    assert latest is not None and latest.version_id == "v000002"
+    manifest = store.read_manifest("v000002")
+    assert "rebased_from" in manifest and manifest["rebased_from"] is None
+    assert_consistent(store)
+
+
 def test_concurrent_same_content_makes_one_version(
     object_store: ObjectStore, tmp_path: Path
 ) -> None:
