@@ -28,6 +28,8 @@ SYNC_MODES = ("incremental", "full")
 
 # Parameters a deployment sets from the entry's own keys; `params` must not repeat them.
 _RESERVED_PARAMS = frozenset({"project_id", "model_run_id", "store", "mode"})
+# `[defaults]` keys that model-run entries do not inherit.
+_PROJECT_ONLY = frozenset({"full_refresh_schedule", "webhook", "mode"})
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Prefect refuses Proactive triggers with `within` under 10 s (EventTrigger validator).
@@ -226,7 +228,12 @@ def parse_projects(data: dict[str, Any], source: str = "<projects>") -> Projects
                 continue
             if "id" in entry:
                 label += f" (id {entry['id']!r})"
-            merged = _merge(base, entry)
+            inherited = base
+            if kind == "model_run":
+                # Model runs have no webhook and no incremental mode, so a project-wide
+                # full refresh or webhook default does not apply unless set on the entry.
+                inherited = {k: v for k, v in base.items() if k not in _PROJECT_ONLY}
+            merged = _merge(inherited, entry)
             merged["kind"] = kind
             merged.setdefault("name", entry.get("id", ""))
             try:

@@ -94,7 +94,8 @@ def deployment_parameters(
     if unknown:
         raise ConfigError(
             f"{target.kind} {target.id!r}: {flow.name} has no parameter(s) "
-            f"{', '.join(unknown)}; it takes {', '.join(accepted)}"
+            f"{', '.join(unknown)} (set in the entry's params or in [defaults.params]); "
+            f"it takes {', '.join(accepted)}"
         )
     return parameters
 

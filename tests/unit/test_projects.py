@@ -154,3 +154,15 @@ def test_vocabulary_matches_the_flow_parameter_enums() -> None:
     assert WORKFLOW_STATUSES == ("ToLabel", "InReview", "InRework", "Done")
     assert set(WORKFLOW_STATUSES) == {m.value for m in WorkflowStatus}
     assert set(SYNC_MODES) == {m.value for m in SyncMode}
+
+
+def test_model_runs_do_not_inherit_project_only_defaults() -> None:
+    config = parse_projects(
+        {
+            "defaults": {"full_refresh_schedule": "0 4 * * 0", "webhook": True, "mode": "full"},
+            "model_runs": [{"id": "mr1"}, {"id": "mr2", "full_refresh_schedule": "0 5 * * 0"}],
+        }
+    )
+    first, second = config.model_runs
+    assert (first.full_refresh_schedule, first.webhook, first.mode) == ("", False, "incremental")
+    assert second.full_refresh_schedule == "0 5 * * 0"

@@ -92,3 +92,19 @@ def test_deploy_without_work_pool_is_refused(capsys: pytest.CaptureFixture[str])
         deploy_main([])
     assert info.value.code == 2
     assert "--work-pool" in capsys.readouterr().err
+
+
+def test_shipped_model_run_example_builds_once_uncommented() -> None:
+    import tomllib
+
+    from config.projects import DEFAULT_PROJECTS_FILE
+
+    lines = DEFAULT_PROJECTS_FILE.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# [[model_runs]]")
+    example = [line.removeprefix("# ") for line in lines[start:] if line.startswith("# ")]
+    text = "\n".join(lines[:start] + example).replace("<model run id>", "cmodelrun0001")
+    config = parse_projects(tomllib.loads(text))
+    project, model_run = build_deployments(config, default_store="/d")
+    assert model_run.flow_name == "sync-model-run"
+    assert [s.schedule.cron for s in model_run.schedules] == ["30 2 * * *"]
+    assert model_run.triggers == []
