@@ -348,7 +348,7 @@ def encode_png_1bit(crop: BoolArray) -> bytes:
     )
 
 
-def rle_counts(inst: InstanceMask, height: int, width: int) -> list[int]:
+def rle_counts(inst: InstanceMask, height: int, width: int) -> npt.NDArray[np.int64]:
     """Return COCO RLE counts (column-major, starting with zeros) of the full-size mask.
 
     Computed from the crop and its offset: pad each crop column with a zero above and
@@ -372,27 +372,36 @@ def rle_counts(inst: InstanceMask, height: int, width: int) -> list[int]:
             drop[:-1] |= same
             full = full[~drop]
     total = height * width
-    edges = full.tolist()
-    if edges and edges[-1] == total:
-        edges.pop()  # the mask runs to the last pixel: COCO has no trailing zero count
-    counts: list[int] = np.diff([0, *edges, total]).tolist()
+    if full.size and full[-1] == total:
+        full = full[:-1]  # the mask runs to the last pixel: COCO has no trailing zero count
+    counts: npt.NDArray[np.int64] = np.diff(full, prepend=0, append=total).astype(np.int64)
     return counts
 
 
-def rle_string(counts: list[int]) -> str:
-    """Compress RLE counts the way pycocotools' `rleToString` does (LEB128-like, ASCII)."""
-    out = bytearray()
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5  # arithmetic shift, as the C code's signed long
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(c + 48)
-    return out.decode("ascii")
+def rle_string(counts: npt.NDArray[np.int64] | list[int]) -> str:
+    """Compress RLE counts the way pycocotools' `rleToString` does (LEB128-like, ASCII).
+
+    The C loop, per count i: x = counts[i] - counts[i-2] when i > 2; then emit 5-bit
+    groups (low first) + 48, setting 0x20 on all but the last, until the rest is 0 (or
+    -1 for a negative x whose last group has the sign bit 0x10). Done here for all
+    counts at once, a group position per step, so the GIL is free for other workers.
+    """
+    x = np.array(counts, dtype=np.int64)
+    if x.size == 0:
+        return ""
+    if x.size > 3:
+        x[3:] -= np.asarray(counts, dtype=np.int64)[1:-2]
+    groups: list[npt.NDArray[np.int64]] = []
+    active = np.ones(x.size, dtype=np.bool_)
+    while active.any():
+        c = x & 0x1F
+        x >>= 5  # arithmetic shift, as the C code's signed long
+        more = np.where(c & 0x10, x != -1, x != 0) & active
+        groups.append(np.where(active, np.where(more, c | 0x20, c) + 48, 0))
+        active = more
+    chars = np.stack(groups, axis=1).astype(np.uint8)
+    out: str = chars[chars != 0].tobytes().decode("ascii")  # 0 pads; real chars are >= 48
+    return out
 
 
 def encode_instance(inst: InstanceMask, height: int, width: int) -> EncodedMask:

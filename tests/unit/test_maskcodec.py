@@ -319,3 +319,30 @@ def test_encoder_rejects_empty_and_is_a_valid_minimal_png() -> None:
         pos += 12 + length
     assert chunks == [b"IHDR", b"IDAT", b"IEND"]  # no time, text or gamma chunks
     assert mc.read_png_header(png) == mc.PngHeader(3, 1, 1, 0, 0)
+
+
+def _rle_string_reference(counts: list[int]) -> str:
+    """pycocotools' rleToString, line by line."""
+    out = bytearray()
+    for i, count in enumerate(counts):
+        x = count - counts[i - 2] if i > 2 else count
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = (x != -1) if (c & 0x10) else (x != 0)
+            if more:
+                c |= 0x20
+            out.append(c + 48)
+    return out.decode("ascii")
+
+
+def test_rle_string_matches_the_c_loop_on_any_counts() -> None:
+    rng = np.random.default_rng(5)
+    cases = [[], [0], [5], [0, 48_000_000], [3, 1, 2**31 - 1, 0, 7]]
+    for _ in range(500):
+        n = int(rng.integers(1, 30))
+        cases.append(rng.integers(0, 10 ** int(rng.integers(1, 10)), n).tolist())
+    for counts in cases:
+        assert mc.rle_string(counts) == _rle_string_reference(counts), counts
+        assert mc.rle_string(np.array(counts, dtype=np.int64)) == _rle_string_reference(counts)
