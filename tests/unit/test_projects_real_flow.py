@@ -104,7 +104,8 @@ def test_shipped_model_run_example_builds_once_uncommented() -> None:
     example = [line.removeprefix("# ") for line in lines[start:] if line.startswith("# ")]
     text = "\n".join(lines[:start] + example).replace("<model run id>", "cmodelrun0001")
     config = parse_projects(tomllib.loads(text))
-    project, model_run = build_deployments(config, default_store="/d")
+    deployments: list[Any] = build_deployments(config, default_store="/d")
+    _, model_run = deployments
     assert model_run.flow_name == "sync-model-run"
     assert [s.schedule.cron for s in model_run.schedules] == ["30 2 * * *"]
     assert model_run.triggers == []
