@@ -241,3 +241,19 @@ def test_empty_dataset_says_what_to_do(tmp_path: Path) -> None:
         assert ds.versions() == []
         with pytest.raises(NotFoundError, match="labelhaul sync"):
             ds.manifest()
+
+
+def test_real_cli_entry_point(
+    two_versions: tuple[DatasetStore, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labelhaul.cli import main
+
+    store, _, v2 = two_versions
+    extra = [f"--endpoint-url={e}"] if (e := store_opts(store).get("endpoint_url")) else []
+    dataset_root = store.uri_for("")
+    assert main(["show", dataset_root, "--json", *extra]) == 0
+    assert json.loads(capsys.readouterr().out)["version_id"] == v2
+    assert main(["show", dataset_root, "v000009", *extra]) == 1
+    assert "No version v000009" in capsys.readouterr().err
+    assert main(["show", dataset_root, "not-a-version", *extra]) == 1
+    assert "labelhaul versions" in capsys.readouterr().err
