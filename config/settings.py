@@ -52,7 +52,8 @@ class Settings(BaseSettings):
         description="Endpoint override for S3-compatible stores (MinIO, R2, moto).",
     )
     s3_sse: str | None = Field(
-        default=None, description="Server-side encryption: AES256 or aws:kms (None: bucket default)."
+        default=None,
+        description="Server-side encryption: AES256 or aws:kms (None: bucket default).",
     )
     s3_kms_key_id: str | None = Field(default=None, description="KMS key id for aws:kms.")
     s3_max_concurrency: int = Field(default=16, ge=1, description="Parallel S3 uploads.")
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     )
     naive_dates_as_utc: bool = Field(
         default=False, description="Read date filters without an offset as UTC instead of refusing."
+    )
+    mask_parallel_parts: int = Field(
+        default=2, ge=1, description="Mask parts (task runs) processed at once on this machine."
     )
     dask_address: str | None = Field(
         default=None, description="Dask scheduler address; the mask stage runs there when set."

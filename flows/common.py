@@ -65,6 +65,28 @@ def dataset_lock(dataset_id: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def mask_task_runner(settings: Settings) -> Iterator[Any]:
+    """The task runner of the mask stage: a Dask cluster when one is configured, else threads.
+
+    Mask parts are coarse (about `mask_batch_size` composites each) because a task run on
+    Dask costs ~150 ms; each part opens its own HTTP session and store on the worker and
+    uploads its own blobs, so only small result records come back.
+    """
+    runner: Any
+    if settings.dask_address:
+        from prefect_dask.task_runners import DaskTaskRunner
+
+        get_run_logger().info("Mask stage on the Dask cluster at %s", settings.dask_address)
+        runner = DaskTaskRunner(address=settings.dask_address)
+    else:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        runner = ThreadPoolTaskRunner(max_workers=settings.mask_parallel_parts)
+    with runner:
+        yield runner
+
+
 def incremental_filters(
     filters: ExportFilters, watermark: str | None, overlap: timedelta
 ) -> ExportFilters:
@@ -173,17 +195,28 @@ def run_sync(
                 key=_artifact_key("masks", dataset_id),
                 description=f"Mask stage of {dataset_id}",
             )
-            futures = [
-                process_mask_part.submit(settings, store, dataset_id, staging, part)
-                for part in mask_parts
-            ]
             mask_instances = mask_errors = 0
-            for done, fut in enumerate(futures, start=1):
-                part_summary = fut.result()
-                mask_instances += part_summary.instances
-                mask_errors += part_summary.errors
-                if done % max(1, len(futures) // 20) == 0 or done == len(futures):
-                    update_progress_artifact(progress_id, 100.0 * done / len(futures))
+            record["mask_runner"] = "dask" if settings.dask_address else "threads"
+            with mask_task_runner(settings) as runner:
+                futures = [
+                    runner.submit(
+                        process_mask_part,
+                        parameters={
+                            "settings": settings,
+                            "store_uri": store,
+                            "dataset_id": dataset_id,
+                            "staging": staging,
+                            "part": part,
+                        },
+                    )
+                    for part in mask_parts
+                ]
+                for done, fut in enumerate(futures, start=1):
+                    part_summary = fut.result()
+                    mask_instances += part_summary.instances
+                    mask_errors += part_summary.errors
+                    if done % max(1, len(futures) // 20) == 0 or done == len(futures):
+                        update_progress_artifact(progress_id, 100.0 * done / len(futures))
             if not futures:
                 update_progress_artifact(progress_id, 100.0)
             lap("masks")

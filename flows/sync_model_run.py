@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from config import load_settings
 from flows.common import run_sync
@@ -14,7 +13,6 @@ from labelhaul.export_params import ExportParams
 
 @flow(
     name="sync-model-run",
-    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
 )
 def sync_model_run(
     model_run_id: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from config import load_settings
 from flows.common import run_sync
@@ -15,8 +14,6 @@ from labelhaul.export_params import DateRange, ExportFilters, ExportParams
 
 @flow(
     name="sync-project",
-    # Two mask parts at once; each part splits its composites on `mask_workers` threads.
-    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
     log_prints=False,
 )
 def sync_project(
