@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -52,6 +52,8 @@ __all__ = [
     "iter_export_lines",
     "make_client",
     "parse_line",
+    "plan_exports",
+    "run_exports",
     "start_export",
     "wait_for_export",
 ]
@@ -253,7 +255,11 @@ def fetch_user_timezone(client: Any, *, policy: RetryPolicy = DEFAULT_GRAPHQL_PO
     return str((res or {}).get("user", {}).get("timezone") or "UTC")
 
 
-def start_export(
+# Labelbox runs at most 10 exports per project and 20 per organisation at once.
+MAX_RUNNING_EXPORTS = 10
+
+
+def plan_exports(
     client: Any,
     *,
     project_id: str | None = None,
@@ -263,11 +269,11 @@ def start_export(
     naive_dates_as_utc: bool = False,
     task_name: str | None = None,
     policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
-) -> list[ExportJob]:
-    """Start the export(s) of a project or a model run and return their jobs.
+) -> list[Callable[[], ExportJob]]:
+    """Check the request with Labelbox and return one starter per export it needs.
 
-    More than 2,000 data row ids or global keys start one export per 2,000; stream
-    them as one with `iter_export_lines`. Model-run exports take no filters.
+    Nothing is exported yet: each starter starts one export and returns its job. More
+    than 2,000 data row ids or global keys need one export per 2,000.
 
     Raises:
         ConfigError: neither or both of project_id and model_run_id.
@@ -282,7 +288,7 @@ def start_export(
                 "Model-run exports take no filters: export the whole model run, or export "
                 "the project with filters instead."
             )
-        return [_start_model_run_export(client, model_run_id, params, task_name, policy)]
+        return [lambda: _start_model_run_export(client, model_run_id, params, task_name, policy)]
     assert project_id is not None
     filters = filters or ExportFilters()
     # Validate locally before any network call, so a bad filter fails fast.
@@ -300,28 +306,108 @@ def start_export(
         filters, user_timezone=user_tz, naive_dates_as_utc=naive_dates_as_utc
     )
     project_params = params.to_project_params()
-    jobs: list[ExportJob] = []
-    for part, fdict in enumerate(filter_dicts):
-        name = task_name if len(filter_dicts) == 1 or task_name is None else f"{task_name}-{part}"
-        task = call_graphql(
-            lambda fdict=fdict, name=name: project.export(  # type: ignore[misc]
-                task_name=name, filters=fdict, params=project_params
-            ),
-            client,
-            what=f"start the export of project {project_id}",
-            policy=policy,
-            bad_input_is_filter=True,
+    parts = len(filter_dicts)
+
+    def starter(part: int, fdict: dict[str, Any]) -> Callable[[], ExportJob]:
+        name = task_name if parts == 1 or task_name is None else f"{task_name}-{part}"
+
+        def start() -> ExportJob:
+            task = call_graphql(
+                lambda: project.export(task_name=name, filters=fdict, params=project_params),
+                client,
+                what=f"start the export of project {project_id}",
+                policy=policy,
+                bad_input_is_filter=True,
+            )
+            job = ExportJob(str(task.uid), "project", project_id, part, parts)
+            logger.info(
+                "Started export task %s of project %s (part %d/%d)",
+                job.task_id,
+                project_id,
+                part + 1,
+                parts,
+            )
+            return job
+
+        return start
+
+    return [starter(i, fdict) for i, fdict in enumerate(filter_dicts)]
+
+
+def start_export(
+    client: Any,
+    *,
+    project_id: str | None = None,
+    model_run_id: str | None = None,
+    params: ExportParams | None = None,
+    filters: ExportFilters | None = None,
+    naive_dates_as_utc: bool = False,
+    task_name: str | None = None,
+    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+) -> list[ExportJob]:
+    """Start the export(s) of a project or a model run now and return their jobs.
+
+    More than 2,000 data row ids or global keys start one export per 2,000; stream
+    them as one with `iter_export_lines`. Above `MAX_RUNNING_EXPORTS` parts use
+    `run_exports`, which keeps only a few running. Model-run exports take no filters.
+
+    Raises:
+        ConfigError: neither or both of project_id and model_run_id.
+        AuthError, NotFoundError, FilterError, TransientError.
+    """
+    starters = plan_exports(
+        client,
+        project_id=project_id,
+        model_run_id=model_run_id,
+        params=params,
+        filters=filters,
+        naive_dates_as_utc=naive_dates_as_utc,
+        task_name=task_name,
+        policy=policy,
+    )
+    if len(starters) > MAX_RUNNING_EXPORTS:
+        raise FilterError(
+            f"These ids need {len(starters)} exports and Labelbox runs at most "
+            f"{MAX_RUNNING_EXPORTS} per project at once: use run_exports(), or fewer ids."
         )
-        job = ExportJob(str(task.uid), "project", project_id, part, len(filter_dicts))
-        logger.info(
-            "Started export task %s of project %s (part %d/%d)",
-            job.task_id,
-            project_id,
-            part + 1,
-            len(filter_dicts),
-        )
-        jobs.append(job)
-    return jobs
+    return [start() for start in starters]
+
+
+def run_exports(
+    client: Any,
+    *,
+    timeout_s: float,
+    poll_s: float = 2.0,
+    max_running: int = 2,
+    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+    **request: Any,
+) -> Iterator[ExportJob]:
+    """Start, wait for and yield each export of a request in order, a few at a time.
+
+    Keeps at most `max_running` exports running (Labelbox allows 10 per project), so
+    the next parts are exported while the caller streams the one just yielded.
+
+    Args:
+        client: a `labelbox.Client`.
+        timeout_s: how long to wait for each export (ExportTimeoutError after).
+        poll_s: polling interval.
+        max_running: exports started ahead of the one being streamed, plus it.
+        policy: retries of the GraphQL calls.
+        request: `project_id` or `model_run_id`, `params`, `filters`,
+            `naive_dates_as_utc`, `task_name` (as `start_export`).
+    """
+    if not 1 <= max_running <= MAX_RUNNING_EXPORTS:
+        raise ValueError(f"max_running must be between 1 and {MAX_RUNNING_EXPORTS}")
+    starters = plan_exports(client, policy=policy, **request)
+    running: list[ExportJob] = []
+    next_part = 0
+    while running or next_part < len(starters):
+        while next_part < len(starters) and len(running) < max_running:
+            running.append(starters[next_part]())
+            next_part += 1
+        job = running.pop(0)
+        wait_for_export(client, job.task_id, timeout_s=timeout_s, poll_s=poll_s, policy=policy)
+        yield job
 
 
 def _start_model_run_export(
@@ -667,7 +753,7 @@ class ExportStreamReader:
             f"Chunk at byte {offset} of export task {self.task_id} kept failing: {problem}"
         )
 
-    def iter_chunks(self) -> Iterator[tuple[int, bytes]]:
+    def iter_chunks(self) -> Generator[tuple[int, bytes], None, None]:
         """Yield (stream offset, bytes) of each chunk from `start_offset` on."""
         chunks = self._chunks_in_order()
         if self.prefetch:
@@ -685,7 +771,7 @@ class ExportStreamReader:
             yield offset, body
             offset += len(body)
 
-    def iter_lines(self) -> Iterator[tuple[int, bytes]]:
+    def iter_lines(self) -> Generator[tuple[int, bytes], None, None]:
         """Yield (byte offset, line without newline) for each line, as chunks arrive."""
         for offset, line, _final in self._iter_lines_marked():
             yield offset, line
@@ -709,7 +795,7 @@ class ExportStreamReader:
                 self._header.total_lines,
             )
 
-    def iter_rows(self) -> Iterator[dict[str, Any] | ErrorRecord]:
+    def iter_rows(self) -> Generator[dict[str, Any] | ErrorRecord, None, None]:
         """Yield each line parsed (orjson), or an ErrorRecord for a line that is not JSON."""
         for offset, line, final in self._iter_lines_marked():
             # Only an unterminated final line can be a cut-off one: the SDK's own files
@@ -717,7 +803,7 @@ class ExportStreamReader:
             yield parse_line(line, offset, final_unterminated=final, stream=self.stream)
 
 
-def _prefetch_one(source: Iterator[T], name: str) -> Iterator[T]:
+def _prefetch_one(source: Iterator[T], name: str) -> Generator[T, None, None]:
     """Run `source` one item ahead in a thread: at most two items alive at once.
 
     The producer takes a slot before producing an item; the consumer gives the slot of

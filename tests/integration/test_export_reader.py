@@ -27,6 +27,7 @@ from labelhaul.export import (
     client_from_settings,
     iter_export_lines,
     make_client,
+    run_exports,
     start_export,
     wait_for_export,
 )
@@ -348,3 +349,47 @@ def test_date_filter_means_the_instant_given(
     assert rows == expected and 0 < len(expected) < len(whole)
     sent = [e for e in emulator.request_log.entries() if e.operation == "CurrentUserPyApi"]
     assert sent, "the user's timezone was not asked for"
+
+
+def test_run_exports_keeps_few_running_and_streams_all(
+    emulator: Any, lb_client: Any, http: Any, many_chunks: str
+) -> None:
+    whole = _our_rows(lb_client, _export(lb_client, project_id=many_chunks), http)
+    keys = [r["data_row"]["global_key"] for r in whole]
+    # 4,040 keys: three exports (the real keys fall in the first two, the third is empty).
+    wanted = [f"missing-{i}" for i in range(4_000)]
+    for i, key in enumerate(keys):
+        wanted.insert(i * 100, key)
+    emulator.request_log.clear()
+    jobs = run_exports(
+        lb_client,
+        project_id=many_chunks,
+        filters=ExportFilters(global_keys=wanted),
+        timeout_s=30,
+        poll_s=0.05,
+        max_running=2,
+        policy=FAST,
+    )
+
+    def started() -> int:
+        ops = [e.operation for e in emulator.request_log.entries()]
+        return ops.count("exportDataRowsInProjectPyApi")
+
+    got: list[str] = []
+    for n, job in enumerate(jobs):
+        assert job.parts == 3 and job.part == n
+        assert started() == min(n + 2, 3)  # this one and at most one ahead
+        reader = ExportStreamReader(lb_client, job.task_id, http=http)
+        got += [r["data_row"]["global_key"] for r in reader.iter_rows()]  # type: ignore[index]
+    assert sorted(got) == sorted(keys)
+
+
+def test_start_export_refuses_more_parts_than_labelbox_runs(emulator: Any, lb_client: Any) -> None:
+    ids = [f"dr{i}" for i in range(20_001)]
+    with pytest.raises(FilterError, match="run_exports"):
+        start_export(
+            lb_client,
+            project_id=emulator.seed_project_id,
+            filters=ExportFilters(data_row_ids=ids),
+            policy=FAST,
+        )
