@@ -10,7 +10,8 @@ composite's pixels before taking the next job, and every instance PNG goes to
 When the composite is missing, expired (403/404), unreadable, the wrong size, or lacks an
 instance's colour, that instance falls back to its own `mask.url`. Two instances painted
 in the SAME colour cannot be told apart in the composite, so both take the fallback
-(a warning says so) instead of silently sharing one mask. When the fallback fails too,
+(a warning says so) instead of silently sharing one mask; so does an instance painted in
+black, the composite's background. When the fallback fails too,
 an `ErrorRecord` names the data row, label, feature and both reasons, and the rest of the
 batch goes on. Only a 401 (the API key itself is refused) stops the batch: every other
 mask would fail the same way.
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 STAGE = "mask"
+# Composites are painted on black: an instance in black cannot be told from the background.
+BACKGROUND = (0, 0, 0)
 
 PutBlob = Callable[[str, bytes], None]
 
@@ -189,7 +192,20 @@ def process_job(
     counts = Counter(inst.color for inst in job.instances)
     wanted: list[tuple[int, MaskInstance]] = []
     for pos, inst in enumerate(job.instances):
-        if counts[inst.color] > 1:
+        if tuple(inst.color) == BACKGROUND:
+            reason = "colour [0, 0, 0] is the composite's background"
+            errors.append(
+                _record(
+                    job,
+                    "mask_color_background",
+                    f"{reason}: using the instance mask",
+                    inst,
+                    severity="warning",
+                    color=list(inst.color),
+                )
+            )
+            fallback.append((pos, inst, reason))
+        elif counts[inst.color] > 1:
             reason = f"colour {list(inst.color)} is shared by {counts[inst.color]} instances"
             errors.append(
                 _record(

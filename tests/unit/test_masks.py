@@ -364,3 +364,15 @@ def test_a_failing_blob_store_stops_the_batch() -> None:
 
     with pytest.raises(StoreUnavailableError):
         process_jobs(jobs, DictFetcher(files), broken, max_pixels=10**6, workers=2)
+
+
+def test_black_instance_is_not_confused_with_the_background() -> None:
+    lab = labels()
+    j = job(colors=(C1, C2, (0, 0, 0)))
+    files = files_for(j, lab)
+    files["c/L1"] = composite(lab, [C1, C2, (0, 0, 0)])
+    blobs = Blobs()
+    results, errors = process_job(j, DictFetcher(files), blobs, max_pixels=10**6)
+    assert [r.source for r in results] == ["composite", "composite", "instance"]
+    assert kinds(errors) == [("mask_color_background", "L1-f3", "warning")]
+    check_result_pixels(results[2], lab, blobs, 3)
