@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -284,22 +285,27 @@ def test_serve_run_button_and_debounced_webhook_burst(
                 30,
                 webhook,
             )
-            answers = []
-            for delivery in ["d1", "d2", "d1", "d3"]:
+
+            def deliver(delivery: str) -> str:
                 body = json.dumps(
                     {"id": f"label-{delivery}", "project": {"id": project_id}}
                 ).encode()
-                answers.append(
-                    httpx.post(
-                        f"{receiver}/webhook",
-                        content=body,
-                        headers={
-                            "X-Hub-Signature": sign(SECRET, body),
-                            "X-Labelbox-Id": delivery,
-                            "X-Labelbox-Event": "LABEL_UPDATED",
-                        },
-                    ).json()["status"]
+                response = httpx.post(
+                    f"{receiver}/webhook",
+                    content=body,
+                    headers={
+                        "X-Hub-Signature": sign(SECRET, body),
+                        "X-Labelbox-Id": delivery,
+                        "X-Labelbox-Event": "LABEL_UPDATED",
+                    },
                 )
+                return str(response.json()["status"])
+
+            answers = [deliver("d1"), deliver("d2"), deliver("d1")]
+            # A change inside the quiet window restarts it: the run must wait for this one.
+            time.sleep(DEBOUNCE_S * 0.6)
+            answers.append(deliver("d3"))
+            last_change = datetime.now(UTC)
             assert answers == ["accepted", "accepted", "duplicate", "accepted"]
 
             def triggered() -> list[dict[str, Any]] | None:
@@ -315,6 +321,10 @@ def test_serve_run_button_and_debounced_webhook_burst(
             assert len(runs) == 1, runs
             (run,) = runs
             assert run["created_by"]["type"] == "AUTOMATION", run["created_by"]
+            # Trailing edge: created a quiet window after the LAST change (1 s clock slack),
+            # not a window after the first one.
+            fired = datetime.fromisoformat(run["created"])
+            assert fired >= last_change + timedelta(seconds=DEBOUNCE_S - 1), (fired, last_change)
             assert run["parameters"]["mode"] == "incremental"
             assert run["parameters"]["project_id"] == project_id
             finished = _wait_for("the triggered run", lambda: _finished(api, run["id"]), 120)
