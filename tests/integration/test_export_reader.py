@@ -393,3 +393,43 @@ def test_start_export_refuses_more_parts_than_labelbox_runs(emulator: Any, lb_cl
             filters=ExportFilters(data_row_ids=ids),
             policy=FAST,
         )
+
+
+def test_date_bound_in_the_repeated_dst_hour(
+    emulator: Any, lb_client: Any, http: Any, tmp_path: Any
+) -> None:
+    import orjson
+
+    from labelhaul import seed
+
+    project_id = "cdstrepeatedhour0000000001"
+    # 05:45Z is 01:45 EDT, 06:15Z is 01:15 EST: the second pass of 01:00-02:00 in New York.
+    times = [
+        "2024-11-03T05:00:00Z",
+        "2024-11-03T05:45:00Z",
+        "2024-11-03T06:15:00Z",
+        "2024-11-03T06:45:00Z",
+    ]
+    lines = []
+    for i, t in enumerate(times):
+        row = seed.sample_project_export()
+        row["data_row"]["id"] = f"cdstrow{i:019d}"
+        row["data_row"]["global_key"] = f"dst-{i}"
+        row["data_row"]["details"]["last_activity_at"] = t
+        row["projects"] = {project_id: next(iter(row["projects"].values()))}
+        lines.append(orjson.dumps(row))
+    path = tmp_path / "dst.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert emulator.load_project(path) == project_id
+    emulator.user_timezone = "America/New_York"
+    # 06:30Z is 01:30 EST; as a New York wall clock it would be read as 01:30 EDT (05:30Z).
+    rows = _our_rows(
+        lb_client,
+        _export(
+            lb_client,
+            project_id=project_id,
+            filters=ExportFilters(last_activity_at=DateRange(start="2024-11-03T06:30:00Z")),
+        ),
+        http,
+    )
+    assert [r["data_row"]["global_key"] for r in rows] == ["dst-3"]
