@@ -660,14 +660,20 @@ class ExportStreamReader:
         self.lines_read = 0
 
     def _execute(self, query: str, variables: dict[str, Any], what: str) -> Any:
-        return call_graphql(
-            lambda: self.client.execute(query, variables, error_log_key="errors"),
-            self.client,
-            what=what,
-            policy=self.graphql_policy,
-            sleep=self._sleep,
-            not_found=f"Export task {self.task_id} not found for this API key's user.",
-        )
+        try:
+            return call_graphql(
+                lambda: self.client.execute(query, variables, error_log_key="errors"),
+                self.client,
+                what=what,
+                policy=self.graphql_policy,
+                sleep=self._sleep,
+                not_found=f"Export task {self.task_id} not found for this API key's user.",
+            )
+        except FilterError as exc:
+            # No filter is sent here: a refusal means the task cannot be read (yet).
+            raise TerminalError(
+                f"{exc}. Read an export only after wait_for_export() says it is COMPLETE."
+            ) from exc
 
     def close(self) -> None:
         """Release the HTTP client if this reader made it."""

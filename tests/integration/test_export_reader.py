@@ -20,6 +20,7 @@ from labelhaul.errors import (
     ExportTimeoutError,
     FilterError,
     NotFoundError,
+    TerminalError,
     TransientError,
 )
 from labelhaul.export import (
@@ -433,3 +434,10 @@ def test_date_bound_in_the_repeated_dst_hour(
         http,
     )
     assert [r["data_row"]["global_key"] for r in rows] == ["dst-3"]
+
+
+def test_reading_before_complete_says_to_wait(emulator: Any, lb_client: Any, http: Any) -> None:
+    emulator.faults.set("graphql", "slow_task", next_n=1, seconds=60.0)
+    task_id = _export(lb_client, wait=False, project_id=emulator.seed_project_id)
+    with pytest.raises(TerminalError, match="wait_for_export"):
+        ExportStreamReader(lb_client, task_id, http=http).header()
