@@ -1,0 +1,419 @@
+"""Garbage collection of a dataset: old versions, then data no retained version references.
+
+What is kept (see `collect_garbage`):
+
+- the version `_latest.json` points at, every version newer than it (committed but not yet
+  published: a sync between its manifest and its pointer write), and the newest `keep`
+  published versions; with `older_than_days`, a version is deleted only when it is also
+  older than that (by its manifest's `created_at`);
+- every file a retained manifest lists and every blob in a retained version's
+  `annotations.mask_sha256` column;
+- every unreferenced object younger than the grace period (by LastModified / mtime): a sync
+  writes its files and blobs before its manifest, so they are unreferenced until it commits.
+
+Order, so a reader never sees a version with missing files: a version's manifest goes
+first (the version is gone), then its README, and only then the data nobody references.
+Before the data sweep the version list is read again, and versions committed meanwhile
+protect what they reference.
+
+Known limit (needs the writer's help, like git's "freshen on reuse"): a sync that finds an
+*old* unreferenced object already present (content identical to a deleted version's) does
+not rewrite it, so its LastModified stays old and a concurrent gc may delete it before the
+sync's manifest lands. Blobs of the sync's parent are safe (the parent is `_latest`, never
+deleted). Run one sync per dataset at a time and keep the default 24 h grace.
+
+Listing with LastModified is not part of `ObjectStore`, so this module lists with its own
+helper: boto3's `list_objects_v2` for S3 (through the store's client), `os.scandir` +
+`stat` for a local directory. Memory: the retained file keys and blob digests are held in
+sets (a few dozen bytes each); listings and the annotations table are streamed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from labelhaul.errors import ConfigError, StoreError
+from labelhaul.keys import parse_version
+from labelhaul.storage import LocalObjectStore, S3ObjectStore, temp_download
+from labelhaul.store import LATEST, DatasetStore
+
+# Directories of content-named data files (store._ROLE_DIRS) and of blobs.
+DATA_DIRS = ("tables", "coco", "raw")
+BLOB_DIR = "blobs/sha256"
+_S3_DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key relative to the dataset root, age and size."""
+
+    key: str
+    last_modified: datetime
+    size: int
+
+
+@dataclass
+class GcReport:
+    """What a gc run deleted (or would delete, with `dry_run`)."""
+
+    dataset: str
+    dry_run: bool
+    latest: str | None
+    kept_versions: list[str] = field(default_factory=list)
+    deleted_versions: list[str] = field(default_factory=list)
+    deleted_files: int = 0
+    deleted_file_bytes: int = 0
+    deleted_blobs: int = 0
+    deleted_blob_bytes: int = 0
+    deleted_cards: int = 0
+    deleted_runs: int = 0
+    kept_young: int = 0  # unreferenced but inside the grace period
+    referenced_files: int = 0
+    referenced_blobs: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# A callback told about each deletion: (kind, key relative to the dataset root, bytes).
+OnDelete = Callable[[str, str, int], None]
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def iter_objects(store: DatasetStore, prefix: str) -> Iterator[ObjectInfo]:
+    """Yield the objects under `prefix` (relative to the dataset root) with LastModified.
+
+    Raises:
+        ConfigError: the object store is neither a local directory nor S3.
+    """
+    objects = store.objects
+    full_prefix = store.key(prefix.rstrip("/")) + "/"
+    strip = len(store.key("x")) - 1  # length of the dataset root prefix, with its slash
+    if isinstance(objects, S3ObjectStore):
+        yield from _iter_s3(objects, full_prefix, strip)
+    elif isinstance(objects, LocalObjectStore):
+        yield from _iter_local(objects, full_prefix, strip)
+    else:
+        raise ConfigError(f"gc cannot list {objects!r}: only local directories and S3 are known.")
+
+
+def _iter_s3(objects: S3ObjectStore, full_prefix: str, strip: int) -> Iterator[ObjectInfo]:
+    bucket_prefix = f"{objects.prefix}/{full_prefix}" if objects.prefix else full_prefix
+    cut = (len(objects.prefix) + 1 if objects.prefix else 0) + strip
+    paginator = objects.client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=objects.bucket, Prefix=bucket_prefix):
+            for item in page.get("Contents", []):
+                modified = item["LastModified"]
+                if modified.tzinfo is None:
+                    modified = modified.replace(tzinfo=UTC)
+                yield ObjectInfo(str(item["Key"])[cut:], modified, int(item.get("Size", 0)))
+    except Exception as exc:
+        if isinstance(exc, GeneratorExit):
+            raise
+        raise StoreError(f"Listing {objects.uri_for(full_prefix)} failed: {exc}") from exc
+
+
+def _iter_local(objects: LocalObjectStore, full_prefix: str, strip: int) -> Iterator[ObjectInfo]:
+    base = objects.root / full_prefix.rstrip("/")
+    if not base.is_dir():
+        return
+    # Depth-first with a stack of directories: a listing never holds more than one
+    # directory's entries (blobs/sha256/ has 256 subdirectories of bounded size).
+    stack = [base]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                rel = Path(entry.path).relative_to(objects.root).as_posix()
+                yield ObjectInfo(
+                    rel[strip:], datetime.fromtimestamp(st.st_mtime, UTC), int(st.st_size)
+                )
+
+
+# --------------------------------------------------------------------------- deleting
+
+
+class _Deleter:
+    """Delete objects (batched for S3), or only count them in a dry run."""
+
+    def __init__(self, store: DatasetStore, dry_run: bool) -> None:
+        self.store = store
+        self.dry_run = dry_run
+        self._batch: list[str] = []
+
+    def delete(self, relative: str) -> None:
+        if self.dry_run:
+            return
+        objects = self.store.objects
+        full = self.store.key(relative)
+        if isinstance(objects, S3ObjectStore):
+            self._batch.append(full)
+            if len(self._batch) >= _S3_DELETE_BATCH:
+                self.flush()
+            return
+        objects.delete(full)
+
+    def delete_now(self, relative: str) -> None:
+        """Delete one object before anything else happens (manifests: the order matters)."""
+        if not self.dry_run:
+            self.flush()
+            self.store.objects.delete(self.store.key(relative))
+
+    def flush(self) -> None:
+        objects = self.store.objects
+        if not self._batch or not isinstance(objects, S3ObjectStore):
+            return
+        batch, self._batch = self._batch, []
+        keys = [{"Key": f"{objects.prefix}/{k}" if objects.prefix else k} for k in batch]
+        try:
+            resp = objects.client.delete_objects(
+                Bucket=objects.bucket, Delete={"Objects": keys, "Quiet": True}
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"Deleting {len(keys)} objects from {objects.uri_for('')} failed: {exc}. "
+                "gc needs s3:DeleteObject on the store prefix."
+            ) from exc
+        errors = resp.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StoreError(
+                f"S3 refused to delete {len(errors)} objects (first: {first.get('Key')}: "
+                f"{first.get('Code')} {first.get('Message')}): gc needs s3:DeleteObject."
+            )
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _parse_instant(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _manifest_blobs(store: DatasetStore, manifest: dict[str, Any]) -> Iterator[str]:
+    """Yield the `mask_sha256` values of a version's annotations table, batch by batch."""
+    import pyarrow.parquet as pq
+
+    entry = next(
+        (
+            f
+            for f in manifest.get("files", [])
+            if f.get("role") == "table" and f.get("name") == "annotations"
+        ),
+        None,
+    )
+    if entry is None:
+        return
+    key = store.key(str(entry["key"]))
+    objects = store.objects
+    temp: Path | None = None
+    try:
+        if isinstance(objects, LocalObjectStore):
+            path = Path(objects.uri_for(key))
+            if not path.is_file():
+                raise FileNotFoundError(path)
+        else:
+            temp = temp_download(objects, key, ".parquet")
+            path = temp
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"{manifest.get('version_id')} lists {entry['key']} but it is missing, so gc cannot "
+            "tell which blobs it needs: nothing was swept. Restore the file or delete that "
+            "version's manifest by hand."
+        ) from exc
+    try:
+        parquet = pq.ParquetFile(path)
+        try:
+            if "mask_sha256" not in parquet.schema_arrow.names:
+                return
+            for batch in parquet.iter_batches(batch_size=65_536, columns=["mask_sha256"]):
+                for sha in batch.column(0).to_pylist():
+                    if sha:
+                        yield str(sha)
+        finally:
+            parquet.close()
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+
+
+class _References:
+    """The file keys and blob digests the retained versions need."""
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+        self.blobs: set[str] = set()
+        self.versions: set[str] = set()
+
+    def add_version(self, store: DatasetStore, version_id: str) -> None:
+        if version_id in self.versions:
+            return
+        manifest = store.read_manifest(version_id)
+        for entry in manifest.get("files", []):
+            self.files.add(str(entry["key"]))
+        self.blobs.update(_manifest_blobs(store, manifest))
+        self.versions.add(version_id)
+
+
+# --------------------------------------------------------------------------- gc
+
+
+def collect_garbage(
+    store: DatasetStore,
+    *,
+    keep: int,
+    older_than_days: float | None = None,
+    grace_hours: float = 24.0,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    on_delete: OnDelete | None = None,
+) -> GcReport:
+    """Delete old versions of one dataset, then the files and blobs nothing retained uses.
+
+    Args:
+        store: the dataset.
+        keep: how many published versions to keep (newest first; the latest counts).
+        older_than_days: also require a version to be this old before deleting it; prunes
+            `runs/` records older than this too. None: age does not matter, runs are kept.
+        grace_hours: unreferenced objects younger than this are kept (syncs in progress).
+        dry_run: delete nothing; report what would go.
+        now: the current time (tests).
+        on_delete: told about each deletion (kind: version, card, file, blob, run).
+
+    Raises:
+        ValueError: keep < 1 or a negative duration.
+        StoreError: a retained version cannot be read (nothing is swept then).
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1: gc never deletes the latest version")
+    if grace_hours < 0 or (older_than_days is not None and older_than_days < 0):
+        raise ValueError("grace_hours and older_than_days must not be negative")
+    now = now or datetime.now(UTC)
+    grace_cutoff = now - timedelta(hours=grace_hours)
+    age_cutoff = now - timedelta(days=older_than_days) if older_than_days is not None else None
+    tell: OnDelete = on_delete or (lambda kind, key, size: None)
+    deleter = _Deleter(store, dry_run)
+
+    pointer = store.latest()
+    versions = store.list_versions()
+    report = GcReport(
+        dataset=store.uri_for(""),
+        dry_run=dry_run,
+        latest=pointer.version_id if pointer else None,
+    )
+    latest_n = parse_version(pointer.version_id) if pointer else None
+
+    # Decide which versions go. Without a pointer nothing is published yet: keep them all.
+    doomed: list[str] = []
+    if latest_n is not None:
+        published = [v for v in versions if parse_version(v) <= latest_n]
+        beyond = published[: max(0, len(published) - keep)]
+        for version_id in beyond:
+            if age_cutoff is not None:
+                created = _parse_instant(store.read_manifest(version_id).get("created_at"))
+                if created is None or created > age_cutoff:
+                    continue  # unknown or too young: keep (safe side)
+            doomed.append(version_id)
+    doomed_set = set(doomed)
+    retained = [v for v in versions if v not in doomed_set]
+
+    refs = _References()
+    for version_id in retained:
+        refs.add_version(store, version_id)
+
+    # 1. Versions: manifest first (the version disappears whole), then its card.
+    for version_id in doomed:
+        deleter.delete_now(store.manifest_key(version_id))
+        tell("version", store.manifest_key(version_id), 0)
+        card = f"versions/{version_id}/README.md"
+        deleter.delete_now(card)
+        tell("card", card, 0)
+        report.deleted_versions.append(version_id)
+
+    # Versions committed while we worked protect what they reference.
+    for version_id in store.list_versions():
+        if version_id not in doomed_set:
+            refs.add_version(store, version_id)
+            if version_id not in retained:
+                retained.append(version_id)
+    report.kept_versions = sorted(retained, key=parse_version)
+    report.referenced_files = len(refs.files)
+    report.referenced_blobs = len(refs.blobs)
+
+    # Cards without a manifest: a crashed commit attempt (young ones may be one in flight).
+    for info in iter_objects(store, "versions"):
+        version_id, _, name = info.key[len("versions/") :].partition("/")
+        if version_id in refs.versions or version_id in doomed_set:
+            continue
+        if name == "manifest.json":
+            continue  # committed after our last listing: not ours to judge
+        if info.last_modified > grace_cutoff:
+            report.kept_young += 1
+            continue
+        deleter.delete(info.key)
+        tell("card", info.key, info.size)
+        report.deleted_cards += 1
+
+    # 2. Data files and blobs nothing retained references.
+    for directory in DATA_DIRS:
+        for info in iter_objects(store, directory):
+            if info.key in refs.files:
+                continue
+            if info.last_modified > grace_cutoff:
+                report.kept_young += 1
+                continue
+            deleter.delete(info.key)
+            tell("file", info.key, info.size)
+            report.deleted_files += 1
+            report.deleted_file_bytes += info.size
+    for info in iter_objects(store, BLOB_DIR):
+        name = info.key.rsplit("/", 1)[-1]
+        sha = name[: -len(".png")] if name.endswith(".png") else name
+        if sha in refs.blobs:
+            continue
+        if info.last_modified > grace_cutoff:
+            report.kept_young += 1
+            continue
+        deleter.delete(info.key)
+        tell("blob", info.key, info.size)
+        report.deleted_blobs += 1
+        report.deleted_blob_bytes += info.size
+
+    # 3. Run records, only when an age is given (they are small and useful history).
+    if age_cutoff is not None:
+        for info in iter_objects(store, "runs"):
+            if info.last_modified < age_cutoff and info.last_modified <= grace_cutoff:
+                deleter.delete(info.key)
+                tell("run", info.key, info.size)
+                report.deleted_runs += 1
+    deleter.flush()
+    return report
+
+
+def has_dataset(store: DatasetStore) -> bool:
+    """Return True if the dataset root holds a pointer or at least one version."""
+    return store.objects.exists(store.key(LATEST)) or bool(store.list_versions())

@@ -1,0 +1,166 @@
+"""`labelhaul gc` and `labelhaul doctor`: keep a store tidy and check a configuration.
+
+The doctor's Prefect check imports Prefect lazily, inside the command, like `sync` does:
+the library (`labelhaul/doctor.py`) only receives a health-check callable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+_GC_EPILOG = """\
+What is kept:
+  - the version _latest.json points at and every version newer than it;
+  - the newest N published versions (--keep N); with --older-than DAYS a version beyond
+    them is deleted only when it is also older than DAYS;
+  - every file a kept manifest lists and every mask blob a kept annotations table names;
+  - anything unreferenced but younger than --grace-hours (a sync in progress writes its
+    files and blobs before its manifest makes them referenced).
+Order: a version's manifest is deleted first (the version disappears whole), then its
+README, then the data no kept version references.
+Run records (runs/*.json) are pruned only with --older-than: those older than DAYS go.
+
+examples:
+  labelhaul gc s3://bucket/datasets --dataset ckproject1 --keep 30 --dry-run
+  labelhaul gc ./datasets/ckproject1 --keep 7 --older-than 14 --json
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the `gc` and `doctor` commands."""
+    g = subparsers.add_parser(
+        "gc",
+        help="delete old versions and the files and mask blobs no kept version uses",
+        description="Delete a dataset's old versions, then unreferenced data files and blobs.",
+        epilog=_GC_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g.add_argument(
+        "uri",
+        metavar="URI",
+        help="dataset root (s3://bucket/prefix/<id> or a path), or the store root with --dataset",
+    )
+    g.add_argument("--dataset", metavar="ID", default=None, help="project or model run id")
+    g.add_argument(
+        "--keep", type=int, required=True, metavar="N", help="published versions to keep (>= 1)"
+    )
+    g.add_argument(
+        "--older-than",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="only delete versions (and run records) older than DAYS",
+    )
+    g.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        metavar="H",
+        help="keep unreferenced objects younger than H hours (default 24)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="delete nothing; print what would go")
+    g.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint URL")
+    g.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    g.set_defaults(func=cmd_gc)
+
+    d = subparsers.add_parser(
+        "doctor",
+        help="check the Labelbox key and endpoint, the project, the store and Prefect",
+        description="Check the configuration end to end: one line per check with OK or FAIL "
+        "and what to fix. Exits non-zero when any check fails. Never prints the API key.",
+    )
+    d.add_argument("--project-id", default=None, help="also check this project is reachable")
+    d.add_argument("--store", default=None, help="store URI (default: LABELHAUL_STORE)")
+    d.set_defaults(func=cmd_doctor)
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Run gc on one dataset and print what went (or would go)."""
+    from config.settings import load_settings
+    from labelhaul.errors import ConfigError
+    from labelhaul.gc import collect_garbage, has_dataset
+    from labelhaul.storage import open_object_store
+    from labelhaul.store import DatasetStore
+
+    if args.keep < 1:
+        raise ConfigError("--keep must be at least 1: gc never deletes the latest version.")
+    if args.grace_hours < 0 or (args.older_than is not None and args.older_than < 0):
+        raise ConfigError("--grace-hours and --older-than must not be negative.")
+    settings = load_settings()
+    objects = open_object_store(args.uri, settings, endpoint_url=args.endpoint_url, read_only=True)
+    store = DatasetStore(objects, args.dataset)
+    if not has_dataset(store):
+        raise ConfigError(
+            f"No dataset at {store.uri_for('')} (no _latest.json, no versions): give the "
+            "dataset root, or the store root with --dataset <project id>."
+        )
+    verb = "would delete" if args.dry_run else "deleted"
+
+    def tell(kind: str, key: str, size: int) -> None:
+        if not args.json:
+            print(f"{verb} {kind} {key}" + (f" ({size} bytes)" if size else ""))
+
+    report = collect_garbage(
+        store,
+        keep=args.keep,
+        older_than_days=args.older_than,
+        grace_hours=args.grace_hours,
+        dry_run=args.dry_run,
+        on_delete=tell,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(
+        f"{store.uri_for('')}: {verb} {len(report.deleted_versions)} versions, "
+        f"{report.deleted_files} files ({report.deleted_file_bytes} bytes), "
+        f"{report.deleted_blobs} blobs ({report.deleted_blob_bytes} bytes), "
+        f"{report.deleted_runs} run records; kept {len(report.kept_versions)} versions "
+        f"(latest {report.latest}), {report.kept_young} young unreferenced objects"
+    )
+    return 0
+
+
+def _prefect_api() -> tuple[str | None, Any]:
+    """Return PREFECT_API_URL (env or profile) and a health check through Prefect's client."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return None, None
+
+    def healthcheck() -> str | None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            problem = client.api_healthcheck()
+        return None if problem is None else f"{type(problem).__name__}: {problem}"
+
+    return str(url), healthcheck
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Run every check, print one line each, exit 1 if any failed."""
+    from config.settings import load_settings
+    from labelhaul.doctor import run_checks
+
+    settings = load_settings()
+    url, healthcheck = _prefect_api()
+    checks = run_checks(
+        settings,
+        project_id=args.project_id,
+        store=args.store,
+        prefect_api_url=url,
+        prefect_healthcheck=healthcheck,
+    )
+    for check in checks:
+        print(check.line())
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        print(f"{len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("all checks passed")
+    return 0
