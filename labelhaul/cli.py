@@ -19,6 +19,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "labelhaul.commands",  # sync, demo, doctor
     "deployments.cli",  # serve, webhook
     "labelhaul.reader_cli",  # versions, show, diff, pull, gc
+    "labelhaul.ops_cli",  # gc, doctor
 )
 
 
