@@ -72,8 +72,9 @@ class _Process:
     def returncode(self) -> int | None:
         return self.proc.returncode
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
+    def output(self, tail: int | None = 6000) -> str:
+        text = self.log.read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -331,6 +332,10 @@ def test_serve_run_button_and_debounced_webhook_burst(
             assert finished["state_type"] == "COMPLETED", serve.output()
             # Still one: the burst did not fan out into a run per change.
             assert len(triggered() or []) == 1
+            # Neither process printed the webhook secret or the Labelbox API key.
+            for output in (serve.output(tail=None), webhook.output(tail=None)):
+                assert SECRET not in output
+                assert emulator.api_key not in output
     except AssertionError:
         print("--- serve ---\n" + serve.output())
         print("--- webhook ---\n" + webhook.output())
