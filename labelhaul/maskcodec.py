@@ -22,6 +22,7 @@ import hashlib
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,14 +236,25 @@ def color_keys(img: U8Array) -> U32Array:
 def split_by_color(keys: U32Array, colors: list[Color]) -> dict[Color, InstanceMask]:
     """Split a key image into one cropped mask per colour found; absent colours are left out.
 
+    `colors` must be distinct. See `iter_split_by_color`, which holds one crop at a time.
+    """
+    return dict(iter_split_by_color(keys, colors))
+
+
+def iter_split_by_color(
+    keys: U32Array, colors: list[Color]
+) -> Iterator[tuple[Color, InstanceMask]]:
+    """Yield (colour, cropped mask) for each colour found, in key order, one crop at a time.
+
     One pass finds the runs of equal key along each row; the runs of wanted colours give
-    every instance's bbox and area at once; only then is each instance's bbox cropped.
-    `colors` must be distinct.
+    every instance's bbox and area at once; only then is each instance's bbox cropped, as
+    the caller asks for it (30 overlapping instances of a large image must not all be
+    held at once). `keys` must stay unchanged while iterating. `colors` must be distinct.
     """
     h, w = keys.shape
     n = h * w
     if not colors:
-        return {}
+        return
     flat = keys.reshape(n)
     wanted = np.array(sorted({color_key(c) for c in colors}), dtype=np.uint32)
     # A run starts where the key changes or a row starts.
@@ -256,7 +268,7 @@ def split_by_color(keys: U32Array, colors: list[Color]) -> dict[Color, InstanceM
     pos[pos == len(wanted)] = 0
     hit = wanted[pos] == values
     if not hit.any():
-        return {}
+        return
     lengths = np.diff(starts, append=n)[hit]
     run_starts = starts[hit]
     inst = pos[hit]
@@ -274,15 +286,21 @@ def split_by_color(keys: U32Array, colors: list[Color]) -> dict[Color, InstanceM
     xmax = np.maximum.reduceat(x1, firsts)
     areas = np.add.reduceat(lengths, firsts)
     by_key = {color_key(c): c for c in colors}
-    out: dict[Color, InstanceMask] = {}
-    for i in range(len(firsts)):
-        key = int(wanted[inst[firsts[i]]])
-        y0 = int(rows[firsts[i]])
-        y1 = int(rows[lasts[i]]) + 1
-        xa, xb = int(xmin[i]), int(xmax[i])
+    boxes = [
+        (
+            int(wanted[inst[firsts[i]]]),
+            int(rows[firsts[i]]),
+            int(rows[lasts[i]]) + 1,
+            int(xmin[i]),
+            int(xmax[i]),
+            int(areas[i]),
+        )
+        for i in range(len(firsts))
+    ]
+    del change, starts, values, pos, hit, lengths, run_starts, inst, order, rows, x0, x1
+    for key, y0, y1, xa, xb, area in boxes:
         crop: BoolArray = keys[y0:y1, xa:xb] == np.uint32(key)
-        out[by_key[key]] = InstanceMask(xa, y0, xb - xa, y1 - y0, int(areas[i]), crop)
-    return out
+        yield by_key[key], InstanceMask(xa, y0, xb - xa, y1 - y0, area, crop)
 
 
 def binary_from_instance_png(img: U8Array) -> BoolArray:

@@ -30,13 +30,14 @@ from labelhaul.maskcodec import (
     InstanceMask,
     MaskImageError,
     PngHeader,
+    U32Array,
     binary_from_instance_png,
     check_png,
     color_keys,
     crop_binary,
     decode_png,
     encode_instance,
-    split_by_color,
+    iter_split_by_color,
 )
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
 from labelhaul.records import ErrorRecord
@@ -222,26 +223,32 @@ def process_job(
             wanted.append((pos, inst))
 
     if wanted:
-        found, reason = _split_composite(job, [i for _, i in wanted], http, max_pixels, errors)
+        opened, reason = _open_composite(job, http, max_pixels, errors)
+        landed: set[tuple[int, int, int]] = set()
+        if opened is not None:
+            keys, height, width = opened
+            by_color = {inst.color: (pos, inst) for pos, inst in wanted}
+            # Each crop is encoded and landed before the next one is cut.
+            for color, inst_mask in iter_split_by_color(keys, list(by_color)):
+                pos, inst = by_color[color]
+                results[pos] = _land(job, inst, inst_mask, height, width, "composite", put_blob)
+                landed.add(color)
         for pos, inst in wanted:
-            got = found.get(inst.color) if found is not None else None
-            if got is None:
-                if found is not None:
-                    reason = f"colour {list(inst.color)} does not appear in the composite"
-                    errors.append(
-                        _record(
-                            job,
-                            "mask_color_missing",
-                            f"{reason}: using the instance mask",
-                            inst,
-                            severity="warning",
-                            color=list(inst.color),
-                        )
-                    )
-                fallback.append((pos, inst, reason))
+            if inst.color in landed:
                 continue
-            inst_mask, height, width = got
-            results[pos] = _land(job, inst, inst_mask, height, width, "composite", put_blob)
+            if opened is not None:
+                reason = f"colour {list(inst.color)} does not appear in the composite"
+                errors.append(
+                    _record(
+                        job,
+                        "mask_color_missing",
+                        f"{reason}: using the instance mask",
+                        inst,
+                        severity="warning",
+                        color=list(inst.color),
+                    )
+                )
+            fallback.append((pos, inst, reason))
 
     for pos, inst, reason in fallback:
         outcome = _from_instance_url(job, inst, reason, http, put_blob, max_pixels)
@@ -252,14 +259,17 @@ def process_job(
     return [results[pos] for pos in sorted(results)], errors
 
 
-def _split_composite(
+def _open_composite(
     job: MaskJob,
-    wanted: list[MaskInstance],
     http: BytesFetcher,
     max_pixels: int,
     errors: list[ErrorRecord],
-) -> tuple[dict[tuple[int, int, int], tuple[InstanceMask, int, int]] | None, str]:
-    """Download and split the composite; None (and a warning) when it cannot be used."""
+) -> tuple[tuple[U32Array, int, int] | None, str]:
+    """Download, check and decode the composite into colour keys (height, width too).
+
+    Returns None, the reason, and a warning in `errors` when the composite cannot be used.
+    The keys live in this thread's scratch buffer: use them before the next composite.
+    """
     if job.composite_url is None:
         return None, "the label has no composite mask URL"
     try:
@@ -282,7 +292,6 @@ def _split_composite(
         hdr: PngHeader = check_png(data, width=job.width, height=job.height, max_pixels=max_pixels)
         img = decode_png(data, hdr)
     except MaskImageError as exc:
-        reason = f"composite unusable: {exc}"
         errors.append(
             _record(
                 job,
@@ -291,12 +300,11 @@ def _split_composite(
                 severity="warning",
             )
         )
-        return None, reason
+        return None, f"composite unusable: {exc}"
     del data
     keys = color_keys(img)
     del img
-    split = split_by_color(keys, [inst.color for inst in wanted])
-    return {c: (m, hdr.height, hdr.width) for c, m in split.items()}, ""
+    return (keys, hdr.height, hdr.width), ""
 
 
 def _land(
