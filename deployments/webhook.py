@@ -59,6 +59,8 @@ LABEL_TOPICS = frozenset(
 )
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 _SIGNATURE_RE = re.compile(r"^sha1=([0-9a-fA-F]{40})$")
+_PROJECT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_DELIVERY_ID = 128
 # Stable Prefect event ids per delivery: a redelivery that slips past our in-memory
 # de-duplication (a restart) still carries the same event id.
 _EVENT_NAMESPACE = uuid.UUID("6f1f7f4e-3c0a-4d4f-9b7e-5b1a2c3d4e5f")
@@ -233,6 +235,9 @@ class WebhookReceiver:
         if not delivery_id:
             # A redelivery repeats the body byte for byte, so its digest stands in.
             delivery_id = "sha1:" + expected
+        elif len(delivery_id) > _MAX_DELIVERY_ID:
+            # The replay log holds 10,000 ids: keep each entry small whatever the header.
+            delivery_id = "sha1:" + hashlib.sha1(delivery_id.encode()).hexdigest()
         assert self.deliveries is not None
         if self.deliveries.seen(delivery_id):
             return JSONResponse({"status": "duplicate", "delivery_id": delivery_id})
@@ -252,6 +257,8 @@ class WebhookReceiver:
                 "no project id in the payload (looked for project.id, projectId, project_id); "
                 "register the webhook URL with ?project_id=<id> for this payload shape",
             )
+        if not _PROJECT_ID_RE.match(project_id):
+            return _refuse(422, "the project id is not a Labelbox id (letters and digits)")
         if self.project_ids is not None and project_id not in self.project_ids:
             # 200, not 4xx: an organisation-wide webhook sends every project's changes and
             # Labelbox would retry (and eventually disable) a refusing endpoint.
@@ -265,7 +272,10 @@ class WebhookReceiver:
             "topic": topic or None,
             "delivery_id": delivery_id,
             "project_id": project_id,
-            "label_id": _find_key(payload, "labelId", "label_id") or _id_of(label),
+            # Label topics put the label's id first, at the top level.
+            "label_id": _find_key(payload, "labelId", "label_id")
+            or _id_of(label)
+            or (_id_of(payload.get("id")) if topic.startswith("LABEL_") else None),
             "data_row_id": _find_key(payload, "dataRowId", "data_row_id", "dataRow")
             or _id_of(label.get("dataRow") if isinstance(label, dict) else None),
         }

@@ -115,6 +115,8 @@ def test_valid_delivery_emits_one_event(client: AppClient, emitted: Captured) ->
     assert event["payload"]["topic"] == "LABEL_CREATED"
     assert event["payload"]["delivery_id"] == "delivery-1"
     assert event["payload"]["project_id"] == PROJECT
+    assert event["payload"]["label_id"] == "clabel0001"
+    assert event["payload"]["data_row_id"] == "cdatarow0001"
     assert isinstance(event["id"], uuid.UUID)
     assert response.json()["event_id"] == str(event["id"])
 
@@ -359,3 +361,21 @@ def test_delivery_log_bounds_size_and_age() -> None:
     now[0] = 10.5
     assert not log.seen("b")  # expired
     assert len(log) == 0
+
+
+def test_project_id_that_is_not_an_id_is_refused(client: AppClient, emitted: Captured) -> None:
+    body = json.dumps({"project": {"id": "../../etc passwd"}}).encode()
+    assert _post(client, body).status_code == 422
+    assert emitted.events == []
+
+
+def test_long_delivery_ids_are_kept_small_and_still_deduplicated(
+    client: AppClient, emitted: Captured
+) -> None:
+    body = json.dumps(_label_payload()).encode()
+    long_id = "x" * 5000
+    first = _post(client, body, delivery=long_id)
+    second = _post(client, body, delivery=long_id)
+    assert first.json()["status"] == "accepted"
+    assert second.json()["status"] == "duplicate"
+    assert len(first.json()["delivery_id"]) < 64
