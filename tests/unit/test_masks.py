@@ -376,3 +376,45 @@ def test_black_instance_is_not_confused_with_the_background() -> None:
     assert [r.source for r in results] == ["composite", "composite", "instance"]
     assert kinds(errors) == [("mask_color_background", "L1-f3", "warning")]
     check_result_pixels(results[2], lab, blobs, 3)
+
+
+def test_memory_is_bounded_by_composites_in_flight_not_by_the_batch() -> None:
+    """Peak traced memory (numpy reports to tracemalloc) for 12 jobs ~ for 2, on 2 workers."""
+    import tracemalloc
+
+    h, w = 600, 800
+    lab = np.zeros((h, w), dtype=np.uint8)
+    lab[50:550, 50:400] = 1
+    lab[100:500, 400:750] = 2
+    lab[300:590, 10:790] = 3
+    colors = [C1, C2, C3]
+
+    def batch(n: int) -> tuple[list[MaskJob], DictFetcher]:
+        jobs = [
+            MaskJob(
+                "dr",
+                None,
+                f"L{i}",
+                f"c/{i}",
+                w,
+                h,
+                tuple(MaskInstance(f"f{i}-{k}", c, None) for k, c in enumerate(colors)),
+            )
+            for i in range(n)
+        ]
+        return jobs, DictFetcher({f"c/{i}": composite(lab, colors) for i in range(n)})
+
+    def peak(n: int) -> int:
+        jobs, fetch = batch(n)
+        tracemalloc.start()
+        try:
+            results, errors = process_jobs(jobs, fetch, Blobs(), max_pixels=10**7, workers=2)
+            _, top = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(results) == 3 * n and errors == []
+        return top
+
+    small, large = peak(2), peak(12)
+    assert small > h * w * 4  # the composites were really decoded under tracing
+    assert large < 1.5 * small
