@@ -516,9 +516,7 @@ class S3ObjectStore:
                 for item in page.get("Contents", []):
                     yield str(item["Key"])[strip:]
         except Exception as exc:
-            if isinstance(exc, GeneratorExit):
-                raise
-            raise _translate(exc, self.uri_for(prefix or ".")) from exc
+            raise _translate(exc, self.uri_for(prefix)) from exc
 
     def delete(self, key: str) -> None:
         try:
