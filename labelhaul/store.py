@@ -599,6 +599,8 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
     source = manifest.get("source")
     if source:
         lines.append(f"- Source: {_json_inline(source) if not isinstance(source, str) else source}")
+    if manifest.get("mode"):
+        lines.append(f"- Mode: {manifest['mode']}")
     watermark = manifest.get("watermark")
     if watermark is not None:
         lines.append(f"- Watermark: {_json_inline(watermark)}")
@@ -618,6 +620,18 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
                 lines += ["", f"### {name.replace('_', ' ')}", ""]
                 items: list[tuple[Any, Any]] = sorted(value.items(), key=lambda kv: str(kv[0]))
                 lines += _md_table(["key", "count"], items)
+    # The flow passes breakdowns as top-level `counts_by_<what>` maps (kind, class, ...).
+    breakdowns = [k for k in sorted(manifest) if k.startswith("counts_by_")]
+    for name in [*breakdowns, "errors_by_kind"]:
+        value = manifest.get(name)
+        if isinstance(value, Mapping) and value:
+            lines += ["", f"## {name.replace('_', ' ').capitalize()}", ""]
+            rows: list[tuple[Any, Any]] = sorted(value.items(), key=lambda kv: str(kv[0]))
+            lines += _md_table(["key", "count"], rows)
+    masks = manifest.get("masks")
+    if isinstance(masks, Mapping):
+        lines += ["", "## Masks", ""]
+        lines += [f"- {k}: {_json_inline(masks[k])}" for k in sorted(masks)]
     changes = manifest.get("changes")
     if changes:
         lines += ["", f"## Changes since {manifest.get('parent_version_id') or 'nothing'}", ""]
@@ -650,13 +664,14 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
         "from labelhaul.reader import open_dataset",
         f"ds = open_dataset(STORE_URI, {json.dumps(dataset)})",
         f'annotations = ds.table("annotations", version={json.dumps(version)})',
-        "mask = ds.mask(annotations.iloc[0])  # full-size uint8, 0/255",
+        'with_mask = annotations[annotations["mask_sha256"].notna()]',
+        "mask = ds.mask(with_mask.iloc[0])  # full-size uint8, 0 background, 255 instance",
         "```",
         "",
         "or, for files beside your images:",
         "",
         "```",
-        f"labelhaul pull STORE_URI/{dataset} {version} ./{dataset}-{version}",
+        f"labelhaul pull STORE_URI/{safe_segment(str(dataset))} {version} ./{version}",
         "```",
         "",
     ]

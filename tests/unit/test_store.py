@@ -36,6 +36,11 @@ MANIFEST = {
         "annotations_by_class": {"cat": 20, "dog": 22},
     },
     "changes": {"data_rows_added": 2, "annotations_removed": 1},
+    "mode": "incremental",
+    "counts_by_kind": {"ImagePolygon": 3},
+    "counts_by_class": {"zebra": 7},
+    "errors_by_kind": {"mask_404": 1},
+    "masks": {"instances": 12, "errors": 1},
     "files": [
         {
             "role": "table",
@@ -66,6 +71,11 @@ def test_card_says_what_a_user_needs() -> None:
         "open_dataset",
         "labelhaul pull",
         "last_activity_at",
+        "| ImagePolygon | 3 |",
+        "| zebra | 7 |",
+        "| mask_404 | 1 |",
+        "incremental",
+        "instances",
     ]:
         assert needle in card, needle
 
