@@ -529,3 +529,35 @@ def test_every_object_is_encrypted(
         assert head.get("ServerSideEncryption") == sse, key
         if kms_key_id:
             assert kms_key_id in head.get("SSEKMSKeyId", ""), key
+
+
+def test_reader_never_sees_a_partial_version_while_commits_land(
+    object_store: ObjectStore, tmp_path: Path
+) -> None:
+    writer_store = DatasetStore(object_store, "proj")
+    done = threading.Event()
+    seen: set[str] = set()
+    problems: list[str] = []
+
+    def read_loop() -> None:
+        reader = DatasetStore(object_store, "proj")
+        while not done.is_set():
+            pointer = reader.latest()
+            if pointer is None:
+                continue
+            manifest = reader.read_manifest(pointer.version_id)
+            seen.add(pointer.version_id)
+            for entry in manifest["files"]:
+                if not object_store.exists(reader.key(entry["key"])):
+                    problems.append(f"{pointer.version_id}: {entry['key']} missing")
+
+    thread = threading.Thread(target=read_loop)
+    thread.start()
+    try:
+        for i in range(5):
+            commit_inputs(writer_store, write_inputs(tmp_path / str(i), str(i)))
+    finally:
+        done.set()
+        thread.join()
+    assert problems == []
+    assert seen and seen <= set(writer_store.list_versions())
