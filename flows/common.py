@@ -96,7 +96,9 @@ def incremental_filters(
     since = parse_timestamp(watermark)
     if since is None:
         return filters
-    start = since - overlap
+    # Rows at the watermark itself are in the parent already: with no overlap, start just
+    # after it (Labelbox filters whole seconds).
+    start = since - overlap if overlap > timedelta(0) else since + timedelta(seconds=1)
     current = filters.last_activity_at
     if current is not None and current.start is not None:
         user_start = current.start

@@ -426,7 +426,7 @@ class ExportTask:
     def _plan(self) -> None:
         try:
             src = self.source
-            for i in range(src.count()):
+            for i in src.indices():
                 if self.flt is None or self.flt.matches(src.row(i), src.source_id):
                     self.selection.append(i)
             self.plans[RESULT] = plan_chunks(self._result_lines, self.chunk_bytes, self.split_lines)

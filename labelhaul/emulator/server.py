@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -351,6 +352,20 @@ class EmulatorServer:
         if not isinstance(src, SyntheticSource):
             raise KeyError(f"{project_id} is not a synthetic project of this emulator")
         return src.spec
+
+    def edit_rows(self, project_id: str, rows: list[int], at: datetime | None = None) -> None:
+        """Relabel rows of a synthetic project (activity at `at`, default now)."""
+        src = self._sources.get(project_id)
+        if not isinstance(src, SyntheticSource):
+            raise KeyError(f"{project_id} is not a synthetic project of this emulator")
+        src.edit_rows(rows, at or datetime.now(UTC))
+
+    def delete_rows(self, project_id: str, rows: list[int]) -> None:
+        """Delete rows of a synthetic project from later exports."""
+        src = self._sources.get(project_id)
+        if not isinstance(src, SyntheticSource):
+            raise KeyError(f"{project_id} is not a synthetic project of this emulator")
+        src.delete_rows(rows)
 
     def load_project(self, export_path: str | Path, masks_dir: str | Path | None = None) -> str:
         """Serve an export NDJSON file (and composites `<id>.png` in `masks_dir`); return its id.

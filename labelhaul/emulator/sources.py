@@ -83,6 +83,10 @@ class RowSource(ABC):
     def row(self, index: int) -> dict[str, Any]:
         """Return row `index` as a fresh dict with every optional field present."""
 
+    def indices(self) -> Iterable[int]:
+        """Return the indices of the rows an export sees (all but deleted ones)."""
+        return range(self.count())
+
     def iter_rows(self, indices: Iterable[int]) -> Iterator[dict[str, Any]]:
         """Yield the rows at `indices`, in that order."""
         for i in indices:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -432,19 +433,43 @@ class SyntheticSource(RowSource):
         self.source_id = spec.project_id
         self.name = f"Synthetic project {spec.tag}"
         self._cache = _RenderCache(size=8)
+        # Edits and deletions, so tests can change a project between two exports.
+        self._revisions: dict[int, tuple[int, datetime]] = {}
+        self._deleted: set[int] = set()
 
     def count(self) -> int:
         return self.spec.n_rows
 
+    def indices(self) -> Iterable[int]:
+        return (i for i in range(self.spec.n_rows) if i not in self._deleted)
+
+    def edit_rows(self, rows: Iterable[int], at: datetime) -> None:
+        """Relabel rows at instant `at`: a box moves, the masks are redrawn, activity is `at`."""
+        for r in rows:
+            if not 0 <= r < self.spec.n_rows:
+                raise IndexError(f"row {r} is not in this project of {self.spec.n_rows} rows")
+            number = self._revisions.get(r, (0, at))[0] + 1
+            self._revisions[r] = (number, at)
+
+    def delete_rows(self, rows: Iterable[int]) -> None:
+        """Delete data rows: later exports leave them out."""
+        self._deleted.update(rows)
+
     def row(self, index: int) -> dict[str, Any]:
-        return build_row(self.spec, index)
+        row = build_row(self.spec, index)
+        revision = self._revisions.get(index)
+        if revision is not None:
+            _apply_revision(row, *revision)
+        return row
 
     def _render(self, row: int) -> tuple[NDArray[np.uint16], bytes]:
         spec = self.spec
+        number = self._revisions.get(row, (0, None))[0]
+        salt = "layout" if number == 0 else f"layout-r{number}"
         info = CompositeInfo(
-            spec.width, spec.height, tuple(spec.colors(row)), spec._row_seed(row, "layout")
+            spec.width, spec.height, tuple(spec.colors(row)), spec._row_seed(row, salt)
         )
-        return self._cache.get(spec.composite_id(row), info)
+        return self._cache.get(f"{spec.composite_id(row)}@{number}", info)
 
     def composite_png(self, composite_id: str) -> bytes | None:
         parsed = self.spec.parse_id(composite_id)
@@ -459,3 +484,20 @@ class SyntheticSource(RowSource):
         inst, _ = self._render(parsed[1])
         result: NDArray[np.bool_] = inst == parsed[2] + 1
         return result
+
+
+def _apply_revision(row: dict[str, Any], number: int, at: datetime) -> None:
+    """Change an exported row the way a relabel would: new activity time, a moved box."""
+    stamp = _iso(at)
+    details = row.get("data_row", {}).get("details") or {}
+    details["updated_at"] = stamp
+    details["last_activity_at"] = stamp
+    for project in (row.get("projects") or {}).values():
+        for label in project.get("labels") or []:
+            ld = label.get("label_details") or {}
+            ld["updated_at"] = stamp
+            ld["content_last_updated_at"] = stamp
+            for obj in (label.get("annotations") or {}).get("objects") or []:
+                if obj.get("annotation_kind") == "ImageBoundingBox":
+                    obj["bounding_box"]["left"] = float(obj["bounding_box"]["left"]) + number
+                    break

@@ -195,3 +195,58 @@ def test_overlapping_syncs_of_one_project_do_not_interleave(
     a, b = sorted(results, key=lambda r: r["lock_acquired_at"])
     assert a["lock_released_at"] <= b["lock_acquired_at"]
     assert sorted(r["created"] for r in results) == [False, True]
+
+
+def _blob_names(store: Path) -> set[str]:
+    return {p.name for p in store.rglob("blobs/**/*.png")}
+
+
+def test_incremental_after_full_equals_a_full_sync_of_the_final_state(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    from flows.params import SyncMode
+
+    pid = lb_env.add_synthetic_project(n_rows=10, instances=3)
+    store = tmp_path / "store"
+    first = _sync(pid, str(store), mode=SyncMode.full)
+    blobs_before = _blob_names(store)
+
+    lb_env.edit_rows(pid, [4])
+    lb_env.request_log.clear()
+    second = _sync(pid, str(store), mode=SyncMode.incremental, overlap_minutes=0)
+    assert second["mode"] == "incremental" and second["created"]
+    assert second["rows_exported"] == 1  # only the relabelled data row
+    spec = lb_env.synthetic_spec(pid)
+    composites = {e.path for e in lb_env.request_log if "/masks/" in e.path}
+    # Only that label's composite was downloaded again.
+    assert len(composites) == 1 and spec.composite_id(4) in composites.pop()
+
+    # Every unchanged mask blob is reused; only the relabelled row's masks are new.
+    blobs_after = _blob_names(store)
+    assert blobs_before <= blobs_after
+    assert len(blobs_after - blobs_before) == 3
+
+    full = _sync(pid, str(tmp_path / "full"), mode=SyncMode.full)
+    with open_dataset(str(store), pid) as inc, open_dataset(str(tmp_path / "full"), pid) as ref:
+        assert inc.versions() == ["v000001", "v000002"]
+        assert inc.manifest()["content_digest"] == ref.manifest()["content_digest"]
+        assert inc.manifest()["watermark"] == ref.manifest()["watermark"]
+        assert inc.manifest()["parent_version_id"] == first["version_id"]
+    assert full["created"]
+
+
+def test_only_a_full_sync_sees_deletions(lb_env: EmulatorServer, tmp_path: Path) -> None:
+    from flows.params import SyncMode
+
+    pid = lb_env.add_synthetic_project(n_rows=5, instances=2)
+    store = str(tmp_path / "store")
+    _sync(pid, store, mode=SyncMode.full)
+    lb_env.delete_rows(pid, [1])
+    inc = _sync(pid, store, mode=SyncMode.incremental)
+    assert not inc["created"]  # nothing changed that an incremental export can see
+    full = _sync(pid, store, mode=SyncMode.full)
+    assert full["created"]
+    with open_dataset(store, pid) as ds:
+        ids = set(ds.table("data_rows")["data_row_id"])
+        assert lb_env.synthetic_spec(pid).data_row_id(1) not in ids
+        assert len(ids) == 4
