@@ -2,7 +2,8 @@
 
 A Labelbox composite mask is one PNG per label in which every instance is painted in its
 own `color_rgb`. Splitting it the obvious way (`np.all(rgb == colour, -1)` per instance,
-then a full-size PNG per instance) costs ~60x more than needed (DESIGN.md section 7).
+then a full-size PNG per instance) is 15-60x slower (bench/bench_masks.py); what is left
+is mostly PNG decoding.
 Here the image is turned into one uint32 colour key per pixel once, cut into runs of
 equal key along each row once, and every wanted instance's bbox and area come out of
 that single pass over the runs; only each instance's bbox is touched after that.
@@ -194,6 +195,11 @@ class _Scratch(threading.local):
 
 
 _scratch = _Scratch()
+
+
+def release_scratch() -> None:
+    """Free this thread's scratch buffers (a long-lived thread should not keep them)."""
+    _scratch.buffers.clear()
 
 
 def color_key(color: Color) -> int:

@@ -38,6 +38,7 @@ from labelhaul.maskcodec import (
     decode_png,
     encode_instance,
     iter_split_by_color,
+    release_scratch,
 )
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
 from labelhaul.records import ErrorRecord
@@ -127,10 +128,14 @@ def process_jobs(
         return process_job(job, http, put_blob, max_pixels=max_pixels)
 
     if workers == 1 or len(job_list) <= 1:
-        for job in job_list:
-            res, errs = run(job)
-            results.extend(res)
-            errors.extend(errs)
+        try:
+            for job in job_list:
+                res, errs = run(job)
+                results.extend(res)
+                errors.extend(errs)
+        finally:
+            # The caller's thread may live on (a Prefect worker): do not keep its buffers.
+            release_scratch()
         return results, errors
     with ThreadPoolExecutor(
         max_workers=min(workers, len(job_list)), thread_name_prefix="labelhaul-masks"
