@@ -75,6 +75,8 @@ def _prefect_defaults() -> None:
     # With no PREFECT_API_URL, Prefect starts a local server for the run; on a busy 2-core
     # machine that can take longer than its 20 s default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # Our own progress lines and the labelbox SDK's warnings belong in the run's logs.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "labelhaul,labelbox")
 
 
 def _instant(text: str) -> datetime:
