@@ -1,0 +1,360 @@
+"""Tools for proving the sync under bad networks, crashes and concurrency (no Prefect here).
+
+- `RecordingServer`: a loopback HTTP server that records every request's headers and answers
+  from a table of routes (a "foreign host" for mask URLs, a redirect target).
+- `FaultProxy`: a loopback HTTP forwarder put between a client and an S3 endpoint (moto's
+  server) that fails a share of requests: 503 SlowDown, a reset before forwarding, and a
+  request that reaches the server but whose response is lost (forward, then drop).
+- `validate_latest(objects, dataset_id)`: check that the version `_latest.json` points at is
+  whole: every file of its manifest exists with the listed sha256 and size, and every mask blob
+  its annotations reference exists. A reader thread polls it during chaos runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import random
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from labelhaul.keys import blob_key, join_key, safe_segment
+from labelhaul.storage import ObjectStore
+
+# --------------------------------------------------------------------- recording server
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request a `RecordingServer` received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class Route:
+    """What a `RecordingServer` answers for one path."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _RecordingHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    recorder: RecordingServer
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: the recorder keeps what matters."""
+
+    def _answer(self) -> None:
+        rec = self.server.recorder  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        path = self.path.split("?", 1)[0]
+        rec.record(RecordedRequest(self.command, self.path, dict(self.headers.items())))
+        route = rec.routes.get(path, Route(404, b"not found"))
+        self.send_response(route.status)
+        for name, value in route.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(route.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(route.body)
+
+    do_GET = _answer
+    do_HEAD = _answer
+    do_POST = _answer
+
+
+class RecordingServer:
+    """A loopback HTTP server that records every request and answers from `routes`."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self._requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._httpd = _RecordingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
+        self._httpd.recorder = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:<port>`."""
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def record(self, req: RecordedRequest) -> None:
+        """Keep one request."""
+        with self._lock:
+            self._requests.append(req)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far."""
+        with self._lock:
+            return list(self._requests)
+
+    def start(self) -> RecordingServer:
+        """Serve in a daemon thread; return self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> RecordingServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- fault proxy
+
+FAULTS = ("503", "reset", "lost_response")
+_HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
+
+
+@dataclass
+class FaultCounts:
+    """How many requests a `FaultProxy` forwarded and how many faults it injected."""
+
+    requests: int = 0
+    forwarded: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+
+    def total_faults(self) -> int:
+        """Return the number of injected faults of every kind."""
+        return sum(self.faults.values())
+
+
+class _ProxyHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    proxy: FaultProxy
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            out = io.BytesIO()
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return out.getvalue()
+                out.write(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _drop(self) -> None:
+        # Linger 0: close() sends RST, as a dropped connection looks to the client.
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _handle(self) -> None:
+        proxy: FaultProxy = self.server.proxy  # type: ignore[attr-defined]
+        body = self._read_body()
+        fault = proxy.draw(self.command)
+        if fault == "reset":
+            self._drop()
+            return
+        if fault == "503":
+            payload = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                b"<Message>Please reduce your request rate.</Message></Error>"
+            )
+            self.send_response(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+        if body or self.command in ("PUT", "POST"):
+            headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
+        try:
+            conn.request(self.command, self.path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            with proxy.lock:
+                proxy.counts.forwarded += 1
+            if fault == "lost_response":
+                # The request landed upstream; the client never hears about it.
+                self._drop()
+                return
+            self.send_response(resp.status, resp.reason)
+            for name, value in resp.getheaders():
+                if name.lower() not in _HOP_HEADERS and name.lower() != "content-length":
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        finally:
+            conn.close()
+
+    do_GET = _handle
+    do_PUT = _handle
+    do_POST = _handle
+    do_HEAD = _handle
+    do_DELETE = _handle
+
+
+class FaultProxy:
+    """A fault-injecting HTTP forwarder on loopback in front of `upstream` (e.g. moto).
+
+    Args:
+        upstream: `http://host:port` of the real server.
+        rate: share of requests that get a fault (split evenly among `faults`).
+        faults: which faults to inject (`503`, `reset`, `lost_response`).
+        seed: RNG seed, so a run is repeatable.
+        lost_methods: methods whose response may be lost (writes by default: the case that
+            matters is a PUT that landed while the client thinks it failed).
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        rate: float = 0.0,
+        faults: tuple[str, ...] = FAULTS,
+        seed: int = 0,
+        lost_methods: tuple[str, ...] = ("PUT", "POST", "DELETE"),
+    ) -> None:
+        hostport = upstream.split("://", 1)[-1].rstrip("/")
+        host, _, port = hostport.partition(":")
+        self.upstream_host = host
+        self.upstream_port = int(port or 80)
+        self.rate = rate
+        self.faults = faults
+        self.lost_methods = lost_methods
+        self.counts = FaultCounts()
+        self.lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._httpd = _ProxyHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+        self._httpd.proxy = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:<port>` of the proxy."""
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def draw(self, method: str) -> str | None:
+        """Decide the fault of one request (None: forward it untouched)."""
+        with self.lock:
+            self.counts.requests += 1
+            if self.rate <= 0 or self._rng.random() >= self.rate:
+                return None
+            choices = [
+                f for f in self.faults if f != "lost_response" or method in self.lost_methods
+            ]
+            if not choices:
+                return None
+            fault = self._rng.choice(choices)
+            self.counts.faults[fault] = self.counts.faults.get(fault, 0) + 1
+            return fault
+
+    def start(self) -> FaultProxy:
+        """Serve in a daemon thread; return self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------ version checks
+
+
+@dataclass
+class VersionCheck:
+    """What `validate_latest` saw: the version and the problems found (empty: whole)."""
+
+    version_id: str | None
+    content_digest: str | None
+    problems: list[str] = field(default_factory=list)
+
+
+def _mask_shas(parquet: bytes) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(parquet), columns=["mask_sha256"])
+    for sha in table.column("mask_sha256").to_pylist():
+        if sha:
+            yield str(sha)
+
+
+def validate_latest(objects: ObjectStore, dataset_id: str) -> VersionCheck:
+    """Check that the version `_latest.json` names is whole; return what was found.
+
+    A missing pointer is not a problem (nothing published yet). A pointer that names a
+    manifest which is missing, or a manifest listing a file that is missing or differs from
+    its listed sha256/size, or an annotation whose mask blob is missing, is one.
+    """
+    root = safe_segment(dataset_id)
+    raw_pointer = objects.get(join_key(root, "_latest.json"))
+    if raw_pointer is None:
+        return VersionCheck(None, None)
+    pointer = json.loads(raw_pointer)
+    check = VersionCheck(pointer.get("version_id"), pointer.get("content_digest"))
+    raw_manifest = objects.get(join_key(root, str(pointer["manifest"])))
+    if raw_manifest is None:
+        check.problems.append(f"pointer names a missing manifest {pointer.get('manifest')}")
+        return check
+    manifest = json.loads(raw_manifest)
+    if manifest.get("content_digest") != pointer.get("content_digest"):
+        check.problems.append("pointer and manifest disagree on the content digest")
+    for entry in manifest.get("files", []):
+        key = join_key(root, str(entry["key"]))
+        data = objects.get(key)
+        if data is None:
+            check.problems.append(f"listed file missing: {entry['key']}")
+            continue
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256") or len(data) != entry.get(
+            "size"
+        ):
+            check.problems.append(f"listed file differs from its sha256/size: {entry['key']}")
+            continue
+        if entry.get("role") == "table" and entry.get("name") == "annotations":
+            for sha in set(_mask_shas(data)):
+                if not objects.exists(join_key(root, blob_key(sha))):
+                    check.problems.append(f"mask blob missing: {sha}")
+    return check
