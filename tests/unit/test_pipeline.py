@@ -69,10 +69,9 @@ def test_mask_job_round_trips_through_staging() -> None:
     assert job_from_dict(orjson.loads(orjson.dumps(job_to_dict(job)))) == job
 
 
-def test_assemble_joins_mask_results_and_merges_with_the_parent(tmp_path: Path) -> None:
-    rows = _synthetic_rows(6)
-    first = stage_export(_lines(rows), tmp_path / "a", part_composites=2)
-    for part in first.parts:
+def _land_fake_masks(staging: Path, parts: list[str]) -> None:
+    """Stand in for the mask stage: one 1x1 result per instance of every job."""
+    for part in parts:
         results = [
             MaskResult(
                 data_row_id=j.data_row_id,
@@ -89,40 +88,22 @@ def test_assemble_joins_mask_results_and_merges_with_the_parent(tmp_path: Path) 
                 rle="01",
                 source="composite",
             )
-            for j in part_jobs(tmp_path / "a", part)
+            for j in part_jobs(staging, part)
             for i in j.instances
         ]
-        write_mask_results(tmp_path / "a", part, results, [])
+        write_mask_results(staging, part, results, [])
+
+
+def test_assemble_joins_mask_results_and_merges_with_the_parent(tmp_path: Path) -> None:
+    rows = _synthetic_rows(6)
+    first = stage_export(_lines(rows), tmp_path / "a", part_composites=2)
+    _land_fake_masks(tmp_path / "a", first.parts)
     full = assemble_version(tmp_path / "a", first.parts)
     assert full.counts["data_rows"] == 6
 
     # An incremental run that re-exports rows 0 and 1 only: the rest comes from the parent.
     second = stage_export(_lines(rows[:2]), tmp_path / "b", part_composites=2)
-    for part in second.parts:
-        write_mask_results(
-            tmp_path / "b",
-            part,
-            [
-                MaskResult(
-                    data_row_id=j.data_row_id,
-                    label_id=j.label_id,
-                    feature_id=i.feature_id,
-                    sha256="0" * 64,
-                    x=0,
-                    y=0,
-                    w=1,
-                    h=1,
-                    area=1,
-                    height=48,
-                    width=64,
-                    rle="01",
-                    source="composite",
-                )
-                for j in part_jobs(tmp_path / "b", part)
-                for i in j.instances
-            ],
-            [],
-        )
+    _land_fake_masks(tmp_path / "b", second.parts)
     merged = assemble_version(
         tmp_path / "b",
         second.parts,
