@@ -1,17 +1,17 @@
 """labelhaul's exception tree. Every message says what to do next.
 
-    LabelhaulError
-    ├── TerminalError            retrying will not help (fix the input or configuration)
-    │   ├── ConfigError          missing/invalid settings: no API key, bad store URI
-    │   ├── FilterError          an export filter or param Labelbox would refuse
-    │   ├── AuthError            401/403 from Labelbox
-    │   ├── NotFoundError        unknown project / model run
-    │   └── ExportFailedError    the export task ended FAILED (Labelbox's message)
-    ├── TransientError           worth retrying: 429, 5xx, resets, timeouts
-    │   └── ExportTimeoutError   the export task did not finish in time
-    └── StoreError
-        ├── ConflictError        another run moved `_latest.json` first
-        └── StoreUnavailableError  the bucket/directory cannot be reached or written
+LabelhaulError
+├── TerminalError            retrying will not help (fix the input or configuration)
+│   ├── ConfigError          missing/invalid settings: no API key, bad store URI
+│   ├── FilterError          an export filter or param Labelbox would refuse
+│   ├── AuthError            401/403 from Labelbox
+│   ├── NotFoundError        unknown project / model run
+│   └── ExportFailedError    the export task ended FAILED (Labelbox's message)
+├── TransientError           worth retrying: 429, 5xx, resets, timeouts
+│   └── ExportTimeoutError   the export task did not finish in time
+└── StoreError
+    ├── ConflictError        another run moved `_latest.json` first
+    └── StoreUnavailableError  the bucket/directory cannot be reached or written
 """
 
 from __future__ import annotations
