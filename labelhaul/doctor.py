@@ -93,10 +93,11 @@ def check_store(uri: str, settings: Any | None = None) -> Check:
         return Check(name, False, str(exc))
     except Exception as exc:  # noqa: BLE001
         return Check(name, False, f"{uri}: cannot open ({type(exc).__name__}: {exc})")
-    return _probe_store(objects)
+    return probe_store(objects)
 
 
-def _probe_store(objects: ObjectStore) -> Check:
+def probe_store(objects: ObjectStore) -> Check:
+    """Write a probe create-only twice (the second must fail), then with a stale If-Match."""
     name = "store"
     key = f"{PROBE_DIR}/probe-{uuid.uuid4().hex}.txt"
     where = objects.uri_for(key)
