@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -77,6 +78,14 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool:
         """Return True if the object exists."""
+        ...
+
+    def last_modified(self, key: str) -> datetime | None:
+        """Return when the object was last written (UTC), or None if absent."""
+        ...
+
+    def touch(self, key: str) -> None:
+        """Renew the object's last-modified time without changing its content."""
         ...
 
     def list(self, prefix: str = "") -> Iterator[str]:
@@ -216,6 +225,15 @@ class LocalObjectStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def last_modified(self, key: str) -> datetime | None:
+        try:
+            return datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def touch(self, key: str) -> None:
+        os.utime(self._path(key), None)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self.root
@@ -499,13 +517,32 @@ class S3ObjectStore:
         return str(resp["ETag"])
 
     def exists(self, key: str) -> bool:
+        return self.last_modified(key) is not None
+
+    def last_modified(self, key: str) -> datetime | None:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            resp = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             if _status(exc) == 404:
-                return False
+                return None
             raise _translate(exc, self.uri_for(key)) from exc
-        return True
+        stamp = resp.get("LastModified")
+        return stamp if isinstance(stamp, datetime) else datetime.now(UTC)
+
+    def touch(self, key: str) -> None:
+        full = self._key(key)
+        try:
+            # A copy onto itself is the only way S3 renews LastModified; REPLACE is required
+            # for a self-copy, and the SSE arguments keep the object encrypted as configured.
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=full,
+                CopySource={"Bucket": self.bucket, "Key": full},
+                MetadataDirective="REPLACE",
+                **self._sse_args(),
+            )
+        except Exception as exc:
+            raise _translate(exc, self.uri_for(key)) from exc
 
     def list(self, prefix: str = "") -> Iterator[str]:
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix

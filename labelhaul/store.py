@@ -23,7 +23,9 @@ manifest, which lists full keys (relative to the dataset root), so nothing depen
 directory a file sits in.
 
 Commit protocol (crash-safe, safe under concurrency):
-1. files and blobs first, create-only and content-named (HEAD first; 412 means present);
+1. files and blobs first, create-only and content-named (HEAD first; 412 means present;
+   a present object older than `freshen_after` is touched, so `gc`'s grace period, which
+   goes by last-modified time, restarts for an orphan this commit is about to reference);
 2. `versions/vN/README.md`, then `versions/vN/manifest.json` with IfNoneMatch='*'. A 412 is
    read back: identical bytes are our own earlier attempt (a botocore retry); the same
    content digest means the content is already committed (an earlier crashed run or a
@@ -45,7 +47,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from labelhaul.errors import ConflictError, NotFoundError, StoreError
@@ -164,12 +166,20 @@ class DatasetStore:
         dataset_id: str | None,
         *,
         clock: Callable[[], datetime] | None = None,
+        freshen_after: timedelta = timedelta(hours=6),
     ) -> None:
-        """Open the dataset `dataset_id` (None: the object store root is the dataset root)."""
+        """Open the dataset `dataset_id` (None: the object store root is the dataset root).
+
+        Args:
+            freshen_after: an existing file or blob a commit reuses is touched when it is
+                older than this, so `gc`'s grace period (by last-modified time) cannot delete
+                an unreferenced object a running sync has just decided to reuse.
+        """
         self.objects = objects
         self.dataset_id = dataset_id
         self.root = safe_segment(dataset_id) if dataset_id else ""
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._freshen_after = freshen_after
         self._blob_index: set[str] | None = None
         self._index_lock = threading.Lock()
 
@@ -270,6 +280,21 @@ class DatasetStore:
             self._blob_index = found
         return len(found)
 
+    def _present(self, key: str) -> bool:
+        """Return True if `key` exists, renewing it when old ("freshen on reuse", like git).
+
+        A content-named object found here may be an orphan of a crashed run that `gc` would
+        delete once it is older than its grace period; this commit is about to reference it,
+        so its age restarts now. Costs one extra request only for objects older than
+        `freshen_after`.
+        """
+        stamp = self.objects.last_modified(key)
+        if stamp is None:
+            return False
+        if self.now() - stamp > self._freshen_after:
+            self.objects.touch(key)
+        return True
+
     def seed_blob_index(self, shas: Iterable[str]) -> None:
         """Mark blobs as present without asking the store, and skip HEADs from now on.
 
@@ -302,13 +327,14 @@ class DatasetStore:
         if index is not None:
             if sha in index:
                 return False
-        elif self.objects.exists(key):
+        elif self._present(key):
             return False
         try:
             self.objects.put(key, data, if_none_match=True)
             uploaded = True
         except PreconditionFailed:
             uploaded = False
+            self._present(key)  # freshen it if old
         if index is not None:
             with self._index_lock:
                 index.add(sha)
@@ -394,11 +420,11 @@ class VersionWriter:
         key = self._entry_key(role, name_stem, sha, suffix)
         full = self.store.key(key)
         # Content-named: if it is there, it is this content (a re-run or an unchanged table).
-        if not self.store.objects.exists(full):
+        if not self.store._present(full):
             try:
                 self.store.objects.put_file(full, local_path, if_none_match=True)
             except PreconditionFailed:
-                pass
+                self.store._present(full)  # freshen it if old
         return self._record(FileEntry(role, name or name_stem, key, sha, size, rows))
 
     def add_bytes(
@@ -415,11 +441,11 @@ class VersionWriter:
         sha = hashlib.sha256(data).hexdigest()
         key = self._entry_key(role, name_stem, sha, suffix)
         full = self.store.key(key)
-        if not self.store.objects.exists(full):
+        if not self.store._present(full):
             try:
                 self.store.objects.put(full, data, if_none_match=True)
             except PreconditionFailed:
-                pass
+                self.store._present(full)  # freshen it if old
         return self._record(FileEntry(role, name or name_stem, key, sha, len(data), rows))
 
     def _record(self, entry: FileEntry) -> FileEntry:

@@ -522,6 +522,13 @@ def test_every_object_is_encrypted(
     writer = store.begin()
     writer.add_file("raw", big, "big", ".bin")
     writer.commit(digest_entries(writer.files), {})
+    # A reused old object is renewed by a self-copy: it must stay encrypted too.
+    from datetime import timedelta
+
+    always_old = DatasetStore(objects, "proj", freshen_after=timedelta(seconds=-1))
+    copies = count_requests(objects)
+    assert always_old.put_blob(hashlib.sha256(b"m").hexdigest(), b"m") is False
+    assert copies.get("CopyObject") == 1
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert len(keys) >= 10
     for key in keys:
@@ -561,3 +568,35 @@ def test_reader_never_sees_a_partial_version_while_commits_land(
         thread.join()
     assert problems == []
     assert seen and seen <= set(writer_store.list_versions())
+
+
+def test_reused_old_objects_are_freshened(object_store: ObjectStore, tmp_path: Path) -> None:
+    """An orphan a commit reuses gets a new last-modified time, so gc's grace restarts."""
+    import hashlib
+    import time
+    from datetime import timedelta
+
+    now = [datetime.now(UTC)]
+    store = DatasetStore(object_store, "proj", clock=lambda: now[0])
+    png = b"orphan mask of a crashed run"
+    sha = hashlib.sha256(png).hexdigest()
+    store.put_blob(sha, png)
+    inputs = write_inputs(tmp_path / "a", "a")
+    entry = store.begin().add_file("table", inputs["table"], "annotations", ".parquet")
+    keys = [store.key(f"blobs/sha256/{sha[:2]}/{sha}.png"), store.key(entry.key)]
+    before = [object_store.last_modified(k) for k in keys]
+    time.sleep(1.1)  # S3's LastModified has one-second resolution
+
+    assert store.put_blob(sha, png) is False  # young: not touched
+    store.begin().add_file("table", inputs["table"], "annotations", ".parquet")
+    assert [object_store.last_modified(k) for k in keys] == before
+
+    now[0] += timedelta(hours=7)  # by the store's clock they are old now
+    assert store.put_blob(sha, png) is False
+    store.begin().add_file("table", inputs["table"], "annotations", ".parquet")
+    after = [object_store.last_modified(k) for k in keys]
+    assert all(
+        a is not None and b is not None and a > b for a, b in zip(after, before, strict=True)
+    )
+    assert object_store.get(keys[0]) == png
+    assert object_store.get(keys[1]) == inputs["table"].read_bytes()
