@@ -269,6 +269,9 @@ class DatasetStore:
 
         Worth it when most blobs of a run already exist (nightly incremental runs): one LIST
         per 1,000 blobs instead of one HEAD per blob. Returns the number of blobs found.
+        Listed blobs are not freshened: an orphan among them could be collected by `gc`
+        while this run is in flight, so prefer `seed_blob_index` (the parent's blobs) when a
+        gc may run concurrently.
         """
         prefix = self.key("blobs/sha256") + "/"
         found: set[str] = set()
