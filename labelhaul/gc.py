@@ -214,21 +214,22 @@ def _parse_instant(text: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _annotations_key(manifest: dict[str, Any]) -> str | None:
+    """Return the key of a version's annotations table (None when it has none)."""
+    for entry in manifest.get("files", []):
+        if entry.get("role") == "table" and entry.get("name") == "annotations":
+            return str(entry["key"])
+    return None
+
+
 def _manifest_blobs(store: DatasetStore, manifest: dict[str, Any]) -> Iterator[str]:
     """Yield the `mask_sha256` values of a version's annotations table, batch by batch."""
     import pyarrow.parquet as pq
 
-    entry = next(
-        (
-            f
-            for f in manifest.get("files", [])
-            if f.get("role") == "table" and f.get("name") == "annotations"
-        ),
-        None,
-    )
-    if entry is None:
+    relative = _annotations_key(manifest)
+    if relative is None:
         return
-    key = store.key(str(entry["key"]))
+    key = store.key(relative)
     objects = store.objects
     temp: Path | None = None
     try:
@@ -241,7 +242,7 @@ def _manifest_blobs(store: DatasetStore, manifest: dict[str, Any]) -> Iterator[s
             path = temp
     except FileNotFoundError as exc:
         raise StoreError(
-            f"{manifest.get('version_id')} lists {entry['key']} but it is missing, so gc cannot "
+            f"{manifest.get('version_id')} lists {relative} but it is missing, so gc cannot "
             "tell which blobs it needs: nothing was swept. Restore the file or delete that "
             "version's manifest by hand."
         ) from exc
@@ -273,9 +274,12 @@ class _References:
         if version_id in self.versions:
             return
         manifest = store.read_manifest(version_id)
-        for entry in manifest.get("files", []):
-            self.files.add(str(entry["key"]))
-        self.blobs.update(_manifest_blobs(store, manifest))
+        keys = [str(entry["key"]) for entry in manifest.get("files", [])]
+        table = _annotations_key(manifest)
+        # Versions share an unchanged annotations table (same content-named key): read it once.
+        if table is not None and table not in self.files:
+            self.blobs.update(_manifest_blobs(store, manifest))
+        self.files.update(keys)
         self.versions.add(version_id)
 
 
@@ -326,6 +330,11 @@ def collect_garbage(
         latest=pointer.version_id if pointer else None,
     )
     latest_n = parse_version(pointer.version_id) if pointer else None
+    if pointer is not None and pointer.version_id not in versions:
+        raise StoreError(
+            f"{store.uri_for(LATEST)} points at {pointer.version_id}, which has no manifest: "
+            "nothing was deleted. Point it at the newest versions/*/manifest.json first."
+        )
 
     # Decide which versions go. Without a pointer nothing is published yet: keep them all.
     doomed: list[str] = []

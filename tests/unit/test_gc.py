@@ -250,3 +250,32 @@ def test_listing_is_relative_to_the_dataset_root(tmp_path: Path, dataset: str | 
         ("tables/t-1.parquet", 5),
     ]
     assert all(abs((o.last_modified - datetime.now(UTC)).total_seconds()) < 60 for o in listed)
+
+
+def test_a_pointer_to_a_missing_manifest_stops_gc(store: DatasetStore, tmp_path: Path) -> None:
+    make_version(store, tmp_path / "src", ["a"])
+    make_version(store, tmp_path / "src", ["b"])
+    store.objects.delete(store.key("versions/v000002/manifest.json"))
+    before = all_keys(store.objects)
+    with pytest.raises(StoreError, match="v000002, which has no manifest"):
+        collect_garbage(store, keep=1, now=FUTURE)
+    assert all_keys(store.objects) == before
+
+
+def test_versions_sharing_an_annotations_table_keep_its_blobs(
+    store: DatasetStore, tmp_path: Path
+) -> None:
+    make_version(store, tmp_path / "src", ["a", "b"], extra="1")
+    make_version(store, tmp_path / "src", ["a", "b"], extra="2")  # same table, new errors file
+    make_version(store, tmp_path / "src", ["c"], extra="3")
+
+    def table_key(version_id: str) -> str:
+        files = store.read_manifest(version_id)["files"]
+        return next(str(f["key"]) for f in files if f["name"] == "annotations")
+
+    assert table_key("v000001") == table_key("v000002")
+    report = collect_garbage(store, keep=2, now=FUTURE)
+    assert report.deleted_versions == ["v000001"]
+    assert report.referenced_blobs == 3
+    for version_id in ("v000002", "v000003"):
+        assert_version_complete(store, version_id, tmp_path)
