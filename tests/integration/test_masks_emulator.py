@@ -336,3 +336,41 @@ def test_api_key_does_not_follow_a_redirect_off_the_labelbox_host(
     finally:
         labelbox_host.shutdown()
         labelbox_host.server_close()
+
+
+@pytest.mark.parametrize("kind", ["project", "model_run"])
+def test_seed_exports_masks_match_their_instance_masks(
+    emulator: EmulatorServer, lb_client: Any, kind: str
+) -> None:
+    """The seed's own composites (project and model run) split into its instance masks."""
+    if kind == "project":
+        [job] = start_export(lb_client, project_id=emulator.seed_project_id, policy=GRAPHQL)
+    else:
+        [job] = start_export(lb_client, model_run_id=emulator.seed_model_run_id, policy=GRAPHQL)
+    wait_for_export(lb_client, job.task_id, timeout_s=30, poll_s=0.05, policy=GRAPHQL)
+    jobs: list[MaskJob] = []
+    with _http(emulator) as http:
+        reader = ExportStreamReader(lb_client, job.task_id, http=http, graphql_policy=GRAPHQL)
+        for offset, line in reader.iter_lines():
+            parsed = parse_export_line(line, offset)
+            assert isinstance(parsed, ParsedRow), parsed
+            jobs.extend(parsed.mask_jobs)
+        assert jobs and all(j.instances for j in jobs)
+        blobs = Blobs()
+        results, errors = process_jobs(jobs, http, blobs, max_pixels=MAX_PIXELS, workers=2)
+        assert errors == []
+        instances = {i.feature_id: i for j in jobs for i in j.instances}
+        assert sorted(r.feature_id for r in results) == sorted(instances)
+        for r in results:
+            assert r.source == "composite"
+            url = instances[r.feature_id].instance_url
+            assert url
+            with Image.open(io.BytesIO(http.get_bytes(url))) as img:
+                truth = np.asarray(img.convert("L")) != 0
+            with Image.open(io.BytesIO(blobs.data[r.sha256])) as img:
+                crop = np.asarray(img)
+            full = np.zeros((r.height, r.width), dtype=bool)
+            full[r.y : r.y + r.h, r.x : r.x + r.w] = crop
+            assert np.array_equal(full, truth), r.feature_id
+            ref = coco_mask.encode(np.asfortranarray(truth.astype(np.uint8)))
+            assert r.rle == ref["counts"].decode("ascii")
