@@ -235,9 +235,11 @@ def _check_deployment(api: httpx.Client, deployment: dict[str, Any], project_id:
     # The parameter form the UI renders: typed, described, with the status enum.
     schema = deployment["parameter_openapi_schema"]
     assert "project_id" in schema["properties"]
-    automations = api.get(f"/automations/related-to/prefect.deployment.{deployment['id']}")
-    automations.raise_for_status()
-    (automation,) = automations.json()
+    # `serve` creates the deployment first and its trigger's automation right after.
+    related = f"/automations/related-to/prefect.deployment.{deployment['id']}"
+    (automation,) = _wait_for(
+        "the deployment's automation", lambda: api.get(related).json() or None, 30
+    )
     trigger = automation["trigger"]
     assert trigger["posture"] == "Proactive"
     assert trigger["expect"] == ["labelbox.labels.changed"]
@@ -305,14 +307,24 @@ def test_serve_run_button_and_debounced_webhook_burst(
                 )
                 return str(response.json()["status"])
 
+            # A wrongly signed delivery is refused and starts nothing.
+            bad_body = json.dumps({"id": "label-x", "project": {"id": project_id}}).encode()
+            refused = httpx.post(
+                f"{receiver}/webhook",
+                content=bad_body,
+                headers={"X-Hub-Signature": sign("not-the-secret", bad_body), "X-Labelbox-Id": "x"},
+            )
+            assert refused.status_code == 401
+
+            # 20 signed deliveries within seconds (one of them delivered twice).
             first_change = datetime.now(UTC)
-            answers = [deliver("d1"), deliver("d2"), deliver("d1")]
+            answers = [deliver(f"d{i}") for i in range(1, 20)] + [deliver("d1")]
             burst_paused = datetime.now(UTC)
             # A change inside the quiet window restarts it: the run must wait for this one.
             time.sleep(GAP_S)
             last_change = datetime.now(UTC)
-            answers.append(deliver("d3"))
-            assert answers == ["accepted", "accepted", "duplicate", "accepted"]
+            answers.append(deliver("d20"))
+            assert answers == ["accepted"] * 19 + ["duplicate", "accepted"]
             # The premise of "one window" (true unless the machine stalled for seconds).
             one_window = last_change - first_change < timedelta(seconds=DEBOUNCE_S - 2)
 
