@@ -1,0 +1,553 @@
+"""Shared pieces of the end-to-end benchmarks: processes to talk to, and how to measure them.
+
+- `EmulatorProcess`: the Labelbox emulator in its own process (so its CPU is not charged to
+  the code measured), with a line protocol on stdin for what the CLI cannot do: add
+  synthetic projects, relabel rows, set the mask latency, count requests.
+- `start_moto()`: `python -m moto.server` on a free loopback port.
+- `CountingProxy`: an HTTP reverse proxy in front of moto that counts requests and bytes
+  sent to S3 (what issue 4 measures), whoever the client is.
+- `start_prefect_server()`: one `prefect server start` shared by every sync of a bench, so
+  no sync pays for (or carries the memory of) an ephemeral API server.
+- `run_sync()`: `labelhaul sync` as a subprocess; wall time and peak RSS (psutil samples of
+  the process tree, and the kernel's max RSS from `wait4`).
+
+Run the emulator host on its own: `python -m bench._common` (reads commands on stdin).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def machine() -> str:
+    """Describe the machine and its load in one line (figures depend on both)."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    mem = psutil.virtual_memory().total / 2**30
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{mem:.1f} GiB RAM, load average {load}, Python {platform.python_version()}"
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Return the environment for a child: no inherited labelhaul/Labelbox/Prefect settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LABELBOX_", "LABELHAUL_", "PREFECT_", "AWS_"))
+    }
+    env.update(
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A child process whose output goes to a log file; stopped politely, then killed."""
+
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = None,
+    ) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=str(ROOT),
+            stdin=stdin,
+            stdout=stdout if stdout is not None else self._log,
+            stderr=self._log,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def _wait_until(what: str, probe: Any, proc: Process, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{what} exited: {proc.tail()}")
+        try:
+            if probe():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start within {timeout:.0f}s: {proc.tail()}")
+
+
+# --------------------------------------------------------------------------- emulator
+
+
+class EmulatorProcess:
+    """The emulator in a child process, driven by one JSON command per line on its stdin."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.process = Process(
+            [PYTHON, "-m", "bench._common"],
+            clean_env(),
+            workdir / "emulator.log",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        hello = self._read()
+        self.api_key: str = hello["api_key"]
+        self.graphql_url: str = hello["graphql_url"]
+        self.rest_url: str = hello["rest_url"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.proc.stdout is not None
+        line = self.process.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the emulator process exited: {self.process.tail()}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"emulator: {reply['error']}")
+        return reply
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send one command; return its reply."""
+        stdin: IO[bytes] | None = self.process.proc.stdin
+        assert stdin is not None
+        stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        stdin.flush()
+        return self._read()
+
+    def add_synthetic_project(
+        self, n_rows: int, instances: int, width: int, height: int, seed: int = 0
+    ) -> str:
+        reply = self.call(
+            "add", n_rows=n_rows, instances=instances, width=width, height=height, seed=seed
+        )
+        return str(reply["project_id"])
+
+    def edit_rows(self, project_id: str, rows: list[int]) -> None:
+        self.call("edit", project_id=project_id, rows=rows)
+
+    def set_mask_latency(self, seconds: float) -> None:
+        """Delay every mask download by `seconds` (0 clears every fault)."""
+        self.call("latency", seconds=seconds)
+
+    def mask_requests(self) -> int:
+        """Return how many mask requests were served since the last call (then reset)."""
+        return int(self.call("count")["mask"])
+
+    def cpu_seconds(self) -> float:
+        """Return the CPU time the emulator process has used so far."""
+        t = psutil.Process(self.process.proc.pid).cpu_times()
+        return float(t.user + t.system)
+
+    def env(self) -> dict[str, str]:
+        """The variables that point labelhaul (and the SDK) at this emulator."""
+        return {
+            "LABELBOX_API_KEY": self.api_key,
+            "LABELBOX_ENDPOINT": self.graphql_url,
+            "LABELBOX_REST_ENDPOINT": self.rest_url,
+        }
+
+    def stop(self) -> None:
+        stdin = self.process.proc.stdin
+        if stdin is not None and self.process.alive():
+            try:
+                stdin.close()  # EOF: the host stops its server and exits
+                self.process.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.process.stop()
+
+
+def _emulator_host() -> int:
+    """Serve an emulator and obey commands on stdin until EOF (the child side)."""
+    from labelhaul.emulator import EmulatorServer
+
+    # A bench keeps its own counts: the log needs only to stay small.
+    emu = EmulatorServer(with_seed=False, log_size=10)
+    emu.start()
+    counts = {"mask": 0}
+    lock = threading.Lock()
+    original_log = emu.request_log.append
+
+    def counting_append(entry: Any) -> None:
+        if entry.request_class == "mask":
+            with lock:
+                counts["mask"] += 1
+        original_log(entry)
+
+    emu.request_log.append = counting_append  # type: ignore[method-assign]
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    reply({"api_key": emu.api_key, "graphql_url": emu.graphql_url, "rest_url": emu.rest_url})
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            cmd = json.loads(line)
+            try:
+                op = cmd.pop("op")
+                if op == "add":
+                    reply({"project_id": emu.add_synthetic_project(**cmd)})
+                elif op == "edit":
+                    emu.edit_rows(cmd["project_id"], list(cmd["rows"]))
+                    reply({"ok": True})
+                elif op == "latency":
+                    emu.faults.clear()
+                    if cmd["seconds"] > 0:
+                        emu.faults.set("mask", "latency", rate=1.0, seconds=cmd["seconds"])
+                    reply({"ok": True})
+                elif op == "count":
+                    with lock:
+                        reply(dict(counts))
+                        counts["mask"] = 0
+                else:
+                    reply({"error": f"unknown op {op!r}"})
+            except Exception as exc:  # noqa: BLE001 - report to the driving bench
+                reply({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        emu.stop()
+    return 0
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def start_moto(workdir: Path) -> tuple[Process, str]:
+    """Start moto's S3 server on a free loopback port; return it and its URL."""
+    port = free_port()
+    proc = Process(
+        [PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        clean_env(**AWS_ENV),
+        workdir / "moto.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True
+
+    _wait_until("moto", probe, proc, 60)
+    return proc, url
+
+
+def create_bucket(endpoint: str, bucket: str) -> None:
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=bucket)
+
+
+@dataclass
+class Traffic:
+    """Requests and bytes that went through the proxy (both directions, headers included)."""
+
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ProxyServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is not None:
+            return self.rfile.read(int(length))
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out.extend(self.rfile.read(size))
+                self.rfile.readline()
+        return b""
+
+    def _forward(self) -> None:
+        body = self._body()
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding",)}
+        if body or self.command in ("PUT", "POST"):
+            headers["Content-Length"] = str(len(body))
+        sent = len(self.requestline) + 2 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        sent += 2 + len(body)
+        conn = self.server.upstream()
+        try:
+            conn.request(self.command, self.path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            self.server.drop_upstream()
+            raise
+        self.send_response_only(resp.status, resp.reason)
+        received = 0
+        for k, v in resp.getheaders():
+            if k.lower() in ("transfer-encoding", "connection", "content-length"):
+                continue
+            self.send_header(k, v)
+            received += len(k) + len(v) + 4
+        if self.command == "HEAD":
+            length = resp.getheader("Content-Length")
+            if length is not None:
+                self.send_header("Content-Length", length)
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        received += len(data) + 20
+        self.server.count(self.command, sent, received)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        host, port = upstream.removeprefix("http://").split(":")
+        self._up = (host, int(port))
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.traffic = Traffic()
+
+    def upstream(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(*self._up, timeout=120)
+            self._local.conn = conn
+        return conn
+
+    def drop_upstream(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
+    def count(self, method: str, sent: int, received: int) -> None:
+        with self._lock:
+            t = self.traffic
+            t.requests += 1
+            t.bytes_sent += sent
+            t.bytes_received += received
+            t.by_method[method] = t.by_method.get(method, 0) + 1
+
+
+class CountingProxy:
+    """A reverse proxy on a free loopback port that counts what clients send to `upstream`."""
+
+    def __init__(self, upstream: str) -> None:
+        self._server = _ProxyServer(upstream)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def take(self) -> Traffic:
+        """Return the traffic counted so far and start counting afresh."""
+        with self._server._lock:
+            t, self._server.traffic = self._server.traffic, Traffic()
+        return t
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# --------------------------------------------------------------------------- Prefect
+
+
+def start_prefect_server(workdir: Path) -> tuple[Process, dict[str, str]]:
+    """Start `prefect server start` on a free port; return it and the clients' environment."""
+    home = workdir / "prefect-home"
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = clean_env(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home}/prefect.db",
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+    )
+    proc = Process(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        workdir / "prefect-server.log",
+    )
+    api = f"http://127.0.0.1:{port}/api"
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.URLError:
+            return False
+
+    _wait_until("the Prefect server", probe, proc, 240)
+    return proc, {"PREFECT_HOME": str(home), "PREFECT_API_URL": api}
+
+
+# --------------------------------------------------------------------------- syncs
+
+
+@dataclass
+class SyncRun:
+    """One `labelhaul sync` subprocess: how long, how much memory, what it said."""
+
+    seconds: float
+    peak_rss_tree: int  # bytes: largest sum of RSS over the process and its children, sampled
+    maxrss: int  # bytes: the kernel's high-water mark of the process (and waited children)
+    summary: dict[str, Any]
+    timeline: list[tuple[float, int]]  # (Unix time, RSS of the tree in bytes)
+
+    def peak_by_stage(self) -> dict[str, int]:
+        """Return the peak RSS within each stage of the flow (from the run's stage timings).
+
+        Stages are placed on the clock from the run record's `started_at` and the
+        `timings_s` laps; "startup" is before the flow began, "teardown" after it landed.
+        """
+        from datetime import datetime
+
+        start = datetime.fromisoformat(str(self.summary["started_at"])).timestamp()
+        bounds: list[tuple[str, float]] = [("startup", start)]
+        at = start
+        for stage, secs in (self.summary.get("timings_s") or {}).items():
+            at += float(secs)
+            bounds.append((stage, at))
+        out: dict[str, int] = {}
+        for t, rss in self.timeline:
+            name = next((n for n, end in bounds if t <= end), "teardown")
+            out[name] = max(out.get(name, 0), rss)
+        return out
+
+
+def run_sync(
+    env: dict[str, str],
+    project_id: str,
+    store: str,
+    mode: str,
+    workdir: Path,
+    *,
+    timeout: float = 1800,
+) -> SyncRun:
+    """Run `labelhaul sync` in a fresh process and measure it; raise if it fails."""
+    out_path = Path(tempfile.mkstemp(prefix="sync-", suffix=".out", dir=workdir)[1])
+    err_path = out_path.with_suffix(".err")
+    args = [PYTHON, "-m", "labelhaul", "sync", "--project-id", project_id, "--store", store]
+    args += ["--mode", mode, "--json"]
+    started = time.perf_counter()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(args, env=env, cwd=str(workdir), stdout=out, stderr=err)
+        ps = psutil.Process(proc.pid)
+        peak = 0
+        timeline: list[tuple[float, int]] = []
+        status = None
+        rusage = None
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                procs = [ps, *ps.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak = max(peak, total)
+                timeline.append((time.time(), total))
+            except psutil.Error:
+                pass
+            if time.perf_counter() - started > timeout:
+                proc.kill()
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    text = out_path.read_text(errors="replace")
+    if proc.returncode != 0:
+        errors = err_path.read_text(errors="replace")
+        raise RuntimeError(f"labelhaul sync failed ({proc.returncode}): {errors[-3000:]}{text}")
+    summary: dict[str, Any] = json.loads(text[text.index("{") :])
+    out_path.unlink()
+    err_path.unlink()
+    return SyncRun(seconds, peak, int(rusage.ru_maxrss) * 1024, summary, timeline)
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+if __name__ == "__main__":
+    sys.exit(_emulator_host())

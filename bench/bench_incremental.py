@@ -1,0 +1,116 @@
+"""Incremental sync after 1 % of the labels changed vs the full sync before it: S3 traffic.
+
+    .venv/bin/python -m bench.bench_incremental [--rows 10000] [--changed 0.01]
+
+Issue 4/7: "Bytes and requests sent to S3 by a second sync where 1 % of 10,000 labels
+changed: <= 5 % of the first sync's"; and the time of each.
+
+A synthetic project (`--instances` masks per row, small images) is served by the emulator
+in its own process. `labelhaul sync --mode full` lands it in moto's S3 server (its own
+process) through a counting reverse proxy (`AWS_ENDPOINT_URL_S3` points at the proxy), with
+a shared `prefect server`; then the emulator relabels `--changed` of the rows (spread over
+the project) and `labelhaul sync --mode incremental` runs. The proxy counts every request
+and the bytes of request lines, headers and bodies each way. Ratios are incremental/full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from bench._common import (
+    AWS_ENV,
+    CountingProxy,
+    EmulatorProcess,
+    SyncRun,
+    Traffic,
+    clean_env,
+    create_bucket,
+    machine,
+    run_sync,
+    start_moto,
+    start_prefect_server,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Full sync, relabel a few rows, incremental sync; print their S3 traffic and ratios."""
+    p = argparse.ArgumentParser(prog="python -m bench.bench_incremental", description=__doc__)
+    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--changed", type=float, default=0.01, help="fraction of rows relabelled")
+    p.add_argument("--instances", type=int, default=2, help="mask instances per row")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--height", type=int, default=96)
+    args = p.parse_args(argv or [])
+    n_changed = max(1, round(args.rows * args.changed))
+    print(f"machine: {machine()}")
+    print(
+        f"project: {args.rows} data rows x {args.instances} mask instances, "
+        f"{args.width}x{args.height}; {n_changed} rows relabelled between the syncs; "
+        "store: moto S3 behind a counting proxy"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
+    emu = EmulatorProcess(workdir)
+    moto, moto_url = start_moto(workdir)
+    proxy = CountingProxy(moto_url)
+    prefect = None
+    results: list[tuple[str, SyncRun, Traffic, int]] = []
+    try:
+        prefect, prefect_env = start_prefect_server(workdir)
+        create_bucket(moto_url, "bench")
+        env = clean_env(**prefect_env, **emu.env(), **AWS_ENV, AWS_ENDPOINT_URL_S3=proxy.url)
+        store = "s3://bench/datasets"
+        pid = emu.add_synthetic_project(
+            n_rows=args.rows, instances=args.instances, width=args.width, height=args.height
+        )
+        emu.mask_requests()
+        proxy.take()
+        full = run_sync(env, pid, store, "full", workdir)
+        results.append(("full", full, proxy.take(), emu.mask_requests()))
+        print(f"  full sync: {full.seconds:.1f}s", flush=True)
+
+        step = args.rows / n_changed
+        emu.edit_rows(pid, sorted({int(i * step) for i in range(n_changed)}))
+        inc = run_sync(env, pid, store, "incremental", workdir)
+        results.append(("incremental", inc, proxy.take(), emu.mask_requests()))
+        print(f"  incremental sync: {inc.seconds:.1f}s", flush=True)
+        if inc.summary.get("mode") != "incremental":
+            raise RuntimeError(f"the second sync ran as {inc.summary.get('mode')}")
+    finally:
+        proxy.stop()
+        emu.stop()
+        moto.stop()
+        if prefect is not None:
+            prefect.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    print(
+        f"{'sync':<12} {'rows':>6} {'version':>8} {'seconds':>8} {'S3 reqs':>8} "
+        f"{'S3 bytes sent':>14} {'S3 bytes recv':>14} {'mask GETs':>9}"
+    )
+    for name, run, traffic, masks in results:
+        print(
+            f"{name:<12} {run.summary.get('rows_exported', 0):>6} "
+            f"{run.summary.get('current_version_id') or '':>8} {run.seconds:>8.1f} "
+            f"{traffic.requests:>8} {traffic.bytes_sent:>14,} {traffic.bytes_received:>14,} "
+            f"{masks:>9}"
+        )
+    (_, f_run, f_t, f_m), (_, i_run, i_t, i_m) = results
+    print(
+        f"{'incr / full':<12} {'':>6} {'':>8} {i_run.seconds / f_run.seconds:>7.1%} "
+        f"{i_t.requests / f_t.requests:>7.1%} {i_t.bytes_sent / f_t.bytes_sent:>13.1%} "
+        f"{i_t.bytes_received / max(1, f_t.bytes_received):>13.1%} {i_m / max(1, f_m):>8.1%}"
+    )
+    for name, _run, traffic, _m in results:
+        methods = ", ".join(f"{k} {v}" for k, v in sorted(traffic.by_method.items()))
+        print(f"  {name} S3 requests by method: {methods}")
+    print("  (target, issue 4: incremental <= 5 % of the full sync's S3 bytes and requests)")
+    print(f"load average after: {machine().split('load average ')[1]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
