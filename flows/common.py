@@ -37,12 +37,16 @@ from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
 from tasks.store import (
     assemble_task,
+    known_blobs_task,
     land_version_task,
     read_parent_task,
     write_run_record_task,
 )
 
 LOCK_TIMEOUT_S = 6 * 3600
+# A killed run's slot frees when its lease lapses; Prefect's default (300 s) made the re-run
+# after a crash wait ~5 minutes; 60 s is the least the server accepts. Renewed every 45 s.
+LOCK_LEASE_S = 60.0
 
 
 @contextmanager
@@ -60,7 +64,9 @@ def dataset_lock(dataset_id: str) -> Iterator[None]:
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, 1)
     logger.info("Waiting for the sync slot of %s (one sync per dataset at a time)", dataset_id)
-    with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_S, strict=True):
+    with concurrency(
+        name, occupy=1, timeout_seconds=LOCK_TIMEOUT_S, strict=True, lease_duration=LOCK_LEASE_S
+    ):
         logger.info("Holding the sync slot of %s", dataset_id)
         yield
 
@@ -162,6 +168,9 @@ def run_sync(
             record["lock_acquired_at"] = datetime.now(UTC).isoformat()
             parent, parent_manifest = read_parent_task(settings, store, dataset_id)
             lap("read_parent")
+            record["known_blobs"] = known_blobs_task(
+                settings, store, dataset_id, parent_manifest, staging
+            )
             watermark = (parent_manifest or {}).get("watermark") or {}
             use_parent = incremental and parent_manifest is not None and kind == "project"
             record["mode"] = "incremental" if use_parent else "full"

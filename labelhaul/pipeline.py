@@ -421,9 +421,58 @@ def fetch_parent_tables(store: Any, manifest: dict[str, Any], dest: Path) -> dic
         if entry.get("role") != "table":
             continue
         path = dest / f"{entry['name']}.parquet"
-        store.objects.download(store.key(entry["key"]), path)
+        # Content-named: a file of the listed size fetched earlier in this run is the same.
+        if not (path.exists() and path.stat().st_size == entry.get("bytes")):
+            store.objects.download(store.key(entry["key"]), path)
         out[str(entry["name"])] = path
     return out
+
+
+KNOWN_BLOBS = "known-blobs.txt"
+
+
+def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path) -> int:
+    """List the parent version's mask blobs in the staging directory; return how many.
+
+    The mask stage seeds the store's blob index from it, so a blob the parent already has
+    costs no request at all and a new one a single create-only PUT (no HEAD first). With no
+    parent the list is empty: every blob goes straight to a create-only PUT.
+    """
+    import pyarrow.parquet as pq
+
+    staging.mkdir(parents=True, exist_ok=True)
+    target = staging / KNOWN_BLOBS
+    count = 0
+    with open(target, "w", encoding="ascii") as out:
+        if manifest is None:
+            return 0
+        tables = fetch_parent_tables(
+            store,
+            {"files": [f for f in manifest.get("files", []) if f.get("name") == "annotations"]},
+            staging / "parent",
+        )
+        if "annotations" not in tables:
+            return 0
+        pf = pq.ParquetFile(str(tables["annotations"]))
+        if "mask_sha256" not in pf.schema_arrow.names:
+            return 0
+        seen: set[str] = set()
+        for batch in pf.iter_batches(columns=["mask_sha256"], batch_size=50_000):
+            for sha in batch.column(0).to_pylist():
+                if sha and sha not in seen:
+                    seen.add(sha)
+                    out.write(sha + "\n")
+                    count += 1
+    return count
+
+
+def read_known_blobs(staging: Path) -> list[str] | None:
+    """Return the blobs listed by `write_known_blobs`, or None when there is no list here."""
+    path = staging / KNOWN_BLOBS
+    if not path.exists():
+        return None
+    with open(path, encoding="ascii") as fh:
+        return [line.strip() for line in fh if line.strip()]
 
 
 def land_version(

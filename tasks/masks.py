@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from prefect import task
@@ -10,10 +11,22 @@ from prefect.logging import get_run_logger
 from config import Settings
 from labelhaul.http import HttpClient, RetryPolicy
 from labelhaul.masks import process_jobs
-from labelhaul.pipeline import MaskPartSummary, part_jobs, write_mask_results
+from labelhaul.pipeline import (
+    MaskPartSummary,
+    part_jobs,
+    read_known_blobs,
+    write_mask_results,
+)
 from labelhaul.storage import open_object_store
 from labelhaul.store import DatasetStore
 from tasks.export import _retry_unless_terminal
+
+
+@lru_cache(maxsize=2)
+def _known_blobs(staging: str) -> frozenset[str] | None:
+    """Read the run's known-blobs list once per process (every part of a run shares it)."""
+    shas = read_known_blobs(Path(staging))
+    return None if shas is None else frozenset(shas)
 
 
 @task(
@@ -35,6 +48,10 @@ def process_mask_part(
     logger = get_run_logger()
     jobs = part_jobs(staging, part)
     store = DatasetStore(open_object_store(store_uri, settings, check=False), dataset_id)
+    known = _known_blobs(str(staging))
+    if known is not None:
+        # No HEAD per blob: the parent's blobs are known, new ones go to a create-only PUT.
+        store.seed_blob_index(known)
     policy = RetryPolicy(retries=settings.http_retries)
     with HttpClient(
         auth_origin_url=settings.labelbox_rest_endpoint,

@@ -15,6 +15,7 @@ from labelhaul.pipeline import (
     fetch_parent_tables,
     land_version,
     read_data_row_ids,
+    write_known_blobs,
 )
 from labelhaul.storage import open_object_store
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
@@ -40,6 +41,19 @@ def read_parent_task(
     parent = store.latest()
     manifest = store.read_manifest(parent.version_id) if parent else None
     return parent, manifest
+
+
+@task(name="list-known-blobs", retries=2, retry_delay_seconds=[2, 10])
+def known_blobs_task(
+    settings: Settings,
+    store_uri: str,
+    dataset_id: str,
+    parent_manifest: dict[str, Any] | None,
+    staging: Path,
+) -> int:
+    """List the parent's mask blobs so the mask stage skips them without asking the store."""
+    store = open_store(settings, store_uri, dataset_id)
+    return write_known_blobs(store, parent_manifest, staging)
 
 
 @task(name="assemble-version", retries=1, retry_delay_seconds=[5])
