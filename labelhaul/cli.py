@@ -16,9 +16,9 @@ from collections.abc import Sequence
 # module path -> registers these commands
 _COMMAND_MODULES: tuple[str, ...] = (
     "labelhaul.emulator.cli",  # emulator
-    "labelhaul.commands",  # sync, demo, doctor
+    "labelhaul.commands",  # sync, demo
     "deployments.cli",  # serve, webhook
-    "labelhaul.reader_cli",  # versions, show, diff, pull, gc
+    "labelhaul.reader_cli",  # versions, show, diff, pull
     "labelhaul.ops_cli",  # gc, doctor
 )
 
