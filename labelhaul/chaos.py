@@ -6,8 +6,8 @@
   server) that fails a share of requests: 503 SlowDown, a reset before forwarding, and a
   request that reaches the server but whose response is lost (forward, then drop).
 - `validate_latest(objects, dataset_id)`: check that the version `_latest.json` points at is
-  whole: every file of its manifest exists with the listed sha256 and size, and every mask blob
-  its annotations reference exists. A reader thread polls it during chaos runs.
+  whole: every file of its manifest exists with the listed sha256 and byte count, and every
+  mask blob its annotations reference exists. A reader thread polls it during chaos runs.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ class Route:
 class _RecordingHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     recorder: RecordingServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client goes away mid-request."""
 
 
 class _RecordingHandler(BaseHTTPRequestHandler):
@@ -148,6 +151,9 @@ class _ProxyHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
     proxy: FaultProxy
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet: clients dropping connections is what this server is for."""
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -349,7 +355,7 @@ def validate_latest(objects: ObjectStore, dataset_id: str) -> VersionCheck:
             check.problems.append(f"listed file missing: {entry['key']}")
             continue
         if hashlib.sha256(data).hexdigest() != entry.get("sha256") or len(data) != entry.get(
-            "size"
+            "bytes"
         ):
             check.problems.append(f"listed file differs from its sha256/size: {entry['key']}")
             continue
