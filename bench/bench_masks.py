@@ -18,7 +18,6 @@ import argparse
 import io
 import os
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -154,40 +153,6 @@ def _bench_row(png: bytes, colors: list[Color], repeat: int) -> None:
     )
 
 
-def gil_held_fraction(work: Callable[[], object], n: int = 30) -> float:
-    """Estimate the share of `work`'s wall time during which it holds the GIL.
-
-    A second thread sleeps 0.5 ms in a loop; each wake-up needs the GIL, so its lateness
-    beyond an idle baseline adds up to the time the worker kept the GIL. Unlike a
-    throughput ratio, this does not depend on how many cores other processes leave us.
-    """
-
-    def lateness(fn: Callable[[], object]) -> tuple[float, float]:
-        stop = threading.Event()
-        late: list[float] = []
-
-        def sleeper() -> None:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                time.sleep(0.0005)
-                late.append(time.perf_counter() - t0 - 0.0005)
-
-        th = threading.Thread(target=sleeper)
-        th.start()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        elapsed = time.perf_counter() - t0
-        stop.set()
-        th.join()
-        return sum(late), elapsed
-
-    idle_late, idle_elapsed = lateness(lambda: time.sleep(0.01))
-    work_late, elapsed = lateness(work)
-    baseline = idle_late / idle_elapsed * elapsed
-    return max(0.0, work_late - baseline) / elapsed
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print a table of medians and ratios."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -225,9 +190,6 @@ def main(argv: list[str] | None = None) -> None:
             rates["2 threads"].append(throughput(pool, work))
             rates["2 processes"].append(throughput(procs, work))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    held = statistics.median(
-        gil_held_fraction(lambda: [_ours_job(item) for item in work[:4]], n=5) for _ in range(3)
-    )
     print(
         f"\nthroughput on {args.jobs} composites of 8 instances written by {args.writer!r}, "
         f"median of {args.rounds} rounds (composites/s), cpus={os.cpu_count()}"
@@ -236,10 +198,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:<12} {rate:8.1f}  {rate / med['1 thread']:.2f}x")
     # On a shared 2-core machine these ratios measure the neighbours as much as us.
     print(f"load average now {os.getloadavg()[0]:.1f} (ratios mean little above ~1)")
-    print(
-        f"GIL held {held:.1%} of the time: Amdahl bound on 2 threads "
-        f"{1 / (held + (1 - held) / 2):.2f}x (load average now {os.getloadavg()[0]:.1f})"
-    )
 
 
 if __name__ == "__main__":
