@@ -54,12 +54,28 @@ def free_port() -> int:
 
 def machine() -> str:
     """Describe the machine and its load in one line (figures depend on both)."""
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    load = load_average()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
     mem = psutil.virtual_memory().total / 2**30
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{mem:.1f} GiB RAM, load average {load}, Python {platform.python_version()}"
+        f"{mem:.1f} GiB RAM, Python {platform.python_version()}, commit {commit}, "
+        f"load average {load}"
     )
+
+
+def load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages."""
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -312,6 +328,8 @@ class Traffic:
     bytes_sent: int = 0
     bytes_received: int = 0
     by_method: dict[str, int] = field(default_factory=dict)
+    # Bytes sent by PUTs per area of the store (`blobs`, `tables`, `coco`, `raw`, ...).
+    put_bytes_by_area: dict[str, int] = field(default_factory=dict)
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -369,7 +387,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
         received += len(data) + 20
-        self.server.count(self.command, sent, received)
+        self.server.count(self.command, sent, received, self.path)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
@@ -398,13 +416,29 @@ class _ProxyServer(ThreadingHTTPServer):
             conn.close()
         self._local.conn = None
 
-    def count(self, method: str, sent: int, received: int) -> None:
+    def count(self, method: str, sent: int, received: int, path: str) -> None:
         with self._lock:
             t = self.traffic
             t.requests += 1
             t.bytes_sent += sent
             t.bytes_received += received
             t.by_method[method] = t.by_method.get(method, 0) + 1
+            if method == "PUT":
+                area = store_area(path)
+                t.put_bytes_by_area[area] = t.put_bytes_by_area.get(area, 0) + sent
+
+
+def store_area(path: str) -> str:
+    """Name the part of a dataset store a path-style S3 request is for (`tables`, `blobs`...).
+
+    Keys look like `/<bucket>/<prefix>/<dataset>/<area>/...`; the area is the first
+    segment after the dataset's that the store layout names.
+    """
+    segments = path.split("?")[0].strip("/").split("/")
+    for seg in segments[1:]:
+        if seg in ("blobs", "tables", "coco", "raw", "errors", "versions", "runs"):
+            return seg
+    return segments[-1] if len(segments) > 1 else "(bucket)"
 
 
 class CountingProxy:

@@ -38,7 +38,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench._common import EmulatorProcess, clean_env, machine, run_sync, start_prefect_server
+from bench._common import (
+    EmulatorProcess,
+    clean_env,
+    load_average,
+    machine,
+    run_sync,
+    start_prefect_server,
+)
 from config import Settings
 from labelhaul.export import (
     ExportStreamReader,
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         f"seed recipe on all {args.labels} labels, extrapolated from its {rows[0][1]}: "
         f"{seed_per_label * args.labels:.0f}s"
     )
-    print(f"load average after: {machine().split('load average ')[1]}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

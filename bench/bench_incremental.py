@@ -29,6 +29,7 @@ from bench._common import (
     Traffic,
     clean_env,
     create_bucket,
+    load_average,
     machine,
     run_sync,
     start_moto,
@@ -108,8 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     for name, _run, traffic, _m in results:
         methods = ", ".join(f"{k} {v}" for k, v in sorted(traffic.by_method.items()))
         print(f"  {name} S3 requests by method: {methods}")
+    areas = sorted(set(f_t.put_bytes_by_area) | set(i_t.put_bytes_by_area))
+    print(f"\n{'PUT bytes by area':<18} {'full':>12} {'incremental':>12} {'incr / full':>11}")
+    for area in areas:
+        f_b, i_b = f_t.put_bytes_by_area.get(area, 0), i_t.put_bytes_by_area.get(area, 0)
+        print(f"{area:<18} {f_b:>12,} {i_b:>12,} {i_b / max(1, f_b):>10.1%}")
     print("  (target, issue 4: incremental <= 5 % of the full sync's S3 bytes and requests)")
-    print(f"load average after: {machine().split('load average ')[1]}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

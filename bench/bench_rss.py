@@ -26,6 +26,7 @@ from bench._common import (
     EmulatorProcess,
     SyncRun,
     clean_env,
+    load_average,
     machine,
     mib,
     run_sync,
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{n:>10} " + " ".join(f"{by.get(s, 0) / 2**20:>13.0f}" for s in stages))
     for n, projected in skipped:
         print(f"{n:>10}  skipped: projected {projected:.0f}s would overrun --budget {args.budget}s")
-    print(f"load average after: {machine().split('load average ')[1].split(',')[0:3]}")
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":
