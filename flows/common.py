@@ -45,8 +45,9 @@ from tasks.store import (
 
 LOCK_TIMEOUT_S = 6 * 3600
 # A killed run's slot frees when its lease lapses; Prefect's default (300 s) made the re-run
-# after a crash wait ~5 minutes; 60 s is the least the server accepts. Renewed every 45 s.
-LOCK_LEASE_S = 60.0
+# after a crash wait ~5 minutes. The server refuses leases under 60 s, and a lease of exactly
+# 60 s was once refused (422) under load: 90 s keeps a margin. Renewed while the run lives.
+LOCK_LEASE_S = 90.0
 
 
 @contextmanager
