@@ -201,14 +201,41 @@ def stage_export(
     return summary
 
 
+def export_error_record(line: bytes, offset: int) -> ErrorRecord:
+    """Turn one line of the export's ERRORS stream into an error record with its ids."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        text = line[:500].decode("utf-8", "replace")
+        return ErrorRecord("export", "export_error", text, offset=offset)
+    found = obj.get("data_row")
+    data_row: dict[str, Any] = found if isinstance(found, dict) else {}
+    data_row_id = obj.get("data_row_id") or obj.get("dataRowId") or data_row.get("id")
+    message = obj.get("message") or obj.get("error") or obj.get("errors")
+    return ErrorRecord(
+        "export",
+        "export_error",
+        str(message if message is not None else line[:500].decode("utf-8", "replace")),
+        data_row_id=str(data_row_id) if data_row_id else None,
+        global_key=obj.get("global_key") or data_row.get("global_key"),
+        offset=offset,
+    )
+
+
 def stage_export_errors(lines: Iterable[tuple[int, bytes]], staging: Path) -> int:
-    """Keep the export's ERRORS stream as received, and count it."""
+    """Keep the export's ERRORS stream as received, and record each line as an error."""
     staging.mkdir(parents=True, exist_ok=True)
     count = 0
     path = staging / "raw-errors.ndjson.gz"
-    with gzip.GzipFile(path, "ab", compresslevel=6, mtime=0) as raw:
-        for _offset, line in lines:
+    with (
+        gzip.GzipFile(path, "ab", compresslevel=6, mtime=0) as raw,
+        open(staging / "errors.ndjson", "ab") as records,
+    ):
+        for offset, line in lines:
             raw.write(line if line.endswith(b"\n") else line + b"\n")
+            records.write(_dumps(export_error_record(line, offset).to_dict()) + b"\n")
             count += 1
     if count == 0:
         path.unlink()  # no ERRORS stream: the version lists no errors file

@@ -136,3 +136,19 @@ def test_incremental_filter_starts_an_overlap_before_the_watermark(
     out = incremental_filters(base, watermark, timedelta(hours=1))
     start = out.last_activity_at.start if out.last_activity_at else None
     assert start == expected
+
+
+def test_export_errors_stream_lines_become_error_records(tmp_path: Path) -> None:
+    from labelhaul.pipeline import stage_export_errors
+
+    lines = [
+        (0, b'{"data_row": {"id": "cdr1", "global_key": "a.png"}, "message": "no access"}'),
+        (80, b"not json"),
+    ]
+    assert stage_export_errors(lines, tmp_path) == 2
+    records = list(read_errors(tmp_path))
+    assert [(r["kind"], r["data_row_id"], r["offset"]) for r in records] == [
+        ("export_error", "cdr1", 0),
+        ("export_error", None, 80),
+    ]
+    assert records[0]["message"] == "no access" and records[0]["global_key"] == "a.png"
