@@ -27,18 +27,18 @@ def chaos_rig(prefect_harness: str, tmp_path: Path) -> Iterator[Rig]:
 def test_faults_kills_and_concurrent_runs_keep_the_store_whole(chaos_rig: Rig) -> None:
     faults = fault_scenario(chaos_rig, rows=8, rate=0.15)
     assert faults["faulty_rc"] == 0, faults["faulty_stderr"]
-    assert sum(faults["s3_faults"].values()) > 0
-    assert any(s["failed"] for s in faults["emulator_requests"].values())
+    assert sum(faults["s3_faults"].values()) > 0, faults
+    assert all(s["failed"] for s in faults["emulator_requests"].values()), faults
     assert faults["digest_equal"], faults
 
     kills = kill_scenario(chaos_rig, rows=8, kill_points=3, projects=1)
-    assert kills["killed"] >= 1
-    assert kills["reader_checks"] > 0
+    assert kills["killed"] >= 1, kills
+    assert kills["reader_checks"] > 0, kills
     assert kills["partial_versions_seen"] == 0, kills["partial_examples"]
     assert kills["reruns_failed"] == 0, [o["stderr"] for o in kills["outcomes"]]
     assert kills["final_digest_equal"] == kills["kill_points"]
 
     conc = concurrency_scenario(chaos_rig, rows=6, rounds=1)
-    assert conc["runs_failed"] == 0
-    assert conc["pointer_corruptions"] == 0
-    assert conc["versions_made"] == conc["distinct_contents"] == 1
+    assert conc["runs_failed"] == 0, conc
+    assert conc["pointer_corruptions"] == 0, conc
+    assert conc["versions_made"] == conc["distinct_contents"] == 1, conc
