@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         try:
             module = importlib.import_module(f"bench.bench_{name}")
+            # Each bench parses its own options: give it defaults, not the runner's argv.
+            sys.argv = [f"bench.bench_{name}"]
             module.main()
         except Exception:  # one broken bench must not hide the others' figures
             traceback.print_exc()

@@ -54,6 +54,9 @@ def safe_segment(name: str) -> str:
     return encoded
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def validate_key(key: str) -> str:
     """Return `key` unchanged if it is a safe relative key, else raise ValueError.
 
@@ -66,7 +69,7 @@ def validate_key(key: str) -> str:
         raise ValueError(f"object key must be relative, got {key!r}")
     if "\\" in key:
         raise ValueError(f"object key must not contain a backslash: {key!r}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if _CONTROL.search(key):
         raise ValueError(f"object key must not contain control characters: {key!r}")
     if unicodedata.normalize("NFC", key) != key:
         raise ValueError(f"object key must be NFC-normalised: {key!r}")

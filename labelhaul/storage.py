@@ -117,6 +117,7 @@ class LocalObjectStore:
 
     def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.root = Path(root).expanduser().resolve()
+        self._safe_dirs: set[str] = set()
         self._tmp = self.root / ".labelhaul-tmp"
         self._locks = self.root / ".labelhaul-locks"
         if read_only:
@@ -141,8 +142,15 @@ class LocalObjectStore:
     def _path(self, key: str) -> Path:
         validate_key(key)
         path = self.root / key
-        # validate_key already refuses `..`; this guards symlinked tricks too.
-        if not path.resolve().is_relative_to(self.root):
+        # validate_key already refuses `..`; resolving guards symlinked tricks too. Resolving
+        # costs an lstat per path component, so each directory is resolved once: a mask
+        # stage writes thousands of blobs into a few hundred directories.
+        parent = str(path.parent)
+        if parent not in self._safe_dirs:
+            if not path.parent.resolve().is_relative_to(self.root):
+                raise ValueError(f"object key escapes the store root: {key!r}")
+            self._safe_dirs.add(parent)
+        if path.is_symlink() and not path.resolve().is_relative_to(self.root):
             raise ValueError(f"object key escapes the store root: {key!r}")
         return path
 
@@ -164,12 +172,18 @@ class LocalObjectStore:
         return tmp
 
     def _commit_temp(
-        self, key: str, tmp: Path, *, if_none_match: bool, if_match: str | None
+        self,
+        key: str,
+        tmp: Path,
+        *,
+        if_none_match: bool,
+        if_match: str | None,
+        etag: str | None = None,
     ) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            etag = _sha256_file(tmp)
+            etag = etag or _sha256_file(tmp)
             if if_none_match:
                 try:
                     # link() fails if the name exists: atomic create-only, never a partial file.
@@ -212,8 +226,15 @@ class LocalObjectStore:
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
     ) -> str:
         self._path(key)
-        tmp = self._write_temp(bytes(data))
-        return self._commit_temp(key, tmp, if_none_match=if_none_match, if_match=if_match)
+        data = bytes(data)
+        tmp = self._write_temp(data)
+        return self._commit_temp(
+            key,
+            tmp,
+            if_none_match=if_none_match,
+            if_match=if_match,
+            etag=hashlib.sha256(data).hexdigest(),
+        )
 
     def put_file(
         self, key: str, path: str | os.PathLike[str], *, if_none_match: bool = False
