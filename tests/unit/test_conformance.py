@@ -129,6 +129,20 @@ LEAF_COLUMNS: dict[str, tuple[str, str]] = {
     },
 }
 
+# Leaves that the seed's samples leave empty but synthetic projects fill.
+LEAF_COLUMNS.update(
+    {
+        "attachments[].id": ("attachments", "attachment_id"),
+        "attachments[].type": ("attachments", "type"),
+        "attachments[].name": ("attachments", "name"),
+        "attachments[].value": ("attachments", "value"),
+        "metadata_fields[].schema_id": ("metadata_fields", "schema_id"),
+        "metadata_fields[].schema_name": ("metadata_fields", "schema_name"),
+        "metadata_fields[].value": ("metadata_fields", "value"),
+        "metadata_fields[].value_name": ("metadata_fields", "value_name"),
+    }
+)
+
 # Empty containers that carry meaning get a JSON-text column; other empty lists ([] objects,
 # [] classifications) have nothing to lose.
 JSON_COLUMNS = {"LABEL.label_details.reviews", "projects.*.project_tags"}
@@ -190,6 +204,41 @@ SAMPLES = {
 }
 
 
+def _synthetic(row: int) -> dict[str, Any]:
+    """A synthetic row (every annotation kind) with a classification nested 5 levels deep."""
+    from labelhaul.emulator.synthetic import SyntheticSpec, build_row
+
+    spec = SyntheticSpec.make(n_rows=4, instances=3, seed=7, width=64, height=48, number=1)
+    export = build_row(spec, row)
+    nested: list[dict[str, Any]] = []
+    for depth in reversed(range(5)):
+        nested = [
+            {
+                "feature_id": f"cdeepq{depth:019d}",
+                "feature_schema_id": f"cdeepqs{depth:018d}",
+                "name": f"depth_{depth}_question",
+                "value": f"depth_{depth}_question",
+                "radio_answer": {
+                    "feature_id": f"cdeepa{depth:019d}",
+                    "feature_schema_id": f"cdeepas{depth:018d}",
+                    "name": f"depth_{depth}_answer",
+                    "value": f"depth_{depth}_answer",
+                    "classifications": nested,
+                },
+            }
+        ]
+    label = next(iter(export["projects"].values()))["labels"][0]
+    label["annotations"]["classifications"].extend(nested)
+    return export
+
+
+SAMPLES = {
+    **SAMPLES,
+    "synthetic-0": lambda: _synthetic(0),
+    "synthetic-3": lambda: _synthetic(3),
+}
+
+
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
 def test_every_leaf_lands_in_a_named_column(sample: str) -> None:
     export = SAMPLES[sample]()
@@ -237,3 +286,15 @@ def test_every_leaf_lands_in_a_named_column(sample: str) -> None:
 def test_dropped_fields_have_reasons() -> None:
     assert DROPPED_FIELDS
     assert all(reason.strip() for reason in DROPPED_FIELDS.values())
+
+
+def test_synthetic_nesting_to_depth_five_keeps_depth_and_path() -> None:
+    parsed = parse_export_line(orjson.dumps(_synthetic(1)), 0)
+    assert isinstance(parsed, ParsedRow)
+    deep = {
+        r["depth"]: r["path"]
+        for r in parsed.tables["classifications"]
+        if str(r.get("question_name", "")).startswith("depth_")
+    }
+    assert sorted(deep) == [0, 1, 2, 3, 4]
+    assert deep[4] == "/".join(f"depth_{d}_question/depth_{d}_answer" for d in range(5))
