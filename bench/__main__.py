@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
         print(f"=== bench {name}: {time.perf_counter() - started:.1f}s ===\n", flush=True)
+    from bench.summary import render
+
+    table = render()
+    if table:
+        print("=== summary: each figure against its baseline, measured in this run ===")
+        print(table, flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -46,6 +46,7 @@ from bench._common import (
     run_sync,
     start_prefect_server,
 )
+from bench.summary import record
 from config import Settings
 from labelhaul.export import (
     ExportStreamReader,
@@ -207,6 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     for name, labels, requests, seconds, masks, cpu, emu_cpu in rows:
         per = seconds / labels
+        if labels == args.labels and name != rows[0][0]:
+            record(
+                "e2e_masks",
+                f"{name}, {labels} labels",
+                "seed recipe",
+                f"{seed_per_label / per:.1f}x",
+            )
         print(
             f"{name:<20} {labels:>6} {requests:>9} {masks:>6} {seconds:>8.2f} "
             f"{per * 1000:>9.1f} {seed_per_label / per:>8.1f}x {cpu / labels * 1000:>12.1f}"
@@ -217,6 +225,12 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{'whole flow (sync)':<20} {args.labels:>6} {'':>9} {'':>6} {flow_s:>8.2f} "
             f"{per * 1000:>9.1f} {seed_per_label / per:>8.1f}x"
+        )
+        record(
+            "e2e_masks",
+            f"whole flow, {args.labels} labels",
+            "seed recipe",
+            f"{seed_per_label / per:.1f}x",
         )
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in flow_timings.items())
         print(f"  whole flow stages: {stages}")

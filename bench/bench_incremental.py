@@ -35,6 +35,7 @@ from bench._common import (
     start_moto,
     start_prefect_server,
 )
+from bench.summary import record
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,6 +106,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{'incr / full':<12} {'':>6} {'':>8} {i_run.seconds / f_run.seconds:>7.1%} "
         f"{i_t.requests / f_t.requests:>7.1%} {i_t.bytes_sent / f_t.bytes_sent:>13.1%} "
         f"{i_t.bytes_received / max(1, f_t.bytes_received):>13.1%} {i_m / max(1, f_m):>8.1%}"
+    )
+    record(
+        "incremental",
+        "incremental sync after 1 % changed: time, S3 requests, S3 bytes",
+        "full sync",
+        f"{i_run.seconds / f_run.seconds:.1%}, {i_t.requests / f_t.requests:.1%}, "
+        f"{i_t.bytes_sent / f_t.bytes_sent:.1%}",
     )
     for name, _run, traffic, _m in results:
         methods = ", ".join(f"{k} {v}" for k, v in sorted(traffic.by_method.items()))

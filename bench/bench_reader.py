@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+from bench.summary import record
+
 _KEY_ENV = "BENCH_LABELBOX_API_KEY"  # the key goes by environment, never on a command line
 
 
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         s, o = med("sdk", field), med("ours", field)
         print(f"{label + ' (' + unit + ')':<22}{s:>10.3f}{o:>10.3f}{o / s:>10.3f}")
+        record("reader", f"{label}, {args.rows} rows", "SDK get_buffered_stream", f"{o / s:.3f}x")
 
 
 if __name__ == "__main__":

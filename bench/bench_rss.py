@@ -32,6 +32,7 @@ from bench._common import (
     run_sync,
     start_prefect_server,
 )
+from bench.summary import record
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,6 +95,12 @@ def main(argv: list[str] | None = None) -> None:
         f" {'maxrss':>9} {'x first':>8}"
     )
     for n, run in runs:
+        record(
+            "rss",
+            f"peak RSS of a sync, {n} rows",
+            f"{runs[0][0]} rows",
+            f"{run.peak_rss_tree / base_tree:.2f}x ({mib(run.peak_rss_tree)})",
+        )
         print(
             f"{n:>10} {run.seconds:>8.1f} {n / run.seconds:>7.0f} {mib(run.peak_rss_tree):>9}"
             f" {run.peak_rss_tree / base_tree:>7.2f}x {mib(run.maxrss):>9}"

@@ -28,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.summary import record
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labelhaul.storage import S3ObjectStore, open_object_store  # noqa: E402
@@ -179,6 +181,12 @@ def main() -> int:
             f"  second/first : requests {s['requests'] / f['requests']:.4f}  "
             f"bytes {s['bytes'] / f['bytes']:.4f}  "
             f"(wall {s['seconds']:.2f}s vs {f['seconds']:.2f}s)"
+        )
+        record(
+            "store",
+            f"2nd commit, {args.changed:.0%} of {args.n} changed, {r['mode']}",
+            "1st commit",
+            f"requests {s['requests'] / f['requests']:.4f}, bytes {s['bytes'] / f['bytes']:.4f}",
         )
     return 0
 
