@@ -35,6 +35,7 @@ from labelhaul.chaos import RecordingServer, Route
 from labelhaul.emulator import EmulatorServer
 from labelhaul.reader import open_dataset
 from labelhaul.seed import sample_project_export
+from tests.helpers import sync_project_ok as sync
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -75,14 +76,10 @@ def raw_lines(
         foreign.stop()
 
 
-@pytest.fixture
-def lb_env(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
-    monkeypatch.setenv("LABELBOX_API_KEY", emulator.api_key)
-    monkeypatch.setenv("LABELBOX_ENDPOINT", emulator.graphql_url)
-    monkeypatch.setenv("LABELBOX_REST_ENDPOINT", emulator.rest_url)
-    monkeypatch.setenv("LABELHAUL_MASK_WORKERS", "4")
+@pytest.fixture(autouse=True)
+def _few_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bad masks fail for good; no need to retry them six times.
     monkeypatch.setenv("LABELHAUL_HTTP_RETRIES", "2")
-    return emulator
 
 
 class ExportBuilder:
@@ -220,17 +217,6 @@ def corrupt_png() -> bytes:
     good = composite_png({(200, 0, 0): (1, 1, 5, 5)})
     ihdr_end = 8 + 8 + 13 + 4
     return good[:ihdr_end] + _chunk(b"IDAT", b"this is not zlib data at all") + _chunk(b"IEND", b"")
-
-
-def sync(project_id: str, store: str, **kwargs: Any) -> dict[str, Any]:
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
-
-    kwargs.setdefault("mode", SyncMode.full)
-    state = sync_project(project_id, store=store, return_state=True, **kwargs)
-    assert state.is_completed(), state.message
-    result: dict[str, Any] = state.result()
-    return result
 
 
 def run_errors(store: str, project_id: str) -> list[dict[str, Any]]:

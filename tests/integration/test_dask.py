@@ -9,7 +9,7 @@ import pytest
 
 from labelhaul.emulator import EmulatorServer
 from labelhaul.reader import open_dataset
-from tests.integration.test_sync_flow import _sync
+from tests.helpers import sync_project_ok as _sync
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -21,7 +21,7 @@ def dask_cluster() -> Iterator[str]:
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
         host="127.0.0.1",
     )
     try:

@@ -18,6 +18,7 @@ from labelhaul.keys import blob_key
 from labelhaul.reader import open_dataset
 from labelhaul.storage import open_object_store
 from labelhaul.store import DatasetStore
+from tests.helpers import sync_project_ok as _sync
 from tests.unit.test_gc import (
     DATASET,
     FUTURE,
@@ -116,25 +117,6 @@ def test_cli_gc_refuses_a_uri_without_a_dataset(
 
 
 # --------------------------------------------------------------------------- with the flow
-
-
-@pytest.fixture
-def lb_env(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
-    monkeypatch.setenv("LABELBOX_API_KEY", emulator.api_key)
-    monkeypatch.setenv("LABELBOX_ENDPOINT", emulator.graphql_url)
-    monkeypatch.setenv("LABELBOX_REST_ENDPOINT", emulator.rest_url)
-    monkeypatch.setenv("LABELHAUL_MASK_WORKERS", "4")
-    return emulator
-
-
-def _sync(project_id: str, store: str) -> dict[str, Any]:
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
-
-    state = sync_project(project_id, store=store, mode=SyncMode.full, return_state=True)
-    assert state.is_completed(), state.message
-    result: dict[str, Any] = state.result()
-    return result
 
 
 def _read_fully(uri: str, moto_server: str, dataset: str, version: str) -> int:

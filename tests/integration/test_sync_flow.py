@@ -14,29 +14,9 @@ import requests
 
 from labelhaul.emulator import EmulatorServer
 from labelhaul.reader import open_dataset
+from tests.helpers import sync_project_ok as _sync
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-@pytest.fixture
-def lb_env(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
-    monkeypatch.setenv("LABELBOX_API_KEY", emulator.api_key)
-    monkeypatch.setenv("LABELBOX_ENDPOINT", emulator.graphql_url)
-    monkeypatch.setenv("LABELBOX_REST_ENDPOINT", emulator.rest_url)
-    # Fast retries: the fault tests must not sleep for minutes.
-    monkeypatch.setenv("LABELHAUL_MASK_WORKERS", "4")
-    return emulator
-
-
-def _sync(project_id: str, store: str, **kwargs: Any) -> dict[str, Any]:
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
-
-    kwargs.setdefault("mode", SyncMode.full)
-    state = sync_project(project_id, store=store, return_state=True, **kwargs)
-    assert state.is_completed(), state.message
-    result: dict[str, Any] = state.result()
-    return result
 
 
 def _store_files(root: Path) -> list[Path]:
