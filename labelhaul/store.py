@@ -298,7 +298,7 @@ class DatasetStore:
             self.objects.touch(key)
         return True
 
-    def seed_blob_index(self, shas: Iterable[str]) -> None:
+    def seed_blob_index(self, shas: Iterable[str], *, check: bool = True) -> None:
         """Mark blobs as present without asking the store, and skip HEADs from now on.
 
         Feed it every `mask_sha256` of the parent version: a committed version's blobs exist
@@ -306,6 +306,12 @@ class DatasetStore:
         go straight to a create-only PUT (a 412 means present), so a nightly run whose masks
         mostly did not change sends one request per new blob and none per old one.
         """
+        if isinstance(shas, set) and not check:
+            # A set the caller built and checked once (e.g. one per worker process, shared by
+            # every part it runs): used as is, not copied, so a part costs no O(blobs) work.
+            with self._index_lock:
+                self._blob_index = shas
+            return
         found = {check_sha256(s) for s in shas}
         with self._index_lock:
             if self._blob_index is None:

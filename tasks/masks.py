@@ -10,6 +10,7 @@ from prefect.logging import get_run_logger
 
 from config import Settings
 from labelhaul.http import HttpClient, RetryPolicy
+from labelhaul.keys import check_sha256
 from labelhaul.masks import process_jobs
 from labelhaul.pipeline import (
     MaskPartSummary,
@@ -23,10 +24,18 @@ from tasks.export import _retry_unless_terminal
 
 
 @lru_cache(maxsize=2)
-def _known_blobs(staging: str) -> frozenset[str] | None:
-    """Read the run's known-blobs list once per process (every part of a run shares it)."""
+def _known_blobs(staging: str) -> set[str] | None:
+    """Read the run's known-blobs list once per process; every part of the run shares the set.
+
+    Parts add the blobs they land to it (set.add is atomic), so later parts in this process
+    skip those too.
+    """
     shas = read_known_blobs(Path(staging))
-    return None if shas is None else frozenset(shas)
+    if shas is None:
+        return None
+    for sha in shas:
+        check_sha256(sha)
+    return set(shas)
 
 
 @task(
@@ -51,7 +60,7 @@ def process_mask_part(
     known = _known_blobs(str(staging))
     if known is not None:
         # No HEAD per blob: the parent's blobs are known, new ones go to a create-only PUT.
-        store.seed_blob_index(known)
+        store.seed_blob_index(known, check=False)
     policy = RetryPolicy(retries=settings.http_retries)
     with HttpClient(
         auth_origin_url=settings.labelbox_rest_endpoint,
