@@ -75,6 +75,8 @@ def _prefect_defaults() -> None:
     # With no PREFECT_API_URL, Prefect starts a local server for the run; on a busy 2-core
     # machine that can take longer than its 20 s default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # No phoning home from the local server (and no error lines about it offline).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Our own progress lines and the labelbox SDK's warnings belong in the run's logs.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "labelhaul,labelbox")
 
@@ -193,15 +195,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 )
             )
         failed = 0
+        landed: list[str] = []
         for what, run in targets:
             state = run()
             if not state.is_completed():
                 print(f"{what}: FAILED: {state.message}", file=sys.stderr)
                 failed += 1
                 continue
-            _print_summary(state.result(), as_json=False)
+            result = state.result()
+            landed.append(str(result.get("dataset_id")))
+            _print_summary(result, as_json=False)
     store = os.path.abspath(args.store)
     print(f"\nDatasets landed under {store}. Look inside with:")
-    print(f"  labelhaul versions {store} --dataset {'<id>'}")
-    print(f"  labelhaul pull {store} latest ./my-copy --dataset <id>")
+    for dataset in landed:
+        print(f"  labelhaul versions {store} --dataset {dataset}")
+    if landed:
+        print(f"  labelhaul pull {store} latest ./my-copy --dataset {landed[0]}")
     return 1 if failed else 0
