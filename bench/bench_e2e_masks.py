@@ -114,7 +114,7 @@ def ours(jobs: list[MaskJob], emu: EmulatorProcess, store_dir: Path, settings: S
             results, errors = process_jobs(
                 batch,
                 http,
-                lambda sha, png: None if store.put_blob(sha, png) else None,
+                store.put_blob,
                 max_pixels=MAX_PIXELS,
                 workers=settings.mask_workers,
             )

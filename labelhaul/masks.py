@@ -58,7 +58,7 @@ STAGE = "mask"
 # Composites are painted on black: an instance in black cannot be told from the background.
 BACKGROUND = (0, 0, 0)
 
-PutBlob = Callable[[str, bytes], None]
+PutBlob = Callable[[str, bytes], object]  # the return value is ignored
 
 
 class BytesFetcher(Protocol):

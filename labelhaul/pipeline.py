@@ -286,13 +286,9 @@ def write_mask_results(
     return n, append_errors(staging, errors)
 
 
-def read_mask_results(staging: Path, part: str) -> dict[str, MaskResult]:
-    """Return one part's mask results by feature id (bounded: one part)."""
-    out: dict[str, MaskResult] = {}
-    for d in read_ndjson(staging / "parts" / f"{part}.masks.ndjson"):
-        r = result_from_dict(d)
-        out[r.feature_id + "\x00" + r.label_id] = r
-    return out
+def read_mask_results(staging: Path, part: str) -> list[MaskResult]:
+    """Return one part's mask results (bounded: one part)."""
+    return [result_from_dict(d) for d in read_ndjson(staging / "parts" / f"{part}.masks.ndjson")]
 
 
 def iter_part_records(staging: Path, part: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -338,6 +334,31 @@ def digest_table(path: Path, table: str) -> str:
     return digest_parquet(path, exclude=VOLATILE_COLUMNS.get(table, ()))
 
 
+def _annotation_counts(path: Path) -> tuple[dict[str, int], dict[str, int], bool]:
+    """Count objects by kind and class, and tell whether any is a prediction.
+
+    Reads only those three columns, batch by batch, so it costs a fraction of a pass over
+    whole records.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    kinds: dict[str, int] = {}
+    classes: dict[str, int] = {}
+    has_predictions = False
+    pf = pq.ParquetFile(str(path))
+    for batch in pf.iter_batches(columns=["annotation_kind", "name", "source"]):
+        for column, counts in (("annotation_kind", kinds), ("name", classes)):
+            values = pc.fill_null(batch.column(column), "unknown")
+            for item in pc.value_counts(values).to_pylist():
+                key = item["values"] or "unknown"  # an empty name counts as unknown too
+                counts[key] = counts.get(key, 0) + item["counts"]
+        has_predictions = has_predictions or bool(
+            pc.any(pc.equal(batch.column("source"), "prediction")).as_py()
+        )
+    return kinds, classes, has_predictions
+
+
 def assemble_version(
     staging: Path,
     parts: Iterable[str],
@@ -371,7 +392,7 @@ def assemble_version(
             for table, path in parent_tables.items():
                 copy_rows_except(path, table, replaced, sink)
         for part in parts:
-            results = list(read_mask_results(staging, part).values())
+            results = read_mask_results(staging, part)
             by_table: dict[str, list[dict[str, Any]]] = {}
             for table, record in iter_part_records(staging, part):
                 by_table.setdefault(table, []).append(record)
@@ -384,15 +405,7 @@ def assemble_version(
     counts = sink.counts()
     digests = {name: digest_table(path, name) for name, path in paths.items()}
 
-    kinds: dict[str, int] = {}
-    classes: dict[str, int] = {}
-    has_predictions = False
-    for rec in iter_parquet_records(paths["annotations"]):
-        kind = str(rec.get("annotation_kind") or "unknown")
-        kinds[kind] = kinds.get(kind, 0) + 1
-        name = str(rec.get("name") or "unknown")
-        classes[name] = classes.get(name, 0) + 1
-        has_predictions = has_predictions or rec.get("source") == "prediction"
+    kinds, classes, has_predictions = _annotation_counts(paths["annotations"])
 
     cmap = dict(category_map or {})
     coco_results: dict[str, Path] = {}

@@ -18,9 +18,8 @@ from labelhaul.pipeline import (
     read_known_blobs,
     write_mask_results,
 )
-from labelhaul.storage import open_object_store
-from labelhaul.store import DatasetStore
 from tasks.export import _retry_unless_terminal
+from tasks.store import open_store
 
 
 @lru_cache(maxsize=2)
@@ -56,7 +55,7 @@ def process_mask_part(
     """
     logger = get_run_logger()
     jobs = part_jobs(staging, part)
-    store = DatasetStore(open_object_store(store_uri, settings, check=False), dataset_id)
+    store = open_store(settings, store_uri, dataset_id, check=False)
     known = _known_blobs(str(staging))
     if known is not None:
         # No HEAD per blob: the parent's blobs are known, new ones go to a create-only PUT.
@@ -72,7 +71,7 @@ def process_mask_part(
         results, errors = process_jobs(
             jobs,
             http,
-            lambda sha, png: None if store.put_blob(sha, png) else None,
+            store.put_blob,
             max_pixels=settings.max_mask_pixels,
             workers=settings.mask_workers,
         )

@@ -22,9 +22,14 @@ from labelhaul.store import CommitResult, DatasetStore, LatestPointer
 from tasks.export import _retry_unless_terminal
 
 
-def open_store(settings: Settings, store_uri: str, dataset_id: str) -> DatasetStore:
-    """Open one dataset of the store (fails fast, naming the fix, when it is unreachable)."""
-    return DatasetStore(open_object_store(store_uri, settings), dataset_id)
+def open_store(
+    settings: Settings, store_uri: str, dataset_id: str, *, check: bool = True
+) -> DatasetStore:
+    """Open one dataset of the store (fails fast, naming the fix, when it is unreachable).
+
+    `check=False` skips the probe: for tasks of a run that already opened the store.
+    """
+    return DatasetStore(open_object_store(store_uri, settings, check=check), dataset_id)
 
 
 @task(
