@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     mask_parallel_parts: int = Field(
         default=2, ge=1, description="Mask parts (task runs) processed at once on this machine."
     )
+    max_table_segments: int = Field(
+        default=8,
+        ge=1,
+        description="Segments (base + deltas) a version's tables may have before a sync "
+        "compacts them into one base; 1 stores every table whole in every version.",
+    )
+    compact_fraction: float = Field(
+        default=0.25,
+        ge=0.0,
+        description="Compact when the delta segments would exceed this fraction of the base.",
+    )
     dask_address: str | None = Field(
         default=None, description="Dask scheduler address; the mask stage runs there when set."
     )

@@ -188,7 +188,9 @@ def write_coco(
     skipped: Counter[str] = Counter()
     with out.open("wb") as fh:
         fh.write(b"{")
-        fh.write(b'"info":' + orjson.dumps(dict(info or {})) + b',"licenses":[]')
+        # Sorted keys: the manifest (sorted too) gives the reader the same bytes back.
+        fh.write(b'"info":' + orjson.dumps(dict(info or {}), option=orjson.OPT_SORT_KEYS))
+        fh.write(b',"licenses":[]')
         arr = _ArrayWriter(fh, "images", first=False)
         last: str | None = None
         for img in images:

@@ -214,21 +214,23 @@ def _parse_instant(text: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _annotations_key(manifest: dict[str, Any]) -> str | None:
-    """Return the key of a version's annotations table (None when it has none)."""
-    for entry in manifest.get("files", []):
-        if entry.get("role") == "table" and entry.get("name") == "annotations":
-            return str(entry["key"])
-    return None
+def _annotations_keys(manifest: dict[str, Any]) -> list[str]:
+    """Return the keys of a version's annotations table files (every segment)."""
+    return [
+        str(entry["key"])
+        for entry in manifest.get("files", [])
+        if entry.get("role") == "table" and entry.get("name") == "annotations"
+    ]
 
 
-def _manifest_blobs(store: DatasetStore, manifest: dict[str, Any]) -> Iterator[str]:
-    """Yield the `mask_sha256` values of a version's annotations table, batch by batch."""
+def _manifest_blobs(store: DatasetStore, manifest: dict[str, Any], relative: str) -> Iterator[str]:
+    """Yield the `mask_sha256` values of one annotations file of a version, batch by batch.
+
+    Every segment's blobs count as referenced (a superset of the logical table's): a blob a
+    later segment superseded is kept until no retained version lists that segment.
+    """
     import pyarrow.parquet as pq
 
-    relative = _annotations_key(manifest)
-    if relative is None:
-        return
     key = store.key(relative)
     objects = store.objects
     temp: Path | None = None
@@ -275,10 +277,10 @@ class _References:
             return
         manifest = store.read_manifest(version_id)
         keys = [str(entry["key"]) for entry in manifest.get("files", [])]
-        table = _annotations_key(manifest)
-        # Versions share an unchanged annotations table (same content-named key): read it once.
-        if table is not None and table not in self.files:
-            self.blobs.update(_manifest_blobs(store, manifest))
+        # Versions share unchanged annotations files (same content-named key): read each once.
+        for table in _annotations_keys(manifest):
+            if table not in self.files:
+                self.blobs.update(_manifest_blobs(store, manifest, table))
         self.files.update(keys)
         self.versions.add(version_id)
 

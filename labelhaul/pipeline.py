@@ -32,7 +32,7 @@ import orjson
 
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
 from labelhaul.records import ErrorRecord
-from labelhaul.store import CommitResult, VersionWriter
+from labelhaul.store import CommitResult, FileMissingError, VersionWriter, file_sha256
 
 log = logging.getLogger("labelhaul.pipeline")
 
@@ -325,6 +325,19 @@ class AssembledVersion:
     coco_skipped: dict[str, int]
     counts_by_kind: dict[str, int]
     counts_by_class: dict[str, int]
+    coco_info: dict[str, Any] = field(default_factory=dict)
+    delta: DeltaSegment | None = None  # set when the version lands as a delta on its parent
+
+
+@dataclass
+class DeltaSegment:
+    """A version landed as its parent's segments plus one delta (see labelhaul.segments)."""
+
+    segment: int  # the new segment's number
+    reused: list[dict[str, Any]]  # the parent's table and overrides entries, listed again
+    tables: dict[str, Path]  # this run's rows, per table that has any
+    counts: dict[str, int]
+    overrides: Path  # the data row ids the delta supersedes in earlier segments
 
 
 def digest_table(path: Path, table: str) -> str:
@@ -367,12 +380,20 @@ def assemble_version(
     replaced_data_row_ids: set[str] | None = None,
     category_map: dict[str, int] | None = None,
     info: dict[str, Any] | None = None,
+    parent_manifest: dict[str, Any] | None = None,
+    max_segments: int = 8,
+    compact_fraction: float = 0.25,
 ) -> AssembledVersion:
     """Write the version's tables and COCO files from the staged parts (and the parent's).
 
-    Incremental runs pass the parent version's table files and the ids of the data rows the
-    export returned: the parent's rows of every other data row are carried over, the
+    Incremental runs pass the parent version's (logical) table files and the ids of the data
+    rows the export returned: the parent's rows of every other data row are carried over, the
     returned rows replace theirs. Memory stays bounded by one part plus one row group.
+
+    With `parent_manifest` too, the exported rows are also written apart as a delta segment
+    (labelhaul.segments): unless the parent's chain is due for compaction, the version lands
+    as the parent's segments plus that delta, so a nightly run uploads only what changed.
+    The whole merged tables are still written here: digests, counts and COCO come from them.
     """
     from labelhaul.coco import write_coco, write_coco_results
     from labelhaul.tables import (
@@ -386,9 +407,10 @@ def assemble_version(
     out = staging / "version"
     out.mkdir(parents=True, exist_ok=True)
     sink = TableSink(out / "tables")
+    replaced = replaced_data_row_ids or set()
+    delta_sink = TableSink(out / "delta") if parent_tables and parent_manifest else None
     try:
         if parent_tables:
-            replaced = replaced_data_row_ids or set()
             for table, path in parent_tables.items():
                 copy_rows_except(path, table, replaced, sink)
         for part in parts:
@@ -400,9 +422,23 @@ def assemble_version(
                 if table == "annotations":
                     records = apply_mask_results(records, results)
                 sink.add(table, records)
+                if delta_sink is not None:
+                    delta_sink.add(table, records)
     finally:
         paths = sink.close()
+        delta_paths = delta_sink.close() if delta_sink is not None else {}
     counts = sink.counts()
+    delta = None
+    if delta_sink is not None and parent_manifest is not None:
+        delta = _plan_delta(
+            parent_manifest,
+            delta_paths,
+            delta_sink.counts(),
+            replaced,
+            out,
+            max_segments=max_segments,
+            compact_fraction=compact_fraction,
+        )
     digests = {name: digest_table(path, name) for name, path in paths.items()}
 
     kinds, classes, has_predictions = _annotation_counts(paths["annotations"])
@@ -439,6 +475,41 @@ def assemble_version(
         coco_skipped=summary.skipped,
         counts_by_kind=kinds,
         counts_by_class=classes,
+        coco_info=dict(info or {}),
+        delta=delta,
+    )
+
+
+def _plan_delta(
+    parent: dict[str, Any],
+    tables: dict[str, Path],
+    counts: dict[str, int],
+    replaced: set[str],
+    out: Path,
+    *,
+    max_segments: int,
+    compact_fraction: float,
+) -> DeltaSegment | None:
+    """Return the delta segment to land on `parent`, or None when a new base is due."""
+    from labelhaul.segments import manifest_segments, needs_compaction, write_overrides
+
+    overrides = write_overrides(replaced, out / "overrides.parquet")
+    nonempty = {name: path for name, path in tables.items() if counts.get(name)}
+    size = overrides.stat().st_size + sum(p.stat().st_size for p in nonempty.values())
+    if needs_compaction(parent, size, max_segments=max_segments, compact_fraction=compact_fraction):
+        return None
+    segments = manifest_segments(parent)
+    reused: list[dict[str, Any]] = []
+    for seg in segments:
+        reused.extend(seg.tables.values())
+        if seg.overrides is not None:
+            reused.append(seg.overrides)
+    return DeltaSegment(
+        segment=segments[-1].index + 1,
+        reused=reused,
+        tables=nonempty,
+        counts={name: counts[name] for name in nonempty},
+        overrides=overrides,
     )
 
 
@@ -453,18 +524,51 @@ def gzip_file(src: Path, dest: Path) -> Path:
     return dest
 
 
-def fetch_parent_tables(store: Any, manifest: dict[str, Any], dest: Path) -> dict[str, Path]:
-    """Download the parent version's table files (streamed) for an incremental merge."""
+def fetch_parent_tables(
+    store: Any,
+    manifest: dict[str, Any],
+    dest: Path,
+    names: Iterable[str] | None = None,
+) -> dict[str, Path]:
+    """Download the parent version's tables (streamed) for an incremental merge.
+
+    A table stored as segments is merged into one local file (labelhaul.segments), so the
+    caller sees one file per table whatever the parent's layout.
+
+    Args:
+        names: the tables wanted (default: all the version lists).
+    """
+    from labelhaul.segments import manifest_segments, materialize_table, table_names
+
     dest.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Path] = {}
-    for entry in manifest.get("files", []):
-        if entry.get("role") != "table":
-            continue
-        path = dest / f"{entry['name']}.parquet"
+    wanted = set(table_names(manifest) if names is None else names) & set(table_names(manifest))
+
+    def local(entry: Any) -> Path:
+        path = dest / "files" / Path(str(entry["key"])).name
         # Content-named: a file of the listed size fetched earlier in this run is the same.
         if not (path.exists() and path.stat().st_size == entry.get("bytes")):
-            store.objects.download(store.key(entry["key"]), path)
-        out[str(entry["name"])] = path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            try:
+                store.objects.download(store.key(str(entry["key"])), tmp)
+            except FileNotFoundError as exc:
+                raise FileMissingError(
+                    f"{manifest.get('version_id')} lists {store.uri_for(str(entry['key']))} but "
+                    "it is missing, so an incremental sync cannot merge onto it: run a full "
+                    "sync (mode=full), which lands a new base without reading the parent."
+                ) from exc
+            tmp.replace(path)
+        return path
+
+    out: dict[str, Path] = {}
+    single = len(manifest_segments(manifest)) <= 1
+    for name in sorted(wanted):
+        target = dest / f"{name}.parquet"
+        if single:
+            entry = manifest_segments(manifest)[0].tables[name]
+            out[name] = local(entry)
+        else:
+            out[name] = materialize_table(manifest, name, local, target)
     return out
 
 
@@ -486,11 +590,7 @@ def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path
     with open(target, "w", encoding="ascii") as out:
         if manifest is None:
             return 0
-        tables = fetch_parent_tables(
-            store,
-            {"files": [f for f in manifest.get("files", []) if f.get("name") == "annotations"]},
-            staging / "parent",
-        )
+        tables = fetch_parent_tables(store, manifest, staging / "parent", ["annotations"])
         if "annotations" not in tables:
             return 0
         pf = pq.ParquetFile(str(tables["annotations"]))
@@ -534,9 +634,41 @@ def land_version(
         The store's `CommitResult`.
     """
     writer = VersionWriter(store, parent)
-    for name, path in sorted(assembled.tables.items()):
-        writer.add_file("table", path, name, ".parquet", name=name, rows=assembled.counts[name])
-    writer.add_file("coco", assembled.coco, "instances", ".json", name="instances")
+    fields = dict(fields)
+    delta = assembled.delta
+    if delta is not None:
+        try:
+            for entry in delta.reused:
+                writer.reuse_file(entry)
+        except FileMissingError as exc:
+            log.warning("Landing a new base instead of a delta: %s", exc)
+            writer = VersionWriter(store, parent)
+            delta = None
+    if delta is None:
+        for name, path in sorted(assembled.tables.items()):
+            writer.add_file("table", path, name, ".parquet", name=name, rows=assembled.counts[name])
+        writer.add_file("coco", assembled.coco, "instances", ".json", name="instances")
+    else:
+        for name, path in sorted(delta.tables.items()):
+            writer.add_file(
+                "table",
+                path,
+                name,
+                ".parquet",
+                name=name,
+                rows=delta.counts[name],
+                segment=delta.segment,
+            )
+        writer.add_file(
+            "overrides", delta.overrides, "overrides", ".parquet", segment=delta.segment
+        )
+        # The COCO file is a function of the tables: a delta version lists its digest and the
+        # reader rebuilds it (and checks the digest), so a nightly run does not upload it whole.
+        sha, size = file_sha256(assembled.coco)
+        fields["derived_files"] = [
+            {"role": "coco", "name": "instances", "sha256": sha, "bytes": size, "from": "tables"}
+        ]
+    fields["coco_info"] = assembled.coco_info
     for iou_type, path in sorted(assembled.coco_results.items()):
         writer.add_file("coco", path, f"results-{iou_type}", ".json", name=f"results_{iou_type}")
     raw = staging / "raw-export.ndjson.gz"

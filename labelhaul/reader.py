@@ -31,6 +31,13 @@ import pyarrow.parquet as pq
 
 from labelhaul.errors import NotFoundError, StoreError
 from labelhaul.keys import mask_dir_name, safe_segment
+from labelhaul.segments import (
+    entry_segment,
+    is_single_file,
+    materialize_table,
+    table_fingerprint,
+    table_names,
+)
 from labelhaul.storage import LocalObjectStore, open_object_store
 from labelhaul.store import DatasetStore
 
@@ -119,8 +126,26 @@ class Dataset:
     # ------------------------------------------------------------------ tables
 
     def table_path(self, name: str, version: str = "latest") -> Path:
-        """Return a local path of a table's Parquet file."""
-        return self.local_file(self.file_entry("table", name, version))
+        """Return a local path of a table's Parquet file.
+
+        A table stored as a base plus delta segments (labelhaul.segments) is merged into one
+        cached local file, streamed batch by batch.
+        """
+        manifest = self.manifest(version)
+        entries = [
+            e
+            for e in manifest.get("files", [])
+            if e.get("role") == "table" and e.get("name") == name
+        ]
+        if not entries:
+            self.file_entry("table", name, version)  # raises, listing the tables there are
+        if is_single_file(manifest):
+            return self.local_file(entries[0])
+        stamp = hashlib.sha256(repr(table_fingerprint(manifest, name)).encode()).hexdigest()
+        path = self._cache / f"merged-{safe_segment(name)}-{stamp[:24]}.parquet"
+        if not path.exists():
+            materialize_table(manifest, name, self.local_file, path)
+        return path
 
     def table(self, name: str, version: str = "latest", *, columns: list[str] | None = None) -> Any:
         """Return a table as a pandas DataFrame (use `iter_table` for very large tables)."""
@@ -168,8 +193,46 @@ class Dataset:
     # ------------------------------------------------------------------ COCO
 
     def coco_path(self, version: str = "latest", name: str = "instances") -> Path:
-        """Return a local path of the COCO file `name` of a version."""
+        """Return a local path of the COCO file `name` of a version.
+
+        A version landed as a delta lists its COCO instances file as derived from the tables
+        (`derived_files` in the manifest): it is rebuilt here, streamed from the tables, and
+        checked byte for byte against the sha256 the sync recorded.
+        """
+        manifest = self.manifest(version)
+        for entry in manifest.get("derived_files") or []:
+            if entry.get("role") == "coco" and entry.get("name") == name:
+                return self._derived_coco(manifest, entry)
         return self.local_file(self.file_entry("coco", name, version))
+
+    def _derived_coco(self, manifest: Mapping[str, Any], entry: Mapping[str, Any]) -> Path:
+        from labelhaul.coco import write_coco
+        from labelhaul.store import file_sha256
+        from labelhaul.tables import iter_parquet_records
+
+        path = self._cache / f"{entry['sha256']}.json"
+        if path.exists():
+            return path
+        version = str(manifest["version_id"])
+        tmp = path.with_name(path.name + ".part")
+        write_coco(
+            tmp,
+            iter_parquet_records(self.table_path("data_rows", version)),
+            iter_parquet_records(self.table_path("annotations", version)),
+            dict(manifest.get("category_map") or {}),
+            info=dict(manifest.get("coco_info") or {}),
+        )
+        sha, size = file_sha256(tmp)
+        if sha != entry.get("sha256") or size != entry.get("bytes"):
+            tmp.unlink(missing_ok=True)
+            raise StoreError(
+                f"The COCO file rebuilt for {version} differs from the one its sync recorded "
+                f"(sha256 {sha[:16]} vs {str(entry.get('sha256'))[:16]}): this labelhaul writes "
+                "COCO differently from the one that made the version. Read it with that "
+                "labelhaul release, or run a full sync (it stores the COCO file whole)."
+            )
+        os.replace(tmp, path)
+        return path
 
     def coco(self, version: str = "latest", name: str = "instances") -> dict[str, Any]:
         """Return the COCO file `name` of a version, parsed."""
@@ -238,20 +301,15 @@ def diff_versions(ds: Dataset, old: str, new: str, *, sample: int = 20) -> dict[
         "tables": {},
     }
     for table, key in DIFF_KEYS.items():
-        entries: list[dict[str, Any] | None] = []
-        for manifest in (m_old, m_new):
-            try:
-                entries.append(ds.file_entry("table", table, manifest["version_id"]))
-            except NotFoundError:
-                entries.append(None)
-        e_old, e_new = entries
-        if e_old is not None and e_new is not None and e_old["sha256"] == e_new["sha256"]:
+        e_old = table_fingerprint(m_old, table) if table in table_names(m_old) else None
+        e_new = table_fingerprint(m_new, table) if table in table_names(m_new) else None
+        if e_old is not None and e_old == e_new:
             result["tables"][table] = {
                 "key": key,
                 "added": 0,
                 "removed": 0,
                 "changed": 0,
-                "unchanged": e_new.get("rows"),
+                "unchanged": (m_new.get("counts") or {}).get(table),
                 "same_file": True,
             }
             continue
@@ -271,14 +329,24 @@ def diff_versions(ds: Dataset, old: str, new: str, *, sample: int = 20) -> dict[
             "removed_ids": removed[:sample],
             "changed_ids": changed[:sample],
         }
-    old_files = {(f["role"], f["name"]): f["sha256"] for f in m_old.get("files", [])}
-    new_files = {(f["role"], f["name"]): f["sha256"] for f in m_new.get("files", [])}
+    old_files = _file_shas(m_old)
+    new_files = _file_shas(m_new)
     result["files_changed"] = sorted(
         f"{role}/{name}"
         for role, name in old_files.keys() | new_files.keys()
         if old_files.get((role, name)) != new_files.get((role, name))
     )
     return result
+
+
+def _file_shas(manifest: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Return (role, name) -> the sha256 of each of its files (segments in order)."""
+    out: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for f in [*manifest.get("files", []), *(manifest.get("derived_files") or [])]:
+        out.setdefault((str(f["role"]), str(f["name"])), []).append(
+            (entry_segment(f), str(f["sha256"]))
+        )
+    return {k: tuple(sha for _, sha in sorted(v)) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------- pull
@@ -313,22 +381,26 @@ def pull_version(
     manifest = ds.manifest(version)
     version_id = manifest["version_id"]
     summary: dict[str, Any] = {"version_id": version_id, "dir": str(out), "files": [], "masks": 0}
-    for entry in manifest.get("files", []):
+    for name in table_names(manifest):
+        # One file per table, whatever the stored layout (segments are merged).
+        target = out / "tables" / f"{safe_segment(name)}.parquet"
+        _copy_atomic(ds.table_path(name, version_id), target)
+        summary["files"].append(str(target.relative_to(out)))
+    for entry in [*manifest.get("files", []), *(manifest.get("derived_files") or [])]:
         role, name = str(entry["role"]), str(entry["name"])
-        if role == "table":
-            target = out / "tables" / f"{safe_segment(name)}.parquet"
-        elif role == "coco":
+        if role in ("table", "overrides"):
+            continue
+        if role == "coco":
             target = out / "coco" / f"{safe_segment(name)}.json"
+            source = ds.coco_path(version_id, name)
         else:
             target = out / safe_segment(role) / Path(str(entry["key"])).name
-        _copy_atomic(ds.local_file(entry), target)
+            source = ds.local_file(entry)
+        _copy_atomic(source, target)
         summary["files"].append(str(target.relative_to(out)))
     _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
 
-    has_annotations = any(
-        e.get("role") == "table" and e.get("name") == "annotations"
-        for e in manifest.get("files", [])
-    )
+    has_annotations = "annotations" in table_names(manifest)
     if masks and has_annotations:
 
         def write_mask(row: dict[str, Any]) -> None:

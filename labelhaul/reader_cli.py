@@ -107,6 +107,9 @@ def _print_json(value: Any) -> None:
 
 
 def _total_rows(manifest: dict[str, Any], name: str) -> Any:
+    counts = manifest.get("counts") or {}
+    if name in counts:
+        return counts[name]  # the logical table's rows (a delta segment holds only changes)
     for entry in manifest.get("files", []):
         if entry.get("role") == "table" and entry.get("name") == name:
             return entry.get("rows")
@@ -167,7 +170,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     print("files:")
     for f in manifest.get("files", []):
         rows = f" rows={f['rows']}" if f.get("rows") is not None else ""
-        print(f"  {f['role']:<8} {f['name']:<20} {f['key']} bytes={f['bytes']}{rows}")
+        seg = f" segment={f['segment']}" if f.get("segment") is not None else ""
+        print(f"  {f['role']:<8} {f['name']:<20} {f['key']} bytes={f['bytes']}{rows}{seg}")
+    for f in manifest.get("derived_files") or []:
+        print(f"  {f['role']:<8} {f['name']:<20} (rebuilt from the {f['from']}) bytes={f['bytes']}")
     return 0
 
 

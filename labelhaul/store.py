@@ -78,6 +78,7 @@ _RESERVED = frozenset(
 # role -> directory of its content-named files
 _ROLE_DIRS = {
     "table": "tables",
+    "overrides": "tables",
     "coco": "coco",
     "raw": "raw",
     "errors": "raw",
@@ -106,9 +107,17 @@ class FileEntry:
     sha256: str
     bytes: int
     rows: int | None = None
+    segment: int | None = None  # table segments only (labelhaul.segments); None: not segmented
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.segment is None:
+            del out["segment"]
+        return out
+
+
+class FileMissingError(StoreError):
+    """A file an earlier version lists is no longer in the store."""
 
 
 @dataclass(frozen=True)
@@ -384,7 +393,7 @@ class VersionWriter:
     def __init__(self, store: DatasetStore, parent: LatestPointer | None) -> None:
         self.store = store
         self.parent = parent
-        self._files: dict[tuple[str, str], FileEntry] = {}
+        self._files: dict[tuple[str, str, int], FileEntry] = {}
         self._lock = threading.Lock()
         self._created_at = ""
 
@@ -392,7 +401,7 @@ class VersionWriter:
     def files(self) -> list[FileEntry]:
         """Return the files added so far, in a stable order."""
         with self._lock:
-            return sorted(self._files.values(), key=lambda e: (e.role, e.name))
+            return sorted(self._files.values(), key=lambda e: (e.role, e.name, e.segment or 0))
 
     def _entry_key(self, role: str, name_stem: str, sha: str, suffix: str) -> str:
         folder = _ROLE_DIRS.get(role, safe_segment(role))
@@ -411,6 +420,7 @@ class VersionWriter:
         *,
         name: str | None = None,
         rows: int | None = None,
+        segment: int | None = None,
     ) -> FileEntry:
         """Upload a local file create-only under a content name and record it.
 
@@ -420,6 +430,7 @@ class VersionWriter:
             suffix: e.g. ".parquet", ".ndjson.gz".
             name: the logical name in the manifest (default: name_stem).
             rows: row count; read from the Parquet footer when omitted for `.parquet`.
+            segment: the table segment the file belongs to (labelhaul.segments).
         """
         sha, size = file_sha256(local_path)
         if rows is None and str(suffix).endswith("parquet"):
@@ -434,7 +445,32 @@ class VersionWriter:
                 self.store.objects.put_file(full, local_path, if_none_match=True)
             except PreconditionFailed:
                 self.store._present(full)  # freshen it if old
-        return self._record(FileEntry(role, name or name_stem, key, sha, size, rows))
+        return self._record(FileEntry(role, name or name_stem, key, sha, size, rows, segment))
+
+    def reuse_file(self, entry: Mapping[str, Any]) -> FileEntry:
+        """List a file an earlier version lists (a table segment), without uploading it.
+
+        The file is checked (and freshened when old, so `gc`'s grace period restarts for it).
+
+        Raises:
+            FileMissingError: the file is gone (e.g. collected after its versions expired).
+        """
+        key = str(entry["key"])
+        if not self.store._present(self.store.key(key)):
+            raise FileMissingError(f"{self.store.uri_for(key)} is listed by the parent but gone")
+        segment = entry.get("segment")
+        rows = entry.get("rows")
+        return self._record(
+            FileEntry(
+                role=str(entry["role"]),
+                name=str(entry["name"]),
+                key=key,
+                sha256=str(entry["sha256"]),
+                bytes=int(entry["bytes"]),
+                rows=None if rows is None else int(rows),
+                segment=None if segment is None else int(segment),
+            )
+        )
 
     def add_bytes(
         self,
@@ -459,10 +495,11 @@ class VersionWriter:
 
     def _record(self, entry: FileEntry) -> FileEntry:
         with self._lock:
-            previous = self._files.get((entry.role, entry.name))
+            slot = (entry.role, entry.name, entry.segment or 0)
+            previous = self._files.get(slot)
             if previous is not None and previous.sha256 != entry.sha256:
                 raise ValueError(f"{entry.role} {entry.name!r} was added twice with other content")
-            self._files[(entry.role, entry.name)] = entry
+            self._files[slot] = entry
         return entry
 
     def _manifest(
@@ -678,11 +715,12 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
     files = manifest.get("files") or []
     lines += ["", "## Files", ""]
     lines += _md_table(
-        ["role", "name", "key", "rows", "bytes", "sha256"],
+        ["role", "name", "segment", "key", "rows", "bytes", "sha256"],
         (
             (
                 f.get("role"),
                 f.get("name"),
+                f.get("segment", ""),
                 f.get("key"),
                 f.get("rows"),
                 f.get("bytes"),
@@ -691,6 +729,25 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
             for f in files
         ),
     )
+    derived = manifest.get("derived_files") or []
+    if derived:
+        lines += [
+            "",
+            "Not stored, rebuilt by the reader from the tables and checked against the sha256 "
+            "(`labelhaul pull` writes them):",
+            "",
+        ]
+        lines += _md_table(
+            ["role", "name", "bytes", "sha256"],
+            ((f.get("role"), f.get("name"), f.get("bytes"), f.get("sha256")) for f in derived),
+        )
+    if any(f.get("segment") for f in files):
+        lines += [
+            "",
+            "Tables are stored as a base segment plus delta segments: the rows of segment k "
+            "replace, by `data_row_id`, those of earlier segments for the ids in segment k's "
+            "overrides file. The reader and `labelhaul pull` merge them into one table.",
+        ]
     lines += [
         "",
         "## How to load",

@@ -87,6 +87,9 @@ def assemble_task(
         replaced_data_row_ids=replaced,
         category_map=category_map,
         info=info,
+        parent_manifest=parent_manifest if incremental else None,
+        max_segments=settings.max_table_segments,
+        compact_fraction=settings.compact_fraction,
     )
 
 
