@@ -23,6 +23,7 @@ store is opened, with a message naming the fix.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -113,11 +114,23 @@ class ObjectStore(Protocol):
 
 
 class LocalObjectStore:
-    """A directory as an object store: atomic writes; create-only and CAS across processes."""
+    """A directory as an object store: atomic writes; create-only and CAS across processes.
+
+    Durability: an object whose file name is the sha256 of its bytes, written create-only
+    (a mask blob), is not fsynced one by one: a mask stage writes thousands, and a sync
+    per blob cost more than the rest of landing it. Every other write (a manifest,
+    `_latest.json`, a table, a run record) first syncs the whole filesystem of the store
+    (`syncfs`), which makes durable its own temp file and every blob written before it,
+    by any process. A version only becomes visible through such writes (manifest, then
+    `_latest.json`), so a committed version never references a blob a crash could lose.
+    """
 
     def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.root = Path(root).expanduser().resolve()
         self._safe_dirs: set[str] = set()
+        # Directories known to exist (created or seen by this instance): a mkdir per put
+        # is a syscall per blob for nothing. A directory deleted since is recreated on demand.
+        self._made_dirs: set[str] = set()
         self._tmp = self.root / ".labelhaul-tmp"
         self._locks = self.root / ".labelhaul-locks"
         if read_only:
@@ -159,20 +172,36 @@ class LocalObjectStore:
         self._locks.mkdir(parents=True, exist_ok=True)
         return _FileLock(self._locks / name)
 
-    def _write_temp(self, source: IO[bytes] | bytes) -> Path:
-        self._tmp.mkdir(parents=True, exist_ok=True)
+    def _write_temp(self, source: IO[bytes] | bytes, *, durable: bool = True) -> Path:
+        """Write a temp file; with `durable`, sync the filesystem before returning.
+
+        The sync covers this file and every object written before it without one (blobs).
+        """
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
-        with open(tmp, "wb") as fh:
+        try:
+            fh = open(tmp, "wb")
+        except FileNotFoundError:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, "wb")
+        with fh:
             if isinstance(source, bytes):
                 fh.write(source)
             else:
                 shutil.copyfileobj(source, fh, _CHUNK)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                _sync_filesystem(fh.fileno())
         return tmp
+
+    def _ensure_parent(self, path: Path) -> None:
+        parent = str(path.parent)
+        if parent not in self._made_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(parent)
 
     def _commit_temp(
         self,
+        path: Path,
         key: str,
         tmp: Path,
         *,
@@ -180,14 +209,19 @@ class LocalObjectStore:
         if_match: str | None,
         etag: str | None = None,
     ) -> str:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self._ensure_parent(path)
             etag = etag or _sha256_file(tmp)
             if if_none_match:
                 try:
                     # link() fails if the name exists: atomic create-only, never a partial file.
-                    os.link(tmp, path)
+                    try:
+                        os.link(tmp, path)
+                    except FileNotFoundError:
+                        # Its directory went away since we made it (a gc, a test): again.
+                        self._made_dirs.discard(str(path.parent))
+                        self._ensure_parent(path)
+                        os.link(tmp, path)
                 except FileExistsError as exc:
                     raise PreconditionFailed(f"{key} already exists") from exc
                 except OSError as exc:
@@ -225,24 +259,23 @@ class LocalObjectStore:
     def put(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
     ) -> str:
-        self._path(key)
+        path = self._path(key)
         data = bytes(data)
-        tmp = self._write_temp(data)
+        etag = hashlib.sha256(data).hexdigest()
+        # A content-named create-only object (a blob) waits for the next sync (class doc).
+        deferred = if_none_match and path.name.split(".", 1)[0] == etag
+        tmp = self._write_temp(data, durable=not deferred)
         return self._commit_temp(
-            key,
-            tmp,
-            if_none_match=if_none_match,
-            if_match=if_match,
-            etag=hashlib.sha256(data).hexdigest(),
+            path, key, tmp, if_none_match=if_none_match, if_match=if_match, etag=etag
         )
 
     def put_file(
         self, key: str, path: str | os.PathLike[str], *, if_none_match: bool = False
     ) -> str:
-        self._path(key)
+        dest = self._path(key)
         with open(path, "rb") as fh:
             tmp = self._write_temp(fh)
-        return self._commit_temp(key, tmp, if_none_match=if_none_match, if_match=None)
+        return self._commit_temp(dest, key, tmp, if_none_match=if_none_match, if_match=None)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -310,6 +343,32 @@ class _FileLock:
         fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
         self._fh.close()
         self._fh = None
+
+
+def _load_syncfs() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+    except (OSError, AttributeError):  # not Linux/glibc: fall back to sync(2)
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_syncfs = _load_syncfs()
+
+
+def _sync_filesystem(fd: int) -> None:
+    """Flush every dirty file and directory entry of the filesystem holding `fd` to disk.
+
+    `syncfs(2)` where there is one, else `sync(2)`: stronger than fsync of one file, since
+    it also covers the blobs earlier writers (any process) left to the page cache.
+    """
+    if _syncfs is not None and _syncfs(fd) == 0:
+        return
+    os.fsync(fd)  # makes this file durable even if syncfs failed
+    os.sync()
 
 
 def _sha256_file(path: Path) -> str:
