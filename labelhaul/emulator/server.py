@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from labelhaul import seed
-from labelhaul.emulator import imaging
 from labelhaul.emulator.exports import (
     ERRORS,
     RESULT,
@@ -336,15 +335,25 @@ class EmulatorServer:
         seed: int = 0,
         width: int = 320,
         height: int = 240,
+        stored_masks: bool = False,
     ) -> str:
-        """Add a generated project (every annotation kind of the seed); return its id."""
+        """Add a generated project (every annotation kind of the seed); return its id.
+
+        With `stored_masks`, every mask PNG (composites and instances) is rendered now and
+        served from memory, as Labelbox serves stored files; otherwise each is drawn when
+        requested (a few ms of this process's CPU per mask, which a benchmark on a shared
+        machine would charge to the client).
+        """
         with self._lock:
             self._synthetic_count += 1
             number = self._synthetic_count
         spec = SyntheticSpec.make(
             n_rows=n_rows, instances=instances, seed=seed, width=width, height=height, number=number
         )
-        return self._register(SyntheticSource(spec))
+        source = SyntheticSource(spec)
+        if stored_masks:
+            source.store_masks()
+        return self._register(source)
 
     def synthetic_spec(self, project_id: str) -> SyntheticSpec:
         """Return the spec of a synthetic project (for `synthetic.ground_truth_masks`)."""
@@ -880,8 +889,7 @@ class _Handler(BaseHTTPRequestHandler):
             src = emu._sources.get(owner) if scope == "projects" else emu._model_ids.get(owner)
         if src is None:
             return None
-        mask = src.instance_mask(feature_id)
-        return imaging.encode_mask_png(mask) if mask is not None else None
+        return src.instance_png(feature_id)
 
     def _get_chunk(self, query: str, task_id: str, stream: str, index: str) -> None:
         entry = self._log("chunk")

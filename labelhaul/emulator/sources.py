@@ -100,6 +100,11 @@ class RowSource(ABC):
     def instance_mask(self, feature_id: str) -> NDArray[np.bool_] | None:
         """Return the boolean mask of one instance, or None when unknown."""
 
+    def instance_png(self, feature_id: str) -> bytes | None:
+        """Return the PNG of one instance mask as served, or None when unknown."""
+        mask = self.instance_mask(feature_id)
+        return imaging.encode_mask_png(mask) if mask is not None else None
+
     def error_lines(self) -> list[dict[str, Any]]:
         """Return the lines of the ERRORS stream of an export of this source."""
         return list(self._errors)

@@ -436,6 +436,18 @@ class SyntheticSource(RowSource):
         # Edits and deletions, so tests can change a project between two exports.
         self._revisions: dict[int, tuple[int, datetime]] = {}
         self._deleted: set[int] = set()
+        # Mask PNGs rendered ahead (`store_masks`), by composite or feature id and revision.
+        self._stored: dict[str, bytes] = {}
+
+    def store_masks(self) -> None:
+        """Render every mask PNG of the current rows now; serve them from memory after."""
+        for row in range(self.spec.n_rows):
+            number = self._revision(row)
+            inst, png = self._render(row)
+            self._stored[f"{self.spec.composite_id(row)}@{number}"] = png
+            for j in range(self.spec.instances):
+                feature_id = self.spec.mask_feature_id(row, j)
+                self._stored[f"{feature_id}@{number}"] = imaging.encode_mask_png(inst == j + 1)
 
     def count(self) -> int:
         return self.spec.n_rows
@@ -475,7 +487,19 @@ class SyntheticSource(RowSource):
         parsed = self.spec.parse_id(composite_id)
         if parsed is None or parsed[0] != "cm":
             return None
-        return self._render(parsed[1])[1]
+        stored = self._stored.get(f"{composite_id}@{self._revision(parsed[1])}")
+        return stored if stored is not None else self._render(parsed[1])[1]
+
+    def instance_png(self, feature_id: str) -> bytes | None:
+        parsed = self.spec.parse_id(feature_id)
+        if parsed is not None and parsed[0] == "mk":
+            stored = self._stored.get(f"{feature_id}@{self._revision(parsed[1])}")
+            if stored is not None:
+                return stored
+        return super().instance_png(feature_id)
+
+    def _revision(self, row: int) -> int:
+        return self._revisions.get(row, (0, None))[0]
 
     def instance_mask(self, feature_id: str) -> NDArray[np.bool_] | None:
         parsed = self.spec.parse_id(feature_id)

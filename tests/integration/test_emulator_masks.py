@@ -143,3 +143,35 @@ def test_load_project_serves_the_file_and_its_composites(
     filtered.wait_till_done()
     got = [o.json["data_row"]["id"] for o in filtered.get_buffered_stream()]
     assert got == [spec.data_row_id(i) for i in range(4) if spec.workflow_status(i) == "DONE"]
+
+
+def test_stored_masks_serve_the_same_bytes_and_follow_edits(emulator: EmulatorServer) -> None:
+    """Masks rendered ahead are the ones drawn on request; an edited row is drawn anew."""
+    drawn = emulator.add_synthetic_project(n_rows=3, instances=3, seed=7, width=40, height=30)
+    stored = emulator.add_synthetic_project(
+        n_rows=3, instances=3, seed=7, width=40, height=30, stored_masks=True
+    )
+    headers = {"Authorization": f"Bearer {emulator.api_key}"}
+
+    def fetch(project: str, row: int) -> list[bytes]:
+        spec = emulator.synthetic_spec(project)
+        rows = build_row(spec, row)
+        urls = [o["composite_mask"]["url"] for o in iter_mask_objects(rows)][:1]
+        urls += [o["mask"]["url"] for o in iter_mask_objects(rows)]
+        bodies = []
+        for url in urls:
+            # Rows hold Labelbox's URLs; an export rewrites them to the emulator's host.
+            url = url.replace("https://api.labelbox.com/api/v1", emulator.rest_url)
+            r = requests.get(url, headers=headers, timeout=30)
+            assert r.status_code == 200, r.text
+            bodies.append(r.content)
+        return bodies
+
+    for row in range(3):
+        assert fetch(drawn, row) == fetch(stored, row)
+    before = fetch(stored, 1)
+    emulator.edit_rows(stored, [1])
+    emulator.edit_rows(drawn, [1])
+    after = fetch(stored, 1)
+    assert after[0] != before[0]  # the composite is redrawn for the new revision
+    assert after == fetch(drawn, 1)
