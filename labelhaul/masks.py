@@ -27,17 +27,16 @@ from typing import Any, Protocol
 from labelhaul.errors import AuthError
 from labelhaul.http import HttpError
 from labelhaul.maskcodec import (
+    CompositeKeys,
     InstanceMask,
     MaskImageError,
     PngHeader,
-    U32Array,
     binary_from_instance_png,
     check_png,
-    color_keys,
+    composite_keys,
     crop_binary,
     decode_png,
     encode_instance,
-    iter_split_by_color,
     release_scratch,
 )
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
@@ -231,10 +230,11 @@ def process_job(
         opened, reason = _open_composite(job, http, max_pixels, errors)
         landed: set[tuple[int, int, int]] = set()
         if opened is not None:
-            keys, height, width = opened
+            height, width = opened.height, opened.width
             by_color = {inst.color: (pos, inst) for pos, inst in wanted}
-            # Each crop is encoded and landed before the next one is cut.
-            for color, inst_mask in iter_split_by_color(keys, list(by_color)):
+            # Each crop is encoded and landed before the next one is cut. Black never
+            # gets here (it took the fallback above), so the window may drop the border.
+            for color, inst_mask in opened.split(list(by_color)):
                 pos, inst = by_color[color]
                 results[pos] = _land(job, inst, inst_mask, height, width, "composite", put_blob)
                 landed.add(color)
@@ -269,8 +269,8 @@ def _open_composite(
     http: BytesFetcher,
     max_pixels: int,
     errors: list[ErrorRecord],
-) -> tuple[tuple[U32Array, int, int] | None, str]:
-    """Download, check and decode the composite into colour keys (height, width too).
+) -> tuple[CompositeKeys | None, str]:
+    """Download, check and decode the composite into colour keys of its non-black window.
 
     Returns None, the reason, and a warning in `errors` when the composite cannot be used.
     The keys live in this thread's scratch buffer: use them before the next composite.
@@ -295,7 +295,7 @@ def _open_composite(
         return None, reason
     try:
         hdr: PngHeader = check_png(data, width=job.width, height=job.height, max_pixels=max_pixels)
-        img = decode_png(data, hdr)
+        keys = composite_keys(data, hdr)
     except MaskImageError as exc:
         errors.append(
             _record(
@@ -307,9 +307,7 @@ def _open_composite(
         )
         return None, f"composite unusable: {exc}"
     del data
-    keys = color_keys(img)
-    del img
-    return (keys, hdr.height, hdr.width), ""
+    return keys, ""
 
 
 def _land(

@@ -346,3 +346,112 @@ def test_rle_string_matches_the_c_loop_on_any_counts() -> None:
     for counts in cases:
         assert mc.rle_string(counts) == _rle_string_reference(counts), counts
         assert mc.rle_string(np.array(counts, dtype=np.int64)) == _rle_string_reference(counts)
+
+
+# imagecodecs' png_encode filter flags: one filter for every row, or adaptive among several.
+_FILTERS = {"none": 8, "sub": 16, "up": 32, "average": 64, "paeth": 128, "adaptive": 248}
+
+
+def _layouts(rng: np.random.Generator, h: int, w: int) -> list[np.ndarray]:
+    """Gray, gray+alpha, RGB and RGBA pixels: noise, and solid blocks on black."""
+    out = []
+    for channels in (1, 2, 3, 4):
+        noise = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+        blocks = np.zeros((h, w, channels), dtype=np.uint8)
+        for _ in range(3):
+            y, x = rng.integers(0, h), rng.integers(0, w)
+            blocks[y : y + h // 2 + 1, x : x + w // 3 + 1] = rng.integers(1, 256, channels)
+        for px in (noise, blocks):
+            out.append(px[:, :, 0] if channels == 1 else px)
+    return out
+
+
+@pytest.mark.parametrize("filt", sorted(_FILTERS))
+def test_direct_decode_equals_libpng(filt: str) -> None:
+    rng = np.random.default_rng(sorted(_FILTERS).index(filt))
+    for h, w in ((1, 1), (1, 9), (7, 1), (13, 17), (32, 45)):
+        for px in _layouts(rng, h, w):
+            png = bytes(imagecodecs.png_encode(px, level=6, filter=_FILTERS[filt]))
+            hdr = mc.read_png_header(png)
+            # Only Average rows send a file to libpng (libpng may not use them on tiny rows).
+            if filt not in ("average", "adaptive"):
+                assert mc._inflate_rows(png, hdr) is not None
+            got = mc.decode_png(png, hdr)
+            ref = np.asarray(imagecodecs.png_decode(png))
+            if ref.ndim == 3 and ref.shape[2] == 1:
+                ref = ref[:, :, 0]
+            assert got.shape == ref.shape
+            assert np.array_equal(got, ref)
+
+
+def test_pillow_written_pngs_decode_directly_and_exactly() -> None:
+    # Pillow picks a filter per row (None, Sub, Up, Paeth): every row class in one file.
+    lab = random_labels(90, 120, 12, 21)
+    colors = distinct_colors(12, 21)
+    for mode in ("RGB", "RGBA", "L"):
+        png = png_of(paint(lab, colors), mode)
+        hdr = mc.read_png_header(png)
+        assert mc._inflate_rows(png, hdr) is not None
+        with Image.open(io.BytesIO(png)) as img:
+            assert np.array_equal(mc.decode_png(png, hdr), np.asarray(img))
+
+
+@pytest.mark.parametrize("filt", ["none", "sub", "up", "paeth", "adaptive"])
+def test_composite_keys_window_splits_like_the_whole_image(filt: str) -> None:
+    rng = np.random.default_rng(3)
+    for h, w, n in ((1, 1, 1), (5, 7, 2), (40, 60, 6), (64, 48, 30)):
+        lab = random_labels(h, w, n, int(rng.integers(1 << 30)))
+        if h > 4:
+            lab[:, :2] = 0  # a black border the window drops
+            lab[-1, :] = 0
+        colors = distinct_colors(n, int(rng.integers(1 << 30)))
+        png = bytes(imagecodecs.png_encode(paint(lab, colors), level=1, filter=_FILTERS[filt]))
+        hdr = mc.read_png_header(png)
+        found = dict(mc.composite_keys(png, hdr).split(colors))
+        expected = split_png(png, colors)
+        assert set(found) == set(expected)
+        for c, inst in found.items():
+            assert_instance_exact(inst, lab == colors.index(c) + 1)
+            assert mc.encode_instance(inst, h, w) == mc.encode_instance(expected[c], h, w)
+
+
+def test_composite_keys_of_an_all_black_image_and_black_itself() -> None:
+    black = png_of(np.zeros((6, 8, 3), np.uint8))
+    keys = mc.composite_keys(black, mc.read_png_header(black))
+    assert keys.keys.size == 0 and (keys.height, keys.width) == (6, 8)
+    assert list(keys.split([(1, 2, 3)])) == []
+    dot = np.zeros((6, 8, 3), np.uint8)
+    dot[2, 3] = (9, 9, 9)
+    png = png_of(dot)
+    keys = mc.composite_keys(png, mc.read_png_header(png))
+    assert keys.cropped and (keys.y0, keys.x0) == (2, 3)
+    with pytest.raises(ValueError, match="black"):
+        list(keys.split([(0, 0, 0)]))
+    [(color, inst)] = list(keys.split([(9, 9, 9)]))
+    assert (inst.x, inst.y, inst.w, inst.h, inst.area) == (3, 2, 1, 1, 1)
+
+
+def test_damaged_streams_are_still_refused() -> None:
+    good = png_of(paint(random_labels(20, 30, 3, 5), distinct_colors(3, 5)))
+    idat = good.index(b"IDAT")
+    (length,) = struct.unpack(">I", good[idat - 4 : idat])
+    body = good[idat + 4 : idat + 4 + length]
+
+    def with_idat(payload: bytes, crc: int | None = None) -> bytes:
+        chunk = struct.pack(">I", len(payload)) + b"IDAT" + payload
+        chunk += struct.pack(">I", zlib.crc32(b"IDAT" + payload) if crc is None else crc)
+        return good[: idat - 4] + chunk + good[idat + 8 + length :]
+
+    adler = body[:-1] + bytes([body[-1] ^ 1])
+    cases = {
+        "bad IDAT CRC": with_idat(body, crc=zlib.crc32(b"IDAT" + body) ^ 1),
+        "bad adler32": with_idat(adler),
+        "stream cut short": with_idat(body[: len(body) // 2]),
+        "too few rows": with_idat(zlib.compress(zlib.decompress(body)[:-50])),
+        "bad filter byte": with_idat(zlib.compress(b"\x07" + zlib.decompress(body)[1:])),
+    }
+    for what, data in cases.items():
+        hdr = mc.read_png_header(data)
+        with pytest.raises(mc.MaskImageError) as err:
+            mc.composite_keys(data, hdr)
+        assert err.value.kind == "mask_corrupt", what
