@@ -188,10 +188,23 @@ class EmulatorProcess:
         return self._read()
 
     def add_synthetic_project(
-        self, n_rows: int, instances: int, width: int, height: int, seed: int = 0
+        self,
+        n_rows: int,
+        instances: int,
+        width: int,
+        height: int,
+        seed: int = 0,
+        **options: Any,
     ) -> str:
+        """Add a synthetic project; `options` go to `EmulatorServer.add_synthetic_project`."""
         reply = self.call(
-            "add", n_rows=n_rows, instances=instances, width=width, height=height, seed=seed
+            "add",
+            n_rows=n_rows,
+            instances=instances,
+            width=width,
+            height=height,
+            seed=seed,
+            **options,
         )
         return str(reply["project_id"])
 
@@ -330,6 +343,8 @@ class Traffic:
     by_method: dict[str, int] = field(default_factory=dict)
     # Bytes sent by PUTs per area of the store (`blobs`, `tables`, `coco`, `raw`, ...).
     put_bytes_by_area: dict[str, int] = field(default_factory=dict)
+    # Requests per "METHOD area" (`HEAD tables`, `PUT blobs`, ...).
+    requests_by_area: dict[str, int] = field(default_factory=dict)
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -423,6 +438,8 @@ class _ProxyServer(ThreadingHTTPServer):
             t.bytes_sent += sent
             t.bytes_received += received
             t.by_method[method] = t.by_method.get(method, 0) + 1
+            what = f"{method} {store_area(path)}"
+            t.requests_by_area[what] = t.requests_by_area.get(what, 0) + 1
             if method == "PUT":
                 area = store_area(path)
                 t.put_bytes_by_area[area] = t.put_bytes_by_area.get(area, 0) + sent

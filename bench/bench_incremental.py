@@ -9,8 +9,11 @@ A synthetic project (`--instances` masks per row, small images) is served by the
 in its own process. `labelhaul sync --mode full` lands it in moto's S3 server (its own
 process) through a counting reverse proxy (`AWS_ENDPOINT_URL_S3` points at the proxy), with
 a shared `prefect server`; then the emulator relabels `--changed` of the rows (spread over
-the project) and `labelhaul sync --mode incremental` runs. The proxy counts every request
-and the bytes of request lines, headers and bodies each way. Ratios are incremental/full.
+the project) and `labelhaul sync --mode incremental` runs. Every mask is distinct (a few
+one-pixel holes each, as real masks are rarely byte-identical); `--repeating-masks` uses
+plain shapes, whose crops repeat by size, so the store de-duplicates most blobs. The proxy
+counts every request and the bytes of request lines, headers and bodies each way. Ratios are
+incremental/full.
 """
 
 from __future__ import annotations
@@ -46,12 +49,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--instances", type=int, default=2, help="mask instances per row")
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--height", type=int, default=96)
+    p.add_argument(
+        "--repeating-masks",
+        action="store_true",
+        help="plain synthetic shapes, whose crops repeat by size (the store de-duplicates "
+        "most of them, so the full sync sends far fewer blobs than real labels would)",
+    )
     args = p.parse_args(argv or [])
     n_changed = max(1, round(args.rows * args.changed))
     print(f"machine: {machine()}")
     print(
         f"project: {args.rows} data rows x {args.instances} mask instances, "
         f"{args.width}x{args.height}; {n_changed} rows relabelled between the syncs; "
+        f"{'repeating' if args.repeating_masks else 'distinct'} masks; "
         "store: moto S3 behind a counting proxy"
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
@@ -66,7 +76,11 @@ def main(argv: list[str] | None = None) -> None:
         env = clean_env(**prefect_env, **emu.env(), **AWS_ENV, AWS_ENDPOINT_URL_S3=proxy.url)
         store = "s3://bench/datasets"
         pid = emu.add_synthetic_project(
-            n_rows=args.rows, instances=args.instances, width=args.width, height=args.height
+            n_rows=args.rows,
+            instances=args.instances,
+            width=args.width,
+            height=args.height,
+            distinct_masks=not args.repeating_masks,
         )
         emu.mask_requests()
         proxy.take()
@@ -117,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, _run, traffic, _m in results:
         methods = ", ".join(f"{k} {v}" for k, v in sorted(traffic.by_method.items()))
         print(f"  {name} S3 requests by method: {methods}")
+        by_area = ", ".join(f"{k} {v}" for k, v in sorted(traffic.requests_by_area.items()))
+        print(f"    by method and area: {by_area}")
     areas = sorted(set(f_t.put_bytes_by_area) | set(i_t.put_bytes_by_area))
     print(f"\n{'PUT bytes by area':<18} {'full':>12} {'incremental':>12} {'incr / full':>11}")
     for area in areas:

@@ -30,8 +30,15 @@ def _grid(n: int) -> tuple[int, int]:
     return cols, rows
 
 
-def instance_map(width: int, height: int, n_instances: int, seed: int) -> NDArray[np.uint16]:
+def instance_map(
+    width: int, height: int, n_instances: int, seed: int, *, holes: bool = False
+) -> NDArray[np.uint16]:
     """Draw `n_instances` non-overlapping shapes; return the (height, width) instance map.
+
+    With `holes`, three pixels chosen by the seed are cleared inside each shape of more
+    than eight pixels, so masks of the same shape and size still differ (real masks are rarely
+    byte-identical; without holes, a rectangle's crop depends only on its size, and a
+    benchmark's store would de-duplicate most of them).
 
     The layout is a grid of cells, one instance per cell. By index: `j % 4 == 0` is a
     rectangle reaching its cell's right edge and `j % 4 == 1` a rectangle starting at its
@@ -89,6 +96,15 @@ def instance_map(width: int, height: int, n_instances: int, seed: int) -> NDArra
             out[y0 : y0 + ch, x0 : x0 + cw][inside] = label
         if not (out[y0 : y0 + ch, x0 : x0 + cw] == label).any():
             out[y0, x0] = label  # a degenerate shape still gets one pixel
+    if holes:
+        hole_rng = random.Random(seed ^ 0x9E3779B97F4A7C15)
+        for j in range(n_instances):
+            r, c = divmod(j, cols)
+            cell = out[r * ch : (r + 1) * ch, c * cw : (c + 1) * cw]
+            ys, xs = np.nonzero(cell == j + 1)
+            if len(ys) > 8:
+                for k in hole_rng.sample(range(len(ys)), 3):
+                    cell[ys[k], xs[k]] = 0
     return out
 
 

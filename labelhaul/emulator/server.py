@@ -336,19 +336,27 @@ class EmulatorServer:
         width: int = 320,
         height: int = 240,
         stored_masks: bool = False,
+        distinct_masks: bool = False,
     ) -> str:
         """Add a generated project (every annotation kind of the seed); return its id.
 
         With `stored_masks`, every mask PNG (composites and instances) is rendered now and
         served from memory, as Labelbox serves stored files; otherwise each is drawn when
         requested (a few ms of this process's CPU per mask, which a benchmark on a shared
-        machine would charge to the client).
+        machine would charge to the client). With `distinct_masks`, each mask gets three one-pixel
+        holes so that no two masks are byte-identical (as with real labels).
         """
         with self._lock:
             self._synthetic_count += 1
             number = self._synthetic_count
         spec = SyntheticSpec.make(
-            n_rows=n_rows, instances=instances, seed=seed, width=width, height=height, number=number
+            n_rows=n_rows,
+            instances=instances,
+            seed=seed,
+            width=width,
+            height=height,
+            number=number,
+            distinct_masks=distinct_masks,
         )
         source = SyntheticSource(spec)
         if stored_masks:

@@ -35,6 +35,7 @@ class CompositeInfo:
     height: int
     colors: tuple[RGB, ...]
     seed: int
+    holes: bool = False  # imaging.instance_map(holes=...): every mask distinct
 
 
 def iter_label_lists(row: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
@@ -135,7 +136,9 @@ class _RenderCache:
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
-        inst = imaging.instance_map(info.width, info.height, len(info.colors), info.seed)
+        inst = imaging.instance_map(
+            info.width, info.height, len(info.colors), info.seed, holes=info.holes
+        )
         png = imaging.encode_rgb_png(imaging.paint(inst, info.colors))
         with self._lock:
             self._items[key] = (inst, png)

@@ -47,10 +47,19 @@ class SyntheticSpec:
     seed: int
     width: int
     height: int
+    distinct_masks: bool = False  # a hole per mask: no two masks share their bytes
 
     @classmethod
     def make(
-        cls, *, n_rows: int, instances: int, seed: int, width: int, height: int, number: int = 1
+        cls,
+        *,
+        n_rows: int,
+        instances: int,
+        seed: int,
+        width: int,
+        height: int,
+        number: int = 1,
+        distinct_masks: bool = False,
     ) -> SyntheticSpec:
         """Validate the arguments and derive the ids (`number` tells projects apart)."""
         if n_rows < 0 or instances < 0:
@@ -60,7 +69,16 @@ class SyntheticSpec:
         # Fails early when the image cannot hold that many separate instances.
         imaging.instance_map(width, height, instances, 0)
         tag = hashlib.sha256(f"{seed}:{number}".encode()).hexdigest()[:8]
-        return cls(f"csynp{tag}000000000000", tag, n_rows, instances, seed, width, height)
+        return cls(
+            f"csynp{tag}000000000000",
+            tag,
+            n_rows,
+            instances,
+            seed,
+            width,
+            height,
+            distinct_masks,
+        )
 
     # --- per-row facts (tests compute expectations from these) -----------------------
 
@@ -115,7 +133,11 @@ class SyntheticSpec:
     def instance_map(self, row: int) -> NDArray[np.uint16]:
         """Return row `row`'s instance map (0 background, j + 1 instance j)."""
         return imaging.instance_map(
-            self.width, self.height, self.instances, self._row_seed(row, "layout")
+            self.width,
+            self.height,
+            self.instances,
+            self._row_seed(row, "layout"),
+            holes=self.distinct_masks,
         )
 
     def parse_id(self, value: str) -> tuple[str, int, int] | None:
@@ -479,7 +501,11 @@ class SyntheticSource(RowSource):
         number = self._revisions.get(row, (0, None))[0]
         salt = "layout" if number == 0 else f"layout-r{number}"
         info = CompositeInfo(
-            spec.width, spec.height, tuple(spec.colors(row)), spec._row_seed(row, salt)
+            spec.width,
+            spec.height,
+            tuple(spec.colors(row)),
+            spec._row_seed(row, salt),
+            holes=spec.distinct_masks,
         )
         return self._cache.get(f"{spec.composite_id(row)}@{number}", info)
 

@@ -230,3 +230,23 @@ def test_only_a_full_sync_sees_deletions(lb_env: EmulatorServer, tmp_path: Path)
         ids = set(ds.table("data_rows")["data_row_id"])
         assert lb_env.synthetic_spec(pid).data_row_id(1) not in ids
         assert len(ids) == 4
+
+
+def test_distinct_mask_project_lands_every_mask_as_its_own_exact_blob(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    from labelhaul.emulator import ground_truth_masks
+
+    pid = lb_env.add_synthetic_project(n_rows=8, instances=2, distinct_masks=True)
+    store = str(tmp_path / "store")
+    _sync(pid, store)
+    spec = lb_env.synthetic_spec(pid)
+    truth: dict[str, np.ndarray] = {}
+    for row in range(8):
+        truth.update(ground_truth_masks(spec, row))
+    with open_dataset(store, pid) as ds:
+        ann = ds.table("annotations")
+        masks = ann[ann["mask_sha256"].notna()]
+        assert len(masks) == 16 and masks["mask_sha256"].nunique() == 16
+        for _, row in masks.iterrows():
+            assert np.array_equal(ds.mask(row) > 0, truth[row["feature_id"]]), row["feature_id"]

@@ -64,3 +64,33 @@ def test_mask_png_is_8bit_grayscale_with_0_and_255() -> None:
         arr = np.asarray(img)
     assert set(np.unique(arr).tolist()) == {0, 255}
     assert np.array_equal(arr == 255, mask)
+
+
+def test_holes_make_every_mask_distinct_and_cost_three_pixels_each() -> None:
+    import hashlib
+
+    from labelhaul.emulator import imaging
+
+    seen: set[str] = set()
+    repeats_without = 0
+    plain_seen: set[str] = set()
+    for seed in range(200):
+        plain = imaging.instance_map(128, 96, 2, seed)
+        holed = imaging.instance_map(128, 96, 2, seed, holes=True)
+        for label in (1, 2):
+            assert (holed == label).sum() == (plain == label).sum() - 3
+            assert not ((holed == label) & (plain != label)).any()  # only pixels removed
+            ys, xs = np.nonzero(holed == label)
+            crop = (holed == label)[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+            seen.add(hashlib.sha256(np.packbits(crop).tobytes() + bytes(crop.shape)).hexdigest())
+            pys, pxs = np.nonzero(plain == label)
+            pcrop = (plain == label)[pys.min() : pys.max() + 1, pxs.min() : pxs.max() + 1]
+            key = hashlib.sha256(np.packbits(pcrop).tobytes() + bytes(pcrop.shape)).hexdigest()
+            repeats_without += key in plain_seen
+            plain_seen.add(key)
+    assert len(seen) == 400
+    assert repeats_without > 100  # why the option exists: plain rectangles repeat by size
+    assert np.array_equal(
+        imaging.instance_map(128, 96, 2, 7, holes=True),
+        imaging.instance_map(128, 96, 2, 7, holes=True),
+    )
