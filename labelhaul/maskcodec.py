@@ -188,6 +188,8 @@ def decode_png(data: bytes, hdr: PngHeader) -> U8Array:
 # Channels per pixel of 8-bit PNGs the direct decoder handles (no palette, no tRNS).
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 _CRITICAL = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
+# An imagecodecs build without zlib-ng (or delta) still works, through libpng only.
+_DIRECT = bool(imagecodecs.ZLIBNG.available and imagecodecs.DELTA.available)
 
 
 def _idat_of(data: bytes) -> bytes | None:
@@ -235,7 +237,7 @@ def _inflate_rows(data: bytes, hdr: PngHeader) -> U8Array | None:
     (~28 ms for a 2560x1707 composite here); zlib-ng inflates the same stream in ~1 ms.
     """
     channels = _CHANNELS.get(hdr.color_type)
-    if channels is None or hdr.bit_depth != 8 or hdr.interlace != 0:
+    if channels is None or hdr.bit_depth != 8 or hdr.interlace != 0 or not _DIRECT:
         return None
     idat = _idat_of(data)
     if idat is None:
@@ -275,19 +277,17 @@ def _unfilter(rows: U8Array, w: int, bpp: int) -> bool:
     # A mask's background makes many filtered rows all zero: a Sub row of zeros stays
     # zeros and an Up row of zeros repeats the row above, so those rows are skipped or
     # copied in blocks instead of summed.
-    live: BoolArray | None = None
-    if bool(((types == 1) | (types == 2)).any()):
-        live = np.bitwise_or.reduce(filt, axis=1) != 0
+    live: BoolArray = np.zeros(h, dtype=np.bool_)  # filtered row not all zero
     for a, b in _equal_runs(types, 0, h):
         kind = int(types[a])
+        if kind in (1, 2):
+            np.not_equal(np.bitwise_or.reduce(filt[a:b], axis=1), 0, out=live[a:b])
         if kind == 1:
-            assert live is not None
             for s, e in _equal_runs(live, a, b):
                 if live[s]:
                     block = filt[s:e].reshape(e - s, w, bpp)
                     imagecodecs.delta_decode(block, axis=1, out=block)
         elif kind == 2:
-            assert live is not None
             for s, e in _equal_runs(live, max(a, 1), b):  # row 0: the row above is zeros
                 if not live[s]:
                     filt[s:e] = filt[s - 1]
