@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -49,6 +50,70 @@ from bench._common import (
 
 N_WORKERS = 2
 THREADS_PER_WORKER = 2
+
+
+def worker_memory_probe(dask_worker: Any, trim: bool = False) -> dict[str, Any]:
+    """Say what a worker process holds: RSS, malloc's free bytes, big containers, object types.
+
+    Runs on each worker through `client.run`, between syncs: which Python objects grow with
+    the task runs it has run (counts by type, the largest sets/dicts/lists), and how much of
+    the RSS is memory glibc malloc keeps free (fragmentation) rather than live objects.
+    With `trim`, it ends by returning free heap memory to the OS (`malloc_trim(0)`).
+    """
+    import collections
+    import ctypes
+    import gc
+
+    def rss() -> int:
+        return int(psutil.Process().memory_info().rss)
+
+    out: dict[str, Any] = {"rss": rss()}
+    # Dask's statistical profiler keeps one call tree per second (and per task-key prefix)
+    # for `distributed.admin.low-level-log-length` (1,000) cycles.
+    out["profile_cycles"] = len(dask_worker.profile_history)
+    gc.collect()
+    out["rss_after_gc"] = rss()
+    libc = ctypes.CDLL("libc.so.6")
+    try:
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [
+                (name, ctypes.c_size_t)
+                for name in (
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+                ).split()
+            ]
+
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+        out["malloc_in_use"] = int(info.uordblks + info.hblkhd)
+        out["malloc_free"] = int(info.fordblks)
+    except AttributeError:  # glibc < 2.33
+        pass
+    objects = gc.get_objects()
+    out["objects"] = len(objects)
+    out["types"] = collections.Counter(type(o).__qualname__ for o in objects).most_common(25)
+    big = [
+        (type(o).__qualname__, len(o))
+        for o in objects
+        if isinstance(o, set | frozenset | dict | list | collections.deque) and len(o) > 2000
+    ]
+    out["big_containers"] = sorted(big, key=lambda t: -t[1])[:10]
+    # Dicts are most of what a task run leaves behind: group them by their keys to name them.
+    shapes = collections.Counter(
+        ",".join(sorted(str(k) for k in list(o)[:6])) for o in objects if type(o) is dict
+    )
+    out["dict_shapes"] = shapes.most_common(40)
+    out["classes"] = collections.Counter(
+        f"{type(o).__module__}.{type(o).__qualname__}"
+        for o in objects
+        if type(o).__module__ not in ("builtins", "abc", "typing")
+    ).most_common(40)
+    del objects
+    if trim:
+        libc.malloc_trim(0)
+        out["rss_after_trim"] = rss()
+    return out
 
 
 def _dir_stats(path: Path) -> tuple[int, int]:
@@ -113,9 +178,12 @@ class Sampler:
 class DaskCluster:
     """A `dask scheduler` process and worker processes, all on free loopback ports."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], *, profiler: bool = False) -> None:
         self.workdir = workdir
         self.env = env
+        # Dask's statistical profiler keeps 1,000 s of call trees on each worker: off, as the
+        # production guide recommends for labelhaul's workers, unless asked for.
+        self.worker_env = dict(env, DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=str(profiler))
         port = free_port()
         self.address = f"tcp://127.0.0.1:{port}"
         self.scheduler = Process(
@@ -136,7 +204,7 @@ class DaskCluster:
                     + ["--nworkers", "1", "--nthreads", str(THREADS_PER_WORKER)]
                     + ["--no-nanny", "--no-dashboard", "--memory-limit", "0"]
                     + ["--name", f"bench-worker-{i + 1}"],
-                    self.env,
+                    self.worker_env,
                     self.workdir / f"dask-worker-{i + 1}.log",
                 )
             )
@@ -145,6 +213,17 @@ class DaskCluster:
         with Client(self.address, timeout=120) as client:  # type: ignore[no-untyped-call]
             client.wait_for_workers(N_WORKERS, timeout=120)
         return [psutil.Process(w.proc.pid) for w in self.workers]
+
+    def probe(self, trim: bool = False) -> list[dict[str, Any]]:
+        """Run `worker_memory_probe` on every worker; one result per worker, by name."""
+        import cloudpickle
+        from distributed import Client
+
+        # The bench package is not installed on the workers: ship the probe by value.
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        with Client(self.address, timeout=120) as client:  # type: ignore[no-untyped-call]
+            found = client.run(worker_memory_probe, trim=trim)
+        return [found[k] for k in sorted(found)]
 
     def stop_workers(self) -> None:
         for w in self.workers:
@@ -178,6 +257,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--budget", type=float, default=900.0, help="seconds for all the syncs")
+    p.add_argument(
+        "--worker-profiler",
+        action="store_true",
+        help="leave Dask's statistical profiler on in the workers (Dask's default)",
+    )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="ask each worker what it holds before and after each sync (gc, malloc, trim)",
+    )
     args = p.parse_args(argv or [])
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"machine: {machine()}")
@@ -191,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     emu = EmulatorProcess(workdir)
     prefect, prefect_env = start_prefect_server(workdir)
     base_env = clean_env(**prefect_env, **emu.env())
-    cluster = DaskCluster(workdir, base_env)
+    cluster = DaskCluster(workdir, base_env, profiler=args.worker_profiler)
     measured: list[Measured] = []
     skipped: list[tuple[int, float]] = []
     try:
@@ -208,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
                 n_rows=n, instances=args.instances, width=args.width, height=args.height, seed=n
             )
             workers = cluster.start_workers()
+            before = cluster.probe() if args.probe else []
             staging_root = workdir / f"tmp-{n}"
             staging_root.mkdir()
             env = dict(base_env, LABELHAUL_DASK_ADDRESS=cluster.address, TMPDIR=str(staging_root))
@@ -229,6 +319,12 @@ def main(argv: list[str] | None = None) -> None:
                 store_bytes,
             )
             measured.append(m)
+            if args.probe:
+                print_probe(before, cluster.probe(trim=True))
+            print(
+                "  sync peak by stage: "
+                + ", ".join(f"{k} {mib(v)}" for k, v in run.peak_by_stage().items())
+            )
             print(
                 f"  synced {n} rows in {run.seconds:.1f}s (masks {m.masks_s:.1f}s, "
                 f"{m.parts} parts): sync peak {mib(run.peak_rss_tree)}, workers "
@@ -243,6 +339,28 @@ def main(argv: list[str] | None = None) -> None:
         prefect.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     report(measured, skipped, args.budget)
+
+
+def print_probe(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+    """Print what each worker gained over one sync: RSS, malloc free bytes, objects by type."""
+    for i, (b, a) in enumerate(zip(before, after, strict=True), start=1):
+        print(
+            f"  worker-{i}: rss {mib(b['rss'])} -> {mib(a['rss'])}"
+            f" (after gc {mib(a['rss_after_gc'])}, after malloc_trim {mib(a['rss_after_trim'])});"
+            f" malloc in use {mib(a.get('malloc_in_use', 0))}, free {mib(a.get('malloc_free', 0))};"
+            f" gc objects {b['objects']} -> {a['objects']};"
+            f" profiler cycles kept {a['profile_cycles']}"
+        )
+        counts = dict(b["types"])
+        grew = [(t, n - counts.get(t, 0)) for t, n in a["types"]]
+        grew = [g for g in sorted(grew, key=lambda g: -g[1]) if g[1] > 500][:12]
+        print("    objects gained by type: " + ", ".join(f"{t} +{n}" for t, n in grew))
+        print(f"    big containers: {a['big_containers']}")
+        for key in ("dict_shapes", "classes"):
+            had = dict(b.get(key, []))
+            more = [(t, n - had.get(t, 0)) for t, n in a.get(key, [])]
+            more = [g for g in sorted(more, key=lambda g: -g[1]) if g[1] > 100][:15]
+            print(f"    {key} gained: " + "; ".join(f"{t[:90]} +{n}" for t, n in more))
 
 
 def report(measured: list[Measured], skipped: list[tuple[int, float]], budget: float) -> None:
