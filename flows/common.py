@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -210,7 +211,9 @@ def run_sync(
             mask_instances = mask_errors = 0
             record["mask_runner"] = "dask" if settings.dask_address else "threads"
             with mask_task_runner(settings) as runner:
-                futures = [
+                # Let go of each future once read: a finished part's future (and, on Dask, the
+                # client's state of its key) need not live until the whole stage ends.
+                pending = deque(
                     runner.submit(
                         process_mask_part,
                         parameters={
@@ -222,14 +225,17 @@ def run_sync(
                         },
                     )
                     for part in mask_parts
-                ]
-                for done, fut in enumerate(futures, start=1):
-                    part_summary = fut.result()
+                )
+                total = len(pending)
+                done = 0
+                while pending:
+                    part_summary = pending.popleft().result()
+                    done += 1
                     mask_instances += part_summary.instances
                     mask_errors += part_summary.errors
-                    if done % max(1, len(futures) // 20) == 0 or done == len(futures):
-                        update_progress_artifact(progress_id, 100.0 * done / len(futures))
-            if not futures:
+                    if done % max(1, total // 20) == 0 or done == total:
+                        update_progress_artifact(progress_id, 100.0 * done / total)
+            if not total:
                 update_progress_artifact(progress_id, 100.0)
             lap("masks")
 
