@@ -84,6 +84,7 @@ _ROLE_DIRS = {
     "errors": "raw",
 }
 _CHUNK = 1024 * 1024
+_PROBE_ABOVE_BYTES = 256 * 1024  # add_file HEADs before uploading files larger than this
 _SUFFIX_RE = re.compile(r"^(\.[A-Za-z0-9]{1,12}){0,3}$")
 
 
@@ -440,7 +441,10 @@ class VersionWriter:
         key = self._entry_key(role, name_stem, sha, suffix)
         full = self.store.key(key)
         # Content-named: if it is there, it is this content (a re-run or an unchanged table).
-        if not self.store._present(full):
+        # A small file goes straight to a create-only PUT (a 412 says it is there): one
+        # request instead of a HEAD and a PUT, at the price of re-sending a few KB when it
+        # was there already. A large one is looked for first, so it is never sent twice.
+        if size <= _PROBE_ABOVE_BYTES or not self.store._present(full):
             try:
                 self.store.objects.put_file(full, local_path, if_none_match=True)
             except PreconditionFailed:

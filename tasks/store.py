@@ -57,7 +57,8 @@ def known_blobs_task(
     staging: Path,
 ) -> int:
     """List the parent's mask blobs so the mask stage skips them without asking the store."""
-    store = open_store(settings, store_uri, dataset_id)
+    # read-parent probed the store for this run: no second probe.
+    store = open_store(settings, store_uri, dataset_id, check=False)
     return write_known_blobs(store, parent_manifest, staging)
 
 
@@ -76,7 +77,7 @@ def assemble_task(
     parent_tables = None
     replaced = None
     if incremental and parent_manifest is not None:
-        store = open_store(settings, store_uri, dataset_id)
+        store = open_store(settings, store_uri, dataset_id, check=False)
         parent_tables = fetch_parent_tables(store, parent_manifest, staging / "parent")
         replaced = read_data_row_ids(staging)
     category_map = dict((parent_manifest or {}).get("category_map") or {})
@@ -110,7 +111,7 @@ def land_version_task(
 ) -> CommitResult:
     """Upload the files create-only, then commit the manifest and move `_latest.json`."""
     logger = get_run_logger()
-    store = open_store(settings, store_uri, dataset_id)
+    store = open_store(settings, store_uri, dataset_id, check=False)
     result = land_version(store, parent, staging, assembled, fields)
     if result.created and result.version_id:
         where = store.uri_for(store.manifest_key(result.version_id))
