@@ -92,7 +92,38 @@ def mask_task_runner(settings: Settings) -> Iterator[Any]:
 
         runner = ThreadPoolTaskRunner(max_workers=settings.mask_parallel_parts)
     with runner:
+        if settings.dask_address:
+            profiling = profiling_workers(runner.client)
+            if profiling:
+                get_run_logger().warning(
+                    "%d Dask worker(s) run Dask's statistical profiler, which keeps ~1,000 s of "
+                    "call trees in each worker's memory (~0.2 MiB per mask part measured); "
+                    "start labelhaul's workers with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
+                    "=False for flat worker memory",
+                    len(profiling),
+                )
         yield runner
+
+
+def _profiler_enabled() -> bool:
+    """Say whether this Dask worker process samples its threads (run on each worker)."""
+    import dask
+
+    return bool(dask.config.get("distributed.worker.profile.enabled"))
+
+
+def profiling_workers(client: Any) -> list[str]:
+    """Return the addresses of the cluster's workers that run Dask's statistical profiler.
+
+    It is on by default and keeps a call tree per second for 1,000 cycles: with many small
+    task runs that is most of a worker's memory growth (docs/performance.md, issue 8).
+    A cluster that cannot answer is not an error here: the mask stage will say so itself.
+    """
+    try:
+        found = client.run(_profiler_enabled)
+    except Exception:  # noqa: BLE001 - a warning's probe must not fail the sync
+        return []
+    return sorted(str(w) for w, on in found.items() if on)
 
 
 def incremental_filters(

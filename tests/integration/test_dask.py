@@ -55,3 +55,20 @@ def test_mask_stage_on_dask_lands_the_same_dataset(
     # One composite download per label on the cluster too.
     mask_gets = [e for e in emulator.request_log if "/masks/" in e.path]
     assert len(mask_gets) == len({e.path for e in mask_gets}) == 9
+
+
+def test_workers_that_run_the_profiler_are_named(dask_cluster: str) -> None:
+    from flows.common import profiling_workers
+
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+
+    with distributed.Client(dask_cluster) as client:
+        workers = sorted(client.scheduler_info()["workers"])
+        assert len(workers) == 2 and profiling_workers(client) == workers  # Dask's default
+    with (
+        dask.config.set({"distributed.worker.profile.enabled": False}),
+        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as quiet,
+        distributed.Client(quiet) as client,
+    ):
+        assert profiling_workers(client) == []
