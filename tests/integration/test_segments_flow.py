@@ -53,6 +53,7 @@ def test_incremental_lands_a_delta_that_reads_as_the_full_state(
     moto_server: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     endpoint = moto_server if object_store_uri.startswith("s3://") else None
     if endpoint:
@@ -105,6 +106,18 @@ def test_incremental_lands_a_delta_that_reads_as_the_full_state(
         assert "coco/instances.json" in pulled["files"]
         assert json.loads((tmp_path / "pulled/coco/instances.json").read_text()) == coco
         assert len(pd.read_parquet(tmp_path / "pulled/tables/data_rows.parquet")) == 12
+
+    # The CLI on a delta version: `show` lists segments and the derived COCO; `versions`
+    # counts the logical rows.
+    if endpoint is None:
+        from labelhaul.cli import main
+
+        assert main(["show", object_store_uri, "--dataset", pid]) == 0
+        out = capsys.readouterr().out
+        assert "segment=1" in out and "rebuilt from the tables" in out
+        assert main(["versions", object_store_uri, "--dataset", pid, "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [v["data_rows"] for v in listed["versions"]] == [12, 12]
 
     # gc keeps what the retained delta version needs: its parent's base segments.
     objects = open_object_store(object_store_uri, endpoint_url=endpoint)
