@@ -230,7 +230,7 @@ def _inflate_rows(data: bytes, hdr: PngHeader) -> U8Array | None:
     Returns its rows as (H, 1 + W * channels) uint8, filter byte first, in this thread's
     scratch memory, followed by one spare zero byte (so a 4-byte read at the last pixel
     stays inside); or None for anything else (palette, tRNS, interlace, an unsound chunk,
-    a stream that does not inflate to exactly the image, Average filters): the caller then
+    a stream that does not inflate to exactly the image, a bad filter byte): the caller then
     asks libpng, which also gives the verdict on a corrupt file.
 
     Why: libpng inflates with zlib 1.2, which copies the long runs of a mask byte by byte
@@ -254,24 +254,22 @@ def _inflate_rows(data: bytes, hdr: PngHeader) -> U8Array | None:
         return None
     buf[size] = 0
     rows = buf[:size].reshape(h, stride)
-    if not _unfilter(rows, w, channels):
+    if not _unfilter(rows, w, channels, hdr.color_type):
         return None
     return buf
 
 
-def _unfilter(rows: U8Array, w: int, bpp: int) -> bool:
+def _unfilter(rows: U8Array, w: int, bpp: int, color_type: int) -> bool:
     """Undo the PNG row filters of `rows` (filter byte first) in place; False if unhandled.
 
     Runs of rows with the same filter are undone at once where rows do not depend on each
     other (None: nothing to do; Sub: a running sum along the row). Up adds the row above,
-    a row at a time. Paeth is Sub wherever the row above does not change from one pixel
-    to the next (b == c there, so the predictor picks a); only at the few bytes where it
-    changes is the predictor evaluated, in order (`_unpaeth`). Average depends on the
-    left byte everywhere: False, libpng does it.
+    a row at a time. Average and Paeth go to libpng a run of rows at a time
+    (`_unfilter_with_libpng`).
     """
     h = rows.shape[0]
     types = rows[:, 0].copy()
-    if int(types.max(initial=0)) > 4 or bool((types == 3).any()):
+    if int(types.max(initial=0)) > 4:
         return False
     filt = rows[:, 1:]
     # A mask's background makes many filtered rows all zero: a Sub row of zeros stays
@@ -294,10 +292,52 @@ def _unfilter(rows: U8Array, w: int, bpp: int) -> bool:
                     continue
                 for r in range(s, e):
                     np.add(filt[r - 1], filt[r], out=filt[r])
-        elif kind == 4:
-            zeros = np.zeros(w * bpp, dtype=np.uint8)
-            for r in range(a, b):
-                _unpaeth(filt[r], filt[r - 1] if r else zeros, w, bpp)
+        elif kind in (3, 4):
+            for s in range(a, b, _LIBPNG_ROWS):
+                if not _unfilter_with_libpng(rows, s, min(s + _LIBPNG_ROWS, b), color_type):
+                    return False
+    return True
+
+
+# Rows of Average/Paeth given to libpng at once: bounds the copies it makes.
+_LIBPNG_ROWS = 256
+
+
+def _unfilter_with_libpng(rows: U8Array, s: int, e: int, color_type: int) -> bool:
+    """Undo the filters of rows[s:e] with libpng, rows above already done; False on failure.
+
+    Average and Paeth read the byte to the left as it comes out, so numpy cannot do a
+    row at once. libpng can, without the GIL (a Python loop here held it and made two
+    mask threads ~1x one): the rows go in a PNG of their own, stored without compression,
+    behind the finished row above them marked as filter None.
+    """
+    lo = max(s - 1, 0)
+    n, w_bytes = e - lo, rows.shape[1] - 1
+    channels = _CHANNELS[color_type]
+    saved = int(rows[lo, 0])
+    if s:
+        rows[lo, 0] = 0  # the row above is final: no filter to undo
+    try:
+        idat = zlib.compress(rows[lo:e].data, 0)
+    finally:
+        rows[lo, 0] = saved
+    ihdr = struct.pack(">IIBBBBB", w_bytes // channels, n, 8, color_type, 0, 0, 0)
+    png = b"".join(
+        (
+            PNG_SIGNATURE,
+            _png_chunk(b"IHDR", ihdr),
+            struct.pack(">I", len(idat)),
+            b"IDAT",
+            idat,
+            struct.pack(">I", zlib.crc32(idat, zlib.crc32(b"IDAT"))),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+    try:
+        done = np.asarray(imagecodecs.png_decode(png))
+    except Exception:  # not expected: our own rows; let the caller use libpng on the file
+        return False
+    rows[s:e, 1:] = done.reshape(n, w_bytes)[s - lo :]
     return True
 
 
@@ -307,37 +347,6 @@ def _equal_runs(values: npt.NDArray[Any], start: int, stop: int) -> list[tuple[i
         return []
     cuts = (np.flatnonzero(np.diff(values[start:stop])) + 1 + start).tolist()
     return list(zip([start, *cuts], [*cuts, stop], strict=True))
-
-
-def _unpaeth(row: U8Array, up: U8Array, w: int, bpp: int) -> None:
-    """Undo the Paeth filter of one row in place, given the row above (`up`)."""
-    g = row.copy()
-    # First pixel: a = c = 0, so the predictor is b (the byte above).
-    np.add(g[:bpp], up[:bpp], out=g[:bpp])
-    # Bytes where the row above changes (b != c): the predictor depends on a there.
-    hot = np.flatnonzero(up[bpp:] != up[:-bpp]) + bpp
-    if hot.size:
-        g[hot] = 0
-        partial = np.empty_like(g)
-        imagecodecs.delta_decode(g.reshape(w, bpp), axis=0, out=partial.reshape(w, bpp))
-        base = partial[hot - bpp].tolist()
-        bs = up[hot].tolist()
-        cs = up[hot - bpp].tolist()
-        fs = row[hot].tolist()
-        lanes = (hot % bpp).tolist()
-        carry = [0] * bpp  # what earlier hot bytes of each lane add to the partial sums
-        incs = []
-        for i, lane in enumerate(lanes):
-            a = (base[i] + carry[lane]) & 0xFF
-            b, c = bs[i], cs[i]
-            p = a + b - c
-            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-            pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-            inc = (fs[i] + pred - a) & 0xFF  # this byte minus its left neighbour
-            carry[lane] += inc
-            incs.append(inc)
-        g[hot] = incs
-    imagecodecs.delta_decode(g.reshape(w, bpp), axis=0, out=row.reshape(w, bpp))
 
 
 class _Scratch(threading.local):
