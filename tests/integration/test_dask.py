@@ -68,7 +68,9 @@ def test_workers_that_run_the_profiler_are_named(dask_cluster: str) -> None:
         assert len(workers) == 2 and profiling_workers(client) == workers  # Dask's default
     with (
         dask.config.set({"distributed.worker.profile.enabled": False}),
-        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as quiet,
+        distributed.LocalCluster(
+            n_workers=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as quiet,
         distributed.Client(quiet) as client,
     ):
         assert profiling_workers(client) == []
