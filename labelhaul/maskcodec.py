@@ -2,11 +2,12 @@
 
 A Labelbox composite mask is one PNG per label in which every instance is painted in its
 own `color_rgb`. Splitting it the obvious way (`np.all(rgb == colour, -1)` per instance,
-then a full-size PNG per instance) is 15-60x slower (bench/bench_masks.py); what is left
-is mostly PNG decoding.
-Here the image is turned into one uint32 colour key per pixel once, cut into runs of
-equal key along each row once, and every wanted instance's bbox and area come out of
-that single pass over the runs; only each instance's bbox is touched after that.
+then a full-size PNG per instance) is 35-100x slower (bench/bench_masks.py).
+Here the PNG is inflated with zlib-ng and unfiltered in place (`_inflate_rows`), the part
+of the image that is not black background is turned into one uint32 colour key per pixel
+(`composite_keys`), cut into runs of equal key along each row once, and every wanted
+instance's bbox and area come out of that single pass over the runs; only each
+instance's bbox is touched after that.
 
 Per instance we produce:
 - the binary mask cropped to its bbox (`InstanceMask`),
