@@ -348,6 +348,29 @@ def test_rle_string_matches_the_c_loop_on_any_counts() -> None:
         assert mc.rle_string(np.array(counts, dtype=np.int64)) == _rle_string_reference(counts)
 
 
+@pytest.fixture
+def direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decode every PNG the direct way (zlib-ng + numpy), small or not, so tests reach it."""
+    monkeypatch.setattr(mc, "DIRECT_MIN_BYTES", 0)
+    monkeypatch.setattr(mc, "DIRECT_MIN_RATIO", 0)
+
+
+def test_small_or_loosely_compressed_pngs_go_to_libpng() -> None:
+    # The direct path only pays on large, highly compressed images (mc.DIRECT_MIN_*).
+    small = png_of(np.zeros((30, 40, 3), np.uint8))
+    assert mc._inflate_rows(small, mc.read_png_header(small)) is None
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    loose = bytes(imagecodecs.png_encode(noise, level=1))
+    assert mc._inflate_rows(loose, mc.read_png_header(loose)) is None
+    lab = np.zeros((1200, 1200), np.int32)
+    lab[100:900, 200:1000] = 1
+    tight = png_of(paint(lab, [(5, 6, 7)]))
+    hdr = mc.read_png_header(tight)
+    assert mc._inflate_rows(tight, hdr) is not None
+    [(_, inst)] = list(mc.composite_keys(tight, hdr).split([(5, 6, 7)]))
+    assert_instance_exact(inst, lab == 1)
+
+
 # imagecodecs' png_encode filter flags: one filter for every row, or adaptive among several.
 _FILTERS = {"none": 8, "sub": 16, "up": 32, "average": 64, "paeth": 128, "adaptive": 248}
 
@@ -367,7 +390,7 @@ def _layouts(rng: np.random.Generator, h: int, w: int) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("filt", sorted(_FILTERS))
-def test_direct_decode_equals_libpng(filt: str) -> None:
+def test_direct_decode_equals_libpng(filt: str, direct: None) -> None:
     rng = np.random.default_rng(sorted(_FILTERS).index(filt))
     for h, w in ((1, 1), (1, 9), (7, 1), (13, 17), (32, 45)):
         for px in _layouts(rng, h, w):
@@ -383,7 +406,7 @@ def test_direct_decode_equals_libpng(filt: str) -> None:
             assert np.array_equal(got, ref)
 
 
-def test_pillow_written_pngs_decode_directly_and_exactly() -> None:
+def test_pillow_written_pngs_decode_directly_and_exactly(direct: None) -> None:
     # Pillow picks a filter per row (None, Sub, Up, Paeth): every row class in one file.
     lab = random_labels(90, 120, 12, 21)
     colors = distinct_colors(12, 21)
@@ -396,7 +419,7 @@ def test_pillow_written_pngs_decode_directly_and_exactly() -> None:
 
 
 @pytest.mark.parametrize("filt", ["none", "sub", "up", "paeth", "adaptive"])
-def test_composite_keys_window_splits_like_the_whole_image(filt: str) -> None:
+def test_composite_keys_window_splits_like_the_whole_image(filt: str, direct: None) -> None:
     rng = np.random.default_rng(3)
     for h, w, n in ((1, 1, 1), (5, 7, 2), (40, 60, 6), (64, 48, 30)):
         lab = random_labels(h, w, n, int(rng.integers(1 << 30)))
@@ -414,7 +437,7 @@ def test_composite_keys_window_splits_like_the_whole_image(filt: str) -> None:
             assert mc.encode_instance(inst, h, w) == mc.encode_instance(expected[c], h, w)
 
 
-def test_composite_keys_of_an_all_black_image_and_black_itself() -> None:
+def test_composite_keys_of_an_all_black_image_and_black_itself(direct: None) -> None:
     black = png_of(np.zeros((6, 8, 3), np.uint8))
     keys = mc.composite_keys(black, mc.read_png_header(black))
     assert keys.keys.size == 0 and (keys.height, keys.width) == (6, 8)
@@ -430,7 +453,7 @@ def test_composite_keys_of_an_all_black_image_and_black_itself() -> None:
     assert (inst.x, inst.y, inst.w, inst.h, inst.area) == (3, 2, 1, 1, 1)
 
 
-def test_damaged_streams_are_still_refused() -> None:
+def test_damaged_streams_are_still_refused(direct: None) -> None:
     good = png_of(paint(random_labels(20, 30, 3, 5), distinct_colors(3, 5)))
     idat = good.index(b"IDAT")
     (length,) = struct.unpack(">I", good[idat - 4 : idat])
