@@ -59,18 +59,43 @@ def dataset_lock(dataset_id: str) -> Iterator[None]:
     The limit lives on the Prefect server, so it holds across processes and workers; its
     lease expires if a holder dies, so a killed run never blocks the next one for good.
     """
-    from prefect.client.orchestration import get_client
 
     logger = get_run_logger()
     name = f"labelhaul-sync-{safe_segment(dataset_id)}"
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, 1)
+    _ensure_limit(name)
     logger.info("Waiting for the sync slot of %s (one sync per dataset at a time)", dataset_id)
     with concurrency(
         name, occupy=1, timeout_seconds=LOCK_TIMEOUT_S, strict=True, lease_duration=LOCK_LEASE_S
     ):
         logger.info("Holding the sync slot of %s", dataset_id)
         yield
+
+
+def _ensure_limit(name: str, attempts: int = 5) -> None:
+    """Create the one-slot limit `name` unless it exists, safe against a concurrent creator.
+
+    Prefect's upsert reads then creates ("not done atomically"): two runs starting together
+    both create, and the loser gets the server's unique-name error. Once the limit exists
+    that error is harmless, so read it back before calling it a failure.
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    for attempt in range(attempts):
+        with get_client(sync_client=True) as client:
+            try:
+                client.upsert_global_concurrency_limit_by_name(name, 1)
+                return
+            except Exception:
+                try:
+                    client.read_global_concurrency_limit_by_name(name)
+                    return  # a concurrent run created it first
+                except ObjectNotFound:
+                    if attempt == attempts - 1:
+                        raise
+        time.sleep(0.2 * (attempt + 1))
 
 
 @contextmanager
