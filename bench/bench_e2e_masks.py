@@ -19,7 +19,9 @@ The project is exported once through the SDK and parsed with `labelhaul.rows`; t
   `HttpClient` and `mask_workers` threads, landing cropped 1-bit blobs in a local
   `DatasetStore`; on every label, and on the seed's subset too.
 - flow: `labelhaul sync --mode full` of the same project (a fresh process, a shared
-  `prefect server`, a local store): export, staging, masks, tables, COCO, commit.
+  `prefect server`, a local store): export, staging, masks, tables, COCO, commit; twice,
+  with the mask parts on Prefect's thread pool (the default) and on its process pool
+  (`LABELHAUL_MASK_PROCESSES=true`).
 
 Ratios compare cost per label; the seed's whole-project time is extrapolated from its
 subset and labelled so.
@@ -164,8 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     emu = EmulatorProcess(workdir)
     # name, labels, mask requests, seconds, masks, our CPU s, emulator CPU s
     rows: list[tuple[str, int, int, float, int, float, float]] = []
-    flow_s: float | None = None
-    flow_timings: dict[str, float] = {}
+    flows: dict[str, tuple[float, dict[str, float]]] = {}  # mask runner -> seconds, stages
     try:
         # Labelbox serves stored files: by default the emulator renders every mask PNG
         # before timing starts, so its drawing does not eat the 2 cores both arms share.
@@ -206,11 +207,19 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_flow:
             prefect, prefect_env = start_prefect_server(workdir)
             try:
-                env = clean_env(**prefect_env, **emu.env())
-                run = run_sync(env, pid, str(workdir / "flow-store"), "full", workdir)
-                flow_s = run.seconds
-                flow_timings = dict(run.summary.get("timings_s") or {})
-                print(f"  whole flow: {args.labels} labels in {flow_s:.1f}s", flush=True)
+                for runner in ("threads", "processes"):
+                    env = clean_env(
+                        **prefect_env,
+                        **emu.env(),
+                        LABELHAUL_MASK_PROCESSES=str(runner == "processes").lower(),
+                    )
+                    run = run_sync(env, pid, str(workdir / f"flow-{runner}"), "full", workdir)
+                    flows[runner] = (run.seconds, dict(run.summary.get("timings_s") or {}))
+                    print(
+                        f"  whole flow, mask parts in {runner}: {args.labels} labels in "
+                        f"{run.seconds:.1f}s",
+                        flush=True,
+                    )
             finally:
                 prefect.stop()
     finally:
@@ -237,20 +246,21 @@ def main(argv: list[str] | None = None) -> None:
             f"{per * 1000:>9.1f} {seed_per_label / per:>8.1f}x {cpu / labels * 1000:>12.1f}"
             f" {emu_cpu / labels * 1000:>12.1f}"
         )
-    if flow_s is not None:
+    for runner, (flow_s, flow_timings) in flows.items():
         per = flow_s / args.labels
+        name = f"whole flow, {runner}"
         print(
-            f"{'whole flow (sync)':<20} {args.labels:>6} {'':>9} {'':>6} {flow_s:>8.2f} "
+            f"{name:<20} {args.labels:>6} {'':>9} {'':>6} {flow_s:>8.2f} "
             f"{per * 1000:>9.1f} {seed_per_label / per:>8.1f}x"
         )
         record(
             "e2e_masks",
-            f"whole flow, {args.labels} labels",
+            f"{name} (labelhaul sync), {args.labels} labels",
             "seed recipe",
             f"{seed_per_label / per:.1f}x",
         )
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in flow_timings.items())
-        print(f"  whole flow stages: {stages}")
+        print(f"  {name} stages: {stages}")
     print(
         f"seed recipe on all {args.labels} labels, extrapolated from its {rows[0][1]}: "
         f"{seed_per_label * args.labels:.0f}s"

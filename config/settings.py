@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     mask_parallel_parts: int = Field(
         default=2, ge=1, description="Mask parts (task runs) processed at once on this machine."
     )
+    mask_processes: bool | None = Field(
+        default=None,
+        description="Run the mask parts in a process pool (one process per parallel part) "
+        "instead of threads, so the split's numpy work scales with cores at a few seconds of "
+        "process start-up per sync. Unset: processes when a run has at least "
+        "4 mask parts, threads for smaller runs. Ignored when a Dask scheduler is configured.",
+    )
     max_table_segments: int = Field(
         default=8,
         ge=1,

@@ -98,9 +98,24 @@ def _ensure_limit(name: str, attempts: int = 5) -> None:
         time.sleep(0.2 * (attempt + 1))
 
 
+PROCESS_POOL_MIN_PARTS = 4  # below this, process start-up costs more than threads lose
+
+
+def use_mask_processes(settings: Settings, parts: int) -> bool:
+    """Return True when the mask stage should run its parts in a process pool.
+
+    Threads share one GIL: the split's many short numpy calls on a large composite hold it,
+    so 2 threads gave 1.45x one thread where 2 processes gave 1.75x (`python -m bench
+    masks`). A small run is not worth the processes' start-up.
+    """
+    if settings.mask_processes is not None:
+        return settings.mask_processes
+    return parts >= PROCESS_POOL_MIN_PARTS and settings.mask_parallel_parts > 1
+
+
 @contextmanager
-def mask_task_runner(settings: Settings) -> Iterator[Any]:
-    """The task runner of the mask stage: a Dask cluster when one is configured, else threads.
+def mask_task_runner(settings: Settings, parts: int = 0) -> Iterator[Any]:
+    """The mask stage's task runner: a Dask cluster when configured, else processes or threads.
 
     Mask parts are coarse (about `mask_batch_size` composites each) because a task run on
     Dask costs ~150 ms; each part opens its own HTTP session and store on the worker and
@@ -112,6 +127,10 @@ def mask_task_runner(settings: Settings) -> Iterator[Any]:
 
         get_run_logger().info("Mask stage on the Dask cluster at %s", settings.dask_address)
         runner = DaskTaskRunner(address=settings.dask_address)
+    elif use_mask_processes(settings, parts):
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        runner = ProcessPoolTaskRunner(max_workers=settings.mask_parallel_parts)
     else:
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -265,8 +284,14 @@ def run_sync(
                 description=f"Mask stage of {dataset_id}",
             )
             mask_instances = mask_errors = 0
-            record["mask_runner"] = "dask" if settings.dask_address else "threads"
-            with mask_task_runner(settings) as runner:
+            record["mask_runner"] = (
+                "dask"
+                if settings.dask_address
+                else "processes"
+                if use_mask_processes(settings, len(mask_parts))
+                else "threads"
+            )
+            with mask_task_runner(settings, len(mask_parts)) as runner:
                 # Let go of each future once read: a finished part's future (and, on Dask, the
                 # client's state of its key) need not live until the whole stage ends.
                 pending = deque(

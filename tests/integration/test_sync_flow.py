@@ -250,3 +250,20 @@ def test_distinct_mask_project_lands_every_mask_as_its_own_exact_blob(
         assert len(masks) == 16 and masks["mask_sha256"].nunique() == 16
         for _, row in masks.iterrows():
             assert np.array_equal(ds.mask(row) > 0, truth[row["feature_id"]]), row["feature_id"]
+
+
+def test_mask_stage_in_a_process_pool_lands_the_same_dataset(
+    lb_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pid = lb_env.add_synthetic_project(n_rows=9, instances=3)
+    threads = _sync(pid, str(tmp_path / "threads"))
+    monkeypatch.setenv("LABELHAUL_MASK_PROCESSES", "true")
+    monkeypatch.setenv("LABELHAUL_MASK_BATCH_SIZE", "3")  # 3 parts over 2 processes
+    procs = _sync(pid, str(tmp_path / "procs"))
+    assert threads["mask_runner"] == "threads" and procs["mask_runner"] == "processes"
+    with (
+        open_dataset(str(tmp_path / "threads"), pid) as a,
+        open_dataset(str(tmp_path / "procs"), pid) as b,
+    ):
+        assert a.manifest()["content_digest"] == b.manifest()["content_digest"]
+        assert b.manifest()["masks"] == {"instances": 27, "errors": 0}
