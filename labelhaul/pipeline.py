@@ -576,12 +576,13 @@ KNOWN_BLOBS = "known-blobs.txt"
 
 
 def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path) -> int:
-    """List the parent version's mask blobs in the staging directory; return how many.
+    """List the parent version's mask blobs in the staging directory; return the lines.
 
     The mask stage seeds the store's blob index from it, so a blob the parent already has
     costs no request at all and a new one a single create-only PUT (no HEAD first). With no
     parent the list is empty: every blob goes straight to a create-only PUT.
     """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     staging.mkdir(parents=True, exist_ok=True)
@@ -596,23 +597,14 @@ def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path
         pf = pq.ParquetFile(str(tables["annotations"]))
         if "mask_sha256" not in pf.schema_arrow.names:
             return 0
-        seen: set[str] = set()
+        # De-duplicated per batch only: a set of every digest would hold the whole table's
+        # blobs as strings (GBs at tens of millions of masks); the reader de-duplicates.
         for batch in pf.iter_batches(columns=["mask_sha256"], batch_size=50_000):
-            for sha in batch.column(0).to_pylist():
-                if sha and sha not in seen:
-                    seen.add(sha)
+            for sha in pc.unique(pc.drop_null(batch.column(0))).to_pylist():
+                if sha:
                     out.write(sha + "\n")
                     count += 1
     return count
-
-
-def read_known_blobs(staging: Path) -> list[str] | None:
-    """Return the blobs listed by `write_known_blobs`, or None when there is no list here."""
-    path = staging / KNOWN_BLOBS
-    if not path.exists():
-        return None
-    with open(path, encoding="ascii") as fh:
-        return [line.strip() for line in fh if line.strip()]
 
 
 def land_version(

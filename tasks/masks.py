@@ -88,7 +88,7 @@ def _known_blobs(staging: str) -> KnownBlobs | None:
     path = Path(staging) / KNOWN_BLOBS
     if not path.exists():
         return None
-    # Streamed (`read_known_blobs` would hold every hex string at once).
+    # Streamed: a list of the lines would hold every hex string at once.
     with open(path, encoding="ascii") as fh:
         return KnownBlobs(line.strip() for line in fh if line.strip())
 
