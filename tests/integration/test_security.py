@@ -115,14 +115,19 @@ def _database_bytes() -> bytes:
 # ------------------------------------------------------------------- the canary API key
 
 
+@pytest.mark.parametrize("mask_processes", ["false", "true"], ids=["threads", "processes"])
 def test_canary_key_never_leaks_from_good_or_failing_runs(
     canary: EmulatorServer,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    mask_processes: str,
 ) -> None:
     from labelhaul.emulator import exports
 
+    # The mask parts run in this process's threads, or in pool processes that get the
+    # settings (and so the key) pickled: neither may leak it.
+    monkeypatch.setenv("LABELHAUL_MASK_PROCESSES", mask_processes)
     key = canary.api_key
     store = tmp_path / "store"
     states: list[Any] = []
