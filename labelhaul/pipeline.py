@@ -26,13 +26,16 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
 from labelhaul.records import ErrorRecord
 from labelhaul.store import CommitResult, FileMissingError, VersionWriter, file_sha256
+
+if TYPE_CHECKING:
+    from labelhaul.blobindex import KnownBlobs
 
 log = logging.getLogger("labelhaul.pipeline")
 
@@ -605,6 +608,20 @@ def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path
                     out.write(sha + "\n")
                     count += 1
     return count
+
+
+def read_known_blobs(staging: Path) -> KnownBlobs | None:
+    """Return the index of the blobs `write_known_blobs` listed, or None without a list.
+
+    Streamed into the index: a list of the lines would hold every hex string at once.
+    """
+    from labelhaul.blobindex import KnownBlobs
+
+    path = staging / KNOWN_BLOBS
+    if not path.exists():
+        return None
+    with open(path, encoding="ascii") as fh:
+        return KnownBlobs(line.strip() for line in fh if line.strip())
 
 
 def land_version(

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from labelhaul.blobindex import KnownBlobs
 from labelhaul.pipeline import KNOWN_BLOBS
 from labelhaul.storage import LocalObjectStore
 from labelhaul.store import DatasetStore
-from tasks.masks import KnownBlobs, _known_blobs
+from tasks.masks import _known_blobs
 
 
 def sha(i: int) -> str:
