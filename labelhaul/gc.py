@@ -31,6 +31,7 @@ sets (a few dozen bytes each); listings and the annotations table are streamed.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,8 +40,8 @@ from typing import Any
 
 from labelhaul.errors import ConfigError, StoreError
 from labelhaul.keys import parse_version
-from labelhaul.storage import LocalObjectStore, S3ObjectStore, temp_download
-from labelhaul.store import LATEST, DatasetStore
+from labelhaul.storage import LocalObjectStore, S3ObjectStore
+from labelhaul.store import LATEST, DatasetStore, FileMissingError
 
 # Directories of content-named data files (store._ROLE_DIRS) and of blobs.
 DATA_DIRS = ("tables", "coco", "raw")
@@ -214,16 +215,18 @@ def _parse_instant(text: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _annotations_keys(manifest: dict[str, Any]) -> list[str]:
-    """Return the keys of a version's annotations table files (every segment)."""
+def _annotations_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the manifest entries of a version's annotations table files (every segment)."""
     return [
-        str(entry["key"])
+        dict(entry)
         for entry in manifest.get("files", [])
         if entry.get("role") == "table" and entry.get("name") == "annotations"
     ]
 
 
-def _manifest_blobs(store: DatasetStore, manifest: dict[str, Any], relative: str) -> Iterator[str]:
+def _manifest_blobs(
+    store: DatasetStore, manifest: dict[str, Any], entry: dict[str, Any]
+) -> Iterator[str]:
     """Yield the `mask_sha256` values of one annotations file of a version, batch by batch.
 
     Every segment's blobs count as referenced (a superset of the logical table's): a blob a
@@ -231,24 +234,15 @@ def _manifest_blobs(store: DatasetStore, manifest: dict[str, Any], relative: str
     """
     import pyarrow.parquet as pq
 
-    key = store.key(relative)
-    objects = store.objects
-    temp: Path | None = None
-    try:
-        if isinstance(objects, LocalObjectStore):
-            path = Path(objects.uri_for(key))
-            if not path.is_file():
-                raise FileNotFoundError(path)
-        else:
-            temp = temp_download(objects, key, ".parquet")
-            path = temp
-    except FileNotFoundError as exc:
-        raise StoreError(
-            f"{manifest.get('version_id')} lists {relative} but it is missing, so gc cannot "
-            "tell which blobs it needs: nothing was swept. Restore the file or delete that "
-            "version's manifest by hand."
-        ) from exc
-    try:
+    with tempfile.TemporaryDirectory(prefix="labelhaul-gc-") as cache:
+        try:
+            path = store.local_copy(entry, Path(cache))
+        except FileMissingError as exc:
+            raise StoreError(
+                f"{manifest.get('version_id')} lists {entry['key']} but it is missing, so gc "
+                "cannot tell which blobs it needs: nothing was swept. Restore the file or "
+                "delete that version's manifest by hand."
+            ) from exc
         parquet = pq.ParquetFile(path)
         try:
             if "mask_sha256" not in parquet.schema_arrow.names:
@@ -259,9 +253,6 @@ def _manifest_blobs(store: DatasetStore, manifest: dict[str, Any], relative: str
                         yield str(sha)
         finally:
             parquet.close()
-    finally:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
 
 
 class _References:
@@ -278,9 +269,9 @@ class _References:
         manifest = store.read_manifest(version_id)
         keys = [str(entry["key"]) for entry in manifest.get("files", [])]
         # Versions share unchanged annotations files (same content-named key): read each once.
-        for table in _annotations_keys(manifest):
-            if table not in self.files:
-                self.blobs.update(_manifest_blobs(store, manifest, table))
+        for entry in _annotations_entries(manifest):
+            if entry["key"] not in self.files:
+                self.blobs.update(_manifest_blobs(store, manifest, entry))
         self.files.update(keys)
         self.versions.add(version_id)
 

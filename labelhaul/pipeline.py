@@ -544,35 +544,26 @@ def fetch_parent_tables(
     from labelhaul.segments import manifest_segments, materialize_table, table_names
 
     dest.mkdir(parents=True, exist_ok=True)
-    wanted = set(table_names(manifest) if names is None else names) & set(table_names(manifest))
+    listed = table_names(manifest)
+    wanted = listed if names is None else sorted(set(names) & set(listed))
 
     def local(entry: Any) -> Path:
-        path = dest / "files" / Path(str(entry["key"])).name
-        # Content-named: a file of the listed size fetched earlier in this run is the same.
-        if not (path.exists() and path.stat().st_size == entry.get("bytes")):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".part")
-            try:
-                store.objects.download(store.key(str(entry["key"])), tmp)
-            except FileNotFoundError as exc:
-                raise FileMissingError(
-                    f"{manifest.get('version_id')} lists {store.uri_for(str(entry['key']))} but "
-                    "it is missing, so an incremental sync cannot merge onto it: run a full "
-                    "sync (mode=full), which lands a new base without reading the parent."
-                ) from exc
-            tmp.replace(path)
+        try:
+            path: Path = store.local_copy(entry, dest / "files")
+        except FileMissingError as exc:
+            raise FileMissingError(
+                f"{manifest.get('version_id')} lists {store.uri_for(str(entry['key']))} but "
+                "it is missing, so an incremental sync cannot merge onto it: run a full "
+                "sync (mode=full), which lands a new base without reading the parent."
+            ) from exc
         return path
 
-    out: dict[str, Path] = {}
-    single = len(manifest_segments(manifest)) <= 1
-    for name in sorted(wanted):
-        target = dest / f"{name}.parquet"
-        if single:
-            entry = manifest_segments(manifest)[0].tables[name]
-            out[name] = local(entry)
-        else:
-            out[name] = materialize_table(manifest, name, local, target)
-    return out
+    segments = manifest_segments(manifest)
+    if len(segments) == 1:  # one file per table: use it as it is
+        return {name: local(segments[0].tables[name]) for name in wanted}
+    return {
+        name: materialize_table(manifest, name, local, dest / f"{name}.parquet") for name in wanted
+    }
 
 
 KNOWN_BLOBS = "known-blobs.txt"

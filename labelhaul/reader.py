@@ -38,7 +38,7 @@ from labelhaul.segments import (
     table_fingerprint,
     table_names,
 )
-from labelhaul.storage import LocalObjectStore, open_object_store
+from labelhaul.storage import open_object_store
 from labelhaul.store import DatasetStore
 
 MASK_COLUMNS = (
@@ -104,24 +104,7 @@ class Dataset:
 
     def local_file(self, entry: Mapping[str, Any]) -> Path:
         """Return a local path holding the file of a manifest entry (downloaded once)."""
-        key = self.store.key(str(entry["key"]))
-        objects = self.store.objects
-        if isinstance(objects, LocalObjectStore):
-            path = Path(objects.uri_for(key))
-            if not path.is_file():
-                raise StoreError(f"{path} is listed in the manifest but missing.")
-            return path
-        # Content-named, so the sha256 is a safe cache key.
-        suffix = "".join(Path(str(entry["key"])).suffixes[-2:])
-        path = self._cache / f"{entry['sha256']}{suffix}"
-        if not path.exists():
-            tmp = path.with_name(path.name + ".part")
-            try:
-                objects.download(key, tmp)
-            except FileNotFoundError as exc:
-                raise StoreError(f"{objects.uri_for(key)} is listed but missing.") from exc
-            os.replace(tmp, path)
-        return path
+        return self.store.local_copy(entry, self._cache)
 
     # ------------------------------------------------------------------ tables
 

@@ -30,7 +30,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -791,14 +790,3 @@ def open_object_store(
     path = uri[len("file://") :] if uri.startswith("file://") else uri
     return LocalObjectStore(path, read_only=read_only)
 
-
-def temp_download(objects: ObjectStore, key: str, suffix: str = "") -> Path:
-    """Download an object to a new temp file and return its path (the caller deletes it)."""
-    fd, name = tempfile.mkstemp(prefix="labelhaul-", suffix=suffix)
-    os.close(fd)
-    try:
-        objects.download(key, name)
-    except BaseException:
-        os.unlink(name)
-        raise
-    return Path(name)

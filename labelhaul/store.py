@@ -48,6 +48,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from labelhaul.errors import ConflictError, NotFoundError, StoreError
@@ -59,7 +60,7 @@ from labelhaul.keys import (
     parse_version,
     safe_segment,
 )
-from labelhaul.storage import ObjectStore, PreconditionFailed
+from labelhaul.storage import LocalObjectStore, ObjectStore, PreconditionFailed
 
 SCHEMA_VERSION = 1
 LATEST = "_latest.json"
@@ -382,6 +383,34 @@ class DatasetStore:
         """Return a run record, or None."""
         data = self.objects.get(self.key(f"runs/{safe_segment(run_id)}.json"))
         return None if data is None else dict(json.loads(data))
+
+    def local_copy(self, entry: Mapping[str, Any], cache: Path) -> Path:
+        """Return a local path holding the file of a manifest entry.
+
+        A local store gives the object itself; S3 downloads it once into `cache`, named by
+        its sha256 (content-named, so a file there is this content).
+
+        Raises:
+            FileMissingError: the manifest lists the file but the store does not have it.
+        """
+        key = self.key(str(entry["key"]))
+        objects = self.objects
+        if isinstance(objects, LocalObjectStore):
+            path = Path(objects.uri_for(key))
+            if not path.is_file():
+                raise FileMissingError(f"{path} is listed in the manifest but missing.")
+            return path
+        suffix = "".join(Path(str(entry["key"])).suffixes[-2:])
+        path = cache / f"{entry['sha256']}{suffix}"
+        if not path.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            try:
+                objects.download(key, tmp)
+            except FileNotFoundError as exc:
+                raise FileMissingError(f"{objects.uri_for(key)} is listed but missing.") from exc
+            os.replace(tmp, path)
+        return path
 
     def now(self) -> datetime:
         """Return the store clock's current time (injectable for reproducible tests)."""
