@@ -63,6 +63,7 @@ class Dataset:
     def __init__(self, store: DatasetStore) -> None:
         self.store = store
         self._cache = Path(tempfile.mkdtemp(prefix="labelhaul-read-"))
+        self._manifests: dict[str, dict[str, Any]] = {}
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._cache, True)
 
     def close(self) -> None:
@@ -87,8 +88,15 @@ class Dataset:
         return None if pointer is None else pointer.version_id
 
     def manifest(self, version: str = "latest") -> dict[str, Any]:
-        """Return the manifest of `version` (`latest` or a version id)."""
-        return self.store.read_manifest(version)
+        """Return the manifest of `version` (`latest` or a version id).
+
+        A committed manifest never changes, so each is fetched once per `Dataset` (`latest`
+        is still resolved every time: the pointer moves).
+        """
+        version_id = self.store.resolve(version)
+        if version_id not in self._manifests:
+            self._manifests[version_id] = self.store.read_manifest(version_id)
+        return dict(self._manifests[version_id])
 
     def file_entry(self, role: str, name: str, version: str = "latest") -> dict[str, Any]:
         """Return the manifest entry of one file, or raise NotFoundError listing what exists."""
