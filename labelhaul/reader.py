@@ -123,15 +123,10 @@ class Dataset:
         cached local file, streamed batch by batch.
         """
         manifest = self.manifest(version)
-        entries = [
-            e
-            for e in manifest.get("files", [])
-            if e.get("role") == "table" and e.get("name") == name
-        ]
-        if not entries:
-            self.file_entry("table", name, version)  # raises, listing the tables there are
         if is_single_file(manifest):
-            return self.local_file(entries[0])
+            return self.local_file(self.file_entry("table", name, version))
+        if name not in table_names(manifest):
+            self.file_entry("table", name, version)  # raises, listing the tables there are
         stamp = hashlib.sha256(repr(table_fingerprint(manifest, name)).encode()).hexdigest()
         path = self._cache / f"merged-{safe_segment(name)}-{stamp[:24]}.parquet"
         if not path.exists():
