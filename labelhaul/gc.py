@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -366,42 +366,41 @@ def collect_garbage(
     report.referenced_files = len(refs.files)
     report.referenced_blobs = len(refs.blobs)
 
-    # Cards without a manifest: a crashed commit attempt (young ones may be one in flight).
-    for info in iter_objects(store, "versions"):
-        version_id, _, name = info.key[len("versions/") :].partition("/")
-        if version_id in refs.versions or version_id in doomed_set:
-            continue
-        if name == "manifest.json":
-            continue  # committed after our last listing: not ours to judge
-        if info.last_modified > grace_cutoff:
-            report.kept_young += 1
-            continue
-        deleter.delete(info.key)
-        tell("card", info.key, info.size)
-        report.deleted_cards += 1
-
-    # 2. Data files and blobs nothing retained references.
-    for directory in DATA_DIRS:
-        for info in iter_objects(store, directory):
-            if info.key in refs.files:
-                continue
+    def sweep(candidates: Iterable[ObjectInfo], kind: str) -> Iterator[ObjectInfo]:
+        """Delete the unreferenced candidates past the grace period; yield each deleted."""
+        for info in candidates:
             if info.last_modified > grace_cutoff:
                 report.kept_young += 1
                 continue
             deleter.delete(info.key)
-            tell("file", info.key, info.size)
+            tell(kind, info.key, info.size)
+            yield info
+
+    def orphan_cards() -> Iterator[ObjectInfo]:
+        # Cards without a manifest: a crashed commit attempt (young ones may be in flight).
+        for info in iter_objects(store, "versions"):
+            version_id, _, name = info.key[len("versions/") :].partition("/")
+            if version_id in refs.versions or version_id in doomed_set:
+                continue
+            if name != "manifest.json":  # a manifest committed after our listing: not ours
+                yield info
+
+    def unreferenced_blobs() -> Iterator[ObjectInfo]:
+        for info in iter_objects(store, BLOB_DIR):
+            name = info.key.rsplit("/", 1)[-1]
+            if name.removesuffix(".png") not in refs.blobs:
+                yield info
+
+    for _ in sweep(orphan_cards(), "card"):
+        report.deleted_cards += 1
+
+    # 2. Data files and blobs nothing retained references.
+    for directory in DATA_DIRS:
+        files = (i for i in iter_objects(store, directory) if i.key not in refs.files)
+        for info in sweep(files, "file"):
             report.deleted_files += 1
             report.deleted_file_bytes += info.size
-    for info in iter_objects(store, BLOB_DIR):
-        name = info.key.rsplit("/", 1)[-1]
-        sha = name[: -len(".png")] if name.endswith(".png") else name
-        if sha in refs.blobs:
-            continue
-        if info.last_modified > grace_cutoff:
-            report.kept_young += 1
-            continue
-        deleter.delete(info.key)
-        tell("blob", info.key, info.size)
+    for info in sweep(unreferenced_blobs(), "blob"):
         report.deleted_blobs += 1
         report.deleted_blob_bytes += info.size
 

@@ -789,4 +789,3 @@ def open_object_store(
         raise ConfigError(f"Unsupported store URI {uri!r}: use a local path or s3://bucket/prefix.")
     path = uri[len("file://") :] if uri.startswith("file://") else uri
     return LocalObjectStore(path, read_only=read_only)
-
