@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench._common import create_bucket
 from labelhaul.chaos import FaultProxy, VersionCheck, validate_latest
 from labelhaul.emulator import EmulatorServer
 from labelhaul.storage import ObjectStore, open_object_store
@@ -232,15 +233,7 @@ def rig(work: Path, *, prefect_api_url: str | None = None) -> Iterator[Rig]:
             prefect_api_url = f"http://127.0.0.1:{port}/api"
             _wait_http(f"{prefect_api_url}/health", server, "prefect server", 120)
         _wait_http(f"{moto_url}/moto-api/", moto, "moto server", 60)
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=moto_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ).create_bucket(Bucket=BUCKET)
+        create_bucket(moto_url, BUCKET)
         yield Rig(work, prefect_api_url, moto_url, emulator, procs)
     finally:
         emulator.stop()
