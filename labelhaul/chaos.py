@@ -17,14 +17,13 @@ import http.client
 import io
 import json
 import random
-import socket
-import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from labelhaul.emulator.faults import reset_connection
 from labelhaul.keys import blob_key, join_key, safe_segment
 from labelhaul.storage import ObjectStore
 
@@ -177,13 +176,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _drop(self) -> None:
-        # Linger 0: close() sends RST, as a dropped connection looks to the client.
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-        except OSError:
-            pass
-        self.close_connection = True
+        reset_connection(self)
 
     def _handle(self) -> None:
         proxy: FaultProxy = self.server.proxy  # type: ignore[attr-defined]

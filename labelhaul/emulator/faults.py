@@ -22,8 +22,11 @@ A task may be both slow and failed: it fails once its IN_PROGRESS time is over.
 from __future__ import annotations
 
 import random
+import socket
+import struct
 import threading
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 REQUEST_CLASSES = ("graphql", "chunk", "mask")
@@ -140,3 +143,14 @@ class FaultPlan:
                     if rule.fault != "latency":
                         terminal = True
         return out
+
+
+def reset_connection(handler: BaseHTTPRequestHandler) -> None:
+    """Drop a handler's connection with a TCP RST, as a connection lost mid-request looks."""
+    try:
+        # Linger 0: close() sends RST instead of an orderly FIN.
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        handler.connection.close()
+    except OSError:
+        pass
+    handler.close_connection = True

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import struct
 import threading
 import time
 from collections import OrderedDict, deque
@@ -41,7 +40,7 @@ from labelhaul.emulator.exports import (
     now_iso,
     parse_search_query,
 )
-from labelhaul.emulator.faults import RESPONSE_FAULTS, FaultPlan, Firing
+from labelhaul.emulator.faults import RESPONSE_FAULTS, FaultPlan, Firing, reset_connection
 from labelhaul.emulator.sources import (
     MODEL_RUN,
     PROJECT,
@@ -770,13 +769,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reset(self, entry: RequestLogEntry) -> None:
         entry.status = None
-        try:
-            # Linger 0: close() sends RST, as a dropped connection looks to the client.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-        except OSError:
-            pass
-        self.close_connection = True
+        reset_connection(self)
 
     def _apply_faults(
         self, entry: RequestLogEntry, request_class: str, key: str
