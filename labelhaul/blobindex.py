@@ -22,7 +22,7 @@ class KnownBlobs(set[str]):
     The parent version's blobs are a sorted array of 32-byte digests (32 B each instead of
     ~170 B for a hex string in a set: 20M blobs are 640 MB, not 3.4 GB); the blobs this
     process lands are the set itself, emptied when it reaches `remember` entries. A set
-    subclass because `DatasetStore.seed_blob_index` takes a set as is and `put_blob` only
+    subclass so `DatasetStore.share_blob_index` can use it as its index: `put_blob` only
     asks `sha in index` and calls `index.add(sha)`. Never answers "present" wrongly: a
     false "absent" only costs a create-only PUT.
     """

@@ -45,7 +45,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableSet
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -191,7 +191,7 @@ class DatasetStore:
         self.root = safe_segment(dataset_id) if dataset_id else ""
         self._clock = clock or (lambda: datetime.now(UTC))
         self._freshen_after = freshen_after
-        self._blob_index: set[str] | None = None
+        self._blob_index: MutableSet[str] | None = None
         self._index_lock = threading.Lock()
 
     # ------------------------------------------------------------------ keys
@@ -309,7 +309,7 @@ class DatasetStore:
             self.objects.touch(key)
         return True
 
-    def seed_blob_index(self, shas: Iterable[str], *, check: bool = True) -> None:
+    def seed_blob_index(self, shas: Iterable[str]) -> None:
         """Mark blobs as present without asking the store, and skip HEADs from now on.
 
         Feed it every `mask_sha256` of the parent version: a committed version's blobs exist
@@ -317,18 +317,22 @@ class DatasetStore:
         go straight to a create-only PUT (a 412 means present), so a nightly run whose masks
         mostly did not change sends one request per new blob and none per old one.
         """
-        if isinstance(shas, set) and not check:
-            # A set the caller built and checked once (e.g. one per worker process, shared by
-            # every part it runs): used as is, not copied, so a part costs no O(blobs) work.
-            with self._index_lock:
-                self._blob_index = shas
-            return
         found = {check_sha256(s) for s in shas}
         with self._index_lock:
             if self._blob_index is None:
                 self._blob_index = found
             else:
-                self._blob_index.update(found)
+                self._blob_index |= found
+
+    def share_blob_index(self, index: MutableSet[str]) -> None:
+        """Use `index` as this store's blob index, as is (not copied, not checked).
+
+        For an index the caller built and checked once and shares between stores, e.g. a
+        worker process's `blobindex.KnownBlobs` used by every mask part it runs: a part then
+        costs no O(blobs) work, and the blobs one part lands are known to the next.
+        """
+        with self._index_lock:
+            self._blob_index = index
 
     def has_blob(self, sha: str) -> bool:
         """Return True if the blob is present (from the index when loaded, else a HEAD)."""

@@ -48,7 +48,7 @@ def process_mask_part(
     known = _known_blobs(str(staging))
     if known is not None:
         # No HEAD per blob: the parent's blobs are known, new ones go to a create-only PUT.
-        store.seed_blob_index(known, check=False)
+        store.share_blob_index(known)
     policy = RetryPolicy(retries=settings.http_retries)
     with HttpClient(
         auth_origin_url=settings.labelbox_rest_endpoint,

@@ -61,13 +61,13 @@ def test_the_store_skips_known_blobs_and_lands_new_ones_once(tmp_path: Path) -> 
     old_sha, new_sha = hashlib.sha256(old).hexdigest(), hashlib.sha256(new).hexdigest()
     store = DatasetStore(LocalObjectStore(tmp_path / "store"), "proj")
     known = KnownBlobs([old_sha])
-    store.seed_blob_index(known, check=False)
+    store.share_blob_index(known)
     assert store.put_blob(old_sha, old) is False  # the parent has it: no request at all
     assert not list((tmp_path / "store").rglob(f"{old_sha}.png"))
     assert store.put_blob(new_sha, new) is True
     assert new_sha in known  # shared with the process's later parts
     other_part = DatasetStore(LocalObjectStore(tmp_path / "store"), "proj")
-    other_part.seed_blob_index(known, check=False)
+    other_part.share_blob_index(known)
     assert other_part.put_blob(new_sha, new) is False
     assert store.read_blob(new_sha) == new
 
