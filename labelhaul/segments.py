@@ -38,7 +38,7 @@ COMPACT_FRACTION = 0.25
 OVERRIDES_COLUMN = "data_row_id"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Segment:
     """One segment of a version: its table files and the ids it overrides."""
 
@@ -65,7 +65,7 @@ def manifest_segments(manifest: Mapping[str, Any]) -> list[Segment]:
         if role == "table":
             seg.tables[str(entry["name"])] = dict(entry)
         else:
-            by_index[index] = Segment(index, seg.tables, dict(entry))
+            seg.overrides = dict(entry)
     segments = [by_index[i] for i in sorted(by_index)]
     for seg in segments[1:]:
         if seg.overrides is None:
