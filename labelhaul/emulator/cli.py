@@ -36,7 +36,10 @@ def register(subparsers: Any) -> None:
         "--synthetic", metavar="N", type=int, help="serve a synthetic project of N data rows"
     )
     p.add_argument(
-        "--masks", metavar="DIR", help="composite PNGs for --export, named <composite id>.png"
+        "--masks",
+        metavar="DIR",
+        help="mask PNGs for --export: composites <composite id>.png, instance masks "
+        "<feature id>.png (exports from before composite masks)",
     )
     p.add_argument("--instances", type=int, default=4, help="mask instances per synthetic row")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic project")

@@ -7,6 +7,10 @@ rebuilt from its row range when someone downloads it, so the bytes never all sit
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
 import threading
 import time
 import uuid
@@ -21,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from labelhaul.emulator.sources import MODEL_RUN, RowSource, iter_label_lists, iter_mask_objects
+from labelhaul.urls import LABELBOX_HOSTED, hosting_of, strip_signing
 
 MAX_IDS = 2_000
 WORKFLOW_STATUSES = {
@@ -240,9 +245,23 @@ _RUN_DETAIL_KEYS = ("run_data_row_id", "data_split")
 
 
 def shape_row(
-    row: dict[str, Any], params: ExportParams, kind: str, base_url: str
+    row: dict[str, Any],
+    params: ExportParams,
+    kind: str,
+    base_url: str,
+    *,
+    task_id: str | None = None,
+    expires: int | None = None,
+    project_id: str | None = None,
 ) -> dict[str, Any]:
-    """Drop the fields `params` leaves out and point mask URLs at `base_url` (in place)."""
+    """Shape one stored row as an export serves it (in place).
+
+    Drops the fields `params` leaves out and points mask URLs at `base_url`. As Labelbox does:
+    with `project_id`, keeps only that project's entry under `projects` (a data row can be in
+    several projects); with `task_id`, composite mask URLs carry that export task's id and
+    Labelbox-hosted `row_data` gets a signature of this export, valid until `expires` (epoch
+    seconds, default a day from now).
+    """
     if not params.attachments:
         row.pop("attachments", None)
     if not params.metadata_fields:
@@ -251,6 +270,8 @@ def shape_row(
         row.pop("embeddings", None)
     if not params.data_row_details:
         (row.get("data_row") or {}).pop("details", None)
+    if project_id is not None and isinstance(row.get("projects"), dict):
+        row["projects"] = {k: v for k, v in row["projects"].items() if k == project_id}
     for proj in (row.get("projects") or {}).values():
         if not params.project_details:
             proj.pop("project_details", None)
@@ -274,8 +295,36 @@ def shape_row(
         for key in ("mask", "composite_mask"):
             part = obj.get(key)
             if isinstance(part, dict) and isinstance(part.get("url"), str):
-                part["url"] = rebase_url(part["url"], base_url)
+                url = rebase_url(part["url"], base_url)
+                if key == "composite_mask" and task_id is not None:
+                    url = _TASK_IN_URL.sub(f"/tasks/{task_id}/masks/", url, count=1)
+                part["url"] = url
+    data_row = row.get("data_row")
+    if task_id is not None and isinstance(data_row, dict):
+        row_data = data_row.get("row_data")
+        if isinstance(row_data, str) and hosting_of(row_data) == LABELBOX_HOSTED:
+            until = expires if expires is not None else int(time.time()) + SIGNED_URL_SECONDS
+            data_row["row_data"] = sign_url(row_data, task_id, until)
     return row
+
+
+# Labelbox-hosted media URLs are signed per export and work for about a day.
+SIGNED_URL_SECONDS = 24 * 3600
+_KEY_NAME = "labelbox-assets-key-3"
+_TASK_IN_URL = re.compile(r"/tasks/[^/]+/masks/")
+
+
+def sign_url(url: str, task_id: str, expires: int) -> str:
+    """Sign a Labelbox-hosted URL the way Labelbox's CDN does, for one export task.
+
+    Any earlier signature is replaced. The signature is an HMAC of the URL keyed by the task
+    id, so every export gets a different one and a chunk rebuilt later gets the same bytes.
+    """
+    bare = strip_signing(url)
+    query = f"Expires={int(expires)}&KeyName={_KEY_NAME}"
+    signed = f"{bare}{'&' if '?' in bare else '?'}{query}"
+    mac = hmac.new(task_id.encode(), signed.encode(), hashlib.sha1).digest()
+    return f"{signed}&Signature={base64.urlsafe_b64encode(mac).decode()}"
 
 
 def rebase_url(url: str, base_url: str) -> str:
@@ -403,8 +452,15 @@ class ExportTask:
         in_progress_seconds: float,
         fail_message: str | None,
         name: str | None,
+        *,
+        other_projects: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        only_this_project: bool = True,
     ) -> None:
         self.task_id = new_task_id()
+        # `other_projects(row)`: the entries of the other projects the row's data row is in.
+        self.other_projects = other_projects
+        self.only_this_project = only_this_project
+        self.expires = int(time.time()) + SIGNED_URL_SECONDS
         self.name = name or f"Export v2: {source.kind} {source.source_id}"
         self.source = source
         self.flt = flt
@@ -441,10 +497,23 @@ class ExportTask:
 
     def _result_lines(self, lo: int = 0, hi: int | None = None) -> Iterator[bytes]:
         src = self.source
+        only = src.source_id if src.kind != MODEL_RUN and self.only_this_project else None
         stop = len(self.selection) if hi is None else hi
         indices = (self.selection[k] for k in range(lo, stop))
         for row in src.iter_rows(indices):
-            yield serialize_row(shape_row(row, self.params, src.kind, self.base_url))
+            if self.other_projects is not None and isinstance(row.get("projects"), dict):
+                for pid, entry in self.other_projects(row).items():
+                    row["projects"].setdefault(pid, entry)
+            shaped = shape_row(
+                row,
+                self.params,
+                src.kind,
+                self.base_url,
+                task_id=self.task_id,
+                expires=self.expires,
+                project_id=only,
+            )
+            yield serialize_row(shaped)
 
     def wait_planned(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for planning; return whether it finished."""

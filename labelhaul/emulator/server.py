@@ -5,15 +5,20 @@ Routes (everything the export path of labelbox 7.17 touches):
 - `POST /graphql`: the SDK's queries, dispatched by operation name (see `_OPERATIONS`).
 - `GET /export-files/<task>/<stream>/<chunk>[?start=N]`: export chunk files, no auth
   (Labelbox serves these as signed storage URLs).
-- `GET /api/v1/projects/<project>/annotations/<feature>/index/1/mask` and
-  `GET /api/v1/models/<model>/annotations/<feature>/index/1/mask`: one instance mask,
+- `GET /api/v1/projects/<project>/annotations/<feature>[/index/1]/mask` and
+  `GET /api/v1/models/<model>/annotations/<feature>[/index/1]/mask`: one instance mask,
   8-bit grayscale PNG (255 inside, 0 outside). Needs `Authorization: Bearer <key>`.
-- `GET /api/v1/tasks/<task>/masks/<composite>/index/1`: a composite mask, RGB PNG.
-  Needs the key too.
+- `GET /api/v1/tasks/<task>/masks/<composite>/index/1`: a composite mask, RGB PNG. Exports
+  put their own task id in these URLs. Needs the key too.
+
+As Labelbox does, every export signs Labelbox-hosted `row_data` afresh and holds only the
+exported project's entry under `projects` (`only_this_project = False` reproduces an export
+that leaks other projects' entries, for tests of that guard).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -47,6 +52,7 @@ from labelhaul.emulator.sources import (
     FileSource,
     InMemorySource,
     RowSource,
+    SharedProjectSource,
     _identify,
 )
 from labelhaul.emulator.synthetic import SyntheticSource, SyntheticSpec
@@ -57,7 +63,10 @@ MAX_TASKS = 1_000
 _RATE_LIMIT_MESSAGE = "You have exceeded the rate limit of requests per minute for your plan."
 
 _OP_NAME = re.compile(r"^\s*(?:query|mutation)\s+([A-Za-z_][A-Za-z0-9_]*)")
-_INSTANCE_MASK = re.compile(r"^/api/v1/(projects|models)/([^/]+)/annotations/([^/]+)/index/1/mask$")
+# Both shapes of instance-mask URLs real exports carry (the older one has no /index/1).
+_INSTANCE_MASK = re.compile(
+    r"^/api/v1/(projects|models)/([^/]+)/annotations/([^/]+)(?:/index/1)?/mask$"
+)
 _COMPOSITE_MASK = re.compile(r"^/api/v1/tasks/([^/]+)/masks/([^/]+)/index/1$")
 _CHUNK = re.compile(r"^/export-files/([^/]+)/(RESULT|ERRORS)/(\d+)$")
 
@@ -196,6 +205,7 @@ class EmulatorServer:
         self.split_lines = split_lines
         self.user_timezone = user_timezone
         self.task_seconds = task_seconds
+        self.only_this_project = True
         self.faults = FaultPlan(fault_seed)
         self.request_log = RequestLog(log_size)
         self.user_id = "cemulatoruser0000000000001"
@@ -260,6 +270,7 @@ class EmulatorServer:
             for src in self._sources.values():
                 src.clear_error_lines()
         self.chunk_bytes, self.split_lines, self.user_timezone, self.task_seconds = self._defaults
+        self.only_this_project = True
 
     # --- addresses -------------------------------------------------------------------
 
@@ -336,8 +347,12 @@ class EmulatorServer:
         height: int = 240,
         stored_masks: bool = False,
         distinct_masks: bool = False,
+        legacy: bool = False,
     ) -> str:
         """Add a generated project (every annotation kind of the seed); return its id.
+
+        With `legacy`, rows are shaped like exports from before 2024 (instance masks only,
+        relationships listed twice, no details or global keys: `synthetic.build_row`).
 
         With `stored_masks`, every mask PNG (composites and instances) is rendered now and
         served from memory, as Labelbox serves stored files; otherwise each is drawn when
@@ -356,6 +371,7 @@ class EmulatorServer:
             height=height,
             number=number,
             distinct_masks=distinct_masks,
+            legacy=legacy,
         )
         source = SyntheticSource(spec)
         if stored_masks:
@@ -383,8 +399,49 @@ class EmulatorServer:
             raise KeyError(f"{project_id} is not a synthetic project of this emulator")
         src.delete_rows(rows)
 
+    def add_shared_project(
+        self, base_project_id: str, rows: list[int], name: str | None = None
+    ) -> str:
+        """Add a project (e.g. a consensus project) holding rows `rows` of another; return its id.
+
+        Those data rows are then in both projects; each project's export holds only its own
+        entry under `projects`.
+        """
+        base = self._source(base_project_id)
+        with self._lock:
+            self._synthetic_count += 1
+            number = self._synthetic_count
+        pid = "cshp" + hashlib.sha256(f"{base_project_id}:{number}".encode()).hexdigest()[:21]
+        return self._register(
+            SharedProjectSource(base, pid, name or f"Consensus of {base.name}", rows)
+        )
+
+    def _other_projects(self, src: RowSource) -> Any:
+        """Return `row -> {project id: entry}` of the projects sharing `src`'s data rows."""
+        with self._lock:
+            shared = [
+                s
+                for s in self._sources.values()
+                if isinstance(s, SharedProjectSource) and s.base is src
+            ]
+        if not shared:
+            return None
+
+        def entries(row: dict[str, Any]) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for s in shared:
+                entry = s.entry_for(row)
+                if entry is not None:
+                    out[s.source_id] = entry
+            return out
+
+        return entries
+
     def load_project(self, export_path: str | Path, masks_dir: str | Path | None = None) -> str:
-        """Serve an export NDJSON file (and composites `<id>.png` in `masks_dir`); return its id.
+        """Serve an export NDJSON file and the mask PNGs in `masks_dir`; return its id.
+
+        `masks_dir` holds composites as `<composite id>.png` and, for exports from before
+        composite masks, instance masks as `<feature id>.png`.
 
         The id is the project id (or model run id) named by the file's first row.
         """
@@ -438,6 +495,8 @@ class EmulatorServer:
             in_progress_seconds=seconds,
             fail_message=fail,
             name=name,
+            other_projects=self._other_projects(src),
+            only_this_project=self.only_this_project,
         )
         with self._lock:
             self._tasks[task.task_id] = task

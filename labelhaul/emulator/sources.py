@@ -7,6 +7,7 @@ on demand so a 50,000-row project costs a few bytes per row until it is exported
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from abc import ABC, abstractmethod
 from array import array
@@ -148,8 +149,6 @@ class _RenderCache:
 
 
 def _stable_seed(text: str) -> int:
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
@@ -222,7 +221,8 @@ class InMemorySource(RowSource):
 
 
 class FileSource(RowSource):
-    """An export NDJSON file plus a folder of composite PNGs named `<composite id>.png`.
+    """An export NDJSON file plus a folder of mask PNGs: composites `<composite id>.png`,
+    instance masks `<feature id>.png` (exports from before composite masks).
 
     Only line offsets and a feature-id -> (composite id, colour) index stay in memory; rows
     are read from the file when exported.
@@ -287,6 +287,14 @@ class FileSource(RowSource):
         p = self._png_path(composite_id)
         return p.read_bytes() if p is not None else None
 
+    def instance_png(self, feature_id: str) -> bytes | None:
+        # Exports made before composite masks existed have only instance masks: served as
+        # stored, `<feature id>.png` in the masks folder, ahead of a cut from a composite.
+        p = self._png_path(feature_id)
+        if p is not None:
+            return p.read_bytes()
+        return super().instance_png(feature_id)
+
     def instance_mask(self, feature_id: str) -> NDArray[np.bool_] | None:
         hit = self._instances.get(feature_id)
         if hit is None:
@@ -315,3 +323,60 @@ def _identify(row: dict[str, Any]) -> tuple[str, str, str, str | None]:
         for run_id, run in (exp.get("runs") or {}).items():
             return MODEL_RUN, run_id, str(run.get("name") or run_id), model_id
     raise ValueError("export row has neither `projects` nor `experiments`")
+
+
+class SharedProjectSource(RowSource):
+    """A second project (consensus, benchmark) that holds some data rows of another project.
+
+    Each of its rows is the base project's row with one more entry under `projects`: this
+    project's, a copy of the base entry with its own name and label ids. Masks are the base
+    project's. An export of either project must hold only that project's entry.
+    """
+
+    def __init__(self, base: RowSource, project_id: str, name: str, indices: list[int]) -> None:
+        super().__init__()
+        if base.kind != PROJECT:
+            raise ValueError("only a project's data rows can be shared with another project")
+        self.kind = PROJECT
+        self.source_id = project_id
+        self.name = name
+        self.base = base
+        self._indices = list(indices)
+        self.data_row_ids = frozenset(
+            str((base.row(i).get("data_row") or {}).get("id")) for i in self._indices
+        )
+
+    def entry_for(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """Return this project's `projects` entry for a base row, or None if not shared."""
+        data_row_id = str((row.get("data_row") or {}).get("id"))
+        base_entry = (row.get("projects") or {}).get(self.base.source_id)
+        if data_row_id not in self.data_row_ids or not isinstance(base_entry, dict):
+            return None
+        entry: dict[str, Any] = orjson.loads(orjson.dumps(base_entry))
+        entry["name"] = self.name
+        for label in entry.get("labels") or []:
+            if isinstance(label.get("id"), str):
+                label["id"] = (
+                    "c"
+                    + hashlib.sha256(f"{self.source_id}:{label['id']}".encode()).hexdigest()[:24]
+                )
+        return entry
+
+    def count(self) -> int:
+        return len(self._indices)
+
+    def row(self, index: int) -> dict[str, Any]:
+        row = self.base.row(self._indices[index])
+        entry = self.entry_for(row)
+        if entry is not None:
+            row.setdefault("projects", {})[self.source_id] = entry
+        return row
+
+    def composite_png(self, composite_id: str) -> bytes | None:
+        return self.base.composite_png(composite_id)
+
+    def instance_mask(self, feature_id: str) -> NDArray[np.bool_] | None:
+        return self.base.instance_mask(feature_id)
+
+    def instance_png(self, feature_id: str) -> bytes | None:
+        return self.base.instance_png(feature_id)

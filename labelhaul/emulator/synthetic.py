@@ -29,6 +29,7 @@ N_BATCHES = 2
 MASK_NAMES = ("car", "person", "tree", "road")
 # Where instance masks and composites live; the server rewrites this to its own base URL.
 _API = "https://api.labelbox.com/api/v1"
+ORG_ID = "cemulatororg00000000000001"
 _ID = re.compile(r"^c(?P<tag>[0-9a-f]{8})(?P<kind>[a-z]{2})(?P<row>\d{9})(?P<n>\d{5})$")
 
 
@@ -48,6 +49,7 @@ class SyntheticSpec:
     width: int
     height: int
     distinct_masks: bool = False  # a hole per mask: no two masks share their bytes
+    legacy: bool = False  # shaped like exports from before 2024 (see `build_row`)
 
     @classmethod
     def make(
@@ -60,6 +62,7 @@ class SyntheticSpec:
         height: int,
         number: int = 1,
         distinct_masks: bool = False,
+        legacy: bool = False,
     ) -> SyntheticSpec:
         """Validate the arguments and derive the ids (`number` tells projects apart)."""
         if n_rows < 0 or instances < 0:
@@ -78,6 +81,7 @@ class SyntheticSpec:
             width,
             height,
             distinct_masks,
+            legacy,
         )
 
     # --- per-row facts (tests compute expectations from these) -----------------------
@@ -90,9 +94,38 @@ class SyntheticSpec:
         """Return the data row id of row `row`."""
         return self.id("dr", row)
 
-    def global_key(self, row: int) -> str:
-        """Return the global key of row `row`."""
-        return f"synthetic-{self.tag}/{row:06d}.png"
+    def global_key(self, row: int) -> str | None:
+        """Return the global key of row `row` (None in a legacy project: no global keys)."""
+        return None if self.legacy else f"synthetic-{self.tag}/{row:06d}.png"
+
+    def external_id(self, row: int) -> str | None:
+        """Return the external id of row `row` (legacy projects only)."""
+        return f"{self.tag}-{row:06d}.jpg" if self.legacy else None
+
+    def row_data(self, row: int) -> str:
+        """Return row `row`'s media URL as stored (exports sign Labelbox-hosted ones).
+
+        Every fourth row is in the user's own bucket, uploaded as a presigned S3 URL;
+        the others are Labelbox-hosted.
+        """
+        if row % 4 == 3:
+            sig = hashlib.sha256(f"{self.tag}:{row}".encode()).hexdigest()
+            return (
+                f"https://labelhaul-user-bucket.s3.amazonaws.com/synthetic/{self.tag}/"
+                f"{row:06d}.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Credential=AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+                "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=604800&X-Amz-SignedHeaders=host"
+                f"&X-Amz-Signature={sig}"
+            )
+        return f"https://storage.labelbox.com/{ORG_ID}%2F{self.tag}-{row:06d}.png"
+
+    def has_label(self, row: int) -> bool:
+        """Whether row `row` has a label (legacy projects have rows without labels)."""
+        return not (self.legacy and row % 7 == 6)
+
+    def has_objects(self, row: int) -> bool:
+        """Whether row `row`'s label has objects (legacy projects have labels without)."""
+        return self.has_label(row) and not (self.legacy and row % 5 == 4)
 
     def composite_id(self, row: int) -> str:
         """Return the composite mask id of row `row`'s label."""
@@ -153,6 +186,8 @@ class SyntheticSpec:
 
 def ground_truth_masks(spec: SyntheticSpec, row: int) -> dict[str, NDArray[np.bool_]]:
     """Return each mask instance of row `row` as a full-size boolean array, by feature id."""
+    if not spec.has_objects(row):
+        return {}
     inst = spec.instance_map(row)
     return {spec.mask_feature_id(row, j): inst == j + 1 for j in range(spec.instances)}
 
@@ -178,7 +213,16 @@ def _question(spec: SyntheticSpec, row: int, n: int, name: str, **answer: Any) -
 
 
 def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
-    """Build row `row` of a synthetic project with every optional field present."""
+    """Build row `row` of a synthetic project with every optional field present.
+
+    A legacy project's rows look like exports from before 2024 (DESIGN.md section 8):
+    segmentation masks with only `mask.url` (both URL shapes, no composite), each
+    relationship listed in `objects[]` and in `relationships[]`, no `details` and no global
+    key (an external id instead), points without `feature_schema_id`, labels without objects
+    (row % 5 == 4) and rows without labels (row % 7 == 6); their labels carry
+    `consensus_score` / `benchmark_reference_label`, their metadata `schema_kind`, their media
+    attributes `asset_type` and `content_length`.
+    """
     rng = random.Random(spec._row_seed(row, "row"))
     w, h = spec.width, spec.height
     created = spec.label_created_at(row)
@@ -233,6 +277,8 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
         obj(3, "polyline", "ImagePolyline", line=[xy() for _ in range(rng.randint(2, 5))]),
         obj(4, "point", "ImagePoint", point=xy()),
     ]
+    if spec.legacy:
+        objects[4].pop("feature_schema_id")  # real 2023 exports have objects without one
     comp_url = f"{_API}/tasks/{spec.id('tk', row)}/masks/{spec.composite_id(row)}/index/1"
     for j, color in enumerate(spec.colors(row)):
         fid = spec.mask_feature_id(row, j)
@@ -250,20 +296,19 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
             else []
         )
         name = MASK_NAMES[j % len(MASK_NAMES)]
-        objects.append(
-            {
-                "feature_id": fid,
-                "feature_schema_id": f"csynschema{name:0<15}",
-                "name": name,
-                "value": name,
-                "annotation_kind": "ImageSegmentationMask",
-                "classifications": nested,
-                "mask": {
-                    "url": f"{_API}/projects/{spec.project_id}/annotations/{fid}/index/1/mask"
-                },
-                "composite_mask": {"url": comp_url, "color_rgb": list(color)},
-            }
-        )
+        index = "" if spec.legacy and j % 2 == 0 else "/index/1"
+        mask_obj: dict[str, Any] = {
+            "feature_id": fid,
+            "feature_schema_id": f"csynschema{name:0<15}",
+            "name": name,
+            "value": name,
+            "annotation_kind": "ImageSegmentationMask",
+            "classifications": nested,
+            "mask": {"url": f"{_API}/projects/{spec.project_id}/annotations/{fid}{index}/mask"},
+        }
+        if not spec.legacy:
+            mask_obj["composite_mask"] = {"url": comp_url, "color_rgb": list(color)}
+        objects.append(mask_obj)
     classifications = [
         _question(
             spec,
@@ -346,11 +391,11 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
     ]
     status = spec.workflow_status(row)
     batch = spec.batch_id(row)
-    return {
+    out = {
         "data_row": {
             "id": dr_id,
             "global_key": spec.global_key(row),
-            "row_data": f"https://storage.example.invalid/synthetic/{spec.tag}/{row:06d}.png",
+            "row_data": spec.row_data(row),
             "details": {
                 "dataset_id": f"csynds{spec.tag}00000000000",
                 "dataset_name": f"synthetic-{spec.tag}",
@@ -443,6 +488,34 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
             }
         },
     }
+    if spec.legacy:
+        _make_legacy(spec, row, out, relationships)
+    return out
+
+
+def _make_legacy(
+    spec: SyntheticSpec, row: int, out: dict[str, Any], relationships: list[dict[str, Any]]
+) -> None:
+    """Reshape a built row like an export from before 2024 (see `build_row`)."""
+    data_row = out["data_row"]
+    del data_row["global_key"], data_row["details"]
+    data_row["external_id"] = spec.external_id(row)
+    out["media_attributes"].update(asset_type="image", exif_rotation="1", content_length=1000 + row)
+    for md in out["metadata_fields"]:
+        md["schema_kind"] = "CustomMetadataString" if "value_name" not in md else "Enum"
+    project = out["projects"][spec.project_id]
+    label = project["labels"][0]
+    label["performance_details"].update(
+        consensus_score=round(0.5 + (row % 5) / 10, 2),
+        benchmark_reference_label=spec.id("lb", row) if row % 2 == 0 else None,
+    )
+    annotations = label["annotations"]
+    annotations["objects"].extend(dict(r) for r in relationships)  # listed twice, as in 2023
+    if not spec.has_objects(row):
+        annotations["objects"] = []
+        annotations["relationships"] = []
+    if not spec.has_label(row):
+        project["labels"] = []
 
 
 class SyntheticSource(RowSource):

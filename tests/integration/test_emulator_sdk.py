@@ -37,13 +37,19 @@ def _export_rows(task: Any, stream: lb.StreamType = lb.StreamType.RESULT) -> lis
     return [out.json for out in task.get_buffered_stream(stream_type=stream)]
 
 
-def _rebased_seed(base_url: str) -> dict[str, Any]:
+def _rebased_seed(base_url: str, task_id: str) -> dict[str, Any]:
+    """The seed row as an export serves it: mask URLs on the emulator, composite URLs
+    carrying the serving export task's id (as Labelbox's do)."""
     row = seed.sample_project_export()
     for proj in row["projects"].values():
         for obj in proj["labels"][0]["annotations"]["objects"]:
             for key in ("mask", "composite_mask"):
                 if key in obj:
                     obj[key]["url"] = rebase_url(obj[key]["url"], base_url)
+            if "composite_mask" in obj:
+                url = obj["composite_mask"]["url"]
+                head, tail = url.split("/tasks/", 1)
+                obj["composite_mask"]["url"] = f"{head}/tasks/{task_id}/{tail.split('/', 1)[1]}"
     return row
 
 
@@ -75,7 +81,7 @@ def test_seed_export_with_every_param_is_the_seed_row(
         },
     )
     rows = _export_rows(task)
-    assert rows == [_rebased_seed(emulator.base_url)]
+    assert rows == [_rebased_seed(emulator.base_url, task.uid)]
     assert task.has_result() and not task.has_errors()
     assert task.get_total_lines(lb.StreamType.RESULT) == 1
     chunk_gets = [e for e in emulator.request_log if e.request_class == "chunk"]

@@ -256,3 +256,52 @@ def test_split_chunks_cut_inside_lines_and_rebuild_the_stream(size: int) -> None
         assert stream[: c.start].count(b"\n") == c.line_start
         rebuilt += part
     assert rebuilt == stream
+
+
+def _synthetic_row(row: int = 0) -> dict[str, Any]:
+    from labelhaul.emulator.synthetic import SyntheticSpec, build_row
+
+    spec = SyntheticSpec.make(n_rows=8, instances=2, seed=1, width=32, height=24, number=9)
+    return build_row(spec, row)
+
+
+def test_each_export_signs_labelbox_hosted_row_data_afresh() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from labelhaul.urls import strip_signing
+
+    base, full = "http://h", ExportParams()
+    stored = _synthetic_row(0)["data_row"]["row_data"]
+    one = shape_row(_synthetic_row(0), full, "project", base, task_id="ctask1", expires=100)
+    two = shape_row(_synthetic_row(0), full, "project", base, task_id="ctask2", expires=200)
+    again = shape_row(_synthetic_row(0), full, "project", base, task_id="ctask1", expires=100)
+    url1, url2 = one["data_row"]["row_data"], two["data_row"]["row_data"]
+    assert url1 != url2 and url1 == again["data_row"]["row_data"]  # chunks rebuild the same
+    q = parse_qs(urlsplit(url1).query)
+    assert set(q) == {"Expires", "KeyName", "Signature"} and q["Expires"] == ["100"]
+    assert strip_signing(url1) == strip_signing(url2) == stored
+    # A presigned URL to the user's own bucket is served as uploaded.
+    user = _synthetic_row(3)["data_row"]["row_data"]
+    shaped = shape_row(_synthetic_row(3), full, "project", base, task_id="ctask1")
+    assert shaped["data_row"]["row_data"] == user
+
+
+def test_composite_urls_carry_the_export_task_id() -> None:
+    row = shape_row(_synthetic_row(1), ExportParams(), "project", "http://h", task_id="ctaskxyz")
+    masks = [
+        o
+        for o in next(iter(row["projects"].values()))["labels"][0]["annotations"]["objects"]
+        if "composite_mask" in o
+    ]
+    assert masks
+    for obj in masks:
+        assert obj["composite_mask"]["url"].startswith("http://h/api/v1/tasks/ctaskxyz/masks/")
+        assert "/tasks/" not in obj["mask"]["url"]
+
+
+def test_a_project_export_holds_only_that_projects_entry() -> None:
+    row = _synthetic_row(0)
+    pid = next(iter(row["projects"]))
+    row["projects"]["cotherproject00000000000"] = {"name": "other", "labels": []}
+    shaped = shape_row(row, ExportParams(), "project", "http://h", project_id=pid)
+    assert list(shaped["projects"]) == [pid]
