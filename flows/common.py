@@ -32,7 +32,7 @@ from prefect.runtime import flow_run
 from config import Settings
 from labelhaul.export_params import DateRange, ExportFilters, ExportParams
 from labelhaul.keys import safe_segment
-from labelhaul.pipeline import read_errors
+from labelhaul.pipeline import read_errors, why_not_incremental
 from labelhaul.tables import compute_watermark, parse_timestamp
 from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
@@ -250,6 +250,10 @@ def run_sync(
             )
             watermark = (parent_manifest or {}).get("watermark") or {}
             use_parent = incremental and parent_manifest is not None and kind == "project"
+            blocker = why_not_incremental(parent_manifest) if use_parent else None
+            if blocker is not None:
+                logger.warning("%s", blocker)
+                use_parent = False
             record["mode"] = "incremental" if use_parent else "full"
             if use_parent:
                 filters = incremental_filters(

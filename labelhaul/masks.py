@@ -197,7 +197,11 @@ def process_job(
     counts = Counter(inst.color for inst in job.instances)
     wanted: list[tuple[int, MaskInstance]] = []
     for pos, inst in enumerate(job.instances):
-        if tuple(inst.color) == BACKGROUND:
+        if job.composite_url is None:
+            # Exports from before composite masks: each instance has only its own mask.url.
+            # That is the source, not a fallback, and its colour means nothing.
+            fallback.append((pos, inst, "the export has no composite mask for it"))
+        elif tuple(inst.color) == BACKGROUND:
             reason = "colour [0, 0, 0] is the composite's background"
             errors.append(
                 _record(

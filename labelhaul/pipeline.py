@@ -51,8 +51,9 @@ class StageSummary:
     bad_lines: int = 0
     export_errors: int = 0
     parts: list[str] = field(default_factory=list)
-    composites: int = 0
-    mask_instances: int = 0
+    composites: int = 0  # composite PNGs to download (one per label that has masks)
+    mask_instances: int = 0  # every mask instance, in a composite or not
+    instance_only_masks: int = 0  # instances with only their own mask.url (pre-2024 exports)
     records_by_table: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     max_last_activity_at: str | None = None
@@ -140,6 +141,7 @@ def stage_export(
     part_composites: int = 100,
     part_rows: int = 2000,
     on_row: Callable[[int], None] | None = None,
+    source_id: str | None = None,
 ) -> StageSummary:
     """Stream the RESULT lines into the staging directory, part by part.
 
@@ -149,6 +151,8 @@ def stage_export(
         part_composites: cut a part once it holds this many composite masks.
         part_rows: cut a part once it holds this many data rows.
         on_row: called with the running row count (progress reporting).
+        source_id: the exported project or model run; other projects' entries in a row
+            become error records (`rows.parse_export_line`).
     """
     from labelhaul.rows import parse_export_line
     from labelhaul.tables import compute_watermark
@@ -164,7 +168,7 @@ def stage_export(
     try:
         for offset, line in lines:
             raw.write(line if line.endswith(b"\n") else line + b"\n")
-            parsed = parse_export_line(line, offset)
+            parsed = parse_export_line(line, offset, source_id=source_id)
             if isinstance(parsed, ErrorRecord):
                 summary.bad_lines += 1
                 summary.errors += 1
@@ -176,8 +180,12 @@ def stage_export(
             part.add(parsed.tables, parsed.mask_jobs)
             ids_file.write(parsed.data_row_id + "\n")
             summary.rows += 1
-            summary.composites += len(parsed.mask_jobs)
-            summary.mask_instances += sum(len(j.instances) for j in parsed.mask_jobs)
+            for job in parsed.mask_jobs:
+                summary.mask_instances += len(job.instances)
+                if job.composite_url is None:
+                    summary.instance_only_masks += len(job.instances)
+                else:
+                    summary.composites += 1
             for table, records in parsed.tables.items():
                 summary.records_by_table[table] = summary.records_by_table.get(table, 0) + len(
                     records
@@ -202,6 +210,24 @@ def stage_export(
         ids_file.close()
         errors_file.close()
     return summary
+
+
+def why_not_incremental(parent_manifest: dict[str, Any] | None) -> str | None:
+    """Return why an incremental sync onto `parent_manifest` cannot be one, or None if it can.
+
+    An incremental export asks for rows active since the parent's watermark; a parent whose
+    rows carried no `last_activity_at` (no data row details in its export, as in many older
+    exports) has none, and exporting "since nothing" would only pretend to be incremental.
+    """
+    if parent_manifest is None:
+        return None
+    if (parent_manifest.get("watermark") or {}).get("value"):
+        return None
+    return (
+        f"cannot sync incrementally: {parent_manifest.get('version_id')} has no watermark "
+        "(its rows carry no data_row.details.last_activity_at); running a full sync. Keep "
+        "data_row_details on in the export params so the next run can be incremental."
+    )
 
 
 def export_error_record(line: bytes, offset: int) -> ErrorRecord:
@@ -308,11 +334,6 @@ def read_data_row_ids(staging: Path) -> set[str]:
 
 # --------------------------------------------------------------------------- assembly
 
-# Columns whose values change between two exports of the same labels: mask URLs carry the
-# export task id. They stay in the tables (a user can still fetch a mask from Labelbox) but
-# do not count towards the content digest, or every nightly export would make a new version.
-VOLATILE_COLUMNS: dict[str, tuple[str, ...]] = {"annotations": ("mask_url", "composite_url")}
-
 
 @dataclass
 class AssembledVersion:
@@ -345,7 +366,7 @@ class DeltaSegment:
 
 def digest_table(path: Path, table: str) -> str:
     """Return a table file's order-independent content digest, volatile columns left out."""
-    from labelhaul.tables import digest_parquet
+    from labelhaul.tables import VOLATILE_COLUMNS, digest_parquet
 
     return digest_parquet(path, exclude=VOLATILE_COLUMNS.get(table, ()))
 

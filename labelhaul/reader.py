@@ -266,10 +266,15 @@ def mask_from_blob(png: bytes, row: Mapping[str, Any] | Any) -> npt.NDArray[np.u
 def _row_hashes(
     ds: Dataset, table: str, version: str, key: str, batch_size: int = 10_000
 ) -> dict[str, int]:
-    """Return key -> order-independent hash of that key's rows (all columns)."""
+    """Return key -> order-independent hash of that key's rows (all but volatile columns)."""
+    from labelhaul.tables import VOLATILE_COLUMNS
+
+    volatile = VOLATILE_COLUMNS.get(table, ())
     out: dict[str, int] = {}
     for batch in ds.iter_table(table, version, batch_size=batch_size):
         for row in batch.to_pylist():
+            for column in volatile:  # export task ids in mask URLs are not a change
+                row.pop(column, None)
             ident = row.get(key)
             blob = orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str)
             value = int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "big")

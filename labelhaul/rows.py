@@ -42,6 +42,7 @@ import orjson
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.records import ErrorRecord
 from labelhaul.tables import SCHEMAS, TABLE_NAMES
+from labelhaul.urls import hosting_of, strip_signing
 
 STAGE = "parse"
 
@@ -85,13 +86,17 @@ class InvalidRowError(ValueError):
         self.record = record
 
 
-def parse_export_line(line: bytes, offset: int, kind: str | None = None) -> ParsedRow | ErrorRecord:
+def parse_export_line(
+    line: bytes, offset: int, kind: str | None = None, source_id: str | None = None
+) -> ParsedRow | ErrorRecord:
     """Parse one NDJSON export line into a ParsedRow, or an ErrorRecord when it is unusable.
 
     Args:
         line: the raw line (with or without the trailing newline).
         offset: its byte offset in the export stream, carried into every error record.
         kind: "project" or "model_run" to insist on that export shape; None accepts both.
+        source_id: the exported project (or model run): only its entry lands; any other
+            entry under `projects` (`experiments.*.runs`) is an error record, not data.
     """
     try:
         obj = orjson.loads(line)
@@ -115,7 +120,7 @@ def parse_export_line(line: bytes, offset: int, kind: str | None = None) -> Pars
     if kind == "model_run" and "projects" in obj and "experiments" not in obj:
         return _wrong_kind(obj, offset, kind)
     try:
-        return parse_data_row(obj, offset)
+        return parse_data_row(obj, offset, source_id=source_id)
     except InvalidRowError as exc:
         return exc.record
 
@@ -130,8 +135,10 @@ def _wrong_kind(obj: dict[str, Any], offset: int, kind: str) -> ErrorRecord:
     )
 
 
-def parse_data_row(obj: Mapping[str, Any], offset: int | None = None) -> ParsedRow:
-    """Parse one decoded export object into a ParsedRow.
+def parse_data_row(
+    obj: Mapping[str, Any], offset: int | None = None, *, source_id: str | None = None
+) -> ParsedRow:
+    """Parse one decoded export object into a ParsedRow (`source_id`: see parse_export_line).
 
     Raises:
         InvalidRowError: when the object has no `data_row.id` (nothing to key it by).
@@ -147,7 +154,7 @@ def parse_data_row(obj: Mapping[str, Any], offset: int | None = None) -> ParsedR
                 offset=offset,
             )
         )
-    parser = _RowParser(obj, data_row, data_row_id, offset)
+    parser = _RowParser(obj, data_row, data_row_id, offset, source_id)
     return parser.parse()
 
 
@@ -179,6 +186,7 @@ class _RowParser:
     data_row: dict[str, Any]
     data_row_id: str
     offset: int | None
+    source_id: str | None = None
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     mask_jobs: list[MaskJob] = field(default_factory=list)
     errors: list[ErrorRecord] = field(default_factory=list)
@@ -225,14 +233,21 @@ class _RowParser:
 
     def parse(self) -> ParsedRow:
         details = _dict(self.data_row.get("details"))
+        row_data = _str(self.data_row.get("row_data"))
         base_row = {
             **self._base(),
-            "row_data": _str(self.data_row.get("row_data")),
+            # Signed URLs change on every export and expire: the raw export keeps them.
+            "row_data": strip_signing(row_data) if row_data is not None else None,
+            "hosting": hosting_of(row_data),
             "external_id": _str(self.data_row.get("external_id")),
             "mime_type": _str(self.media.get("mime_type")),
             "width": self.width,
             "height": self.height,
             "exif_rotation": _str(self.media.get("exif_rotation")),
+            "asset_type": _str(self.media.get("asset_type")),
+            "frame_rate": _float(self.media.get("frame_rate")),
+            "frame_count": _int(self.media.get("frame_count")),
+            "content_length": _int(self.media.get("content_length")),
             "media_attributes_json": _json(self.media) if self.media else None,
             "dataset_id": _str(details.get("dataset_id")),
             "dataset_name": _str(details.get("dataset_name")),
@@ -243,11 +258,15 @@ class _RowParser:
         }
         contexts = 0
         for project_id, project in _dict(self.obj.get("projects")).items():
+            if self._foreign("projects", str(project_id), project):
+                continue
             contexts += 1
             self._parse_project(str(project_id), _dict(project), base_row)
         for exp_id, experiment in _dict(self.obj.get("experiments")).items():
             experiment = _dict(experiment)
             for run_id, run in _dict(experiment.get("runs")).items():
+                if self._foreign(f"experiments.{exp_id}.runs", str(run_id), run):
+                    continue
                 contexts += 1
                 self._parse_run(str(exp_id), experiment, str(run_id), _dict(run), base_row)
         if contexts == 0:
@@ -267,6 +286,25 @@ class _RowParser:
             errors=self.errors,
             last_activity_at=base_row["last_activity_at"],
         )
+
+    def _foreign(self, where: str, entry_id: str, entry: Any) -> bool:
+        """Record an entry of another project (or model run) than the exported one."""
+        if self.source_id is None or entry_id == self.source_id:
+            return False
+        # A data row can be in several projects (consensus, benchmark): their labels are
+        # not this dataset's. Labelbox leaves them out of a project's export; never land them.
+        what = "project" if where == "projects" else "model run"
+        labels = len(_list(_dict(entry).get("labels")))
+        self._error(
+            f"other_{what.replace(' ', '_')}_entry",
+            f"the row carries an entry of {what} {entry_id} ({labels} label(s)), not of the "
+            f"exported {self.source_id}: not landed, kept in the raw export",
+            severity="warning",
+            path=f"{where}.{entry_id}",
+            entry_id=entry_id,
+            raw=_json(entry),
+        )
+        return True
 
     def _parse_project(
         self, project_id: str, project: dict[str, Any], base: dict[str, Any]
@@ -371,6 +409,7 @@ class _RowParser:
                 "skipped": _bool(perf.get("skipped")),
                 "consensus_score": _float(perf.get("consensus_score")),
                 "benchmark_score": _float(perf.get("benchmark_score")),
+                "benchmark_reference_label": _text(perf.get("benchmark_reference_label")),
             }
         )
         annotations = _dict(label.get("annotations"))
@@ -379,8 +418,14 @@ class _RowParser:
         pending_rels: list[dict[str, Any]] = []
         for obj in _list(annotations.get("objects")):
             self._parse_object(_dict(obj), ctx, seen, masks, pending_rels)
+        # 2023 exports list each relationship twice: as an object in objects[] and in
+        # relationships[]. The same relationship twice is one relationship, not a duplicate.
+        listed = {_str(r.get("feature_id")): _endpoints(r) for r in pending_rels}
         for rel in _list(annotations.get("relationships")):
             rel = _dict(rel)
+            fid = _str(rel.get("feature_id"))
+            if fid is not None and fid in listed and listed[fid] == _endpoints(rel):
+                continue
             if self._check_duplicate(rel, ctx, seen):
                 pending_rels.append(rel)
         rel_ids = {_str(r.get("feature_id")) for r in pending_rels}
@@ -737,6 +782,7 @@ class _RowParser:
                     "index": index,
                     "schema_id": _str(md.get("schema_id")),
                     "schema_name": _str(md.get("schema_name")),
+                    "schema_kind": _str(md.get("schema_kind")),
                     "type": _str(md.get("type")) or _value_type(md),
                     "value": value if isinstance(value, str) or value is None else _json(value),
                     "value_name": _str(md.get("value_name")),
@@ -779,6 +825,21 @@ def _str(v: Any) -> str | None:
     if v is None:
         return None
     return v if isinstance(v, str) else str(v)
+
+
+def _text(v: Any) -> str | None:
+    """A string as it is; any other JSON value as JSON text (`true`, `3`); None as None."""
+    if v is None or isinstance(v, str):
+        return v
+    return _json(v)
+
+
+def _endpoints(rel: dict[str, Any]) -> tuple[str, Any]:
+    """Return a relationship's kind and body, to tell one listed twice from a clash."""
+    for key, _ in RELATIONSHIP_KINDS.values():
+        if key in rel:
+            return key, rel[key]
+    return "", None
 
 
 def _int(v: Any) -> int | None:

@@ -50,12 +50,17 @@ def _schema(*cols: tuple[str, pa.DataType]) -> pa.Schema:
 SCHEMAS: dict[str, pa.Schema] = {
     "data_rows": _schema(
         *_ROW_IDS,
-        ("row_data", _S),
+        ("row_data", _S),  # without signing parameters (labelhaul.urls.strip_signing)
+        ("hosting", _S),  # "labelbox" | "user" (own storage) | "inline" (not a URL)
         ("external_id", _S),
         ("mime_type", _S),
         ("width", _I),
         ("height", _I),
         ("exif_rotation", _S),
+        ("asset_type", _S),
+        ("frame_rate", _F),
+        ("frame_count", _I),
+        ("content_length", _I),
         ("media_attributes_json", _S),
         ("dataset_id", _S),
         ("dataset_name", _S),
@@ -97,6 +102,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("skipped", _B),
         ("consensus_score", _F),
         ("benchmark_score", _F),
+        ("benchmark_reference_label", _S),
     ),
     "annotations": _schema(
         *_ROW_IDS,
@@ -189,6 +195,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("index", _I),
         ("schema_id", _S),
         ("schema_name", _S),
+        ("schema_kind", _S),  # e.g. CustomMetadataString
         ("type", _S),
         ("value", _S),
         ("value_name", _S),
@@ -207,6 +214,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 TABLE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
+
+# Columns whose values change between two exports of the same labels: composite mask URLs
+# carry the id of the export task that served them. They stay in the tables (a user can
+# still fetch a mask from Labelbox while the task lives) but never count as a change: not in
+# the content digest (or every nightly export would make a new version), not in a diff.
+VOLATILE_COLUMNS: dict[str, tuple[str, ...]] = {"annotations": ("mask_url", "composite_url")}
 
 DEFAULT_ROW_GROUP_SIZE = 10_000
 # A 2048-d embedding is ~65 KB as a Python list: 10,000 buffered would be ~650 MB.

@@ -116,14 +116,18 @@ def stage_export_task(settings: Settings, jobs: list[ExportJob], staging: Path) 
             staging,
             part_composites=settings.mask_batch_size,
             on_row=progress,
+            source_id=jobs[0].source_id if jobs else None,
         )
         error_readers = [ExportStreamReader(client, j.task_id, "ERRORS", http=http) for j in jobs]
         summary.export_errors = stage_export_errors(iter_export_lines(error_readers), staging)
     logger.info(
-        "Staged %d data rows in %d part(s): %d composite masks, %d bad lines, %d export errors",
+        "Staged %d data rows in %d part(s): %d mask instances (%d composite masks to split, "
+        "%d instance-only masks), %d bad lines, %d export errors",
         summary.rows,
         len(summary.parts),
+        summary.mask_instances,
         summary.composites,
+        summary.instance_only_masks,
         summary.bad_lines,
         summary.export_errors,
     )

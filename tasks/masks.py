@@ -67,5 +67,13 @@ def process_mask_part(
     n_results, n_errors = write_mask_results(staging, part, results, errors)
     if n_errors:
         logger.warning("%s: %d mask problem(s), see the run's errors", part, n_errors)
-    logger.info("%s: %d composites -> %d instance masks", part, len(jobs), n_results)
-    return MaskPartSummary(part=part, composites=len(jobs), instances=n_results, errors=n_errors)
+    composites = sum(1 for job in jobs if job.composite_url is not None)
+    direct = sum(len(job.instances) for job in jobs if job.composite_url is None)
+    logger.info(
+        "%s: %d composites and %d instance-only masks -> %d instance masks",
+        part,
+        composites,
+        direct,
+        n_results,
+    )
+    return MaskPartSummary(part=part, composites=composites, instances=n_results, errors=n_errors)

@@ -16,6 +16,7 @@ import pytest
 
 from labelhaul import seed
 from labelhaul.rows import DROPPED_FIELDS, ParsedRow, parse_export_line
+from labelhaul.urls import strip_signing
 
 # Normalised path (see _normalise) → (table, column).
 LEAF_COLUMNS: dict[str, tuple[str, str]] = {
@@ -35,8 +36,18 @@ LEAF_COLUMNS: dict[str, tuple[str, str]] = {
     },
     **{
         f"media_attributes.{k}": ("data_rows", k)
-        for k in ("height", "width", "mime_type", "exif_rotation")
+        for k in (
+            "height",
+            "width",
+            "mime_type",
+            "exif_rotation",
+            "asset_type",
+            "frame_rate",
+            "frame_count",
+            "content_length",
+        )
     },
+    "data_row.external_id": ("data_rows", "external_id"),
     "embeddings[].id": ("embeddings", "embedding_id"),
     "embeddings[].name": ("embeddings", "name"),
     "embeddings[].dimensions": ("embeddings", "dimensions"),
@@ -87,7 +98,14 @@ LEAF_COLUMNS: dict[str, tuple[str, str]] = {
     "LABEL.label_details.reviews": ("labels", "reviews"),
     **{
         f"LABEL.performance_details.{k}": ("labels", k)
-        for k in ("seconds_to_create", "seconds_to_review", "skipped")
+        for k in (
+            "seconds_to_create",
+            "seconds_to_review",
+            "skipped",
+            "consensus_score",
+            "benchmark_score",
+            "benchmark_reference_label",
+        )
     },
     **{
         f"OBJECT.{k}": ("annotations", k)
@@ -140,8 +158,17 @@ LEAF_COLUMNS.update(
         "metadata_fields[].schema_name": ("metadata_fields", "schema_name"),
         "metadata_fields[].value": ("metadata_fields", "value"),
         "metadata_fields[].value_name": ("metadata_fields", "value_name"),
+        "metadata_fields[].schema_kind": ("metadata_fields", "schema_kind"),
+        # 2023 exports list each relationship in objects[] too (legacy synthetic rows).
+        "OBJECT.unidirectional_relationship.source": ("relationships", "source_feature_id"),
+        "OBJECT.unidirectional_relationship.target": ("relationships", "target_feature_id"),
     }
 )
+# A relationship listed in objects[] lands in `relationships`, not `annotations`.
+ALSO_IN: dict[str, tuple[str, str]] = {
+    f"OBJECT.{k}": ("relationships", k)
+    for k in ("feature_id", "feature_schema_id", "name", "value", "annotation_kind")
+}
 
 # Empty containers that carry meaning get a JSON-text column; other empty lists ([] objects,
 # [] classifications) have nothing to lose.
@@ -232,10 +259,22 @@ def _synthetic(row: int) -> dict[str, Any]:
     return export
 
 
+def _legacy(row: int) -> dict[str, Any]:
+    """A synthetic row shaped like a 2023 export (labelhaul.emulator.synthetic.build_row)."""
+    from labelhaul.emulator.synthetic import SyntheticSpec, build_row
+
+    spec = SyntheticSpec.make(
+        n_rows=8, instances=3, seed=7, width=64, height=48, number=1, legacy=True
+    )
+    return build_row(spec, row)
+
+
 SAMPLES = {
     **SAMPLES,
     "synthetic-0": lambda: _synthetic(0),
     "synthetic-3": lambda: _synthetic(3),
+    "synthetic-legacy-0": lambda: _legacy(0),
+    "synthetic-legacy-1": lambda: _legacy(1),
 }
 
 
@@ -265,6 +304,11 @@ def test_every_leaf_lands_in_a_named_column(sample: str) -> None:
             continue
         table, column = LEAF_COLUMNS[path]
         values = _column_values(parsed, table, column)
+        if path in ALSO_IN:
+            values += _column_values(parsed, *ALSO_IN[path])
+        if path == "data_row.row_data":
+            # Stored without its signature: the signed URL stays in the raw export only.
+            value = strip_signing(value)
         if column == "values":
             # Parquet stores float32 (what embedding models produce); records keep the text.
             ok = value in values or float(np.float32(value)) in values

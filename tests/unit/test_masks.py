@@ -420,3 +420,25 @@ def test_memory_is_bounded_by_composites_in_flight_not_by_the_batch() -> None:
     # Two in flight at most (plus slack); an unbounded stage would hold ~12.
     large = peak(12, workers=2)
     assert large < 3 * one_composite
+
+
+def test_pre_composite_masks_use_their_instance_urls_without_warnings() -> None:
+    # Exports from before 2024: no composite, no colour (the parser gives black).
+    lab = labels()
+    j = job(comp=None, colors=((0, 0, 0), (0, 0, 0), (0, 0, 0)))
+    blobs = Blobs()
+    results, errors = process_job(j, DictFetcher(files_for(j, lab)), blobs, max_pixels=10**6)
+    assert errors == []  # no false "colour [0, 0, 0] is the background" warning
+    assert [r.source for r in results] == ["instance"] * 3
+    for i, res in enumerate(results, start=1):
+        check_result_pixels(res, lab, blobs, i)
+
+
+def test_pre_composite_mask_whose_download_fails_is_an_error() -> None:
+    lab = labels()
+    j = job(comp=None, colors=((0, 0, 0), (0, 0, 0), (0, 0, 0)))
+    files = files_for(j, lab)
+    del files["i/L1/f2"]
+    results, errors = process_job(j, DictFetcher(files), Blobs(), max_pixels=10**6)
+    assert [r.feature_id for r in results] == ["L1-f1", "L1-f3"]
+    assert kinds(errors) == [("mask_unavailable", "L1-f2", "error")]

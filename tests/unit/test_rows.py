@@ -15,6 +15,7 @@ from labelhaul.records import ErrorRecord
 from labelhaul.rows import ParsedRow, parse_data_row, parse_export_line
 
 PROJECT_ID = "cltd3vkju021907u63w2odj69"
+MASK = "ImageSegmentationMask"
 
 
 def _parse(obj: dict[str, Any]) -> ParsedRow:
@@ -466,3 +467,116 @@ def test_label_without_id_is_reported_and_kept() -> None:
     assert [e.kind for e in row.errors] == ["missing_label_id"]
     assert len(row.tables["annotations"]) == BASE_OBJECTS
     assert {r["label_id"] for r in row.tables["annotations"]} == {None}
+
+
+def _legacy_spec() -> Any:
+    from labelhaul.emulator.synthetic import SyntheticSpec
+
+    return SyntheticSpec.make(
+        n_rows=14, instances=3, seed=3, width=40, height=30, number=1, legacy=True
+    )
+
+
+def test_signed_row_data_lands_without_its_signature_and_says_who_hosts_it() -> None:
+    export = seed.sample_project_export()
+    bare = "https://storage.labelbox.com/cjhfn5y6s%2Fimage.jpg"
+    signing = "Expires=1717&KeyName=labelbox-assets-key-3&Signature=x"
+    export["data_row"]["row_data"] = f"{bare}?{signing}"
+    rec = _parse(export).tables["data_rows"][0]
+    assert rec["row_data"] == bare
+    assert rec["hosting"] == "labelbox"
+    export["data_row"]["row_data"] = "https://b.s3.amazonaws.com/i.png?X-Amz-Signature=ff&v=1"
+    rec = _parse(export).tables["data_rows"][0]
+    assert (rec["row_data"], rec["hosting"]) == ("https://b.s3.amazonaws.com/i.png?v=1", "user")
+
+
+def test_only_the_exported_projects_entry_lands_others_are_error_records() -> None:
+    export = seed.sample_project_export()
+    other = copy.deepcopy(export["projects"][PROJECT_ID])
+    export["projects"]["cconsensus000000000000000"] = other
+    both = _parse(export)
+    assert len(both.tables["labels"]) == 2  # no source given: every entry is data
+    row = parse_export_line(orjson.dumps(export), 9, source_id=PROJECT_ID)
+    assert isinstance(row, ParsedRow)
+    tables = ("data_rows", "labels", "annotations")
+    assert {r["project_id"] for t in tables for r in row.tables[t]} == {PROJECT_ID}
+    assert len(row.tables["labels"]) == 1
+    assert len(row.tables["relationships"]) == len(
+        other["labels"][0]["annotations"]["relationships"]
+    )
+    [err] = row.errors
+    assert err.kind == "other_project_entry"
+    assert err.extra["path"] == "projects.cconsensus000000000000000"
+    assert orjson.loads(err.extra["raw"]) == other
+    assert (err.data_row_id, err.offset) == (export["data_row"]["id"], 9)
+
+
+def test_relationship_listed_in_objects_and_relationships_is_one_relationship() -> None:
+    from labelhaul.emulator.synthetic import build_row
+
+    spec = _legacy_spec()
+    row = _parse(build_row(spec, 0))
+    assert row.errors == []
+    [rel] = row.tables["relationships"]
+    assert rel["valid"] and rel["feature_id"] == spec.id("rl", 0)
+    assert not [a for a in row.tables["annotations"] if a["feature_id"] == spec.id("rl", 0)]
+
+
+def test_relationship_listed_twice_with_different_ends_is_still_a_duplicate() -> None:
+    from labelhaul.emulator.synthetic import build_row
+
+    export = build_row(_legacy_spec(), 0)
+    label = export["projects"][_legacy_spec().project_id]["labels"][0]
+    rel = label["annotations"]["relationships"][0]
+    body = rel["unidirectional_relationship"]
+    rel["unidirectional_relationship"] = {"source": body["target"], "target": body["source"]}
+    row = _parse(export)
+    assert [e.kind for e in row.errors] == ["duplicate_feature_id"]
+
+
+def test_pre_2024_rows_land_without_errors() -> None:
+    from labelhaul.emulator.synthetic import build_row
+
+    spec = _legacy_spec()
+    for i in range(spec.n_rows):
+        row = _parse(build_row(spec, i))
+        assert row.errors == [], i
+        [dr] = row.tables["data_rows"]
+        assert dr["global_key"] is None and dr["external_id"] == spec.external_id(i)
+        assert row.last_activity_at is None
+        assert len(row.tables["labels"]) == (1 if spec.has_label(i) else 0)
+        masks = [a for a in row.tables["annotations"] if a["annotation_kind"] == MASK]
+        assert len(masks) == (spec.instances if spec.has_objects(i) else 0)
+        assert all(a["composite_url"] is None and a["mask_url"] for a in masks)
+        if spec.has_objects(i):
+            [job] = row.mask_jobs
+            assert job.composite_url is None and len(job.instances) == spec.instances
+            points = [a for a in row.tables["annotations"] if a["annotation_kind"] == "ImagePoint"]
+            assert points[0]["feature_schema_id"] is None and points[0]["valid"]
+        else:
+            assert row.mask_jobs == []
+
+
+def test_named_columns_for_scores_schema_kind_and_media_attributes() -> None:
+    from labelhaul.emulator.synthetic import build_row
+
+    spec = _legacy_spec()
+    row = _parse(build_row(spec, 2))
+    [label] = row.tables["labels"]
+    assert label["consensus_score"] == 0.7
+    assert label["benchmark_reference_label"] == spec.id("lb", 2)
+    assert [m["schema_kind"] for m in row.tables["metadata_fields"]] == [
+        "CustomMetadataString",
+        "Enum",
+    ]
+    [dr] = row.tables["data_rows"]
+    assert (dr["asset_type"], dr["exif_rotation"], dr["content_length"]) == ("image", "1", 1002)
+    video = seed.sample_project_export()
+    video["media_attributes"] = {"asset_type": "video", "frame_rate": 29.97, "frame_count": 300}
+    [dr] = _parse(video).tables["data_rows"]
+    assert (dr["asset_type"], dr["frame_rate"], dr["frame_count"]) == ("video", 29.97, 300)
+    perf = seed.sample_project_export()
+    perf["projects"][PROJECT_ID]["labels"][0]["performance_details"] = {
+        "benchmark_reference_label": True
+    }
+    assert _parse(perf).tables["labels"][0]["benchmark_reference_label"] == "true"
