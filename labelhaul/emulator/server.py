@@ -2,7 +2,8 @@
 
 Routes (everything the export path of labelbox 7.17 touches):
 
-- `POST /graphql`: the SDK's queries, dispatched by operation name (see `_OPERATIONS`).
+- `POST /graphql`: the SDK's queries, dispatched by operation name (see `_OPERATIONS`);
+  besides exports, `client.get_data_row(id)` (a freshly signed `row_data`).
 - `GET /export-files/<task>/<stream>/<chunk>[?start=N]`: export chunk files, no auth
   (Labelbox serves these as signed storage URLs).
 - `GET /api/v1/projects/<project>/annotations/<feature>[/index/1]/mask` and
@@ -38,12 +39,15 @@ from labelhaul import seed
 from labelhaul.emulator.exports import (
     ERRORS,
     RESULT,
+    SIGNED_URL_SECONDS,
     ExportInputError,
     ExportParams,
     ExportTask,
     default_timezone_check,
+    new_task_id,
     now_iso,
     parse_search_query,
+    sign_url,
 )
 from labelhaul.emulator.faults import RESPONSE_FAULTS, FaultPlan, Firing, reset_connection
 from labelhaul.emulator.sources import (
@@ -56,6 +60,7 @@ from labelhaul.emulator.sources import (
     _identify,
 )
 from labelhaul.emulator.synthetic import SyntheticSource, SyntheticSpec
+from labelhaul.urls import LABELBOX_HOSTED, hosting_of
 
 DEFAULT_API_KEY = "emulator-api-key"
 DEFAULT_CHUNK_BYTES = 256 * 1024
@@ -573,6 +578,40 @@ class EmulatorServer:
             }
         }
 
+    def _op_data_row(self, v: dict[str, Any]) -> dict[str, Any]:
+        """`client.get_data_row(id)`: Labelbox-hosted row data comes freshly signed."""
+        data_row_id = str(v.get("param_0"))
+        with self._lock:
+            sources = [s for s in self._sources.values() if s.kind == PROJECT]
+        for src in sources:
+            row = src.find_data_row(data_row_id)
+            if row is None:
+                continue
+            dr = row.get("data_row") or {}
+            details = dr.get("details") or {}
+            row_data = dr.get("row_data")
+            if isinstance(row_data, str) and hosting_of(row_data) == LABELBOX_HOSTED:
+                row_data = sign_url(row_data, new_task_id(), int(time.time()) + SIGNED_URL_SECONDS)
+            ts = "2024-01-01T00:00:00.000Z"
+            return {
+                "dataRow": {
+                    "createdAt": details.get("created_at") or ts,
+                    "externalId": dr.get("external_id"),
+                    "globalKey": dr.get("global_key"),
+                    "mediaAttributes": row.get("media_attributes"),
+                    "customMetadata": [],
+                    "metadataFields": [],
+                    "rowData": row_data,
+                    "id": data_row_id,
+                    "updatedAt": details.get("updated_at") or ts,
+                }
+            }
+        raise _GraphQLError("Resource not found", "RESOURCE_NOT_FOUND", data={"dataRow": None})
+
+    def _op_metadata_ontology(self, v: dict[str, Any]) -> dict[str, Any]:
+        # The SDK reads it whenever it builds a DataRow; the emulator has no custom schema.
+        return {"customMetadataOntology": []}
+
     def _op_model_run(self, v: dict[str, Any]) -> dict[str, Any]:
         src = self._sources.get(str(v.get("param_0")))
         if src is None or src.kind != MODEL_RUN:
@@ -748,6 +787,8 @@ class EmulatorServer:
 _OPERATIONS: dict[str, Callable[[EmulatorServer, dict[str, Any]], dict[str, Any]]] = {
     "GetProjectPyApi": EmulatorServer._op_project,
     "GetModelRunPyApi": EmulatorServer._op_model_run,
+    "GetDataRowPyApi": EmulatorServer._op_data_row,
+    "GetMetadataOntologyBetaPyApi": EmulatorServer._op_metadata_ontology,
     "GetUserPyApi": EmulatorServer._op_user,
     "GetOrganizationPyApi": EmulatorServer._op_organization,
     "CurrentUserPyApi": EmulatorServer._op_current_user,

@@ -94,6 +94,14 @@ class RowSource(ABC):
         for i in indices:
             yield self.row(i)
 
+    def find_data_row(self, data_row_id: str) -> dict[str, Any] | None:
+        """Return the row of data row `data_row_id` (for `client.get_data_row`), or None."""
+        for i in self.indices():
+            row = self.row(i)
+            if (row.get("data_row") or {}).get("id") == data_row_id:
+                return row
+        return None
+
     @abstractmethod
     def composite_png(self, composite_id: str) -> bytes | None:
         """Return the composite PNG, or None when this source has no such composite."""

@@ -569,6 +569,12 @@ class SyntheticSource(RowSource):
             _apply_revision(row, *revision)
         return row
 
+    def find_data_row(self, data_row_id: str) -> dict[str, Any] | None:
+        parsed = self.spec.parse_id(data_row_id)
+        if parsed is None or parsed[0] != "dr" or parsed[1] in self._deleted:
+            return None
+        return self.row(parsed[1])
+
     def _render(self, row: int) -> tuple[NDArray[np.uint16], bytes]:
         spec = self.spec
         number = self._revisions.get(row, (0, None))[0]

@@ -221,3 +221,20 @@ def test_export_file_with_instance_masks_folder(lb_env: EmulatorServer, tmp_path
         assert len(masks) == len(truth) == 5
         for _, ann in masks.iterrows():
             assert np.array_equal(ds.mask(ann) > 0, truth[ann["feature_id"]])
+
+
+def test_a_fresh_signed_url_for_a_landed_row_comes_from_the_sdk_lookup(
+    lb_env: EmulatorServer, lb_client: Any, tmp_path: Path
+) -> None:
+    """What the README and the dataset card tell users to do for a working media URL."""
+    from labelhaul.urls import strip_signing
+
+    pid = lb_env.add_synthetic_project(n_rows=4, instances=1)
+    _sync(pid, str(tmp_path / "store"))
+    with open_dataset(str(tmp_path / "store"), pid) as ds:
+        rows = ds.table("data_rows")
+    for _, row in rows.iterrows():
+        fresh = lb_client.get_data_row(row["data_row_id"]).row_data
+        assert strip_signing(fresh) == row["row_data"]
+        if row["hosting"] == "labelbox":
+            assert is_signed(fresh)
