@@ -695,6 +695,16 @@ def _json_inline(value: Any) -> str:
     return "`" + json.dumps(value, sort_keys=True, ensure_ascii=False) + "`"
 
 
+_MEDIA_URLS_NOTE = (
+    "`data_rows.row_data` is stored without signing parameters (`Expires`/`KeyName`/"
+    "`Signature`, `X-Amz-*`, `X-Goog-*`), so it does not open a Labelbox-hosted file "
+    "(`hosting` = `labelbox`) by itself. For a fresh signed URL (valid about a day), look the "
+    "row up with the labelbox SDK, `Client(api_key).get_data_row(data_row_id).row_data`, or "
+    "export it again with a `data_row_ids` filter. The export's signed URLs are in the raw "
+    "export file, and expire.",
+)
+
+
 def render_dataset_card(manifest: Mapping[str, Any]) -> str:
     """Return the dataset card (`README.md`) of a version, rendered only from its manifest."""
     dataset = manifest.get("dataset_id") or "dataset"
@@ -749,6 +759,7 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
                 lines.append(f"- {name}: {_json_inline(changes[name])}")
         else:
             lines.append(_json_inline(changes))
+    lines += ["", "## Media URLs", "", *_MEDIA_URLS_NOTE]
     files = manifest.get("files") or []
     lines += ["", "## Files", ""]
     lines += _md_table(

@@ -160,3 +160,9 @@ def test_local_list_only_walks_below_the_prefix(tmp_path: Path) -> None:
     ]
     assert list(objects.list("p/ver")) == ["p/versions/v000001/manifest.json"]
     assert list(objects.list("nothing/here/")) == []
+
+
+def test_dataset_card_says_how_to_get_a_fresh_signed_url() -> None:
+    card = render_dataset_card(MANIFEST)
+    assert "## Media URLs" in card
+    assert "get_data_row(data_row_id).row_data" in card and "data_row_ids" in card
