@@ -152,3 +152,38 @@ def test_export_errors_stream_lines_become_error_records(tmp_path: Path) -> None
         ("export_error", None, 80),
     ]
     assert records[0]["message"] == "no access" and records[0]["global_key"] == "a.png"
+
+
+def test_stage_counts_say_what_a_pre_composite_export_holds(tmp_path: Path) -> None:
+    spec = SyntheticSpec.make(
+        n_rows=10, instances=3, seed=1, width=64, height=48, number=1, legacy=True
+    )
+    rows = [build_row(spec, i) for i in range(10)]
+    summary = stage_export(_lines(rows), tmp_path)
+    with_objects = sum(spec.has_objects(i) for i in range(10))
+    assert summary.composites == 0  # none exists: nothing to download and split
+    assert summary.instance_only_masks == summary.mask_instances == 3 * with_objects
+    assert summary.errors == 0
+
+
+def test_stage_lands_only_the_exported_source(tmp_path: Path) -> None:
+    row = seed.sample_model_run_export()
+    exp = next(iter(row["experiments"].values()))
+    run_id = next(iter(exp["runs"]))
+    exp["runs"]["cotherrun0000000000000000"] = exp["runs"][run_id]
+    summary = stage_export(_lines([row]), tmp_path, source_id=run_id)
+    assert summary.records_by_table["data_rows"] == 1
+    [err] = [e for e in read_errors(tmp_path) if e["kind"] == "other_model_run_entry"]
+    assert (
+        err["extra"]["path"]
+        == f"experiments.{next(iter(row['experiments']))}.runs.cotherrun0000000000000000"
+    )
+
+
+def test_why_not_incremental() -> None:
+    from labelhaul.pipeline import why_not_incremental
+
+    assert why_not_incremental(None) is None
+    assert why_not_incremental({"watermark": {"value": "2024-01-01T00:00:00Z"}}) is None
+    reason = why_not_incremental({"version_id": "v000003", "watermark": {"value": None}})
+    assert reason is not None and "v000003" in reason and "running a full sync" in reason
