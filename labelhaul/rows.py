@@ -21,7 +21,12 @@ What happens to bad input (each case gives an `ErrorRecord` of stage "parse" wit
   (`dangling_relationship`) → KEPT in `relationships` with `valid = False`.
 - a feature id seen twice in one label (`duplicate_feature_id`) → the later object is DROPPED:
   mask results and COCO join by feature id, so a second row would be ambiguous; the raw
-  NDJSON of the version still holds it.
+  NDJSON of the version still holds it. A relationship listed both in `objects[]` and in
+  `relationships[]` with the same ends (2023 exports) is one relationship, not a duplicate.
+- an entry under `projects` (or `experiments.*.runs`) of another project or model run than
+  the exported one (`other_project_entry`, `other_model_run_entry`, a warning with the JSON
+  path and the raw entry) → not landed: a data row shared with a consensus or benchmark
+  project must not bring that project's labels into this dataset.
 - a label without `id` (`missing_label_id`) → kept, its records carry a null `label_id`.
 - a segmentation mask without `feature_id` (`missing_feature_id`) → KEPT with `valid = False`
   and no mask job (results join back by feature id).

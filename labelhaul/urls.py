@@ -62,8 +62,9 @@ def is_signed(url: str) -> bool:
 
 
 def hosting_of(row_data: str | None) -> str | None:
-    """Return who hosts a data row's media: `labelbox`, `user` (own storage) or `inline`.
+    """Return who hosts a data row's media: `labelbox`, `user` or `inline`.
 
+    `user` is any other URL (the user's own bucket, delegated or presigned, or a public URL);
     `inline` is row data that is not a URL (text, conversation JSON); None when absent.
     """
     if row_data is None:

@@ -297,7 +297,7 @@ def shape_row(
             if isinstance(part, dict) and isinstance(part.get("url"), str):
                 url = rebase_url(part["url"], base_url)
                 if key == "composite_mask" and task_id is not None:
-                    url = _TASK_IN_URL.sub(f"/tasks/{task_id}/masks/", url, count=1)
+                    url = _TASK_IN_URL.sub(rf"\1/api/v1/tasks/{task_id}/masks/", url, count=1)
                 part["url"] = url
     data_row = row.get("data_row")
     if task_id is not None and isinstance(data_row, dict):
@@ -311,7 +311,8 @@ def shape_row(
 # Labelbox-hosted media URLs are signed per export and work for about a day.
 SIGNED_URL_SECONDS = 24 * 3600
 _KEY_NAME = "labelbox-assets-key-3"
-_TASK_IN_URL = re.compile(r"/tasks/[^/]+/masks/")
+# Only Labelbox's own composite URLs (path /api/v1/tasks/<id>/masks/...) name the task.
+_TASK_IN_URL = re.compile(r"^(https?://[^/]+)?/api/v1/tasks/[^/]+/masks/")
 
 
 def sign_url(url: str, task_id: str, expires: int) -> str:
