@@ -93,6 +93,37 @@ def test_cli_serves_an_export_file(tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
+def test_cli_serves_instance_masks_of_a_pre_composite_export(tmp_path: Path) -> None:
+    """`--masks DIR` serves `<feature id>.png` at both instance-mask URL shapes."""
+    from urllib.parse import urlsplit
+
+    spec = SyntheticSpec.make(
+        n_rows=1, instances=2, seed=1, width=16, height=12, number=778, legacy=True
+    )
+    row = build_row(spec, 0)
+    export = tmp_path / "export.ndjson"
+    export.write_text(json.dumps(row) + "\n")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    objects = row["projects"][spec.project_id]["labels"][0]["annotations"]["objects"]
+    urls = {o["feature_id"]: o["mask"]["url"] for o in objects if "mask" in o}
+    for fid in urls:
+        (masks / f"{fid}.png").write_bytes(b"\x89PNG-" + fid.encode())
+    assert {u.endswith("/index/1/mask") for u in urls.values()} == {True, False}
+    proc = _start("--export", str(export), "--masks", str(masks))
+    try:
+        env = _read_exports(proc)
+        base = env["LABELBOX_ENDPOINT"].removesuffix("/graphql")
+        auth = {"Authorization": f"Bearer {env['LABELBOX_API_KEY']}"}
+        for fid, url in urls.items():
+            r = requests.get(base + urlsplit(url).path, headers=auth, timeout=10)
+            assert r.status_code == 200 and r.content == b"\x89PNG-" + fid.encode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
 def test_cli_refuses_masks_without_export() -> None:
     proc = _start("--masks", "/tmp")
     _, err = proc.communicate(timeout=20)
