@@ -11,6 +11,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from labelhaul.labelpolicy import LabelPolicy
+
 DEFAULT_GRAPHQL = "https://api.labelbox.com/graphql"
 DEFAULT_REST = "https://api.labelbox.com/api/v1"
 
@@ -64,6 +66,14 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
     http_retries: int = Field(default=6, ge=0, description="Retries of one HTTP request.")
     mask_workers: int = Field(default=8, ge=1, description="Threads downloading/splitting masks.")
+    label_policy: LabelPolicy = Field(
+        default=LabelPolicy.benchmark,
+        description=(
+            "Which label of a data row with several feeds COCO and pulled masks: benchmark "
+            "(reference label, else highest consensus score, else latest), consensus, latest, "
+            "or all. The tables keep every label."
+        ),
+    )
     mask_batch_size: int = Field(
         default=100, ge=1, description="Composite masks per Prefect task run."
     )

@@ -207,6 +207,7 @@ class Dataset:
             iter_parquet_records(self.table_path("annotations", version)),
             dict(manifest.get("category_map") or {}),
             info=dict(manifest.get("coco_info") or {}),
+            selected_labels=self.selected_labels(version),
         )
         sha, size = file_sha256(tmp)
         if sha != entry.get("sha256") or size != entry.get("bytes"):
@@ -219,6 +220,20 @@ class Dataset:
             )
         os.replace(tmp, path)
         return path
+
+    def selected_labels(self, version: str = "latest") -> dict[str, str]:
+        """Return data row id -> the label the version's label policy chose for its outputs.
+
+        Only data rows with several labels are listed; versions made before label policies
+        existed used every label (an empty map).
+        """
+        from labelhaul.pipeline import select_labels_in
+
+        manifest = self.manifest(version)
+        policy = (manifest.get("coco") or {}).get("label_policy") or "all"
+        if policy == "all" or "labels" not in table_names(manifest):
+            return {}
+        return select_labels_in(self.table_path("labels", version), str(policy))
 
     def coco(self, version: str = "latest", name: str = "instances") -> dict[str, Any]:
         """Return the COCO file `name` of a version, parsed."""

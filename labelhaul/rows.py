@@ -371,6 +371,7 @@ class _RowParser:
                 "skipped": _bool(perf.get("skipped")),
                 "consensus_score": _float(perf.get("consensus_score")),
                 "benchmark_score": _float(perf.get("benchmark_score")),
+                "benchmark_reference_label": _str(perf.get("benchmark_reference_label")),
             }
         )
         annotations = _dict(label.get("annotations"))

@@ -97,6 +97,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("skipped", _B),
         ("consensus_score", _F),
         ("benchmark_score", _F),
+        ("benchmark_reference_label", _S),
     ),
     "annotations": _schema(
         *_ROW_IDS,
