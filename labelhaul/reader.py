@@ -447,6 +447,9 @@ def pull_version(
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_pull(out)
+    # A folder pulled by a labelhaul that kept no record: its stale files cannot be told
+    # from a user's, so they stay; say so.
+    unrecorded = not previous and (out / "manifest.json").exists()
     manifest = ds.manifest(version)
     version_id = manifest["version_id"]
     summary: dict[str, Any] = {"version_id": version_id, "dir": str(out), "files": [], "masks": 0}
@@ -475,12 +478,12 @@ def pull_version(
     has_annotations = "annotations" in table_names(manifest)
     if masks and has_annotations:
         chosen = ds.selected_labels(version_id)
-        columns = [*MASK_COLUMNS, "label_id", "source"]
+        present = pq.read_schema(ds.table_path("annotations", version_id)).names
+        columns = [c for c in (*MASK_COLUMNS, "label_id", "source") if c in present]
 
         def mask_rows() -> Iterator[list[dict[str, Any]]]:
-            for batch in ds.iter_table("annotations", version_id, batch_size=256):
-                names = set(batch.schema.names)
-                rows = batch.select([c for c in columns if c in names]).to_pylist()
+            for batch in ds.iter_table("annotations", version_id, columns=columns, batch_size=256):
+                rows = batch.to_pylist()
                 yield [r for r in rows if r.get("mask_sha256") and is_selected(r, chosen)]
 
         # Memory: one folder name per data row with masks.
@@ -508,6 +511,11 @@ def pull_version(
             1 for f in folders.values() if _DISAMBIGUATED.search(f)
         )
     summary["stale_removed"] = _remove_stale(out, previous - written)
+    if unrecorded:
+        summary["stale_unknown"] = (
+            "DIR held a pull without a .labelhaul-pull.json record: files of that pull that "
+            "this version lacks were left; pull into an empty folder once to start clean."
+        )
     record = {"version_id": version_id, "files": sorted(written)}
     _write_atomic(out / PULL_RECORD, json.dumps(record, indent=1).encode())
     return summary
