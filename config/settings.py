@@ -8,10 +8,10 @@ Every other setting is `LABELHAUL_<NAME>`. Nothing is read at import time: call
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from labelhaul.labelpolicy import LabelPolicy
+from labelhaul.labelpolicy import LabelPolicy, parse_label_policy
 
 DEFAULT_GRAPHQL = "https://api.labelbox.com/graphql"
 DEFAULT_REST = "https://api.labelbox.com/api/v1"
@@ -128,6 +128,12 @@ class Settings(BaseSettings):
                 "For offline use, `labelhaul emulator` prints one."
             )
         return self.labelbox_api_key.get_secret_value()
+
+    @field_validator("label_policy", mode="before")
+    @classmethod
+    def _label_policy(cls, value: object) -> LabelPolicy:
+        # One message naming the setting and its choices, not pydantic's enum dump.
+        return parse_label_policy(None if value is None else str(value))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -276,3 +276,25 @@ def test_coco_writes_one_labels_objects_per_image(tmp_path: Path) -> None:
         a["label_id"] for a in orjson.loads((tmp_path / "all.json").read_bytes())["annotations"]
     } == {"lbA", "lbB"}
     assert everything.labels_not_selected == 0
+
+
+def test_label_policy_setting_and_flow_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from config import load_settings
+    from flows.sync_model_run import sync_model_run
+    from flows.sync_project import sync_project
+
+    assert load_settings().label_policy is LabelPolicy.benchmark
+    monkeypatch.setenv("LABELHAUL_LABEL_POLICY", "Latest")
+    assert load_settings().label_policy is LabelPolicy.latest
+    monkeypatch.setenv("LABELHAUL_LABEL_POLICY", "best")
+    with pytest.raises(ValueError, match="set LABELHAUL_LABEL_POLICY .* to one of benchmark"):
+        load_settings()
+    for flow in (sync_project, sync_model_run):
+        schema = parameter_schema(flow.fn).model_dump()
+        prop = schema["properties"]["label_policy"]
+        assert prop.get("description")
+        ref = next(o["$ref"] for o in prop["anyOf"] if "$ref" in o)
+        choices = schema["definitions"][ref.rsplit("/", 1)[-1]]["enum"]
+        assert choices == ["benchmark", "consensus", "latest", "all"]
