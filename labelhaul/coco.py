@@ -521,3 +521,97 @@ def write_coco_results(
 
 def _category_name(rec: Mapping[str, Any]) -> str:
     return str(rec.get("name") or rec.get("value") or rec.get("feature_schema_id") or "unknown")
+
+
+# --------------------------------------------------------------------------- earlier releases
+
+
+def write_coco_legacy(
+    path: str | Path,
+    images: Iterable[Mapping[str, Any]],
+    annotations: Iterable[Mapping[str, Any]],
+    category_map: Mapping[str, Any] | None = None,
+    *,
+    source: str = "label",
+    info: Mapping[str, Any] | None = None,
+) -> CocoSummary:
+    """Write COCO exactly as releases before schema-keyed categories did.
+
+    Only for rebuilding the COCO file of a delta version those releases landed (its
+    manifest has no `coco` section): the reader checks the rebuilt bytes against the sha256
+    the sync recorded. Category ids by name (max + 1 in order of appearance), file names
+    from the global key or the row data's raw basename, `coco_url` as stored, no
+    segmentation for boxes and points, every label.
+    """
+    out = Path(path)
+    cmap = {str(k): int(v) for k, v in (category_map or {}).items() if isinstance(v, int)}
+
+    def category(name: str) -> int:
+        cid = cmap.get(name)
+        if cid is None:
+            cid = cmap[name] = max(cmap.values(), default=0) + 1
+        return cid
+
+    def file_name(image: Mapping[str, Any]) -> str:
+        if image.get("global_key"):
+            return str(image["global_key"])
+        if image.get("row_data"):
+            name = PurePosixPath(urlsplit(str(image["row_data"])).path).name
+            if name:
+                return name
+        return str(image["data_row_id"])
+
+    summary = CocoSummary(path=out)
+    skipped: Counter[str] = Counter()
+    with out.open("wb") as fh:
+        fh.write(b"{")
+        fh.write(b'"info":' + orjson.dumps(dict(info or {}), option=orjson.OPT_SORT_KEYS))
+        fh.write(b',"licenses":[]')
+        arr = _ArrayWriter(fh, "images", first=False)
+        last: str | None = None
+        for img in images:
+            drid = str(img["data_row_id"])
+            if drid == last:
+                continue
+            last = drid
+            arr.add(
+                {
+                    "id": image_id_for(drid),
+                    "file_name": file_name(img),
+                    "width": img.get("width"),
+                    "height": img.get("height"),
+                    "data_row_id": drid,
+                    "global_key": img.get("global_key"),
+                    "coco_url": img.get("row_data"),
+                }
+            )
+        arr.close()
+        summary.images = arr.n
+        arr = _ArrayWriter(fh, "annotations", first=False)
+        for rec in annotations:
+            if rec.get("source", "label") != source:
+                continue
+            geom, reason = annotation_geometry(rec)
+            if geom is None:
+                skipped[reason or "unknown"] += 1
+                continue
+            arr.add(
+                {
+                    "id": arr.n + 1,
+                    "image_id": image_id_for(str(rec["data_row_id"])),
+                    "category_id": category(_category_name(rec)),
+                    "iscrowd": 0,
+                    **geom,
+                    "feature_id": rec.get("feature_id"),
+                    "label_id": rec.get("label_id"),
+                }
+            )
+        arr.close()
+        summary.annotations = arr.n
+        arr = _ArrayWriter(fh, "categories", first=False)
+        for name, cid in sorted(cmap.items(), key=lambda kv: kv[1]):
+            arr.add({"id": cid, "name": name, "supercategory": name})
+        arr.close()
+        fh.write(b"}\n")
+    summary.skipped = dict(skipped)
+    return summary

@@ -194,7 +194,7 @@ class Dataset:
         return self.local_file(self.file_entry("coco", name, version))
 
     def _derived_coco(self, manifest: Mapping[str, Any], entry: Mapping[str, Any]) -> Path:
-        from labelhaul.coco import write_coco
+        from labelhaul.coco import write_coco, write_coco_legacy
         from labelhaul.store import file_sha256
         from labelhaul.tables import iter_parquet_records
 
@@ -203,14 +203,23 @@ class Dataset:
             return path
         version = str(manifest["version_id"])
         tmp = path.with_name(path.name + ".part")
-        write_coco(
-            tmp,
-            iter_parquet_records(self.table_path("data_rows", version)),
-            iter_parquet_records(self.table_path("annotations", version)),
-            dict(manifest.get("category_map") or {}),
-            info=dict(manifest.get("coco_info") or {}),
-            selected_labels=self.selected_labels(version),
-        )
+        data_rows = iter_parquet_records(self.table_path("data_rows", version))
+        annotations = iter_parquet_records(self.table_path("annotations", version))
+        category_map = dict(manifest.get("category_map") or {})
+        info = dict(manifest.get("coco_info") or {})
+        if "coco" in manifest:
+            write_coco(
+                tmp,
+                data_rows,
+                annotations,
+                category_map,
+                info=info,
+                selected_labels=self.selected_labels(version),
+            )
+        else:
+            # Landed before schema-keyed categories (no `coco` section): rebuild it the way
+            # that release wrote it, or its recorded digest could never match.
+            write_coco_legacy(tmp, data_rows, annotations, category_map, info=info)
         sha, size = file_sha256(tmp)
         if sha != entry.get("sha256") or size != entry.get("bytes"):
             tmp.unlink(missing_ok=True)

@@ -298,3 +298,30 @@ def test_label_policy_setting_and_flow_parameters(monkeypatch: pytest.MonkeyPatc
         ref = next(o["$ref"] for o in prop["anyOf"] if "$ref" in o)
         choices = schema["definitions"][ref.rsplit("/", 1)[-1]]["enum"]
         assert choices == ["benchmark", "consensus", "latest", "all"]
+
+
+# sha256 of the COCO file that the release before schema-keyed categories (3f958c9) wrote for
+# the input below: delta versions it landed record that digest, and the reader must rebuild
+# exactly those bytes.
+LEGACY_SHA256 = "e0bf9a4f27e8067fe65a25a5c415dacd4f18cab37805371470110693efc598e2"
+
+
+def test_legacy_writer_rebuilds_the_bytes_of_the_earlier_release(tmp_path: Path) -> None:
+    import hashlib
+
+    from labelhaul.coco import write_coco_legacy
+    from labelhaul.tables import apply_mask_results
+
+    images, anns = [], []
+    for i in range(3):
+        export = seed.sample_project_export()
+        export["data_row"]["id"] = f"dr{i}"
+        if i:
+            export["data_row"]["global_key"] = None
+        row = _parse(export)
+        images += row.tables["data_rows"]
+        anns += apply_mask_results(row.tables["annotations"], _mask_results(row))
+    write_coco_legacy(
+        tmp_path / "c.json", images, anns, {"polygon": 1}, info={"version": "v000001"}
+    )
+    assert hashlib.sha256((tmp_path / "c.json").read_bytes()).hexdigest() == LEGACY_SHA256
