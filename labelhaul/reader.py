@@ -419,8 +419,10 @@ def _remove_stale(out: Path, stale: set[str]) -> int:
     removed = 0
     parents: set[Path] = set()
     for rel in sorted(stale):
+        if (out / rel).is_symlink():
+            continue  # not something a pull writes: a user's link stays
         path = (out / rel).resolve()
-        if root not in path.parents or not path.is_file() or path.is_symlink():
+        if root not in path.parents or not path.is_file():
             continue
         path.unlink(missing_ok=True)
         removed += 1
