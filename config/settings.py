@@ -8,8 +8,10 @@ Every other setting is `LABELHAUL_<NAME>`. Nothing is read at import time: call
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labelhaul.labelpolicy import LabelPolicy, parse_label_policy
 
 DEFAULT_GRAPHQL = "https://api.labelbox.com/graphql"
 DEFAULT_REST = "https://api.labelbox.com/api/v1"
@@ -64,6 +66,14 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
     http_retries: int = Field(default=6, ge=0, description="Retries of one HTTP request.")
     mask_workers: int = Field(default=8, ge=1, description="Threads downloading/splitting masks.")
+    label_policy: LabelPolicy = Field(
+        default=LabelPolicy.benchmark,
+        description=(
+            "Which label of a data row with several feeds COCO and pulled masks: benchmark "
+            "(reference label, else highest consensus score, else latest), consensus, latest, "
+            "or all. The tables keep every label."
+        ),
+    )
     mask_batch_size: int = Field(
         default=100, ge=1, description="Composite masks per Prefect task run."
     )
@@ -118,6 +128,12 @@ class Settings(BaseSettings):
                 "For offline use, `labelhaul emulator` prints one."
             )
         return self.labelbox_api_key.get_secret_value()
+
+    @field_validator("label_policy", mode="before")
+    @classmethod
+    def _label_policy(cls, value: object) -> LabelPolicy:
+        # One message naming the setting and its choices, not pydantic's enum dump.
+        return parse_label_policy(None if value is None else str(value))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -9,6 +9,7 @@ from prefect import flow
 from config import load_settings
 from flows.common import run_sync
 from labelhaul.export_params import ExportParams
+from labelhaul.labelpolicy import LabelPolicy
 
 
 @flow(
@@ -22,6 +23,7 @@ def sync_model_run(
     metadata_fields: bool = True,
     data_row_details: bool = True,
     embeddings: bool = True,
+    label_policy: LabelPolicy | None = None,
     model_run_details: bool = True,
 ) -> dict[str, object]:
     """Export a Labelbox model run and land it as a new dataset version under its own id.
@@ -34,9 +36,15 @@ def sync_model_run(
         metadata_fields: Include data row metadata fields.
         data_row_details: Include data row details.
         embeddings: Include embeddings (kept in their own table).
+        label_policy: Which label of a data row with several labels (consensus, benchmarks)
+            feeds COCO and pulled masks: benchmark (the reference label, else the highest
+            consensus score, else the latest), consensus, latest, or all. The tables keep
+            every label. Default: LABELHAUL_LABEL_POLICY (benchmark).
         model_run_details: Include model-run details (split, run data row id).
     """
     settings = load_settings()
+    if label_policy is not None:
+        settings = settings.model_copy(update={"label_policy": LabelPolicy(label_policy)})
     params = ExportParams(
         attachments=attachments,
         metadata_fields=metadata_fields,

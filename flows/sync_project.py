@@ -10,6 +10,7 @@ from config import load_settings
 from flows.common import run_sync
 from flows.params import SyncMode, WorkflowStatus
 from labelhaul.export_params import DateRange, ExportFilters, ExportParams
+from labelhaul.labelpolicy import LabelPolicy
 
 
 @flow(
@@ -37,6 +38,7 @@ def sync_project(
     interpolated_frames: bool = True,
     embeddings: bool = True,
     overlap_minutes: int = 60,
+    label_policy: LabelPolicy | None = None,
 ) -> dict[str, object]:
     """Export a Labelbox project and land it as a new, immutable dataset version.
 
@@ -64,8 +66,14 @@ def sync_project(
         embeddings: Include embeddings (kept in their own table).
         overlap_minutes: Incremental mode re-exports this much activity before the watermark,
             to catch rows updated while the previous sync ran.
+        label_policy: Which label of a data row with several labels (consensus, benchmarks)
+            feeds COCO and pulled masks: benchmark (the reference label, else the highest
+            consensus score, else the latest), consensus, latest, or all. The tables keep
+            every label. Default: LABELHAUL_LABEL_POLICY (benchmark).
     """
     settings = load_settings()
+    if label_policy is not None:
+        settings = settings.model_copy(update={"label_policy": LabelPolicy(label_policy)})
     filters = ExportFilters(
         last_activity_at=DateRange(last_activity_start, last_activity_end)
         if last_activity_start or last_activity_end

@@ -8,9 +8,23 @@ Choices, so nobody has to guess:
 - Image ids are derived from the data row id (53 bits of its SHA-256), not assigned in
   order: the same data row has the same image id in every version and in the results file,
   and no id map has to be held in memory.
-- Category ids come from a map name → id passed in and returned updated: known names keep
-  their id across versions, new names get max + 1 in order of first appearance. Every
-  category of the map is written (a class with no object this version keeps its id).
+- `images[].file_name` is the global key, else the external id, else the last path segment of
+  `row_data` percent-decoded (never a query string), else the data row id; `file_name_source`
+  says which. Two images with one name: the later one in the file gets `~<8 hex of sha256 of
+  its data row id>` before the extension and keeps the plain name in `file_name_collision`.
+  `coco_url` is `row_data` without signing parameters (see `unsigned_url`).
+- Category ids are keyed by `feature_schema_id` (`name:<name>` for an object without one) and
+  derived from it: 31 bits of its SHA-256, so a renamed class keeps its id and a project's
+  COCO and its model runs' COCO give a class the same id without sharing any state. The map
+  key → {"id", "name"} is passed in and returned updated (the manifest's `category_map`);
+  known keys keep their id, and in the (~1e-7) case of two keys hashing alike the later one
+  takes the next free id. Every category of the map is written (a class with no object this
+  version keeps its id). Ids are not contiguous: map them to indices in training code.
+- Ground truth that mixes kinds still evaluates as "segm": boxes also carry their rectangle
+  as a polygon, points a zero-area polygon at the point (COCOeval reads `segmentation` of
+  every ground-truth annotation).
+- A data row with several labels: only the label chosen by the label policy
+  (`labelhaul.labelpolicy`) is written; the others are counted in `labels_not_selected`.
 - Bounding boxes → `bbox`; polygons → `segmentation` polygons ([x1, y1, x2, y2, ...]) with
   area by the shoelace formula and bbox from the points; masks → compressed RLE
   (`{"size": [h, w], "counts": ...}`) with area and bbox from the mask columns; points →
@@ -24,7 +38,7 @@ Choices, so nobody has to guess:
   `prediction` rows as a detection results list (`score` = confidence, 1.0 when none) that
   `pycocotools.COCO.loadRes` accepts. pycocotools picks the result type from the first
   entry, so one results file holds one iou type: "bbox" (boxes, polygons' and masks' boxes)
-  or "segm" (masks as RLE).
+  or "segm" (masks and polygons as RLE; polygons rasterised exactly as pycocotools does).
 """
 
 from __future__ import annotations
@@ -35,9 +49,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import numpy as np
 import orjson
+
+from labelhaul.labelpolicy import is_selected
 
 MASK_KIND = "ImageSegmentationMask"
 
@@ -50,7 +67,10 @@ class CocoSummary:
     images: int = 0
     annotations: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason → count
-    category_map: dict[str, int] = field(default_factory=dict)
+    # category key (feature_schema_id, or `name:<name>`) → {"id": int, "name": str}
+    category_map: dict[str, dict[str, Any]] = field(default_factory=dict)
+    file_name_collisions: int = 0  # images whose file name got a suffix
+    labels_not_selected: int = 0  # annotations of labels the label policy left out
 
 
 def image_id_for(data_row_id: str) -> int:
@@ -59,26 +79,98 @@ def image_id_for(data_row_id: str) -> int:
     return (int.from_bytes(digest[:8], "big") >> 11) or 1
 
 
-def category_id_for(name: str, category_map: dict[str, int]) -> int:
-    """Return the category id of `name`, adding it to the map as max + 1 when new."""
-    cid = category_map.get(name)
-    if cid is None:
-        cid = max(category_map.values(), default=0) + 1
-        category_map[name] = cid
-    return cid
+_CATEGORY_ID_SPACE = 2**31 - 1  # positive int32: fits every COCO tool's id type
+
+
+def category_key(rec: Mapping[str, Any]) -> str:
+    """Return what a class is known by: its feature schema id, else `name:<its name>`."""
+    schema = rec.get("feature_schema_id")
+    if schema:
+        return str(schema)
+    return f"name:{_category_name(rec)}"
+
+
+def normalize_category_map(category_map: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Return a copy of a recorded category map as key → {"id", "name"}.
+
+    Maps written before categories were keyed by feature schema id (name → int) are left
+    out: their ids were assigned in order of appearance, which is exactly what changes.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in (category_map or {}).items():
+        if isinstance(value, Mapping) and isinstance(value.get("id"), int):
+            out[str(key)] = {"id": int(value["id"]), "name": str(value.get("name") or key)}
+    return out
+
+
+def category_id_for(
+    key: str, category_map: dict[str, dict[str, Any]], name: str | None = None
+) -> int:
+    """Return the category id of class `key`, adding it to the map when new.
+
+    The id is derived from the key alone (31 bits of its SHA-256), so the same class gets the
+    same id in every dataset; on a collision with another key of the map, the next free id.
+    """
+    hit = category_map.get(key)
+    if hit is None:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        cid = int.from_bytes(digest[:4], "big") % _CATEGORY_ID_SPACE + 1
+        used = {int(v["id"]) for v in category_map.values()}
+        while cid in used:
+            cid = cid % _CATEGORY_ID_SPACE + 1
+        hit = category_map[key] = {"id": cid, "name": name or key}
+    return int(hit["id"])
+
+
+# Query parameters that sign a URL: Labelbox-hosted (Expires/KeyName/Signature), CloudFront
+# (Policy/Key-Pair-Id), S3 presigned v2 (AWSAccessKeyId) and v4 (X-Amz-*), GCS (X-Goog-*).
+_SIGNING_PARAMS = frozenset({"expires", "keyname", "signature", "policy", "key-pair-id"})
+_SIGNING_PREFIXES = ("x-amz-", "x-goog-", "awsaccesskeyid")
+
+
+def unsigned_url(url: str | None) -> str | None:
+    """Return `url` without its signing query parameters (other parameters kept in order)."""
+    if not url:
+        return url
+    parts = urlsplit(str(url))
+    if not parts.query:
+        return str(url)
+    kept = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in _SIGNING_PARAMS and not k.lower().startswith(_SIGNING_PREFIXES)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
 def file_name_for(image: Mapping[str, Any]) -> str:
-    """Return an image's file name: its global key, else the row data's basename, else its id."""
-    gk = image.get("global_key")
-    if gk:
-        return str(gk)
+    """Return an image's file name: global key, else external id, else row data's name, else id."""
+    return file_name_and_source(image)[0]
+
+
+def file_name_and_source(image: Mapping[str, Any]) -> tuple[str, str]:
+    """Return (file name, which field it came from) for a data_rows record."""
+    for column in ("global_key", "external_id"):
+        value = image.get(column)
+        if value:
+            return str(value), column
     row_data = image.get("row_data")
     if row_data:
-        name = PurePosixPath(urlparse(str(row_data)).path).name
-        if name:
-            return name
-    return str(image["data_row_id"])
+        # The last segment, percent-decoded (Labelbox-hosted names hold `%2F`), and the last
+        # segment of that again, so the name never holds a slash, a query or a fragment.
+        segment = urlsplit(str(row_data)).path.rsplit("/", 1)[-1]
+        name = unquote(segment).replace("\\", "/").rsplit("/", 1)[-1]
+        if name and name not in (".", ".."):
+            return name, "row_data"
+    return str(image["data_row_id"]), "data_row_id"
+
+
+def _suffixed(name: str, data_row_id: str) -> str:
+    tag = hashlib.sha256(data_row_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    path = PurePosixPath(name)
+    suffix = path.suffix if path.suffix != name else ""
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return f"{stem}~{tag}{suffix}"
 
 
 def shoelace_area(points: list[tuple[float, float]]) -> float:
@@ -144,6 +236,93 @@ def annotation_geometry(rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, 
     return None, "unsupported_kind"
 
 
+def polygon_rle(flat: list[float], height: int, width: int) -> str:
+    """Return the COCO compressed RLE of a polygon, rasterised as pycocotools' rleFrPoly does.
+
+    A port of `rleFrPoly` (maskApi.c), vectorised per edge: the boundary is walked at 5x
+    scale and its crossings of each pixel column's centre become the run boundaries. Gives
+    byte-identical counts to `pycocotools.mask.frPyObjects([flat], h, w)` without depending
+    on pycocotools. The C code's double arithmetic is kept operation for operation.
+    """
+    from labelhaul.maskcodec import rle_string
+
+    h, w = int(height), int(width)
+    k = len(flat) // 2
+    scale = 5.0
+    xy = np.asarray(flat[: 2 * k], dtype=np.float64).reshape(k, 2)
+    # (int)(scale*v + .5): truncation toward zero, as C's cast.
+    x = np.trunc(scale * xy[:, 0] + 0.5).astype(np.int64)
+    y = np.trunc(scale * xy[:, 1] + 0.5).astype(np.int64)
+    x, y = np.append(x, x[:1]), np.append(y, y[:1])
+    xs, xe, ys, ye = x[:-1], x[1:], y[:-1], y[1:]
+    dx, dy = np.abs(xe - xs), np.abs(ys - ye)
+    wide = dx >= dy
+    flip = (wide & (xs > xe)) | (~wide & (ys > ye))
+    xs, xe = np.where(flip, xe, xs), np.where(flip, xs, xe)
+    ys, ye = np.where(flip, ye, ys), np.where(flip, ys, ye)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(
+            wide,
+            np.where(dx > 0, (ye - ys) / np.maximum(dx, 1), 0.0),
+            (xe - xs) / np.maximum(dy, 1),
+        )
+    # Every edge walked at once: point d of edge j, for d in 0..max(dx, dy).
+    n = np.maximum(dx, dy) + 1
+    edge = np.repeat(np.arange(k), n)
+    d = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    span = np.where(wide, dx, dy)[edge]
+    t = np.where(flip[edge], span - d, d)
+    moved = np.trunc(
+        np.where(wide, ys, xs)[edge] + slope[edge] * t.astype(np.float64) + 0.5
+    ).astype(np.int64)
+    along = t + np.where(wide, xs, ys)[edge]
+    u = np.where(wide[edge], along, moved)
+    v = np.where(wide[edge], moved, along)
+    step = u[1:] != u[:-1]
+    cur_u, prev_u = u[1:][step], u[:-1][step]
+    cur_v, prev_v = v[1:][step], v[:-1][step]
+    xd = (np.where(cur_u < prev_u, cur_u, cur_u - 1).astype(np.float64) + 0.5) / scale - 0.5
+    keep = (np.floor(xd) == xd) & (xd >= 0) & (xd <= w - 1)
+    yd = (np.where(cur_v < prev_v, cur_v, prev_v).astype(np.float64) + 0.5) / scale - 0.5
+    yd = np.ceil(np.clip(yd, 0.0, float(h)))
+    bounds = np.sort(np.append(xd[keep].astype(np.int64) * h + yd[keep].astype(np.int64), h * w))
+    diffs = np.diff(bounds, prepend=0)
+    if not (diffs[1:] == 0).any():
+        return rle_string(diffs)  # no empty run to merge over (the common case)
+    deltas = diffs.tolist()
+    counts = [deltas[0]]
+    i = 1
+    while i < len(deltas):
+        if deltas[i] > 0:
+            counts.append(deltas[i])
+            i += 1
+        else:
+            # A zero run: the runs either side of it are one run.
+            i += 1
+            if i < len(deltas):
+                counts[-1] += deltas[i]
+                i += 1
+    return rle_string(counts)
+
+
+def ground_truth_segmentation(
+    rec: Mapping[str, Any], geom: Mapping[str, Any]
+) -> list[list[float]] | None:
+    """Return the polygon that lets a box or a point be read by COCOeval's "segm" mode.
+
+    A box is its rectangle; a point a zero-area triangle on the point (COCO has no point
+    segmentation, and COCOeval reads `segmentation` of every ground-truth annotation).
+    """
+    kind = rec.get("annotation_kind")
+    if kind == "ImageBoundingBox":
+        x, y, bw, bh = (float(v) for v in geom["bbox"])
+        return [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
+    if kind == "ImagePoint":
+        px, py = float(geom["keypoints"][0]), float(geom["keypoints"][1])
+        return [[px, py, px, py, px, py]]
+    return None
+
+
 class _ArrayWriter:
     """Write a JSON array item by item."""
 
@@ -165,10 +344,11 @@ def write_coco(
     path: str | Path,
     images: Iterable[Mapping[str, Any]],
     annotations: Iterable[Mapping[str, Any]],
-    category_map: Mapping[str, int] | None = None,
+    category_map: Mapping[str, Any] | None = None,
     *,
     source: str = "label",
     info: Mapping[str, Any] | None = None,
+    selected_labels: Mapping[str, str] | None = None,
 ) -> CocoSummary:
     """Stream a COCO instances file from `data_rows` and `annotations` table records.
 
@@ -177,18 +357,214 @@ def write_coco(
         images: data_rows records; consecutive records of the same data row (one per project
             or model run) give one image.
         annotations: annotations records; only those with `source == source` are written.
-        category_map: name → id from the previous version (not modified; the updated map is
-            in the returned summary).
+        category_map: category key → {"id", "name"} from the previous version (not
+            modified; the updated map is in the returned summary).
         source: "label" for ground truth (projects, model-run labels).
         info: the COCO `info` section.
+        selected_labels: data row id → the label chosen by the label policy
+            (`labelhaul.labelpolicy.select_labels`); other labels of those rows are left out.
     """
     out = Path(path)
-    cmap = dict(category_map or {})
+    cmap = normalize_category_map(category_map)
     summary = CocoSummary(path=out, category_map=cmap)
     skipped: Counter[str] = Counter()
+    chosen = selected_labels or {}
     with out.open("wb") as fh:
         fh.write(b"{")
         # Sorted keys: the manifest (sorted too) gives the reader the same bytes back.
+        fh.write(b'"info":' + orjson.dumps(dict(info or {}), option=orjson.OPT_SORT_KEYS))
+        fh.write(b',"licenses":[]')
+        arr = _ArrayWriter(fh, "images", first=False)
+        last: str | None = None
+        # Memory: one entry per distinct file name (the names are needed to keep them unique).
+        names: set[str] = set()
+        for img in images:
+            drid = str(img["data_row_id"])
+            if drid == last:
+                continue
+            last = drid
+            name, name_source = file_name_and_source(img)
+            entry: dict[str, Any] = {
+                "id": image_id_for(drid),
+                "file_name": name,
+                "width": img.get("width"),
+                "height": img.get("height"),
+                "data_row_id": drid,
+                "global_key": img.get("global_key"),
+                "coco_url": unsigned_url(img.get("row_data")),
+                "file_name_source": name_source,
+            }
+            if name in names:
+                unique = _suffixed(name, drid)
+                while unique in names:
+                    unique = _suffixed(unique, drid)
+                entry["file_name"] = unique
+                entry["file_name_collision"] = name
+                summary.file_name_collisions += 1
+                name = unique
+            names.add(name)
+            arr.add(entry)
+        del names
+        arr.close()
+        summary.images = arr.n
+        arr = _ArrayWriter(fh, "annotations", first=False)
+        for rec in annotations:
+            if rec.get("source", "label") != source:
+                continue
+            if not is_selected(rec, chosen):
+                summary.labels_not_selected += 1
+                continue
+            geom, reason = annotation_geometry(rec)
+            if geom is None:
+                skipped[reason or "unknown"] += 1
+                continue
+            if "segmentation" not in geom:
+                geom["segmentation"] = ground_truth_segmentation(rec, geom)
+            arr.add(
+                {
+                    "id": arr.n + 1,
+                    "image_id": image_id_for(str(rec["data_row_id"])),
+                    "category_id": category_id_for(category_key(rec), cmap, _category_name(rec)),
+                    "iscrowd": 0,
+                    **geom,
+                    "feature_id": rec.get("feature_id"),
+                    "label_id": rec.get("label_id"),
+                }
+            )
+        arr.close()
+        summary.annotations = arr.n
+        arr = _ArrayWriter(fh, "categories", first=False)
+        for key, cat in sorted(cmap.items(), key=lambda kv: int(kv[1]["id"])):
+            schema = None if key.startswith("name:") else key
+            arr.add(
+                {
+                    "id": cat["id"],
+                    "name": cat["name"],
+                    "supercategory": cat["name"],
+                    "feature_schema_id": schema,
+                }
+            )
+        arr.close()
+        fh.write(b"}\n")
+    summary.skipped = dict(skipped)
+    return summary
+
+
+def write_coco_results(
+    path: str | Path,
+    annotations: Iterable[Mapping[str, Any]],
+    category_map: Mapping[str, Any] | None = None,
+    *,
+    iou_type: str = "bbox",
+    source: str = "prediction",
+) -> CocoSummary:
+    """Stream a COCO detection results list (for `COCO.loadRes`) from prediction records.
+
+    Args:
+        iou_type: "bbox" (boxes, and the boxes of polygons and masks) or "segm" (masks, and
+            polygons rasterised, as compressed RLE). Points and polylines are skipped.
+        category_map: as for `write_coco`; write the results before the ground truth and pass
+            the returned map on, so a class only predicted still gets a category there.
+    """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', not {iou_type!r}")
+    out = Path(path)
+    cmap = normalize_category_map(category_map)
+    summary = CocoSummary(path=out, category_map=cmap)
+    skipped: Counter[str] = Counter()
+    n = 0
+    with out.open("wb") as fh:
+        fh.write(b"[")
+        for rec in annotations:
+            if rec.get("source") != source:
+                continue
+            geom, reason = annotation_geometry(rec)
+            kind = rec.get("annotation_kind")
+            if geom is None:
+                skipped[reason or "unknown"] += 1
+                continue
+            segm_kinds = (MASK_KIND, "ImagePolygon")
+            if kind == "ImagePoint" or (iou_type == "segm" and kind not in segm_kinds):
+                skipped[f"not_{iou_type}"] += 1
+                continue
+            if iou_type == "segm" and kind == "ImagePolygon":
+                h, w = rec.get("image_height"), rec.get("image_width")
+                if h is None or w is None:
+                    skipped["missing_image_size"] += 1
+                    continue
+                # loadRes reads only compressed RLE as segmentation results.
+                geom = {
+                    "segmentation": {
+                        "size": [int(h), int(w)],
+                        "counts": polygon_rle(geom["segmentation"][0], int(h), int(w)),
+                    }
+                }
+            score = rec.get("confidence")
+            item: dict[str, Any] = {
+                "image_id": image_id_for(str(rec["data_row_id"])),
+                "category_id": category_id_for(category_key(rec), cmap, _category_name(rec)),
+                "score": 1.0 if score is None else float(score),
+            }
+            if iou_type == "segm":
+                # No bbox: loadRes would take the bbox branch; it derives bbox/area from RLE.
+                item["segmentation"] = geom["segmentation"]
+            else:
+                item["bbox"] = geom["bbox"]
+            item["feature_id"] = rec.get("feature_id")
+            fh.write((b"\n" if n == 0 else b",\n") + orjson.dumps(item))
+            n += 1
+        fh.write(b"]\n")
+    summary.annotations = n
+    summary.skipped = dict(skipped)
+    return summary
+
+
+def _category_name(rec: Mapping[str, Any]) -> str:
+    return str(rec.get("name") or rec.get("value") or rec.get("feature_schema_id") or "unknown")
+
+
+# --------------------------------------------------------------------------- earlier releases
+
+
+def write_coco_legacy(
+    path: str | Path,
+    images: Iterable[Mapping[str, Any]],
+    annotations: Iterable[Mapping[str, Any]],
+    category_map: Mapping[str, Any] | None = None,
+    *,
+    source: str = "label",
+    info: Mapping[str, Any] | None = None,
+) -> CocoSummary:
+    """Write COCO exactly as releases before schema-keyed categories did.
+
+    Only for rebuilding the COCO file of a delta version those releases landed (its
+    manifest has no `coco` section): the reader checks the rebuilt bytes against the sha256
+    the sync recorded. Category ids by name (max + 1 in order of appearance), file names
+    from the global key or the row data's raw basename, `coco_url` as stored, no
+    segmentation for boxes and points, every label.
+    """
+    out = Path(path)
+    cmap = {str(k): int(v) for k, v in (category_map or {}).items() if isinstance(v, int)}
+
+    def category(name: str) -> int:
+        cid = cmap.get(name)
+        if cid is None:
+            cid = cmap[name] = max(cmap.values(), default=0) + 1
+        return cid
+
+    def file_name(image: Mapping[str, Any]) -> str:
+        if image.get("global_key"):
+            return str(image["global_key"])
+        if image.get("row_data"):
+            name = PurePosixPath(urlsplit(str(image["row_data"])).path).name
+            if name:
+                return name
+        return str(image["data_row_id"])
+
+    summary = CocoSummary(path=out)
+    skipped: Counter[str] = Counter()
+    with out.open("wb") as fh:
+        fh.write(b"{")
         fh.write(b'"info":' + orjson.dumps(dict(info or {}), option=orjson.OPT_SORT_KEYS))
         fh.write(b',"licenses":[]')
         arr = _ArrayWriter(fh, "images", first=False)
@@ -201,7 +577,7 @@ def write_coco(
             arr.add(
                 {
                     "id": image_id_for(drid),
-                    "file_name": file_name_for(img),
+                    "file_name": file_name(img),
                     "width": img.get("width"),
                     "height": img.get("height"),
                     "data_row_id": drid,
@@ -223,7 +599,7 @@ def write_coco(
                 {
                     "id": arr.n + 1,
                     "image_id": image_id_for(str(rec["data_row_id"])),
-                    "category_id": category_id_for(_category_name(rec), cmap),
+                    "category_id": category(_category_name(rec)),
                     "iscrowd": 0,
                     **geom,
                     "feature_id": rec.get("feature_id"),
@@ -239,63 +615,3 @@ def write_coco(
         fh.write(b"}\n")
     summary.skipped = dict(skipped)
     return summary
-
-
-def write_coco_results(
-    path: str | Path,
-    annotations: Iterable[Mapping[str, Any]],
-    category_map: Mapping[str, int] | None = None,
-    *,
-    iou_type: str = "bbox",
-    source: str = "prediction",
-) -> CocoSummary:
-    """Stream a COCO detection results list (for `COCO.loadRes`) from prediction records.
-
-    Args:
-        iou_type: "bbox" (boxes, and the boxes of polygons and masks) or "segm" (masks as
-            compressed RLE). Points and polylines are skipped.
-        category_map: as for `write_coco`; write the results before the ground truth and pass
-            the returned map on, so a class only predicted still gets a category there.
-    """
-    if iou_type not in ("bbox", "segm"):
-        raise ValueError(f"iou_type must be 'bbox' or 'segm', not {iou_type!r}")
-    out = Path(path)
-    cmap = dict(category_map or {})
-    summary = CocoSummary(path=out, category_map=cmap)
-    skipped: Counter[str] = Counter()
-    n = 0
-    with out.open("wb") as fh:
-        fh.write(b"[")
-        for rec in annotations:
-            if rec.get("source") != source:
-                continue
-            geom, reason = annotation_geometry(rec)
-            kind = rec.get("annotation_kind")
-            if geom is None:
-                skipped[reason or "unknown"] += 1
-                continue
-            if kind == "ImagePoint" or (iou_type == "segm" and kind != MASK_KIND):
-                skipped[f"not_{iou_type}"] += 1
-                continue
-            score = rec.get("confidence")
-            item: dict[str, Any] = {
-                "image_id": image_id_for(str(rec["data_row_id"])),
-                "category_id": category_id_for(_category_name(rec), cmap),
-                "score": 1.0 if score is None else float(score),
-            }
-            if iou_type == "segm":
-                # No bbox: loadRes would take the bbox branch; it derives bbox/area from RLE.
-                item["segmentation"] = geom["segmentation"]
-            else:
-                item["bbox"] = geom["bbox"]
-            item["feature_id"] = rec.get("feature_id")
-            fh.write((b"\n" if n == 0 else b",\n") + orjson.dumps(item))
-            n += 1
-        fh.write(b"]\n")
-    summary.annotations = n
-    summary.skipped = dict(skipped)
-    return summary
-
-
-def _category_name(rec: Mapping[str, Any]) -> str:
-    return str(rec.get("name") or rec.get("value") or rec.get("feature_schema_id") or "unknown")

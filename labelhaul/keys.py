@@ -13,6 +13,10 @@ segment goes through `safe_segment` first:
 - Segments longer than `MAX_SEGMENT` keep a readable prefix plus a hash of the whole name.
 
 Full keys are checked by `validate_key`, which refuses what could escape a prefix.
+
+NFC folding means two different global keys (an NFC and an NFD spelling) give one segment,
+and a data row id can equal another row's global key: `mask_dir_names` gives every data row
+of a version its own mask folder all the same (see there).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterable
 
 MAX_SEGMENT = 180
 _SAFE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=+@,")
@@ -115,3 +120,48 @@ def parse_version(version_id: str) -> int:
 def mask_dir_name(global_key: str | None, data_row_id: str) -> str:
     """Return the directory name of a data row's masks: its safe global key, else its id."""
     return safe_segment(global_key) if global_key else safe_segment(data_row_id)
+
+
+def mask_dir_names(rows: Iterable[tuple[str, str | None]]) -> dict[str, str]:
+    """Return data row id -> its mask folder, distinct for every data row.
+
+    Args:
+        rows: (data row id, global key or None) pairs; repeats are fine.
+
+    A folder is `mask_dir_name(global_key, data_row_id)` unless two data rows would share it
+    (NFC and NFD spellings of one key; a row without a global key whose id is another row's
+    global key). Then the rows are ranked — a global key spelled exactly as the folder's
+    name first, then any global key, then the id fallback; ties by data row id — and the
+    first keeps the plain name while every other gets `~` and 12 hex digits of the sha256 of
+    its data row id appended. The rule depends only on the rows that collide, so it is the
+    same in every pull of a version.
+    """
+    keys: dict[str, str | None] = {}
+    for data_row_id, global_key in rows:
+        keys.setdefault(data_row_id, global_key)
+    groups: dict[str, list[str]] = {}
+    for data_row_id, global_key in keys.items():
+        groups.setdefault(mask_dir_name(global_key, data_row_id), []).append(data_row_id)
+    out: dict[str, str] = {}
+    used = set(groups)
+    for base, members in groups.items():
+        if len(members) == 1:
+            out[members[0]] = base
+            continue
+
+        def rank(drid: str, base: str = base) -> tuple[int, str]:
+            gk = keys[drid]
+            if gk and safe_segment(gk) == base and unicodedata.is_normalized("NFC", gk):
+                return (0, drid)
+            return (1 if gk else 2, drid)
+
+        first, *others = sorted(members, key=rank)
+        out[first] = base
+        for drid in others:
+            tag = hashlib.sha256(drid.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+            name = f"{base}~{tag}"
+            while name in used:
+                name = f"{name}~{tag}"
+            used.add(name)
+            out[drid] = name
+    return out

@@ -345,12 +345,14 @@ class AssembledVersion:
     content_digest: str
     coco: Path
     coco_results: dict[str, Path]  # iou type -> detection results file (model runs)
-    category_map: dict[str, int]
+    category_map: dict[str, dict[str, Any]]  # category key -> {"id", "name"} (labelhaul.coco)
     coco_skipped: dict[str, int]
     counts_by_kind: dict[str, int]
     counts_by_class: dict[str, int]
     coco_info: dict[str, Any] = field(default_factory=dict)
     delta: DeltaSegment | None = None  # set when the version lands as a delta on its parent
+    # What the training outputs hold (manifest `coco`): label policy, labels left out, ...
+    coco_facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -402,11 +404,12 @@ def assemble_version(
     *,
     parent_tables: dict[str, Path] | None = None,
     replaced_data_row_ids: set[str] | None = None,
-    category_map: dict[str, int] | None = None,
+    category_map: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
     parent_manifest: dict[str, Any] | None = None,
     max_segments: int = 8,
     compact_fraction: float = 0.25,
+    label_policy: str = "benchmark",
 ) -> AssembledVersion:
     """Write the version's tables and COCO files from the staged parts (and the parent's).
 
@@ -418,8 +421,13 @@ def assemble_version(
     (labelhaul.segments): unless the parent's chain is due for compaction, the version lands
     as the parent's segments plus that delta, so a nightly run uploads only what changed.
     The whole merged tables are still written here: digests, counts and COCO come from them.
+
+    `label_policy` (labelhaul.labelpolicy) picks the label of a data row with several that
+    COCO holds; the tables keep every label. A policy other than the default is part of the
+    content digest, so changing it makes a new version.
     """
     from labelhaul.coco import write_coco, write_coco_results
+    from labelhaul.labelpolicy import DEFAULT_LABEL_POLICY, parse_label_policy
     from labelhaul.tables import (
         TableSink,
         apply_mask_results,
@@ -467,6 +475,8 @@ def assemble_version(
 
     kinds, classes, has_predictions = _annotation_counts(paths["annotations"])
 
+    policy = parse_label_policy(label_policy)
+    selected = select_labels_in(paths.get("labels"), policy)
     cmap = dict(category_map or {})
     coco_results: dict[str, Path] = {}
     if has_predictions:
@@ -487,12 +497,16 @@ def assemble_version(
         iter_parquet_records(paths["annotations"]),
         cmap,
         info=info,
+        selected_labels=selected,
     )
+    content = dict(digests)
+    if policy is not DEFAULT_LABEL_POLICY:
+        content["coco.label_policy"] = policy.value
     return AssembledVersion(
         tables=dict(paths),
         counts=counts,
         table_digests=digests,
-        content_digest=dataset_digest(digests),
+        content_digest=dataset_digest(content),
         coco=coco_path,
         coco_results=coco_results,
         category_map=summary.category_map,
@@ -501,7 +515,38 @@ def assemble_version(
         counts_by_class=classes,
         coco_info=dict(info or {}),
         delta=delta,
+        coco_facts={
+            "label_policy": policy.value,
+            "data_rows_with_several_labels": len(selected),
+            "annotations_of_other_labels": summary.labels_not_selected,
+            "file_name_collisions": summary.file_name_collisions,
+            "category_ids": "feature_schema_id",
+        },
     )
+
+
+def select_labels_in(labels_table: Path | None, policy: str) -> dict[str, str]:
+    """Return data row id -> chosen label id from a `labels` Parquet table (see labelpolicy).
+
+    Reads only the policy's columns, twice at most; a table without them (older versions)
+    chooses nothing.
+    """
+    import pyarrow.parquet as pq
+
+    from labelhaul.labelpolicy import LABEL_POLICY_COLUMNS, select_labels_from
+
+    if labels_table is None or not Path(labels_table).exists():
+        return {}
+    pf = pq.ParquetFile(str(labels_table))
+    columns = [c for c in LABEL_POLICY_COLUMNS if c in pf.schema_arrow.names]
+    if "label_id" not in columns or "data_row_id" not in columns:
+        return {}
+
+    def read() -> Iterator[dict[str, Any]]:
+        for batch in pf.iter_batches(columns=columns, batch_size=10_000):
+            yield from batch.to_pylist()
+
+    return select_labels_from(policy, read)
 
 
 def _plan_delta(
@@ -690,6 +735,7 @@ def land_version(
             {"role": "coco", "name": "instances", "sha256": sha, "bytes": size, "from": "tables"}
         ]
     fields["coco_info"] = assembled.coco_info
+    fields["coco"] = assembled.coco_facts
     for iou_type, path in sorted(assembled.coco_results.items()):
         writer.add_file("coco", path, f"results-{iou_type}", ".json", name=f"results_{iou_type}")
     raw = staging / "raw-export.ndjson.gz"

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import weakref
@@ -30,7 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelhaul.errors import NotFoundError, StoreError
-from labelhaul.keys import mask_dir_name, safe_segment
+from labelhaul.keys import mask_dir_names, safe_segment
+from labelhaul.labelpolicy import is_selected
 from labelhaul.segments import (
     entry_segment,
     is_single_file,
@@ -192,7 +194,7 @@ class Dataset:
         return self.local_file(self.file_entry("coco", name, version))
 
     def _derived_coco(self, manifest: Mapping[str, Any], entry: Mapping[str, Any]) -> Path:
-        from labelhaul.coco import write_coco
+        from labelhaul.coco import write_coco, write_coco_legacy
         from labelhaul.store import file_sha256
         from labelhaul.tables import iter_parquet_records
 
@@ -201,13 +203,23 @@ class Dataset:
             return path
         version = str(manifest["version_id"])
         tmp = path.with_name(path.name + ".part")
-        write_coco(
-            tmp,
-            iter_parquet_records(self.table_path("data_rows", version)),
-            iter_parquet_records(self.table_path("annotations", version)),
-            dict(manifest.get("category_map") or {}),
-            info=dict(manifest.get("coco_info") or {}),
-        )
+        data_rows = iter_parquet_records(self.table_path("data_rows", version))
+        annotations = iter_parquet_records(self.table_path("annotations", version))
+        category_map = dict(manifest.get("category_map") or {})
+        info = dict(manifest.get("coco_info") or {})
+        if "coco" in manifest:
+            write_coco(
+                tmp,
+                data_rows,
+                annotations,
+                category_map,
+                info=info,
+                selected_labels=self.selected_labels(version),
+            )
+        else:
+            # Landed before schema-keyed categories (no `coco` section): rebuild it the way
+            # that release wrote it, or its recorded digest could never match.
+            write_coco_legacy(tmp, data_rows, annotations, category_map, info=info)
         sha, size = file_sha256(tmp)
         if sha != entry.get("sha256") or size != entry.get("bytes"):
             tmp.unlink(missing_ok=True)
@@ -219,6 +231,20 @@ class Dataset:
             )
         os.replace(tmp, path)
         return path
+
+    def selected_labels(self, version: str = "latest") -> dict[str, str]:
+        """Return data row id -> the label the version's label policy chose for its outputs.
+
+        Only data rows with several labels are listed; versions made before label policies
+        existed used every label (an empty map).
+        """
+        from labelhaul.pipeline import select_labels_in
+
+        manifest = self.manifest(version)
+        policy = (manifest.get("coco") or {}).get("label_policy") or "all"
+        if policy == "all" or "labels" not in table_names(manifest):
+            return {}
+        return select_labels_in(self.table_path("labels", version), str(policy))
 
     def coco(self, version: str = "latest", name: str = "instances") -> dict[str, Any]:
         """Return the COCO file `name` of a version, parsed."""
@@ -343,18 +369,77 @@ def _file_shas(manifest: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, 
 # ---------------------------------------------------------------------- pull
 
 
+_DISAMBIGUATED = re.compile(r"~[0-9a-f]{12}$")  # the suffix keys.mask_dir_names appends
+PULL_RECORD = ".labelhaul-pull.json"  # what a pull wrote: the next pull removes what is stale
+MASK_FOLDERS = "mask_folders.json"  # data row id -> its folder under masks/
+
+
+def _temp_beside(path: Path) -> Path:
+    # A name of its own per writer: two workers writing one target never rename each
+    # other's temporary file away (the last complete write wins).
+    fd, name = tempfile.mkstemp(prefix=f".{path.name[:60]}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = _temp_beside(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    tmp = _temp_beside(dest)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _previous_pull(out: Path) -> set[str]:
+    """Return the files a previous pull into `out` recorded (relative paths), or none."""
+    try:
+        record = json.loads((out / PULL_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    files = record.get("files") if isinstance(record, dict) else None
+    return {str(f) for f in files} if isinstance(files, list) else set()
+
+
+def _remove_stale(out: Path, stale: set[str]) -> int:
+    """Delete files an earlier pull wrote and this one did not; return how many.
+
+    Only recorded relative paths inside `out` are touched, and a directory is removed only
+    when that leaves it empty (a user's own file in it keeps it).
+    """
+    root = out.resolve()
+    removed = 0
+    parents: set[Path] = set()
+    for rel in sorted(stale):
+        if (out / rel).is_symlink():
+            continue  # not something a pull writes: a user's link stays
+        path = (out / rel).resolve()
+        if root not in path.parents or not path.is_file():
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+        parents.add(path.parent)
+    for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: something else lives there
+            folder = folder.parent
+    return removed
 
 
 def pull_version(
@@ -364,14 +449,27 @@ def pull_version(
 
     Layout: `DIR/manifest.json`, `DIR/tables/<table>.parquet`, `DIR/coco/<name>.json`
     (`instances.json`), other files under `DIR/<role>/`, and full-size 8-bit masks (0/255)
-    at `DIR/masks/<safe global key or data row id>/<safe feature id>.png`.
+    at `DIR/masks/<folder>/<safe feature id>.png`, where the folder is the safe global key
+    or data row id, disambiguated when two data rows would share one
+    (`keys.mask_dir_names`); `DIR/mask_folders.json` maps every data row id to its folder.
+    Masks follow the version's label policy, as COCO does (one label per data row).
+
+    Pulling into a folder that holds an earlier pull leaves exactly this version's files:
+    what the earlier pull wrote (listed in `DIR/.labelhaul-pull.json`) and this one did not
+    is removed. Nothing else in `DIR` is touched.
     """
     from PIL import Image
 
     out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = _previous_pull(out)
+    # A folder pulled by a labelhaul that kept no record: its stale files cannot be told
+    # from a user's, so they stay; say so.
+    unrecorded = not previous and (out / "manifest.json").exists()
     manifest = ds.manifest(version)
     version_id = manifest["version_id"]
     summary: dict[str, Any] = {"version_id": version_id, "dir": str(out), "files": [], "masks": 0}
+    written: set[str] = set()
     for name in table_names(manifest):
         # One file per table, whatever the stored layout (segments are merged).
         target = out / "tables" / f"{safe_segment(name)}.parquet"
@@ -390,24 +488,50 @@ def pull_version(
         _copy_atomic(source, target)
         summary["files"].append(str(target.relative_to(out)))
     _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+    written.update(summary["files"])
+    written.add("manifest.json")
 
     has_annotations = "annotations" in table_names(manifest)
     if masks and has_annotations:
+        chosen = ds.selected_labels(version_id)
+        present = pq.read_schema(ds.table_path("annotations", version_id)).names
+        columns = [c for c in (*MASK_COLUMNS, "label_id", "source") if c in present]
 
-        def write_mask(row: dict[str, Any]) -> None:
+        def mask_rows() -> Iterator[list[dict[str, Any]]]:
+            for batch in ds.iter_table("annotations", version_id, columns=columns, batch_size=256):
+                rows = batch.to_pylist()
+                yield [r for r in rows if r.get("mask_sha256") and is_selected(r, chosen)]
+
+        # Memory: one folder name per data row with masks.
+        folders = mask_dir_names(
+            (str(r["data_row_id"]), r.get("global_key")) for rows in mask_rows() for r in rows
+        )
+
+        def write_mask(row: dict[str, Any]) -> str:
             full = mask_from_blob(ds.store.read_blob(str(row["mask_sha256"])), row)
-            folder = mask_dir_name(row.get("global_key"), str(row["data_row_id"]))
             buffer = io.BytesIO()
             Image.fromarray(full).save(buffer, format="PNG", compress_level=1)
-            target = out / "masks" / folder / f"{safe_segment(str(row['feature_id']))}.png"
-            _write_atomic(target, buffer.getvalue())
+            folder = folders[str(row["data_row_id"])]
+            rel = f"masks/{folder}/{safe_segment(str(row['feature_id']))}.png"
+            _write_atomic(out / rel, buffer.getvalue())
+            return rel
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for batch in ds.iter_table(
-                "annotations", version_id, columns=list(MASK_COLUMNS), batch_size=256
-            ):
-                rows = [r for r in batch.to_pylist() if r.get("mask_sha256")]
+            for rows in mask_rows():
                 # One batch at a time: at most `batch_size` full-size masks in flight.
-                list(pool.map(write_mask, rows))
+                written.update(pool.map(write_mask, rows))
                 summary["masks"] += len(rows)
+        _write_atomic(out / MASK_FOLDERS, json.dumps(folders, indent=1, sort_keys=True).encode())
+        written.add(MASK_FOLDERS)
+        summary["mask_folders_disambiguated"] = sum(
+            1 for f in folders.values() if _DISAMBIGUATED.search(f)
+        )
+    summary["stale_removed"] = _remove_stale(out, previous - written)
+    if unrecorded:
+        summary["stale_unknown"] = (
+            "DIR held a pull without a .labelhaul-pull.json record: files of that pull that "
+            "this version lacks were left; pull into an empty folder once to start clean."
+        )
+    record = {"version_id": version_id, "files": sorted(written)}
+    _write_atomic(out / PULL_RECORD, json.dumps(record, indent=1).encode())
     return summary

@@ -751,6 +751,7 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
     if isinstance(masks, Mapping):
         lines += ["", "## Masks", ""]
         lines += [f"- {k}: {_json_inline(masks[k])}" for k in sorted(masks)]
+    lines += _coco_card_lines(manifest)
     changes = manifest.get("changes")
     if changes:
         lines += ["", f"## Changes since {manifest.get('parent_version_id') or 'nothing'}", ""]
@@ -816,3 +817,38 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+_LABEL_POLICY_TEXT = {
+    "benchmark": "the benchmark reference label, else the highest consensus score, else the latest",
+    "consensus": "the highest consensus score, else the latest",
+    "latest": "the latest label",
+    "all": "every label (objects of all labels on one image)",
+}
+
+
+def _coco_card_lines(manifest: Mapping[str, Any]) -> list[str]:
+    """Say what the training outputs hold: which label per data row, names, category ids."""
+    coco = manifest.get("coco")
+    if not isinstance(coco, Mapping):
+        return []
+    policy = str(coco.get("label_policy"))
+    lines = ["", "## Training outputs (COCO, pulled masks)", ""]
+    lines.append(
+        f"- Label policy `{policy}`: a data row with several labels contributes "
+        f"{_LABEL_POLICY_TEXT.get(policy, policy)}; the tables keep every label."
+    )
+    lines.append(
+        f"- Data rows with several labels: {coco.get('data_rows_with_several_labels', 0)}; "
+        f"annotations of the labels left out: {coco.get('annotations_of_other_labels', 0)}."
+    )
+    lines.append(
+        "- `images[].file_name`: global key, else external id, else the row data's file name; "
+        f"{coco.get('file_name_collisions', 0)} made unique with a `~<hash>` suffix "
+        "(`file_name_collision` holds the plain name)."
+    )
+    lines.append(
+        "- Category ids derive from `feature_schema_id` (the same in every version and in "
+        "the project's model runs); they are not contiguous."
+    )
+    return lines

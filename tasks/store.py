@@ -91,6 +91,7 @@ def assemble_task(
         parent_manifest=parent_manifest if incremental else None,
         max_segments=settings.max_table_segments,
         compact_fraction=settings.compact_fraction,
+        label_policy=settings.label_policy,
     )
 
 

@@ -221,6 +221,7 @@ class EmulatorServer:
         self._tasks: dict[str, ExportTask] = {}
         self._chunk_cache: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._synthetic_count = 0
+        self._case_specs: dict[str, SyntheticSpec] = {}  # add_training_cases_project
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._seed_ids: tuple[str, str] | None = None
@@ -386,6 +387,8 @@ class EmulatorServer:
     def synthetic_spec(self, project_id: str) -> SyntheticSpec:
         """Return the spec of a synthetic project (for `synthetic.ground_truth_masks`)."""
         src = self._sources.get(project_id)
+        if project_id in self._case_specs:
+            return self._case_specs[project_id]
         if not isinstance(src, SyntheticSource):
             raise KeyError(f"{project_id} is not a synthetic project of this emulator")
         return src.spec
@@ -453,6 +456,27 @@ class EmulatorServer:
         return self._register(
             FileSource(Path(export_path), Path(masks_dir) if masks_dir is not None else None)
         )
+
+    def add_training_cases_project(self, seed: int = 0, width: int = 64, height: int = 48) -> str:
+        """Add a project of the shapes training outputs must get right; return its id.
+
+        Consensus labels on one row, rows without global keys behind signed Labelbox-hosted
+        URLs, colliding file names, NFC/NFD spellings of one key, an id equal to another
+        row's key: see `labelhaul.emulator.cases`. Its spec is `synthetic_spec(id)`.
+        """
+        from labelhaul.emulator.cases import training_case_rows
+
+        with self._lock:
+            self._synthetic_count += 1
+            number = self._synthetic_count
+        spec = SyntheticSpec.make(
+            n_rows=0, instances=2, seed=seed, width=width, height=height, number=number
+        )
+        source = InMemorySource(
+            PROJECT, spec.project_id, f"Training cases {spec.tag}", training_case_rows(spec)
+        )
+        self._case_specs[spec.project_id] = spec
+        return self._register(source)
 
     def add_error_lines(self, source_id: str, lines: list[dict[str, Any]]) -> None:
         """Append lines to the ERRORS stream of future exports of a project or model run."""

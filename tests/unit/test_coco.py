@@ -102,7 +102,9 @@ def test_project_coco_loads_in_pycocotools_with_decodable_rle(tmp_path: Path) ->
         "mask",
         "mask_with_text_subclass",
     }
-    assert summary.category_map == {c["name"]: c["id"] for c in coco.cats.values()}
+    assert {k: v["id"] for k, v in summary.category_map.items()} == {
+        c["feature_schema_id"]: c["id"] for c in coco.cats.values()
+    }
     by_feature = {a["feature_id"]: a for a in coco.anns.values()}
     assert all(a["iscrowd"] == 0 for a in coco.anns.values())
 
@@ -132,19 +134,17 @@ def test_shoelace_area() -> None:
 
 def test_category_ids_are_stable_across_versions(tmp_path: Path) -> None:
     row = _parse(seed.sample_project_export())
-    previous = {"polygon": 2, "point": 7, "retired_class": 3}
+    previous = {"csomeretiredschema00000000": {"id": 3, "name": "retired_class"}}
     summary = write_coco(
         tmp_path / "v2.json", row.tables["data_rows"], row.tables["annotations"], previous
     )
-    assert previous == {"polygon": 2, "point": 7, "retired_class": 3}  # not mutated
+    assert previous == {"csomeretiredschema00000000": {"id": 3, "name": "retired_class"}}
     cmap = summary.category_map
-    assert (cmap["polygon"], cmap["point"], cmap["retired_class"]) == (2, 7, 3)
-    new = sorted(v for k, v in cmap.items() if k not in previous)
-    assert new == list(range(8, 8 + len(new)))
-    # Order of first appearance decides new ids: boxes come first in the export.
-    assert cmap["bounding_box"] == 8
+    assert cmap["csomeretiredschema00000000"]["id"] == 3
     coco = COCO(str(tmp_path / "v2.json"))
-    assert {c["name"]: c["id"] for c in coco.cats.values()} == cmap  # retired class kept
+    assert {c["feature_schema_id"]: c["id"] for c in coco.cats.values()} == {
+        k: v["id"] for k, v in cmap.items()
+    }  # retired class kept
     # The next version, given this map, changes no id.
     again = write_coco(
         tmp_path / "v3.json", row.tables["data_rows"], row.tables["annotations"], cmap
@@ -177,7 +177,9 @@ def test_model_run_ground_truth_and_results_load_in_pycocotools(tmp_path: Path) 
     assert sorted(scores.values()) == [0.25, 1.0, 1.0, 1.0]
     assert {a["image_id"] for a in dets.anns.values()} == set(coco.getImgIds())
     segm = coco.loadRes(str(tmp_path / "segm.json"))
-    (mask_det,) = segm.anns.values()
+    # The prediction's mask and its polygon (rasterised to RLE); no box, point or line.
+    assert len(segm.anns) == 2
+    (mask_det,) = [a for a in segm.anns.values() if a["area"] == int(_instance_mask(2).sum())]
     # The prediction's mask is the third mask of the row (after the two label masks).
     assert mask_det["area"] == int(_instance_mask(2).sum())
     assert np.array_equal(segm.annToMask(mask_det), _instance_mask(2))
@@ -212,7 +214,7 @@ def test_coco_streams_from_parquet_tables_and_is_reproducible(tmp_path: Path) ->
             tmp_path / name,
             iter_parquet_records(paths["data_rows"], batch_size=2),
             iter_parquet_records(paths["annotations"], batch_size=7),
-            {"polygon": 1},
+            {"csomeschema": {"id": 1, "name": "polygon"}},
             info={"version": "v000001"},
         )
         return (tmp_path / name).read_bytes()
@@ -221,10 +223,11 @@ def test_coco_streams_from_parquet_tables_and_is_reproducible(tmp_path: Path) ->
     assert write("b.json") == first  # content-named files need stable bytes
     coco = COCO(str(tmp_path / "a.json"))
     assert len(coco.imgs) == 3 and len(coco.anns) == 3 * 11
-    # No global key: the file name falls back to the row data's basename.
-    assert {img["file_name"] for img in coco.imgs.values()} == {
-        "2560px-Kitano_Street_Kobe01s5s4110.jpeg"
-    }
+    # No global key: the file name falls back to the row data's basename, made unique.
+    names = sorted(img["file_name"] for img in coco.imgs.values())
+    assert len(set(names)) == 3
+    assert "2560px-Kitano_Street_Kobe01s5s4110.jpeg" in names
+    assert all(n.startswith("2560px-Kitano_Street_Kobe01s5s4110") for n in names)
     assert coco.dataset["info"] == {"version": "v000001"}
     for img_id in coco.getImgIds():
         assert len(coco.getAnnIds(imgIds=[img_id])) == 11
