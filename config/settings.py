@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         "process start-up per sync. Unset: processes when a run has at least "
         "4 mask parts, threads for smaller runs. Ignored when a Dask scheduler is configured.",
     )
+    max_mask_error_fraction: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Fail the run when more than this fraction of mask instances failed for "
+        "good (bad PNG, 404, empty); 1.0 tolerates any number, each one an error record and "
+        "an invalid row. Transient failures (5xx, timeouts) always fail the run.",
+    )
     max_table_segments: int = Field(
         default=8,
         ge=1,

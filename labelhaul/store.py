@@ -737,6 +737,19 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
             lines += ["", f"## {name.replace('_', ' ').capitalize()}", ""]
             rows: list[tuple[Any, Any]] = sorted(value.items(), key=lambda kv: str(kv[0]))
             lines += _md_table(["key", "count"], rows)
+    coco = manifest.get("coco")
+    if isinstance(coco, Mapping) and isinstance(coco.get("skipped"), Mapping):
+        skipped = coco["skipped"]
+        lines += ["", "## Left out of COCO", ""]
+        if skipped:
+            lines.append(
+                "Objects in the tables but not in `coco/instances`, by reason (failed masks "
+                "and invalid objects have `valid` false and `error_kind` set in `annotations`):"
+            )
+            lines.append("")
+            lines += _md_table(["reason", "count"], sorted(skipped.items()))
+        else:
+            lines.append("none")
     masks = manifest.get("masks")
     if isinstance(masks, Mapping):
         lines += ["", "## Masks", ""]
