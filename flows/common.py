@@ -32,7 +32,7 @@ from prefect.runtime import flow_run
 from config import Settings
 from labelhaul.export_params import DateRange, ExportFilters, ExportParams
 from labelhaul.keys import safe_segment
-from labelhaul.pipeline import read_errors
+from labelhaul.pipeline import check_mask_failures, read_errors
 from labelhaul.tables import compute_watermark, parse_timestamp
 from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
@@ -262,6 +262,7 @@ def run_sync(
                     watermark.get("value"),
                     overlap,
                 )
+            export_started = datetime.now(UTC)  # the watermark never passes it
             jobs = start_export_task(
                 settings,
                 project_id=dataset_id if kind == "project" else None,
@@ -272,7 +273,7 @@ def run_sync(
             record["export_task_ids"] = [j.task_id for j in jobs]
             wait_export_task(settings, jobs)
             lap("export_wait")
-            summary = stage_export_task(settings, jobs, staging)
+            summary = stage_export_task(settings, jobs, staging, export_started)
             lap("export_stream")
 
             mask_parts = [
@@ -319,6 +320,12 @@ def run_sync(
             if not total:
                 update_progress_artifact(progress_id, 100.0)
             lap("masks")
+            check_mask_failures(
+                staging,
+                summary.mask_instances,
+                max_permanent_fraction=settings.max_mask_error_fraction,
+                latest=parent.version_id if parent else None,
+            )
 
             info = {
                 "description": f"labelhaul dataset of {kind} {dataset_id}",
@@ -360,6 +367,7 @@ def run_sync(
                 "watermark": new_watermark.to_dict(),
                 "category_map": assembled.category_map,
                 "masks": {"instances": mask_instances, "errors": mask_errors},
+                "coco": {"skipped": assembled.coco_skipped},
                 "errors_by_kind": errors_by_kind,
                 "run_id": run_id,
                 "flow_run_id": str(flow_run.id) if flow_run.id else None,
@@ -379,6 +387,7 @@ def run_sync(
             counts=assembled.counts,
             counts_by_kind=assembled.counts_by_kind,
             errors_by_kind=errors_by_kind,
+            coco_skipped=assembled.coco_skipped,
             rows_exported=summary.rows,
         )
         _report(dataset_id, store, record, staging, timings)
@@ -453,6 +462,8 @@ def _report(
         + _md_counts("Objects by kind", record.get("counts_by_kind") or {})
         + "\n"
         + _md_counts("Errors by kind", record.get("errors_by_kind") or {})
+        + "\n"
+        + _md_counts("Skipped in COCO", record.get("coco_skipped") or {})
         + "\n"
         + _md_counts("Seconds per stage", timings)
     )

@@ -25,6 +25,7 @@ import gzip
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ class StageSummary:
     records_by_table: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     max_last_activity_at: str | None = None
+    duplicates: int = 0  # data rows exported more than once (the later copy kept)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,7 +108,7 @@ def read_ndjson(path: Path) -> Iterator[Any]:
 
 
 class _PartWriter:
-    """Writes one part's records and mask jobs."""
+    """Writes one part's records and mask jobs, each tagged with its line's offset."""
 
     def __init__(self, parts_dir: Path, index: int) -> None:
         self.name = f"part-{index:06d}"
@@ -117,13 +119,15 @@ class _PartWriter:
         self.rows = 0
         self.composites = 0
 
-    def add(self, tables: dict[str, list[dict[str, Any]]], jobs: list[MaskJob]) -> None:
+    def add(
+        self, tables: dict[str, list[dict[str, Any]]], jobs: list[MaskJob], offset: int
+    ) -> None:
         for table, records in tables.items():
             for record in records:
-                self._records.write(_dumps([table, record]))
+                self._records.write(_dumps([table, record, offset]))
                 self._records.write(b"\n")
         for job in jobs:
-            self._jobs.write(_dumps(job_to_dict(job)))
+            self._jobs.write(_dumps({**job_to_dict(job), "row_offset": offset}))
             self._jobs.write(b"\n")
         self.rows += 1
         self.composites += len(jobs)
@@ -133,6 +137,11 @@ class _PartWriter:
         self._jobs.close()
 
 
+SUPERSEDED = "superseded.ndjson"
+# Clocks differ a little between Labelbox and here; beyond this a timestamp is out of range.
+CLOCK_SKEW = timedelta(hours=1)
+
+
 def stage_export(
     lines: Iterable[tuple[int, bytes]],
     staging: Path,
@@ -140,8 +149,13 @@ def stage_export(
     part_composites: int = 100,
     part_rows: int = 2000,
     on_row: Callable[[int], None] | None = None,
+    not_after: datetime | None = None,
 ) -> StageSummary:
     """Stream the RESULT lines into the staging directory, part by part.
+
+    A data row exported twice (a retried or split export) lands once: the later copy wins,
+    the earlier one is listed in `superseded.ndjson` (left out of tables and the mask stage),
+    and a `duplicate_data_row` warning names both offsets.
 
     Args:
         lines: (byte offset, raw line) pairs as the export reader yields them.
@@ -149,9 +163,13 @@ def stage_export(
         part_composites: cut a part once it holds this many composite masks.
         part_rows: cut a part once it holds this many data rows.
         on_row: called with the running row count (progress reporting).
+        not_after: when the export was started. The watermark never passes it (a row
+            stamped later would make every later incremental run skip what changed
+            meanwhile); a row stamped more than `CLOCK_SKEW` after it, or with a timestamp
+            that does not parse, gets a `timestamp_out_of_range` warning and no say in it.
     """
     from labelhaul.rows import parse_export_line
-    from labelhaul.tables import compute_watermark
+    from labelhaul.tables import compute_watermark, format_timestamp, parse_timestamp
 
     staging.mkdir(parents=True, exist_ok=True)
     parts_dir = staging / "parts"
@@ -159,37 +177,90 @@ def stage_export(
     summary = StageSummary()
     ids_file = open(staging / "data_row_ids.txt", "w", encoding="utf-8")  # noqa: SIM115
     errors_file = open(staging / "errors.ndjson", "ab")  # noqa: SIM115
+    superseded_file = open(staging / SUPERSEDED, "wb")  # noqa: SIM115
     raw = gzip.GzipFile(staging / "raw-export.ndjson.gz", "wb", compresslevel=6, mtime=0)
     part: _PartWriter | None = None
+    # data row id -> (offset, composites, instances) of the copy staged (one entry per row,
+    # as the incremental merge's id set holds anyway).
+    seen: dict[str, tuple[int, int, int]] = {}
+    limit = not_after.astimezone(UTC) if not_after is not None else None
+
+    def warn(err: ErrorRecord) -> None:
+        summary.errors += 1
+        errors_file.write(_dumps(err.to_dict()) + b"\n")
+
     try:
         for offset, line in lines:
             raw.write(line if line.endswith(b"\n") else line + b"\n")
             parsed = parse_export_line(line, offset)
             if isinstance(parsed, ErrorRecord):
                 summary.bad_lines += 1
-                summary.errors += 1
-                errors_file.write(_dumps(parsed.to_dict()) + b"\n")
+                warn(parsed)
                 continue
+            n_instances = sum(len(j.instances) for j in parsed.mask_jobs)
+            earlier = seen.get(parsed.data_row_id)
+            if earlier is not None:
+                superseded_file.write(
+                    _dumps({"data_row_id": parsed.data_row_id, "offset": earlier[0]}) + b"\n"
+                )
+                summary.duplicates += 1
+                summary.composites -= earlier[1]
+                summary.mask_instances -= earlier[2]
+                warn(
+                    ErrorRecord(
+                        "export",
+                        "duplicate_data_row",
+                        f"data row {parsed.data_row_id} is in the export twice (bytes "
+                        f"{earlier[0]} and {offset}): the later copy is kept",
+                        data_row_id=parsed.data_row_id,
+                        global_key=parsed.global_key,
+                        offset=offset,
+                        extra={"earlier_offset": earlier[0]},
+                        severity="warning",
+                    )
+                )
+            seen[parsed.data_row_id] = (offset, len(parsed.mask_jobs), n_instances)
             if part is None:
                 part = _PartWriter(parts_dir, len(summary.parts) + 1)
                 summary.parts.append(part.name)
-            part.add(parsed.tables, parsed.mask_jobs)
-            ids_file.write(parsed.data_row_id + "\n")
+            part.add(parsed.tables, parsed.mask_jobs, offset)
+            if earlier is None:
+                ids_file.write(parsed.data_row_id + "\n")
             summary.rows += 1
             summary.composites += len(parsed.mask_jobs)
-            summary.mask_instances += sum(len(j.instances) for j in parsed.mask_jobs)
+            summary.mask_instances += n_instances
             for table, records in parsed.tables.items():
                 summary.records_by_table[table] = summary.records_by_table.get(table, 0) + len(
                     records
                 )
             for err in parsed.errors:
-                summary.errors += 1
-                errors_file.write(_dumps(err.to_dict()) + b"\n")
-            if parsed.last_activity_at:
-                # Instants, not strings: offsets and precision vary between rows.
-                summary.max_last_activity_at = compute_watermark(
-                    [parsed.last_activity_at], summary.max_last_activity_at
-                ).value
+                warn(err)
+            stamp = parsed.last_activity_at
+            if stamp:
+                when = parse_timestamp(stamp)
+                if when is None or (limit is not None and when > limit + CLOCK_SKEW):
+                    why = "does not parse" if when is None else "is after the export started"
+                    warn(
+                        ErrorRecord(
+                            "export",
+                            "timestamp_out_of_range",
+                            f"last_activity_at {stamp!r} of data row {parsed.data_row_id} {why}"
+                            + (f" ({format_timestamp(limit)})" if limit and when else "")
+                            + ": it does not move the incremental watermark",
+                            data_row_id=parsed.data_row_id,
+                            global_key=parsed.global_key,
+                            offset=offset,
+                            extra={"last_activity_at": stamp},
+                            severity="warning",
+                        )
+                    )
+                else:
+                    if limit is not None and when > limit:
+                        stamp = format_timestamp(limit)  # within the skew: clamp
+                    # Instants, not strings: offsets and precision vary between rows.
+                    summary.max_last_activity_at = compute_watermark(
+                        [stamp], summary.max_last_activity_at
+                    ).value
             if on_row is not None:
                 on_row(summary.rows)
             if part.composites >= part_composites or part.rows >= part_rows:
@@ -201,7 +272,13 @@ def stage_export(
         raw.close()
         ids_file.close()
         errors_file.close()
+        superseded_file.close()
     return summary
+
+
+def read_superseded(staging: Path) -> set[tuple[str, int]]:
+    """Return the (data row id, offset) of the copies a later copy of the row replaces."""
+    return {(str(d["data_row_id"]), int(d["offset"])) for d in read_ndjson(staging / SUPERSEDED)}
 
 
 def export_error_record(line: bytes, offset: int) -> ErrorRecord:
@@ -271,7 +348,13 @@ class MaskPartSummary:
 
 
 def part_jobs(staging: Path, part: str) -> list[MaskJob]:
-    return [job_from_dict(d) for d in read_ndjson(staging / "parts" / f"{part}.jobs.ndjson")]
+    """Return one part's mask jobs, less those of data row copies a later copy replaces."""
+    dropped = read_superseded(staging)
+    return [
+        job_from_dict(d)
+        for d in read_ndjson(staging / "parts" / f"{part}.jobs.ndjson")
+        if (d["data_row_id"], d.get("row_offset")) not in dropped
+    ]
 
 
 def write_mask_results(
@@ -289,13 +372,99 @@ def write_mask_results(
     return n, append_errors(staging, errors)
 
 
+# Mask records that end an instance without a mask (the others say "using the instance mask").
+_FINAL_WARNINGS = frozenset({"mask_empty"})
+
+
+def _is_final_mask_failure(err: dict[str, Any]) -> bool:
+    return err.get("stage") == "mask" and (
+        err.get("severity") == "error" or err.get("kind") in _FINAL_WARNINGS
+    )
+
+
+def read_mask_failures(staging: Path) -> dict[str, str]:
+    """Return feature id -> the kind of the record that left the instance without a mask.
+
+    Only failed instances are held (not every mask), so memory follows the failures.
+    """
+    return {
+        str(err["feature_id"]): str(err["kind"])
+        for err in read_errors(staging)
+        if err.get("feature_id") and _is_final_mask_failure(err)
+    }
+
+
+@dataclass(frozen=True)
+class MaskFailures:
+    """Instances the mask stage left without a mask, split by whether a re-run may get them."""
+
+    transient: int
+    permanent: int
+    reasons: dict[str, int]  # "HTTP 503", "ConnectionError", ... -> count (transient ones)
+
+
+def count_mask_failures(staging: Path) -> MaskFailures:
+    """Count the run's final mask failures (see `masks._from_instance_url`)."""
+    transient = permanent = 0
+    reasons: dict[str, int] = {}
+    for err in read_errors(staging):
+        if not _is_final_mask_failure(err):
+            continue
+        extra = err.get("extra") or {}
+        if extra.get("transient"):
+            transient += 1
+            status = extra.get("status")
+            why = f"HTTP {status}" if status else "connection reset or timeout"
+            reasons[why] = reasons.get(why, 0) + 1
+        else:
+            permanent += 1
+    return MaskFailures(transient, permanent, reasons)
+
+
+def check_mask_failures(
+    staging: Path, instances: int, *, max_permanent_fraction: float, latest: str | None
+) -> MaskFailures:
+    """Refuse to land a version that lacks masks a re-run could fetch, or too many for good.
+
+    A transient failure (5xx, 429, reset, timeout after the HTTP retries) is not bad input:
+    committing without those masks would move `latest` (and the watermark) past the rows, so
+    no later incremental run would fetch them again. Failing instead leaves `latest` and its
+    watermark where they are, and the next run exports those rows again.
+
+    Raises:
+        IncompleteRunError: transient failures, or permanent ones above the tolerated fraction.
+    """
+    from labelhaul.errors import IncompleteRunError
+
+    found = count_mask_failures(staging)
+    where = f"latest stays {latest}" if latest else "no version is made"
+    if found.transient:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(found.reasons.items()))
+        raise IncompleteRunError(
+            f"{found.transient} of {instances} masks could not be downloaded for transient "
+            f"reasons ({why}): nothing committed, {where}. Re-run the sync once the mask host "
+            "answers (LABELHAUL_HTTP_RETRIES sets the retries per mask)."
+        )
+    if instances and found.permanent > max_permanent_fraction * instances:
+        raise IncompleteRunError(
+            f"{found.permanent} of {instances} masks failed for good (see the run's error "
+            f"records), more than LABELHAUL_MAX_MASK_ERROR_FRACTION={max_permanent_fraction}: "
+            f"nothing committed, {where}. Fix the masks in Labelbox or raise the setting."
+        )
+    return found
+
+
 def read_mask_results(staging: Path, part: str) -> list[MaskResult]:
     """Return one part's mask results (bounded: one part)."""
     return [result_from_dict(d) for d in read_ndjson(staging / "parts" / f"{part}.masks.ndjson")]
 
 
 def iter_part_records(staging: Path, part: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    yield from read_ndjson(staging / "parts" / f"{part}.records.ndjson")
+    """Yield one part's (table, record) pairs, less those of superseded data row copies."""
+    dropped = read_superseded(staging)
+    for table, record, offset in read_ndjson(staging / "parts" / f"{part}.records.ndjson"):
+        if not dropped or (record.get("data_row_id"), offset) not in dropped:
+            yield table, record
 
 
 def read_data_row_ids(staging: Path) -> set[str]:
@@ -412,6 +581,7 @@ def assemble_version(
     sink = TableSink(out / "tables")
     replaced = replaced_data_row_ids or set()
     delta_sink = TableSink(out / "delta") if parent_tables and parent_manifest else None
+    failures = read_mask_failures(staging)
     try:
         if parent_tables:
             for table, path in parent_tables.items():
@@ -423,7 +593,7 @@ def assemble_version(
                 by_table.setdefault(table, []).append(record)
             for table, records in by_table.items():
                 if table == "annotations":
-                    records = apply_mask_results(records, results)
+                    records = apply_mask_results(records, results, failures)
                 sink.add(table, records)
                 if delta_sink is not None:
                     delta_sink.add(table, records)

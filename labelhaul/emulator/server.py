@@ -196,6 +196,8 @@ class EmulatorServer:
         self.split_lines = split_lines
         self.user_timezone = user_timezone
         self.task_seconds = task_seconds
+        # A stream cut short: RESULT headers count this many lines more than the files hold.
+        self.header_extra_lines = 0
         self.faults = FaultPlan(fault_seed)
         self.request_log = RequestLog(log_size)
         self.user_id = "cemulatoruser0000000000001"
@@ -260,6 +262,7 @@ class EmulatorServer:
             for src in self._sources.values():
                 src.clear_error_lines()
         self.chunk_bytes, self.split_lines, self.user_timezone, self.task_seconds = self._defaults
+        self.header_extra_lines = 0
 
     # --- addresses -------------------------------------------------------------------
 
@@ -645,8 +648,9 @@ class EmulatorServer:
     def _op_metadata_header(self, v: dict[str, Any]) -> dict[str, Any]:
         task, stream = self._ready(v)
         plan = task.plans[stream]
+        extra = self.header_extra_lines if stream == "RESULT" else 0
         header = (
-            {"totalSize": plan.total_size, "totalLines": plan.total_lines}
+            {"totalSize": plan.total_size, "totalLines": plan.total_lines + extra}
             if plan.total_size > 0
             else None
         )
