@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         "good (bad PNG, 404, empty); 1.0 tolerates any number, each one an error record and "
         "an invalid row. Transient failures (5xx, timeouts) always fail the run.",
     )
+    single_writer: bool = Field(
+        default=False,
+        description="The store ignores conditional writes (If-None-Match / If-Match) and only "
+        "one sync ever writes it (one Prefect server, whose per-dataset limit serialises "
+        "syncs): skip the check that otherwise refuses such a store.",
+    )
     max_table_segments: int = Field(
         default=8,
         ge=1,

@@ -19,6 +19,7 @@ from labelhaul.pipeline import (
 )
 from labelhaul.storage import open_object_store
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
+from labelhaul.writecheck import ensure_conditional_writes
 from tasks.export import _retry_unless_terminal
 
 
@@ -41,8 +42,18 @@ def open_store(
 def read_parent_task(
     settings: Settings, store_uri: str, dataset_id: str
 ) -> tuple[LatestPointer | None, dict[str, Any] | None]:
-    """Read `_latest.json` (with its etag, for the commit's compare-and-swap) and its manifest."""
+    """Read `_latest.json` (with its etag, for the commit's compare-and-swap) and its manifest.
+
+    First makes sure the store honours conditional writes (checked once, remembered there).
+    """
     store = open_store(settings, store_uri, dataset_id)
+    how = ensure_conditional_writes(store.objects, single_writer=settings.single_writer)
+    if how == "single-writer":
+        get_run_logger().warning(
+            "LABELHAUL_SINGLE_WRITER is set: conditional writes are not checked, so a second "
+            "sync writing %s at the same time could overwrite a version",
+            store_uri,
+        )
     parent = store.latest()
     manifest = store.read_manifest(parent.version_id) if parent else None
     return parent, manifest

@@ -101,3 +101,38 @@ def test_a_short_stream_fails_the_stage_and_commits_nothing(
     assert state.is_failed()
     assert "held 5 lines where its header counts 6" in state.message
     assert not (tmp_path / "store" / pid / "versions").exists()
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused_with_the_fix(
+    lb_env: EmulatorServer,
+    moto_server: str,
+    s3_bucket: str,
+    s3_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Item 7: `sync` checks conditional writes once (remembered in the store) and refuses."""
+    from labelhaul.chaos import FaultProxy
+    from labelhaul.writecheck import MARKER
+
+    pid = lb_env.add_synthetic_project(n_rows=2, instances=1)
+    store = f"s3://{s3_bucket}/store"
+    with FaultProxy(moto_server, drop_conditions=True) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        state = sync_state(pid, store)
+        assert state.is_failed()
+        assert "ignores conditional writes" in state.message
+        assert "LABELHAUL_SINGLE_WRITER=true" in state.message
+        listed = s3_client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+        keys = [o["Key"] for o in listed]
+        assert not [k for k in keys if "/versions/" in k or k.endswith(MARKER)], keys
+
+        # The documented way out for a store with one writer only.
+        monkeypatch.setenv("LABELHAUL_SINGLE_WRITER", "true")
+        assert sync(pid, store)["version_id"] == "v000001"
+
+    # Straight to moto, which honours the conditions: checked once, then remembered.
+    monkeypatch.delenv("LABELHAUL_SINGLE_WRITER")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    sync(pid, store)
+    marker = s3_client.get_object(Bucket=s3_bucket, Key=f"store/{MARKER}")["Body"].read()
+    assert b'"supported": true' in marker
