@@ -34,12 +34,14 @@ from labelhaul.export_params import DateRange, ExportFilters, ExportParams
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import check_mask_failures, read_errors
 from labelhaul.tables import compute_watermark, parse_timestamp
+from labelhaul.verify import MISSING_BLOBS_FULL, clear_noted_missing_blobs, noted_missing_blobs
 from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
 from tasks.store import (
     assemble_task,
     known_blobs_task,
     land_version_task,
+    open_store,
     read_parent_task,
     write_run_record_task,
 )
@@ -245,12 +247,16 @@ def run_sync(
             record["lock_acquired_at"] = datetime.now(UTC).isoformat()
             parent, parent_manifest = read_parent_task(settings, store, dataset_id)
             lap("read_parent")
-            record["known_blobs"] = known_blobs_task(
-                settings, store, dataset_id, parent_manifest, staging
-            )
             watermark = (parent_manifest or {}).get("watermark") or {}
             use_parent = incremental and parent_manifest is not None and kind == "project"
+            dataset = open_store(settings, store, dataset_id, check=False)
+            if use_parent and noted_missing_blobs(dataset):
+                logger.warning(MISSING_BLOBS_FULL)
+                use_parent = False
             record["mode"] = "incremental" if use_parent else "full"
+            record["known_blobs"] = known_blobs_task(
+                settings, store, dataset_id, parent_manifest, staging, verify=not use_parent
+            )
             if use_parent:
                 filters = incremental_filters(
                     filters or ExportFilters(), watermark.get("value"), overlap
@@ -374,8 +380,10 @@ def run_sync(
                 "changes": _changes(parent_manifest, assembled.counts),
             }
             result = land_version_task(
-                settings, store, dataset_id, parent, staging, assembled, fields
+                settings, store, dataset_id, parent, staging, assembled, fields, started
             )
+            if not use_parent:  # a full sync listed and re-uploaded every blob it lists
+                clear_noted_missing_blobs(dataset)
             lap("land")
             record["lock_released_at"] = datetime.now(UTC).isoformat()
         record.update(

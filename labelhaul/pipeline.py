@@ -739,12 +739,26 @@ def fetch_parent_tables(
 KNOWN_BLOBS = "known-blobs.txt"
 
 
-def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path) -> int:
-    """List the parent version's mask blobs in the staging directory; return the lines.
+def iter_store_blobs(store: Any) -> Iterator[str]:
+    """Yield the sha256 of every mask blob the dataset holds (one LIST per 1,000 blobs)."""
+    prefix = store.key("blobs/sha256") + "/"
+    for key in store.objects.list(prefix):
+        name = str(key).rsplit("/", 1)[-1]
+        if name.endswith(".png"):
+            yield name[:-4]
 
-    The mask stage seeds the store's blob index from it, so a blob the parent already has
-    costs no request at all and a new one a single create-only PUT (no HEAD first). With no
-    parent the list is empty: every blob goes straight to a create-only PUT.
+
+def write_known_blobs(
+    store: Any, manifest: dict[str, Any] | None, staging: Path, *, verify: bool = False
+) -> int:
+    """List the blobs the mask stage may skip in the staging directory; return the lines.
+
+    The mask stage seeds the store's blob index from it, so a known blob costs no request
+    at all and a new one a single create-only PUT (no HEAD first). By default the list is
+    the parent version's blobs (an incremental run trusts its parent). With `verify` (a
+    full sync) it is what the store really holds, listed: a blob that went missing is not
+    in it, so the full sync uploads it again instead of listing a blob that is gone.
+    With neither the list is empty: every blob goes straight to a create-only PUT.
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -753,6 +767,11 @@ def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path
     target = staging / KNOWN_BLOBS
     count = 0
     with open(target, "w", encoding="ascii") as out:
+        if verify:
+            for sha in iter_store_blobs(store):
+                out.write(sha + "\n")
+                count += 1
+            return count
         if manifest is None:
             return 0
         tables = fetch_parent_tables(store, manifest, staging / "parent", ["annotations"])
@@ -785,12 +804,68 @@ def read_known_blobs(staging: Path) -> KnownBlobs | None:
         return KnownBlobs(line.strip() for line in fh if line.strip())
 
 
+def missing_version_blobs(store: Any, annotations: Path) -> list[str]:
+    """Return the blobs an annotations table references that the store does not hold.
+
+    The store's blobs are listed into a compact index (32 B each), the table is streamed.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from labelhaul.blobindex import KnownBlobs
+
+    present = KnownBlobs(iter_store_blobs(store))
+    missing: set[str] = set()
+    pf = pq.ParquetFile(str(annotations))
+    if "mask_sha256" not in pf.schema_arrow.names:
+        return []
+    for batch in pf.iter_batches(columns=["mask_sha256"], batch_size=50_000):
+        for sha in pc.unique(pc.drop_null(batch.column(0))).to_pylist():
+            if sha and sha not in present:
+                missing.add(str(sha))
+    return sorted(missing)
+
+
+def check_after_gc(
+    store: Any, writer: VersionWriter, annotations: Path, since: datetime | None
+) -> None:
+    """Before committing: if a gc started since the run did, check what the version lists.
+
+    gc deletes unreferenced objects past its grace period; this run's files and blobs are
+    unreferenced until its manifest lands. A version listing what gc took would be broken
+    for every reader, so the run fails instead (nothing committed; a re-run uploads again).
+
+    Raises:
+        IncompleteRunError: a file or blob the version would list is gone.
+    """
+    from labelhaul.errors import IncompleteRunError
+    from labelhaul.gc import gc_started_since
+
+    if since is None:
+        return
+    gc_at = gc_started_since(store, since)
+    if gc_at is None:
+        return
+    gone_files = [e.key for e in writer.files if not store.objects.exists(store.key(e.key))]
+    gone_blobs = missing_version_blobs(store, annotations)
+    if gone_files or gone_blobs:
+        raise IncompleteRunError(
+            f"A gc of {store.uri_for('')} started at {gc_at.isoformat()} while this sync ran "
+            f"and deleted {len(gone_blobs)} mask blob(s) and {len(gone_files)} file(s) this "
+            "version would list: nothing committed. Re-run the sync (it uploads them again), "
+            "and keep gc's grace period above the longest sync (no --force while syncing)."
+        )
+    log.info("A gc ran during this sync; every file and blob of the version is still there")
+
+
 def land_version(
     store: Any,
     parent: Any,
     staging: Path,
     assembled: AssembledVersion,
     fields: dict[str, Any],
+    *,
+    since: datetime | None = None,
 ) -> CommitResult:
     """Upload a version's files (create-only, content-named), then commit it.
 
@@ -799,6 +874,8 @@ def land_version(
         parent: the `LatestPointer` read when the run started (None for the first version):
             the commit's compare-and-swap is against it.
         fields: manifest fields (source, export, counts, watermark, ...).
+        since: when the run started: a gc that started later makes the commit check that
+            every file and blob it lists is still there (`check_after_gc`).
 
     Returns:
         The store's `CommitResult`.
@@ -851,4 +928,5 @@ def land_version(
     if errors.exists() and errors.stat().st_size:
         gz = gzip_file(errors, staging / "run-errors.ndjson.gz")
         writer.add_file("errors", gz, "run-errors", ".ndjson.gz", name="run_errors")
+    check_after_gc(store, writer, assembled.tables["annotations"], since)
     return writer.commit(assembled.content_digest, fields)

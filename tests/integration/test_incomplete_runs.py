@@ -136,3 +136,118 @@ def test_a_store_that_ignores_conditional_writes_is_refused_with_the_fix(
     sync(pid, store)
     marker = s3_client.get_object(Bucket=s3_bucket, Key=f"store/{MARKER}")["Body"].read()
     assert b'"supported": true' in marker
+
+
+def _blob_key_of(store: str, pid: str) -> tuple[str, str]:
+    """Return (sha, object key relative to the store root) of one blob latest references."""
+    with _open(store, pid) as ds:
+        ann = ds.table("annotations")
+        sha = str(ann["mask_sha256"].dropna().iloc[0])
+    return sha, f"{pid}/blobs/sha256/{sha[:2]}/{sha}.png"
+
+
+def _delete(store: str, key: str, s3: Any) -> None:
+    if store.startswith("s3://"):
+        bucket, _, prefix = store[len("s3://") :].partition("/")
+        s3.delete_object(Bucket=bucket, Key=f"{prefix}/{key}")
+    else:
+        (Path(store) / key).unlink()
+
+
+def _exists(store: str, key: str, s3: Any) -> bool:
+    if store.startswith("s3://"):
+        bucket, _, prefix = store[len("s3://") :].partition("/")
+        return "Contents" in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{key}")
+    return (Path(store) / key).is_file()
+
+
+def test_a_full_sync_uploads_again_a_blob_gone_from_the_store(
+    lb_env: EmulatorServer, store_uri: str, s3_client: Any
+) -> None:
+    """Item 2: a full sync verifies what it lists instead of trusting the parent."""
+    pid = lb_env.add_synthetic_project(n_rows=3, instances=2)
+    sync(pid, store_uri)
+    sha, key = _blob_key_of(store_uri, pid)
+    _delete(store_uri, key, s3_client)
+    again = sync(pid, store_uri)
+    assert not again["created"]  # same content: the version it keeps is whole again
+    assert _exists(store_uri, key, s3_client), sha
+
+
+def test_verify_finds_and_repairs_missing_blobs_and_the_next_sync_runs_full(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Item 2: `labelhaul verify` notes lost blobs (the next sync runs full) or repairs them."""
+    import subprocess
+    import sys
+
+    from flows.params import SyncMode
+
+    store = str(tmp_path / "store")
+    pid = lb_env.add_synthetic_project(n_rows=3, instances=2)
+    sync(pid, store)
+    sha, key = _blob_key_of(store, pid)
+
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "labelhaul", "verify", store, "--dataset", pid, *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    (Path(store) / key).unlink()
+    found = verify()
+    assert found.returncode == 1, found.stderr
+    assert f"missing blob {sha}" in found.stdout and "next sync runs full" in found.stderr
+    assert (tmp_path / "store" / pid / "_missing_blobs.json").is_file()
+    inc = sync(pid, store, mode=SyncMode.incremental)
+    assert inc["mode"] == "full" and (Path(store) / key).is_file()
+    assert not (tmp_path / "store" / pid / "_missing_blobs.json").exists()
+
+    (Path(store) / key).unlink()
+    repaired = verify("--repair")
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"repaired blob {sha}" in repaired.stdout
+    assert (Path(store) / key).is_file()
+    assert verify().returncode == 0
+
+
+def test_a_gc_during_the_sync_is_noticed_before_the_commit(
+    lb_env: EmulatorServer, store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 3: gc deleting a sync's in-flight blobs fails the sync instead of a broken commit."""
+    import inspect
+
+    import tasks.store
+    from flows.params import SyncMode
+    from labelhaul.gc import collect_garbage
+    from labelhaul.storage import open_object_store
+    from labelhaul.store import DatasetStore
+
+    pid = lb_env.add_synthetic_project(n_rows=4, instances=2)
+    sync(pid, store_uri)
+    lb_env.edit_rows(pid, [2])
+    real_land = tasks.store.land_version
+    force = {"force": True} if "force" in inspect.signature(collect_garbage).parameters else {}
+
+    collected: list[int] = []
+
+    def gc_then_land(store: Any, *args: Any, **kwargs: Any) -> Any:
+        # A gc with no grace runs just before the commit: the new blobs are unreferenced.
+        if not collected:
+            collected.append(collect_garbage(store, keep=1, grace_hours=0, **force).deleted_blobs)
+        return real_land(store, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.store, "land_version", gc_then_land)
+    state = sync_state(pid, store_uri, mode=SyncMode.incremental, overlap_minutes=0)
+    assert collected[0] > 0
+    assert state.is_failed()
+    assert "started at" in state.message and "nothing committed" in state.message
+    monkeypatch.setattr(tasks.store, "land_version", real_land)
+    with _open(store_uri, pid) as ds:
+        assert ds.versions() == ["v000001"]
+    # Without gc in the way the re-run lands a whole version.
+    after = sync(pid, store_uri, mode=SyncMode.incremental, overlap_minutes=0)
+    assert after["version_id"] == "v000002"
+    objects = open_object_store(store_uri)
+    from labelhaul.chaos import validate_latest
+
+    assert validate_latest(objects, pid).problems == []
+    assert DatasetStore(objects, pid).latest() is not None
