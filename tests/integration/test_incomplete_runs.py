@@ -251,3 +251,35 @@ def test_a_gc_during_the_sync_is_noticed_before_the_commit(
 
     assert validate_latest(objects, pid).problems == []
     assert DatasetStore(objects, pid).latest() is not None
+
+
+def test_a_row_stamped_in_the_future_does_not_stop_incremental_runs(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Item 4: a 2099 timestamp is a warning naming the row, not the watermark."""
+    import gzip
+    import json
+    from datetime import UTC, datetime
+
+    from flows.params import SyncMode
+
+    store = str(tmp_path / "store")
+    pid = lb_env.add_synthetic_project(n_rows=4, instances=1)
+    lb_env.edit_rows(pid, [0], at=datetime(2099, 1, 1, tzinfo=UTC))
+    first = sync(pid, store)
+    with _open(store, pid) as ds:
+        watermark = ds.manifest()["watermark"]["value"]
+        assert watermark < first["started_at"], watermark
+        entry = ds.file_entry("errors", "run_errors")
+        errors = [
+            json.loads(x)
+            for x in gzip.decompress(ds.local_file(entry).read_bytes()).split(b"\n")
+            if x
+        ]
+    spec = lb_env.synthetic_spec(pid)
+    (bad,) = [e for e in errors if e["kind"] == "timestamp_out_of_range"]
+    assert bad["data_row_id"] == spec.data_row_id(0) and "2099" in bad["message"]
+
+    lb_env.edit_rows(pid, [3])  # an edit after the first sync is still seen
+    second = sync(pid, store, mode=SyncMode.incremental, overlap_minutes=0)
+    assert second["created"] and second["rows_exported"] >= 1
