@@ -20,7 +20,10 @@ Known limit (needs the writer's help, like git's "freshen on reuse"): a sync tha
 *old* unreferenced object already present (content identical to a deleted version's) does
 not rewrite it, so its LastModified stays old and a concurrent gc may delete it before the
 sync's manifest lands. Blobs of the sync's parent are safe (the parent is `_latest`, never
-deleted). Run one sync per dataset at a time and keep the default 24 h grace.
+deleted). Run one sync per dataset at a time and keep the default 24 h grace. Grace
+periods under `MIN_GRACE_HOURS` are refused unless forced, and gc records its start and end
+in `_gc.json` before its first delete: a sync that overlaps a gc checks, before committing,
+that every file and blob its version lists is still there (`pipeline.check_after_gc`).
 
 Listing with LastModified is not part of `ObjectStore`, so this module lists with its own
 helper: boto3's `list_objects_v2` for S3 (through the store's client), `os.scandir` +

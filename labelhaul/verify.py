@@ -104,8 +104,15 @@ def noted_missing_blobs(store: Any) -> list[str]:
 
 
 def clear_noted_missing_blobs(store: Any) -> None:
-    """Remove the note (a full sync re-uploaded what it lists)."""
-    store.objects.delete(store.key(MISSING_MARKER))
+    """Clear the note (a full sync re-uploaded what it lists).
+
+    Overwritten with an empty list rather than deleted: the sync role has no
+    s3:DeleteObject (docs/production.md section 4).
+    """
+    key = store.key(MISSING_MARKER)
+    if store.objects.exists(key):
+        doc = {"missing": [], "cleared_at": datetime.now(UTC).isoformat()}
+        store.objects.put(key, (json.dumps(doc) + "\n").encode())
 
 
 def _repair_jobs(annotations: Path, wanted: set[str]) -> Iterator[tuple[MaskJob, dict[str, str]]]:

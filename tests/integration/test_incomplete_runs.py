@@ -178,6 +178,7 @@ def test_verify_finds_and_repairs_missing_blobs_and_the_next_sync_runs_full(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
     """Item 2: `labelhaul verify` notes lost blobs (the next sync runs full) or repairs them."""
+    import json
     import subprocess
     import sys
 
@@ -199,7 +200,8 @@ def test_verify_finds_and_repairs_missing_blobs_and_the_next_sync_runs_full(
     assert (tmp_path / "store" / pid / "_missing_blobs.json").is_file()
     inc = sync(pid, store, mode=SyncMode.incremental)
     assert inc["mode"] == "full" and (Path(store) / key).is_file()
-    assert not (tmp_path / "store" / pid / "_missing_blobs.json").exists()
+    note = json.loads((tmp_path / "store" / pid / "_missing_blobs.json").read_text())
+    assert note["missing"] == []  # cleared (overwritten: the sync role cannot delete)
 
     (Path(store) / key).unlink()
     repaired = verify("--repair")
