@@ -93,6 +93,20 @@ class Settings(BaseSettings):
         "process start-up per sync. Unset: processes when a run has at least "
         "4 mask parts, threads for smaller runs. Ignored when a Dask scheduler is configured.",
     )
+    max_mask_error_fraction: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Fail the run when more than this fraction of mask instances failed for "
+        "good (bad PNG, 404, empty); 1.0 tolerates any number, each one an error record and "
+        "an invalid row. Transient failures (5xx, timeouts) always fail the run.",
+    )
+    single_writer: bool = Field(
+        default=False,
+        description="The store ignores conditional writes (If-None-Match / If-Match) and only "
+        "one sync ever writes it (one Prefect server, whose per-dataset limit serialises "
+        "syncs): skip the check that otherwise refuses such a store.",
+    )
     max_table_segments: int = Field(
         default=8,
         ge=1,

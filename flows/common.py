@@ -32,14 +32,16 @@ from prefect.runtime import flow_run
 from config import Settings
 from labelhaul.export_params import DateRange, ExportFilters, ExportParams
 from labelhaul.keys import safe_segment
-from labelhaul.pipeline import read_errors, why_not_incremental
+from labelhaul.pipeline import check_mask_failures, read_errors, why_not_incremental
 from labelhaul.tables import compute_watermark, parse_timestamp
+from labelhaul.verify import MISSING_BLOBS_FULL, clear_noted_missing_blobs, noted_missing_blobs
 from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
 from tasks.store import (
     assemble_task,
     known_blobs_task,
     land_version_task,
+    open_store,
     read_parent_task,
     write_run_record_task,
 )
@@ -245,16 +247,20 @@ def run_sync(
             record["lock_acquired_at"] = datetime.now(UTC).isoformat()
             parent, parent_manifest = read_parent_task(settings, store, dataset_id)
             lap("read_parent")
-            record["known_blobs"] = known_blobs_task(
-                settings, store, dataset_id, parent_manifest, staging
-            )
             watermark = (parent_manifest or {}).get("watermark") or {}
             use_parent = incremental and parent_manifest is not None and kind == "project"
             blocker = why_not_incremental(parent_manifest) if use_parent else None
             if blocker is not None:
                 logger.warning("%s", blocker)
                 use_parent = False
+            dataset = open_store(settings, store, dataset_id, check=False)
+            if use_parent and noted_missing_blobs(dataset):
+                logger.warning(MISSING_BLOBS_FULL)
+                use_parent = False
             record["mode"] = "incremental" if use_parent else "full"
+            record["known_blobs"] = known_blobs_task(
+                settings, store, dataset_id, parent_manifest, staging, verify=not use_parent
+            )
             if use_parent:
                 filters = incremental_filters(
                     filters or ExportFilters(), watermark.get("value"), overlap
@@ -266,6 +272,7 @@ def run_sync(
                     watermark.get("value"),
                     overlap,
                 )
+            export_started = datetime.now(UTC)  # the watermark never passes it
             jobs = start_export_task(
                 settings,
                 project_id=dataset_id if kind == "project" else None,
@@ -276,7 +283,7 @@ def run_sync(
             record["export_task_ids"] = [j.task_id for j in jobs]
             wait_export_task(settings, jobs)
             lap("export_wait")
-            summary = stage_export_task(settings, jobs, staging)
+            summary = stage_export_task(settings, jobs, staging, export_started)
             lap("export_stream")
 
             mask_parts = [
@@ -323,6 +330,12 @@ def run_sync(
             if not total:
                 update_progress_artifact(progress_id, 100.0)
             lap("masks")
+            check_mask_failures(
+                staging,
+                summary.mask_instances,
+                max_permanent_fraction=settings.max_mask_error_fraction,
+                latest=parent.version_id if parent else None,
+            )
 
             info = {
                 "description": f"labelhaul dataset of {kind} {dataset_id}",
@@ -364,14 +377,17 @@ def run_sync(
                 "watermark": new_watermark.to_dict(),
                 "category_map": assembled.category_map,
                 "masks": {"instances": mask_instances, "errors": mask_errors},
+                "coco": {"skipped": assembled.coco_skipped},
                 "errors_by_kind": errors_by_kind,
                 "run_id": run_id,
                 "flow_run_id": str(flow_run.id) if flow_run.id else None,
                 "changes": _changes(parent_manifest, assembled.counts),
             }
             result = land_version_task(
-                settings, store, dataset_id, parent, staging, assembled, fields
+                settings, store, dataset_id, parent, staging, assembled, fields, started
             )
+            if not use_parent:  # a full sync listed and re-uploaded every blob it lists
+                clear_noted_missing_blobs(dataset)
             lap("land")
             record["lock_released_at"] = datetime.now(UTC).isoformat()
         record.update(
@@ -383,6 +399,7 @@ def run_sync(
             counts=assembled.counts,
             counts_by_kind=assembled.counts_by_kind,
             errors_by_kind=errors_by_kind,
+            coco_skipped=assembled.coco_skipped,
             rows_exported=summary.rows,
         )
         _report(dataset_id, store, record, staging, timings)
@@ -457,6 +474,8 @@ def _report(
         + _md_counts("Objects by kind", record.get("counts_by_kind") or {})
         + "\n"
         + _md_counts("Errors by kind", record.get("errors_by_kind") or {})
+        + "\n"
+        + _md_counts("Skipped in COCO", record.get("coco_skipped") or {})
         + "\n"
         + _md_counts("Seconds per stage", timings)
     )

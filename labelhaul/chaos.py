@@ -4,7 +4,8 @@
   from a table of routes (a "foreign host" for mask URLs, a redirect target).
 - `FaultProxy`: a loopback HTTP forwarder put between a client and an S3 endpoint (moto's
   server) that fails a share of requests: 503 SlowDown, a reset before forwarding, and a
-  request that reaches the server but whose response is lost (forward, then drop).
+  request that reaches the server but whose response is lost (forward, then drop); with
+  `drop_conditions` it strips If-None-Match / If-Match, as a store without them would.
 - `validate_latest(objects, dataset_id)`: check that the version `_latest.json` points at is
   whole: every file of its manifest exists with the listed sha256 and byte count, and every
   mask blob its annotations reference exists. A reader thread polls it during chaos runs.
@@ -131,6 +132,7 @@ class RecordingServer:
 
 FAULTS = ("503", "reset", "lost_response")
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
+_CONDITIONS = frozenset({"if-none-match", "if-match"})
 
 
 @dataclass
@@ -196,7 +198,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
             return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+        dropped = _HOP_HEADERS | (_CONDITIONS if proxy.drop_conditions else frozenset())
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
         if body or self.command in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
         conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
@@ -238,6 +241,8 @@ class FaultProxy:
         seed: RNG seed, so a run is repeatable.
         lost_methods: methods whose response may be lost (writes by default: the case that
             matters is a PUT that landed while the client thinks it failed).
+        drop_conditions: strip `If-None-Match` / `If-Match` from every request, as an
+            S3-compatible server without conditional writes ignores them.
     """
 
     def __init__(
@@ -248,6 +253,7 @@ class FaultProxy:
         faults: tuple[str, ...] = FAULTS,
         seed: int = 0,
         lost_methods: tuple[str, ...] = ("PUT", "POST", "DELETE"),
+        drop_conditions: bool = False,
     ) -> None:
         hostport = upstream.split("://", 1)[-1].rstrip("/")
         host, _, port = hostport.partition(":")
@@ -256,6 +262,7 @@ class FaultProxy:
         self.rate = rate
         self.faults = faults
         self.lost_methods = lost_methods
+        self.drop_conditions = drop_conditions
         self.counts = FaultCounts()
         self.lock = threading.Lock()
         self._rng = random.Random(seed)

@@ -197,7 +197,7 @@ def _points(rec: Mapping[str, Any]) -> list[tuple[float, float]]:
 def annotation_geometry(rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """Return (COCO geometry fields, None) for an annotation record, or (None, skip reason)."""
     if rec.get("valid") is False:
-        return None, "invalid"
+        return None, str(rec.get("error_kind") or "invalid")
     kind = rec.get("annotation_kind")
     if kind == "ImageBoundingBox":
         box = [rec.get(k) for k in ("bbox_left", "bbox_top", "bbox_width", "bbox_height")]

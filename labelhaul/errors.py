@@ -8,7 +8,8 @@ LabelhaulError
 │   ├── NotFoundError        unknown project / model run
 │   └── ExportFailedError    the export task ended FAILED (Labelbox's message)
 ├── TransientError           worth retrying: 429, 5xx, resets, timeouts
-│   └── ExportTimeoutError   the export task did not finish in time
+│   ├── ExportTimeoutError   the export task did not finish in time
+│   └── IncompleteRunError   part of the input could not be fetched: nothing committed
 └── StoreError
     ├── ConflictError        another run moved `_latest.json` first
     └── StoreUnavailableError  the bucket/directory cannot be reached or written
@@ -51,6 +52,10 @@ class ExportFailedError(TerminalError):
 
 class ExportTimeoutError(TransientError):
     """The export task did not finish within the timeout."""
+
+
+class IncompleteRunError(TransientError):
+    """Some of the run's input (masks, stream lines, blobs) is missing: nothing committed."""
 
 
 class StoreError(LabelhaulError):

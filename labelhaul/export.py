@@ -793,12 +793,13 @@ class ExportStreamReader:
             self.lines_read += 1
             yield last[0], last[1], True
         if self.start_offset == 0 and self._header and self.lines_read != self._header.total_lines:
-            logger.warning(
-                "Export task %s %s stream: read %d lines, header says %d",
-                self.task_id,
-                self.stream,
-                self.lines_read,
-                self._header.total_lines,
+            # Committing what was read would make a version silently missing rows: the stage
+            # fails (transient: Prefect retries it) and nothing is committed.
+            raise TransientError(
+                f"The {self.stream} stream of export task {self.task_id} held "
+                f"{self.lines_read} lines where its header counts {self._header.total_lines} "
+                f"({self._header.total_size} bytes read): the stream is incomplete, so "
+                "nothing is committed; retry the run (a new export) if it persists."
             )
 
     def iter_rows(self) -> Generator[dict[str, Any] | ErrorRecord, None, None]:

@@ -20,7 +20,10 @@ Known limit (needs the writer's help, like git's "freshen on reuse"): a sync tha
 *old* unreferenced object already present (content identical to a deleted version's) does
 not rewrite it, so its LastModified stays old and a concurrent gc may delete it before the
 sync's manifest lands. Blobs of the sync's parent are safe (the parent is `_latest`, never
-deleted). Run one sync per dataset at a time and keep the default 24 h grace.
+deleted). Run one sync per dataset at a time and keep the default 24 h grace. Grace
+periods under `MIN_GRACE_HOURS` are refused unless forced, and gc records its start and end
+in `_gc.json` before its first delete: a sync that overlaps a gc checks, before committing,
+that every file and blob its version lists is still there (`pipeline.check_after_gc`).
 
 Listing with LastModified is not part of `ObjectStore`, so this module lists with its own
 helper: boto3's `list_objects_v2` for S3 (through the store's client), `os.scandir` +
@@ -30,6 +33,7 @@ sets (a few dozen bytes each); listings and the annotations table are streamed.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +46,14 @@ from labelhaul.errors import ConfigError, StoreError
 from labelhaul.keys import parse_version
 from labelhaul.storage import LocalObjectStore, S3ObjectStore
 from labelhaul.store import LATEST, DatasetStore, FileMissingError
+
+# The longest plausible sync: the flow holds a dataset's slot for at most 6 h. A shorter
+# grace period lets gc delete the files and blobs a running sync has written but not yet
+# committed; `force` overrides (a store nobody syncs to right now).
+MIN_GRACE_HOURS = 6.0
+# Written at the dataset root before gc deletes anything: a sync that started before it
+# checks that its blobs are still there before committing (`check_blobs_after_gc`).
+GC_MARKER = "_gc.json"
 
 # Directories of content-named data files (store._ROLE_DIRS) and of blobs.
 DATA_DIRS = ("tables", "coco", "raw")
@@ -288,6 +300,7 @@ def collect_garbage(
     dry_run: bool = False,
     now: datetime | None = None,
     on_delete: OnDelete | None = None,
+    force: bool = False,
 ) -> GcReport:
     """Delete old versions of one dataset, then the files and blobs nothing retained uses.
 
@@ -300,15 +313,24 @@ def collect_garbage(
         dry_run: delete nothing; report what would go.
         now: the current time (tests).
         on_delete: told about each deletion (kind: version, card, file, blob, run).
+        force: allow a grace period shorter than `MIN_GRACE_HOURS`.
 
     Raises:
         ValueError: keep < 1 or a negative duration.
+        ConfigError: a grace period shorter than the longest plausible sync, without force.
         StoreError: a retained version cannot be read (nothing is swept then).
     """
     if keep < 1:
         raise ValueError("keep must be at least 1: gc never deletes the latest version")
     if grace_hours < 0 or (older_than_days is not None and older_than_days < 0):
         raise ValueError("grace_hours and older_than_days must not be negative")
+    if grace_hours < MIN_GRACE_HOURS and not force and not dry_run:
+        raise ConfigError(
+            f"A grace period of {grace_hours:g} h is shorter than the longest plausible sync "
+            f"({MIN_GRACE_HOURS:g} h): gc could delete the blobs and files of a sync in "
+            "flight. Keep --grace-hours at the default (24), or add --force when no sync "
+            "of this dataset can be running."
+        )
     now = now or datetime.now(UTC)
     grace_cutoff = now - timedelta(hours=grace_hours)
     age_cutoff = now - timedelta(days=older_than_days) if older_than_days is not None else None
@@ -346,6 +368,10 @@ def collect_garbage(
     refs = _References()
     for version_id in retained:
         refs.add_version(store, version_id)
+
+    gc_started = datetime.now(UTC)
+    if not dry_run:  # before the first delete: a sync in flight checks its files after it
+        mark_gc(store, gc_started, grace_hours)
 
     # 1. Versions: manifest first (the version disappears whole), then its card.
     for version_id in doomed:
@@ -412,7 +438,43 @@ def collect_garbage(
                 tell("run", info.key, info.size)
                 report.deleted_runs += 1
     deleter.flush()
+    if not dry_run:
+        mark_gc(store, gc_started, grace_hours, datetime.now(UTC))
     return report
+
+
+def mark_gc(
+    store: DatasetStore, started: datetime, grace_hours: float, finished: datetime | None = None
+) -> None:
+    """Record at the dataset root when a gc started deleting (and, once done, finished)."""
+    body = {
+        "started_at": started.astimezone(UTC).isoformat(),
+        "finished_at": finished.astimezone(UTC).isoformat() if finished else None,
+        "grace_hours": grace_hours,
+    }
+    store.objects.put(store.key(GC_MARKER), (json.dumps(body, sort_keys=True) + "\n").encode())
+
+
+def gc_started_since(store: DatasetStore, since: datetime) -> datetime | None:
+    """Return when the last gc started if it may have deleted anything at or after `since`.
+
+    That is a gc that started since, or one that had not finished by then (a gc that died
+    mid-way counts too: its marker has no end).
+    """
+    data = store.objects.get(store.key(GC_MARKER))
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+        started = _parse_instant(doc.get("started_at"))
+        finished = _parse_instant(doc.get("finished_at"))
+    except (ValueError, AttributeError):
+        return since  # unreadable: assume the worst
+    if started is None:
+        return since
+    if started >= since or finished is None or finished >= since:
+        return started
+    return None
 
 
 def has_dataset(store: DatasetStore) -> bool:

@@ -230,8 +230,9 @@ def process_job(
         else:
             wanted.append((pos, inst))
 
+    composite_transient = False
     if wanted:
-        opened, reason = _open_composite(job, http, max_pixels, errors)
+        opened, reason, composite_transient = _open_composite(job, http, max_pixels, errors)
         landed: set[tuple[int, int, int]] = set()
         if opened is not None:
             height, width = opened.height, opened.width
@@ -260,7 +261,9 @@ def process_job(
             fallback.append((pos, inst, reason))
 
     for pos, inst, reason in fallback:
-        outcome = _from_instance_url(job, inst, reason, http, put_blob, max_pixels)
+        outcome = _from_instance_url(
+            job, inst, reason, http, put_blob, max_pixels, composite_transient=composite_transient
+        )
         if isinstance(outcome, ErrorRecord):
             errors.append(outcome)
         else:
@@ -273,14 +276,15 @@ def _open_composite(
     http: BytesFetcher,
     max_pixels: int,
     errors: list[ErrorRecord],
-) -> tuple[CompositeKeys | None, str]:
+) -> tuple[CompositeKeys | None, str, bool]:
     """Download, check and decode the composite into colour keys of its non-black window.
 
-    Returns None, the reason, and a warning in `errors` when the composite cannot be used.
+    Returns None, the reason, and a warning in `errors` when the composite cannot be used;
+    the flag says the download failed for a transient reason (5xx, 429, reset, timeout).
     The keys live in this thread's scratch buffer: use them before the next composite.
     """
     if job.composite_url is None:
-        return None, "the label has no composite mask URL"
+        return None, "the label has no composite mask URL", False
     try:
         data = http.get_bytes(job.composite_url, max_bytes=max_png_bytes(max_pixels))
     except HttpError as exc:
@@ -294,9 +298,10 @@ def _open_composite(
                 f"{reason}; using the instance masks",
                 severity="warning",
                 status=exc.status,
+                transient=True if exc.transient else None,
             )
         )
-        return None, reason
+        return None, reason, exc.transient
     try:
         hdr: PngHeader = check_png(data, width=job.width, height=job.height, max_pixels=max_pixels)
         keys = composite_keys(data, hdr)
@@ -309,9 +314,9 @@ def _open_composite(
                 severity="warning",
             )
         )
-        return None, f"composite unusable: {exc}"
+        return None, f"composite unusable: {exc}", False
     del data
-    return keys, ""
+    return keys, "", False
 
 
 def _land(
@@ -349,8 +354,15 @@ def _from_instance_url(
     http: BytesFetcher,
     put_blob: PutBlob,
     max_pixels: int,
+    *,
+    composite_transient: bool = False,
 ) -> MaskResult | ErrorRecord:
-    """Land one instance from its own mask PNG; an error record when that fails too."""
+    """Land one instance from its own mask PNG; an error record when that fails too.
+
+    A failure is marked `extra["transient"]` when a later run may well get the mask (the
+    composite or the instance download failed with a 5xx, 429, reset or timeout): the flow
+    then refuses to commit a version without it (`pipeline.check_mask_failures`).
+    """
     what = f"mask {inst.name!r}" if inst.name else "mask"
     if inst.instance_url is None:
         return _record(
@@ -359,6 +371,7 @@ def _from_instance_url(
             f"{what}: {composite_reason}, and the annotation has no instance mask URL",
             inst,
             composite_reason=composite_reason,
+            transient=True if composite_transient else None,
         )
     try:
         data = http.get_bytes(inst.instance_url, max_bytes=max_png_bytes(max_pixels))
@@ -372,6 +385,7 @@ def _from_instance_url(
             inst,
             composite_reason=composite_reason,
             status=exc.status,
+            transient=True if exc.transient or composite_transient else None,
         )
     try:
         hdr = check_png(data, width=job.width, height=job.height, max_pixels=max_pixels)
@@ -383,6 +397,7 @@ def _from_instance_url(
             f"{what}: {composite_reason}, and the instance mask is unusable: {exc}",
             inst,
             composite_reason=composite_reason,
+            transient=True if composite_transient else None,
         )
     del data
     cropped = crop_binary(binary_from_instance_png(img))

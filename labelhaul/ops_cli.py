@@ -1,4 +1,4 @@
-"""`labelhaul gc` and `labelhaul doctor`: keep a store tidy and check a configuration.
+"""`labelhaul gc`, `verify` and `doctor`: keep a store tidy and whole, check a configuration.
 
 The doctor's Prefect check imports Prefect lazily, inside the command, like `sync` does:
 the library (`labelhaul/doctor.py`) only receives a health-check callable.
@@ -18,7 +18,9 @@ What is kept:
     them is deleted only when it is also older than DAYS;
   - every file a kept manifest lists and every mask blob a kept annotations table names;
   - anything unreferenced but younger than --grace-hours (a sync in progress writes its
-    files and blobs before its manifest makes them referenced).
+    files and blobs before its manifest makes them referenced). A grace period under 6 h
+    (the longest plausible sync) is refused unless --force; a sync that overlaps a gc
+    checks its files and blobs before committing.
 Order: a version's manifest is deleted first (the version disappears whole), then its
 README, then the data no kept version references.
 Run records (runs/*.json) are pruned only with --older-than: those older than DAYS go.
@@ -62,9 +64,33 @@ def register(subparsers: Any) -> None:
         help="keep unreferenced objects younger than H hours (default 24)",
     )
     g.add_argument("--dry-run", action="store_true", help="delete nothing; print what would go")
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="allow --grace-hours under 6 (only when no sync of the dataset can be running)",
+    )
     g.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint URL")
     g.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     g.set_defaults(func=cmd_gc)
+
+    v = subparsers.add_parser(
+        "verify",
+        help="find (and with --repair fetch again) mask blobs a version lists but the store lost",
+        description="Check that every mask blob a version's annotations reference is in the "
+        "store. Missing ones are noted in the dataset (the next sync then runs full and "
+        "uploads them again); --repair fetches them from Labelbox now. Exits 1 while any "
+        "blob is still missing.",
+    )
+    v.add_argument(
+        "uri",
+        metavar="URI",
+        help="dataset root (s3://bucket/prefix/<id> or a path), or the store root with --dataset",
+    )
+    v.add_argument("--dataset", metavar="ID", default=None, help="project or model run id")
+    v.add_argument("--version", default="latest", help="version to check (default latest)")
+    v.add_argument("--repair", action="store_true", help="download the missing masks again")
+    v.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint URL")
+    v.set_defaults(func=cmd_verify)
 
     d = subparsers.add_parser(
         "doctor",
@@ -110,6 +136,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         grace_hours=args.grace_hours,
         dry_run=args.dry_run,
         on_delete=tell,
+        force=args.force,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -121,6 +148,44 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{report.deleted_runs} run records; kept {len(report.kept_versions)} versions "
         f"(latest {report.latest}), {report.kept_young} young unreferenced objects"
     )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a version's blobs, repair them on request, note what is still missing."""
+    from config.settings import load_settings
+    from labelhaul.http import HttpClient, RetryPolicy
+    from labelhaul.storage import open_object_store
+    from labelhaul.store import DatasetStore
+    from labelhaul.verify import find_missing_blobs, note_missing_blobs, repair_missing_blobs
+
+    settings = load_settings()
+    objects = open_object_store(args.uri, settings, endpoint_url=args.endpoint_url)
+    store = DatasetStore(objects, args.dataset)
+    report = find_missing_blobs(store, args.version)
+    if report.missing and args.repair:
+        with HttpClient(
+            auth_origin_url=settings.labelbox_rest_endpoint,
+            api_key=settings.api_key_value(),
+            timeout_s=settings.http_timeout_s,
+            policy=RetryPolicy(retries=settings.http_retries),
+        ) as http:
+            report = repair_missing_blobs(store, report, http, max_pixels=settings.max_mask_pixels)
+    note_missing_blobs(store, report)
+    for sha in report.repaired:
+        print(f"repaired blob {sha}")
+    for sha in report.still_missing:
+        print(f"missing blob {sha}")
+    where = f"{store.uri_for('')} {report.version}"
+    if report.still_missing:
+        print(
+            f"{where}: {len(report.still_missing)} of {report.referenced} referenced mask "
+            "blobs are missing; noted in the dataset, so the next sync runs full and uploads "
+            "them again (or run `labelhaul verify --repair` with LABELBOX_API_KEY set)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{where}: all {report.referenced} referenced mask blobs present")
     return 0
 
 

@@ -25,6 +25,7 @@ import gzip
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -57,6 +58,7 @@ class StageSummary:
     records_by_table: dict[str, int] = field(default_factory=dict)
     errors: int = 0
     max_last_activity_at: str | None = None
+    duplicates: int = 0  # data rows exported more than once (the later copy kept)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,7 +109,7 @@ def read_ndjson(path: Path) -> Iterator[Any]:
 
 
 class _PartWriter:
-    """Writes one part's records and mask jobs."""
+    """Writes one part's records and mask jobs, each tagged with its line's offset."""
 
     def __init__(self, parts_dir: Path, index: int) -> None:
         self.name = f"part-{index:06d}"
@@ -118,13 +120,15 @@ class _PartWriter:
         self.rows = 0
         self.composites = 0
 
-    def add(self, tables: dict[str, list[dict[str, Any]]], jobs: list[MaskJob]) -> None:
+    def add(
+        self, tables: dict[str, list[dict[str, Any]]], jobs: list[MaskJob], offset: int
+    ) -> None:
         for table, records in tables.items():
             for record in records:
-                self._records.write(_dumps([table, record]))
+                self._records.write(_dumps([table, record, offset]))
                 self._records.write(b"\n")
         for job in jobs:
-            self._jobs.write(_dumps(job_to_dict(job)))
+            self._jobs.write(_dumps({**job_to_dict(job), "row_offset": offset}))
             self._jobs.write(b"\n")
         self.rows += 1
         self.composites += len(jobs)
@@ -132,6 +136,11 @@ class _PartWriter:
     def close(self) -> None:
         self._records.close()
         self._jobs.close()
+
+
+SUPERSEDED = "superseded.ndjson"
+# Clocks differ a little between Labelbox and here; beyond this a timestamp is out of range.
+CLOCK_SKEW = timedelta(hours=1)
 
 
 def stage_export(
@@ -142,8 +151,13 @@ def stage_export(
     part_rows: int = 2000,
     on_row: Callable[[int], None] | None = None,
     source_id: str | None = None,
+    not_after: datetime | None = None,
 ) -> StageSummary:
     """Stream the RESULT lines into the staging directory, part by part.
+
+    A data row exported twice (a retried or split export) lands once: the later copy wins,
+    the earlier one is listed in `superseded.ndjson` (left out of tables and the mask stage),
+    and a `duplicate_data_row` warning names both offsets.
 
     Args:
         lines: (byte offset, raw line) pairs as the export reader yields them.
@@ -153,9 +167,13 @@ def stage_export(
         on_row: called with the running row count (progress reporting).
         source_id: the exported project or model run; other projects' entries in a row
             become error records (`rows.parse_export_line`).
+        not_after: when the export was started. The watermark never passes it (a row
+            stamped later would make every later incremental run skip what changed
+            meanwhile); a row stamped more than `CLOCK_SKEW` after it, or with a timestamp
+            that does not parse, gets a `timestamp_out_of_range` warning and no say in it.
     """
     from labelhaul.rows import parse_export_line
-    from labelhaul.tables import compute_watermark
+    from labelhaul.tables import compute_watermark, format_timestamp, parse_timestamp
 
     staging.mkdir(parents=True, exist_ok=True)
     parts_dir = staging / "parts"
@@ -163,41 +181,96 @@ def stage_export(
     summary = StageSummary()
     ids_file = open(staging / "data_row_ids.txt", "w", encoding="utf-8")  # noqa: SIM115
     errors_file = open(staging / "errors.ndjson", "ab")  # noqa: SIM115
+    superseded_file = open(staging / SUPERSEDED, "wb")  # noqa: SIM115
     raw = gzip.GzipFile(staging / "raw-export.ndjson.gz", "wb", compresslevel=6, mtime=0)
     part: _PartWriter | None = None
+    # data row id -> (offset, composites, instances) of the copy staged (one entry per row,
+    # as the incremental merge's id set holds anyway).
+    seen: dict[str, tuple[int, int, int, int]] = {}
+    limit = not_after.astimezone(UTC) if not_after is not None else None
+
+    def warn(err: ErrorRecord) -> None:
+        summary.errors += 1
+        errors_file.write(_dumps(err.to_dict()) + b"\n")
+
     try:
         for offset, line in lines:
             raw.write(line if line.endswith(b"\n") else line + b"\n")
             parsed = parse_export_line(line, offset, source_id=source_id)
             if isinstance(parsed, ErrorRecord):
                 summary.bad_lines += 1
-                summary.errors += 1
-                errors_file.write(_dumps(parsed.to_dict()) + b"\n")
+                warn(parsed)
                 continue
+            n_instances = sum(len(j.instances) for j in parsed.mask_jobs)
+            n_composites = sum(1 for j in parsed.mask_jobs if j.composite_url is not None)
+            n_instance_only = sum(
+                len(j.instances) for j in parsed.mask_jobs if j.composite_url is None
+            )
+            earlier = seen.get(parsed.data_row_id)
+            if earlier is not None:
+                superseded_file.write(
+                    _dumps({"data_row_id": parsed.data_row_id, "offset": earlier[0]}) + b"\n"
+                )
+                summary.duplicates += 1
+                summary.composites -= earlier[1]
+                summary.mask_instances -= earlier[2]
+                summary.instance_only_masks -= earlier[3]
+                warn(
+                    ErrorRecord(
+                        "export",
+                        "duplicate_data_row",
+                        f"data row {parsed.data_row_id} is in the export twice (bytes "
+                        f"{earlier[0]} and {offset}): the later copy is kept",
+                        data_row_id=parsed.data_row_id,
+                        global_key=parsed.global_key,
+                        offset=offset,
+                        extra={"earlier_offset": earlier[0]},
+                        severity="warning",
+                    )
+                )
+            seen[parsed.data_row_id] = (offset, n_composites, n_instances, n_instance_only)
             if part is None:
                 part = _PartWriter(parts_dir, len(summary.parts) + 1)
                 summary.parts.append(part.name)
-            part.add(parsed.tables, parsed.mask_jobs)
-            ids_file.write(parsed.data_row_id + "\n")
+            part.add(parsed.tables, parsed.mask_jobs, offset)
+            if earlier is None:
+                ids_file.write(parsed.data_row_id + "\n")
             summary.rows += 1
-            for job in parsed.mask_jobs:
-                summary.mask_instances += len(job.instances)
-                if job.composite_url is None:
-                    summary.instance_only_masks += len(job.instances)
-                else:
-                    summary.composites += 1
+            summary.composites += n_composites
+            summary.mask_instances += n_instances
+            summary.instance_only_masks += n_instance_only
             for table, records in parsed.tables.items():
                 summary.records_by_table[table] = summary.records_by_table.get(table, 0) + len(
                     records
                 )
             for err in parsed.errors:
-                summary.errors += 1
-                errors_file.write(_dumps(err.to_dict()) + b"\n")
-            if parsed.last_activity_at:
-                # Instants, not strings: offsets and precision vary between rows.
-                summary.max_last_activity_at = compute_watermark(
-                    [parsed.last_activity_at], summary.max_last_activity_at
-                ).value
+                warn(err)
+            stamp = parsed.last_activity_at
+            if stamp:
+                when = parse_timestamp(stamp)
+                if when is None or (limit is not None and when > limit + CLOCK_SKEW):
+                    why = "does not parse" if when is None else "is after the export started"
+                    warn(
+                        ErrorRecord(
+                            "export",
+                            "timestamp_out_of_range",
+                            f"last_activity_at {stamp!r} of data row {parsed.data_row_id} {why}"
+                            + (f" ({format_timestamp(limit)})" if limit and when else "")
+                            + ": it does not move the incremental watermark",
+                            data_row_id=parsed.data_row_id,
+                            global_key=parsed.global_key,
+                            offset=offset,
+                            extra={"last_activity_at": stamp},
+                            severity="warning",
+                        )
+                    )
+                else:
+                    if limit is not None and when > limit:
+                        stamp = format_timestamp(limit)  # within the skew: clamp
+                    # Instants, not strings: offsets and precision vary between rows.
+                    summary.max_last_activity_at = compute_watermark(
+                        [stamp], summary.max_last_activity_at
+                    ).value
             if on_row is not None:
                 on_row(summary.rows)
             if part.composites >= part_composites or part.rows >= part_rows:
@@ -209,6 +282,7 @@ def stage_export(
         raw.close()
         ids_file.close()
         errors_file.close()
+        superseded_file.close()
     return summary
 
 
@@ -228,6 +302,9 @@ def why_not_incremental(parent_manifest: dict[str, Any] | None) -> str | None:
         "(its rows carry no data_row.details.last_activity_at); running a full sync. Keep "
         "data_row_details on in the export params so the next run can be incremental."
     )
+def read_superseded(staging: Path) -> set[tuple[str, int]]:
+    """Return the (data row id, offset) of the copies a later copy of the row replaces."""
+    return {(str(d["data_row_id"]), int(d["offset"])) for d in read_ndjson(staging / SUPERSEDED)}
 
 
 def export_error_record(line: bytes, offset: int) -> ErrorRecord:
@@ -297,7 +374,13 @@ class MaskPartSummary:
 
 
 def part_jobs(staging: Path, part: str) -> list[MaskJob]:
-    return [job_from_dict(d) for d in read_ndjson(staging / "parts" / f"{part}.jobs.ndjson")]
+    """Return one part's mask jobs, less those of data row copies a later copy replaces."""
+    dropped = read_superseded(staging)
+    return [
+        job_from_dict(d)
+        for d in read_ndjson(staging / "parts" / f"{part}.jobs.ndjson")
+        if (d["data_row_id"], d.get("row_offset")) not in dropped
+    ]
 
 
 def write_mask_results(
@@ -315,13 +398,99 @@ def write_mask_results(
     return n, append_errors(staging, errors)
 
 
+# Mask records that end an instance without a mask (the others say "using the instance mask").
+_FINAL_WARNINGS = frozenset({"mask_empty"})
+
+
+def _is_final_mask_failure(err: dict[str, Any]) -> bool:
+    return err.get("stage") == "mask" and (
+        err.get("severity") == "error" or err.get("kind") in _FINAL_WARNINGS
+    )
+
+
+def read_mask_failures(staging: Path) -> dict[str, str]:
+    """Return feature id -> the kind of the record that left the instance without a mask.
+
+    Only failed instances are held (not every mask), so memory follows the failures.
+    """
+    return {
+        str(err["feature_id"]): str(err["kind"])
+        for err in read_errors(staging)
+        if err.get("feature_id") and _is_final_mask_failure(err)
+    }
+
+
+@dataclass(frozen=True)
+class MaskFailures:
+    """Instances the mask stage left without a mask, split by whether a re-run may get them."""
+
+    transient: int
+    permanent: int
+    reasons: dict[str, int]  # "HTTP 503", "ConnectionError", ... -> count (transient ones)
+
+
+def count_mask_failures(staging: Path) -> MaskFailures:
+    """Count the run's final mask failures (see `masks._from_instance_url`)."""
+    transient = permanent = 0
+    reasons: dict[str, int] = {}
+    for err in read_errors(staging):
+        if not _is_final_mask_failure(err):
+            continue
+        extra = err.get("extra") or {}
+        if extra.get("transient"):
+            transient += 1
+            status = extra.get("status")
+            why = f"HTTP {status}" if status else "connection reset or timeout"
+            reasons[why] = reasons.get(why, 0) + 1
+        else:
+            permanent += 1
+    return MaskFailures(transient, permanent, reasons)
+
+
+def check_mask_failures(
+    staging: Path, instances: int, *, max_permanent_fraction: float, latest: str | None
+) -> MaskFailures:
+    """Refuse to land a version that lacks masks a re-run could fetch, or too many for good.
+
+    A transient failure (5xx, 429, reset, timeout after the HTTP retries) is not bad input:
+    committing without those masks would move `latest` (and the watermark) past the rows, so
+    no later incremental run would fetch them again. Failing instead leaves `latest` and its
+    watermark where they are, and the next run exports those rows again.
+
+    Raises:
+        IncompleteRunError: transient failures, or permanent ones above the tolerated fraction.
+    """
+    from labelhaul.errors import IncompleteRunError
+
+    found = count_mask_failures(staging)
+    where = f"latest stays {latest}" if latest else "no version is made"
+    if found.transient:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(found.reasons.items()))
+        raise IncompleteRunError(
+            f"{found.transient} of {instances} masks could not be downloaded for transient "
+            f"reasons ({why}): nothing committed, {where}. Re-run the sync once the mask host "
+            "answers (LABELHAUL_HTTP_RETRIES sets the retries per mask)."
+        )
+    if instances and found.permanent > max_permanent_fraction * instances:
+        raise IncompleteRunError(
+            f"{found.permanent} of {instances} masks failed for good (see the run's error "
+            f"records), more than LABELHAUL_MAX_MASK_ERROR_FRACTION={max_permanent_fraction}: "
+            f"nothing committed, {where}. Fix the masks in Labelbox or raise the setting."
+        )
+    return found
+
+
 def read_mask_results(staging: Path, part: str) -> list[MaskResult]:
     """Return one part's mask results (bounded: one part)."""
     return [result_from_dict(d) for d in read_ndjson(staging / "parts" / f"{part}.masks.ndjson")]
 
 
 def iter_part_records(staging: Path, part: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    yield from read_ndjson(staging / "parts" / f"{part}.records.ndjson")
+    """Yield one part's (table, record) pairs, less those of superseded data row copies."""
+    dropped = read_superseded(staging)
+    for table, record, offset in read_ndjson(staging / "parts" / f"{part}.records.ndjson"):
+        if not dropped or (record.get("data_row_id"), offset) not in dropped:
+            yield table, record
 
 
 def read_data_row_ids(staging: Path) -> set[str]:
@@ -441,6 +610,7 @@ def assemble_version(
     sink = TableSink(out / "tables")
     replaced = replaced_data_row_ids or set()
     delta_sink = TableSink(out / "delta") if parent_tables and parent_manifest else None
+    failures = read_mask_failures(staging)
     try:
         if parent_tables:
             for table, path in parent_tables.items():
@@ -452,7 +622,7 @@ def assemble_version(
                 by_table.setdefault(table, []).append(record)
             for table, records in by_table.items():
                 if table == "annotations":
-                    records = apply_mask_results(records, results)
+                    records = apply_mask_results(records, results, failures)
                 sink.add(table, records)
                 if delta_sink is not None:
                     delta_sink.add(table, records)
@@ -635,12 +805,26 @@ def fetch_parent_tables(
 KNOWN_BLOBS = "known-blobs.txt"
 
 
-def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path) -> int:
-    """List the parent version's mask blobs in the staging directory; return the lines.
+def iter_store_blobs(store: Any) -> Iterator[str]:
+    """Yield the sha256 of every mask blob the dataset holds (one LIST per 1,000 blobs)."""
+    prefix = store.key("blobs/sha256") + "/"
+    for key in store.objects.list(prefix):
+        name = str(key).rsplit("/", 1)[-1]
+        if name.endswith(".png"):
+            yield name[:-4]
 
-    The mask stage seeds the store's blob index from it, so a blob the parent already has
-    costs no request at all and a new one a single create-only PUT (no HEAD first). With no
-    parent the list is empty: every blob goes straight to a create-only PUT.
+
+def write_known_blobs(
+    store: Any, manifest: dict[str, Any] | None, staging: Path, *, verify: bool = False
+) -> int:
+    """List the blobs the mask stage may skip in the staging directory; return the lines.
+
+    The mask stage seeds the store's blob index from it, so a known blob costs no request
+    at all and a new one a single create-only PUT (no HEAD first). By default the list is
+    the parent version's blobs (an incremental run trusts its parent). With `verify` (a
+    full sync) it is what the store really holds, listed: a blob that went missing is not
+    in it, so the full sync uploads it again instead of listing a blob that is gone.
+    With neither the list is empty: every blob goes straight to a create-only PUT.
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -649,6 +833,11 @@ def write_known_blobs(store: Any, manifest: dict[str, Any] | None, staging: Path
     target = staging / KNOWN_BLOBS
     count = 0
     with open(target, "w", encoding="ascii") as out:
+        if verify:
+            for sha in iter_store_blobs(store):
+                out.write(sha + "\n")
+                count += 1
+            return count
         if manifest is None:
             return 0
         tables = fetch_parent_tables(store, manifest, staging / "parent", ["annotations"])
@@ -681,12 +870,68 @@ def read_known_blobs(staging: Path) -> KnownBlobs | None:
         return KnownBlobs(line.strip() for line in fh if line.strip())
 
 
+def missing_version_blobs(store: Any, annotations: Path) -> list[str]:
+    """Return the blobs an annotations table references that the store does not hold.
+
+    The store's blobs are listed into a compact index (32 B each), the table is streamed.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from labelhaul.blobindex import KnownBlobs
+
+    present = KnownBlobs(iter_store_blobs(store))
+    missing: set[str] = set()
+    pf = pq.ParquetFile(str(annotations))
+    if "mask_sha256" not in pf.schema_arrow.names:
+        return []
+    for batch in pf.iter_batches(columns=["mask_sha256"], batch_size=50_000):
+        for sha in pc.unique(pc.drop_null(batch.column(0))).to_pylist():
+            if sha and sha not in present:
+                missing.add(str(sha))
+    return sorted(missing)
+
+
+def check_after_gc(
+    store: Any, writer: VersionWriter, annotations: Path, since: datetime | None
+) -> None:
+    """Before committing: if a gc started since the run did, check what the version lists.
+
+    gc deletes unreferenced objects past its grace period; this run's files and blobs are
+    unreferenced until its manifest lands. A version listing what gc took would be broken
+    for every reader, so the run fails instead (nothing committed; a re-run uploads again).
+
+    Raises:
+        IncompleteRunError: a file or blob the version would list is gone.
+    """
+    from labelhaul.errors import IncompleteRunError
+    from labelhaul.gc import gc_started_since
+
+    if since is None:
+        return
+    gc_at = gc_started_since(store, since)
+    if gc_at is None:
+        return
+    gone_files = [e.key for e in writer.files if not store.objects.exists(store.key(e.key))]
+    gone_blobs = missing_version_blobs(store, annotations)
+    if gone_files or gone_blobs:
+        raise IncompleteRunError(
+            f"A gc of {store.uri_for('')} started at {gc_at.isoformat()} while this sync ran "
+            f"and deleted {len(gone_blobs)} mask blob(s) and {len(gone_files)} file(s) this "
+            "version would list: nothing committed. Re-run the sync (it uploads them again), "
+            "and keep gc's grace period above the longest sync (no --force while syncing)."
+        )
+    log.info("A gc ran during this sync; every file and blob of the version is still there")
+
+
 def land_version(
     store: Any,
     parent: Any,
     staging: Path,
     assembled: AssembledVersion,
     fields: dict[str, Any],
+    *,
+    since: datetime | None = None,
 ) -> CommitResult:
     """Upload a version's files (create-only, content-named), then commit it.
 
@@ -695,6 +940,8 @@ def land_version(
         parent: the `LatestPointer` read when the run started (None for the first version):
             the commit's compare-and-swap is against it.
         fields: manifest fields (source, export, counts, watermark, ...).
+        since: when the run started: a gc that started later makes the commit check that
+            every file and blob it lists is still there (`check_after_gc`).
 
     Returns:
         The store's `CommitResult`.
@@ -748,4 +995,5 @@ def land_version(
     if errors.exists() and errors.stat().st_size:
         gz = gzip_file(errors, staging / "run-errors.ndjson.gz")
         writer.add_file("errors", gz, "run-errors", ".ndjson.gz", name="run_errors")
+    check_after_gc(store, writer, assembled.tables["annotations"], since)
     return writer.commit(assembled.content_digest, fields)

@@ -578,6 +578,12 @@ class VersionWriter:
         parent_id = parent.version_id if parent else None
         etag = parent.etag if parent else None
         number = parse_version(parent_id) + 1 if parent_id else 1
+        if parent_id is None:
+            # No pointer (a first version, or `_latest.json` lost): continue after the highest
+            # manifest, so a number gc freed is never given to other content.
+            committed = store.list_versions()
+            if committed:
+                number = parse_version(committed[-1]) + 1
         original_parent = parent_id
         rebased = False
         for _ in range(MAX_COMMIT_ATTEMPTS):
@@ -747,6 +753,19 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
             lines += ["", f"## {name.replace('_', ' ').capitalize()}", ""]
             rows: list[tuple[Any, Any]] = sorted(value.items(), key=lambda kv: str(kv[0]))
             lines += _md_table(["key", "count"], rows)
+    coco = manifest.get("coco")
+    if isinstance(coco, Mapping) and isinstance(coco.get("skipped"), Mapping):
+        skipped = coco["skipped"]
+        lines += ["", "## Left out of COCO", ""]
+        if skipped:
+            lines.append(
+                "Objects in the tables but not in `coco/instances`, by reason (failed masks "
+                "and invalid objects have `valid` false and `error_kind` set in `annotations`):"
+            )
+            lines.append("")
+            lines += _md_table(["reason", "count"], sorted(skipped.items()))
+        else:
+            lines.append("none")
     masks = manifest.get("masks")
     if isinstance(masks, Mapping):
         lines += ["", "## Masks", ""]

@@ -392,19 +392,30 @@ class TableSink:
 
 
 def apply_mask_results(
-    records: Iterable[dict[str, Any]], results: Iterable[MaskResult]
+    records: Iterable[dict[str, Any]],
+    results: Iterable[MaskResult],
+    failures: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Return annotation records with the mask_* columns filled from results by feature id.
 
-    Records without a result are returned unchanged (a mask that failed keeps null mask
-    columns; its error record says why).
+    A mask object without a result keeps null mask columns and gets `valid` false and
+    `error_kind` from `failures` (feature id -> the error record's kind, e.g.
+    `mask_unavailable` or `mask_empty`; `mask_unavailable` when no record names it), so a
+    failed mask never looks like a valid one and COCO counts it as skipped by that kind.
     """
     by_feature = {r.feature_id: r for r in results}
+    failed = failures or {}
     out: list[dict[str, Any]] = []
     for rec in records:
-        res = by_feature.get(rec.get("feature_id") or "")
-        if res is None or rec.get("annotation_kind") != "ImageSegmentationMask":
+        if rec.get("annotation_kind") != "ImageSegmentationMask":
             out.append(rec)
+            continue
+        res = by_feature.get(rec.get("feature_id") or "")
+        if res is None:
+            kind = failed.get(rec.get("feature_id") or "", "mask_unavailable")
+            if rec.get("valid") is False and rec.get("error_kind"):
+                kind = str(rec["error_kind"])  # the row's own problem came first
+            out.append({**rec, "valid": False, "error_kind": kind})
             continue
         out.append(
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,24 @@ def wait_export_task(settings: Settings, jobs: list[ExportJob]) -> None:
     retry_delay_seconds=[5, 30],
     retry_condition_fn=_retry_unless_terminal,
 )
-def stage_export_task(settings: Settings, jobs: list[ExportJob], staging: Path) -> StageSummary:
-    """Stream RESULT and ERRORS of every export into the staging directory."""
+def stage_export_task(
+    settings: Settings,
+    jobs: list[ExportJob],
+    staging: Path,
+    not_after: datetime | None = None,
+) -> StageSummary:
+    """Stream RESULT and ERRORS of every export into the staging directory.
+
+    `not_after` is when the export was started: the watermark never passes it.
+    """
     logger = get_run_logger()
     # A retry starts the staging over: every file below is rewritten from the first line.
-    for leftover in ("raw-export.ndjson.gz", "raw-errors.ndjson.gz", "errors.ndjson"):
+    for leftover in (
+        "raw-export.ndjson.gz",
+        "raw-errors.ndjson.gz",
+        "errors.ndjson",
+        "superseded.ndjson",
+    ):
         (staging / leftover).unlink(missing_ok=True)
     if (staging / "parts").exists():
         for f in (staging / "parts").iterdir():
@@ -117,6 +131,7 @@ def stage_export_task(settings: Settings, jobs: list[ExportJob], staging: Path) 
             part_composites=settings.mask_batch_size,
             on_row=progress,
             source_id=jobs[0].source_id if jobs else None,
+            not_after=not_after,
         )
         error_readers = [ExportStreamReader(client, j.task_id, "ERRORS", http=http) for j in jobs]
         summary.export_errors = stage_export_errors(iter_export_lines(error_readers), staging)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from labelhaul.pipeline import (
 )
 from labelhaul.storage import open_object_store
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
+from labelhaul.writecheck import ensure_conditional_writes
 from tasks.export import _retry_unless_terminal
 
 
@@ -41,8 +43,18 @@ def open_store(
 def read_parent_task(
     settings: Settings, store_uri: str, dataset_id: str
 ) -> tuple[LatestPointer | None, dict[str, Any] | None]:
-    """Read `_latest.json` (with its etag, for the commit's compare-and-swap) and its manifest."""
+    """Read `_latest.json` (with its etag, for the commit's compare-and-swap) and its manifest.
+
+    First makes sure the store honours conditional writes (checked once, remembered there).
+    """
     store = open_store(settings, store_uri, dataset_id)
+    how = ensure_conditional_writes(store.objects, single_writer=settings.single_writer)
+    if how == "single-writer":
+        get_run_logger().warning(
+            "LABELHAUL_SINGLE_WRITER is set: conditional writes are not checked, so a second "
+            "sync writing %s at the same time could overwrite a version",
+            store_uri,
+        )
     parent = store.latest()
     manifest = store.read_manifest(parent.version_id) if parent else None
     return parent, manifest
@@ -55,11 +67,16 @@ def known_blobs_task(
     dataset_id: str,
     parent_manifest: dict[str, Any] | None,
     staging: Path,
+    verify: bool = False,
 ) -> int:
-    """List the parent's mask blobs so the mask stage skips them without asking the store."""
+    """List the blobs the mask stage may skip without asking the store.
+
+    An incremental run lists the parent's; a full sync (`verify`) lists the store's own, so
+    a blob gone from the store is uploaded again rather than listed.
+    """
     # read-parent probed the store for this run: no second probe.
     store = open_store(settings, store_uri, dataset_id, check=False)
-    return write_known_blobs(store, parent_manifest, staging)
+    return write_known_blobs(store, parent_manifest, staging, verify=verify)
 
 
 @task(name="assemble-version", retries=1, retry_delay_seconds=[5])
@@ -109,11 +126,15 @@ def land_version_task(
     staging: Path,
     assembled: AssembledVersion,
     fields: dict[str, Any],
+    since: datetime | None = None,
 ) -> CommitResult:
-    """Upload the files create-only, then commit the manifest and move `_latest.json`."""
+    """Upload the files create-only, then commit the manifest and move `_latest.json`.
+
+    `since` (the run's start) lets the commit notice a gc that ran meanwhile.
+    """
     logger = get_run_logger()
     store = open_store(settings, store_uri, dataset_id, check=False)
-    result = land_version(store, parent, staging, assembled, fields)
+    result = land_version(store, parent, staging, assembled, fields, since=since)
     if result.created and result.version_id:
         where = store.uri_for(store.manifest_key(result.version_id))
         logger.info("Committed %s at %s", result.version_id, where)

@@ -211,6 +211,8 @@ class EmulatorServer:
         self.user_timezone = user_timezone
         self.task_seconds = task_seconds
         self.only_this_project = True
+        # A stream cut short: RESULT headers count this many lines more than the files hold.
+        self.header_extra_lines = 0
         self.faults = FaultPlan(fault_seed)
         self.request_log = RequestLog(log_size)
         self.user_id = "cemulatoruser0000000000001"
@@ -277,6 +279,7 @@ class EmulatorServer:
                 src.clear_error_lines()
         self.chunk_bytes, self.split_lines, self.user_timezone, self.task_seconds = self._defaults
         self.only_this_project = True
+        self.header_extra_lines = 0
 
     # --- addresses -------------------------------------------------------------------
 
@@ -767,8 +770,9 @@ class EmulatorServer:
     def _op_metadata_header(self, v: dict[str, Any]) -> dict[str, Any]:
         task, stream = self._ready(v)
         plan = task.plans[stream]
+        extra = self.header_extra_lines if stream == "RESULT" else 0
         header = (
-            {"totalSize": plan.total_size, "totalLines": plan.total_lines}
+            {"totalSize": plan.total_size, "totalLines": plan.total_lines + extra}
             if plan.total_size > 0
             else None
         )

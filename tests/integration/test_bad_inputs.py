@@ -601,3 +601,52 @@ def test_empty_export_and_export_with_only_errors(lb_env: EmulatorServer, tmp_pa
         assert [json.loads(x) for x in raw.splitlines()] == lines
         assert failed_id in raw.decode()
         assert len(ds.table("data_rows")) == 0
+
+
+def test_failed_masks_are_marked_invalid_and_counted_in_coco_skipped(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Issue 13 item 8 (and issue 12): a mask that ended without pixels is not a valid row."""
+    b = ExportBuilder()
+    red, green, blue = [200, 0, 0], [0, 200, 0], [0, 0, 200]
+    boxes = {(200, 0, 0): (2, 3, 10, 8), (0, 200, 0): (20, 10, 6, 12)}
+    good_cid, absent_cid = cuid("k"), cuid("k")
+    b.pngs[good_cid] = composite_png(boxes)
+    b.pngs[absent_cid] = composite_png(boxes)
+    good_f, absent_f, gone_f, pre_f = cuid("f"), cuid("f"), cuid("f"), cuid("f")
+    b.row("good", objects=[b.mask(good_f, good_cid, red)], keep_seed_objects=False)
+    # Blue is not painted: the composite lacks it and its instance mask is empty or absent.
+    b.row("absent", objects=[b.mask(absent_f, absent_cid, blue)], keep_seed_objects=False)
+    # No composite PNG at all and no instance to stand in.
+    b.row("gone", objects=[b.mask(gone_f, cuid("k"), green)], keep_seed_objects=False)
+    # A pre-2024 object: only `mask.url`, whose download fails.
+    b.row("pre", objects=[b.mask(pre_f, None, None)], keep_seed_objects=False)
+    export_path, masks_dir = b.write(tmp_path)
+    pid = lb_env.load_project(export_path, masks_dir)
+    store = str(tmp_path / "store")
+    result = sync(pid, store)
+    errors = run_errors(store, pid)
+    final = {
+        e["feature_id"]: e["kind"]
+        for e in errors
+        if e["kind"] in ("mask_unavailable", "mask_empty") and e["feature_id"]
+    }
+    assert set(final) == {absent_f, gone_f, pre_f}, errors
+
+    with open_dataset(store, pid) as ds:
+        ann = ds.table("annotations").set_index("feature_id")
+        assert bool(ann.loc[good_f, "valid"]) and not isinstance(ann.loc[good_f, "error_kind"], str)
+        for fid, kind in final.items():
+            assert not bool(ann.loc[fid, "valid"]), fid
+            assert ann.loc[fid, "error_kind"] == kind
+        manifest = ds.manifest()
+        want: dict[str, int] = {}
+        for kind in final.values():
+            want[kind] = want.get(kind, 0) + 1
+        assert manifest["coco"]["skipped"] == want
+        coco = json.loads(ds.local_file(ds.file_entry("coco", "instances")).read_bytes())
+        assert [a["feature_id"] for a in coco["annotations"]] == [good_f]
+    card = Path(store) / pid / "versions" / manifest["version_id"] / "README.md"
+    assert result["coco_skipped"] == want
+    text = card.read_text()
+    assert "Left out of COCO" in text and all(k in text for k in want)

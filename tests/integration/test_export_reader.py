@@ -441,3 +441,15 @@ def test_reading_before_complete_says_to_wait(emulator: Any, lb_client: Any, htt
     task_id = _export(lb_client, wait=False, project_id=emulator.seed_project_id)
     with pytest.raises(TerminalError, match="wait_for_export"):
         ExportStreamReader(lb_client, task_id, http=http).header()
+
+
+def test_a_stream_shorter_than_its_header_is_a_transient_failure(
+    emulator: Any, lb_client: Any, http: Any
+) -> None:
+    """Issue 13 item 5: fewer lines than the header counts never passes as a whole export."""
+    pid = emulator.add_synthetic_project(n_rows=5, instances=1)
+    emulator.header_extra_lines = 2  # the header counts 7 lines, the files hold 5
+    task_id = _export(lb_client, project_id=pid)
+    reader = ExportStreamReader(lb_client, task_id, http=http, graphql_policy=FAST)
+    with pytest.raises(TransientError, match="held 5 lines where its header counts 7"):
+        list(reader.iter_lines())

@@ -66,7 +66,9 @@ def test_grace_period_on_both_stores(
     time.sleep(1.2)
     young_sha, young = blob("in-flight")
     store.put_blob(young_sha, young)
-    report = collect_garbage(store, keep=1, grace_hours=1, now=midpoint + timedelta(hours=1))
+    report = collect_garbage(
+        store, keep=1, grace_hours=1, now=midpoint + timedelta(hours=1), force=True
+    )
     assert store.objects.exists(store.key(blob_key(young_sha)))
     assert not store.objects.exists(store.key(blob_key(blob("a")[0])))
     assert report.kept_young == 1 and report.deleted_blobs == 1
@@ -91,7 +93,7 @@ def test_cli_gc_dry_run_then_json(
     store = _open(s3_store_uri, moto_server)
     for names in (["a"], ["b"], ["c"]):
         make_version(store, tmp_path / "src", names)
-    common = [s3_store_uri, "--dataset", DATASET, "--keep", "1", "--grace-hours", "0"]
+    common = [s3_store_uri, "--dataset", DATASET, "--keep", "1", "--grace-hours", "0", "--force"]
     common += ["--endpoint-url", moto_server]
     assert main(["gc", *common, "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -166,7 +168,7 @@ def test_gc_in_a_loop_beside_a_running_sync_leaves_its_version_whole(
     # Versions: no age limit (grace 0 for them); unreferenced data: a grace period, so the
     # blobs and files the sync writes before its manifest are never taken from under it.
     while sync.is_alive() or rounds == 0:
-        report = collect_garbage(store, keep=1, grace_hours=1)
+        report = collect_garbage(store, keep=1, grace_hours=1, force=True)
         deleted_versions += report.deleted_versions
         rounds += 1
         time.sleep(0.05)
@@ -183,7 +185,7 @@ def test_gc_in_a_loop_beside_a_running_sync_leaves_its_version_whole(
 
     # Once nothing is in flight: with no grace everything unreferenced goes, and the
     # flow's version (its blobs come from its real annotations table) stays whole.
-    final = collect_garbage(store, keep=1, grace_hours=0)
+    final = collect_garbage(store, keep=1, grace_hours=0, force=True)
     assert store.list_versions() == ["v000004"]
     assert final.deleted_blobs == 3  # the old versions' blobs: young until now
     for name in ("old-a", "old-b", "old-c"):

@@ -121,7 +121,7 @@ def test_incremental_lands_a_delta_that_reads_as_the_full_state(
 
     # gc keeps what the retained delta version needs: its parent's base segments.
     objects = open_object_store(object_store_uri, endpoint_url=endpoint)
-    report = collect_garbage(DatasetStore(objects, pid), keep=1, grace_hours=0)
+    report = collect_garbage(DatasetStore(objects, pid), keep=1, grace_hours=0, force=True)
     assert report.deleted_versions == ["v000001"]
     with _open(object_store_uri, endpoint, pid) as ds:
         assert len(ds.table("annotations")) == n_annotations

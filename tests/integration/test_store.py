@@ -600,3 +600,20 @@ def test_reused_old_objects_are_freshened(object_store: ObjectStore, tmp_path: P
     )
     assert object_store.get(keys[0]) == png
     assert object_store.get(keys[1]) == inputs["table"].read_bytes()
+
+
+def test_version_ids_are_never_reused_after_latest_is_lost(
+    object_store: ObjectStore, tmp_path: Path
+) -> None:
+    """Issue 13 item 2: with `_latest.json` gone, numbering continues after the highest."""
+    store = DatasetStore(object_store, "proj", clock=fixed_clock)
+    for tag in ("a", "b", "c"):
+        commit_inputs(store, write_inputs(tmp_path / tag, tag))
+    # gc took v000001 (an old version) and the pointer was lost.
+    object_store.delete(store.key(store.manifest_key("v000001")))
+    object_store.delete(store.key("_latest.json"))
+    result = commit_inputs(store, write_inputs(tmp_path / "d", "d"))
+    assert result.created and result.version_id == "v000004"
+    assert store.list_versions() == ["v000002", "v000003", "v000004"]
+    latest = store.latest()
+    assert latest is not None and latest.version_id == "v000004"

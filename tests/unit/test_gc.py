@@ -142,7 +142,7 @@ def test_grace_period_keeps_young_unreferenced_objects(store: DatasetStore, tmp_
     assert not store.objects.exists(store.key(blob_key(blob("a")[0])))
     assert report.kept_young == 2
     # Once the grace period is over they are unreferenced garbage like any other.
-    report = collect_garbage(store, keep=1, grace_hours=0)
+    report = collect_garbage(store, keep=1, grace_hours=0, force=True)
     assert not store.objects.exists(store.key(blob_key(young_sha)))
     assert report.deleted_blobs == 1 and report.deleted_files == 1
 
@@ -279,3 +279,17 @@ def test_versions_sharing_an_annotations_table_keep_its_blobs(
     assert report.referenced_blobs == 3
     for version_id in ("v000002", "v000003"):
         assert_version_complete(store, version_id, tmp_path)
+
+
+def test_a_grace_period_shorter_than_a_sync_is_refused_unless_forced(tmp_path: Path) -> None:
+    """Issue 13 item 3: gc must not take the blobs of a sync in flight."""
+    from labelhaul.errors import ConfigError
+    from labelhaul.gc import GC_MARKER, MIN_GRACE_HOURS
+
+    store = DatasetStore(open_object_store(str(tmp_path / "s")), "p")
+    with pytest.raises(ConfigError, match="--force"):
+        collect_garbage(store, keep=1, grace_hours=MIN_GRACE_HOURS - 1)
+    assert not store.objects.exists(store.key(GC_MARKER))
+    collect_garbage(store, keep=1, grace_hours=1, dry_run=True)  # deletes nothing: allowed
+    collect_garbage(store, keep=1, grace_hours=1, force=True)
+    assert store.objects.exists(store.key(GC_MARKER))  # a sync in flight will notice

@@ -187,3 +187,88 @@ def test_why_not_incremental() -> None:
     assert why_not_incremental({"watermark": {"value": "2024-01-01T00:00:00Z"}}) is None
     reason = why_not_incremental({"version_id": "v000003", "watermark": {"value": None}})
     assert reason is not None and "v000003" in reason and "running a full sync" in reason
+def test_a_data_row_exported_twice_lands_once_the_later_copy_winning(tmp_path: Path) -> None:
+    """Issue 13 item 6: duplicates (retried or split exports) are landed once, with a record."""
+    rows = _synthetic_rows(4)
+    later = orjson.loads(orjson.dumps(rows[1]))
+    later["data_row"]["global_key"] = "second-copy.png"
+    summary = stage_export(_lines([*rows, later]), tmp_path, part_composites=2)
+    assert summary.rows == 5 and summary.duplicates == 1
+    assert summary.composites == 4  # the first copy's composite is not split
+    jobs = [j for part in summary.parts for j in part_jobs(tmp_path, part)]
+    assert len(jobs) == 4 and [j.global_key for j in jobs].count("second-copy.png") == 1
+    drid = str(rows[1]["data_row"]["id"])  # type: ignore[index]
+    (dup,) = [e for e in read_errors(tmp_path) if e["kind"] == "duplicate_data_row"]
+    assert dup["data_row_id"] == drid and dup["severity"] == "warning"
+    assert dup["extra"]["earlier_offset"] < dup["offset"]
+    _land_fake_masks(tmp_path, summary.parts)
+    version = assemble_version(tmp_path, summary.parts)
+    assert version.counts["data_rows"] == 4
+    from labelhaul.tables import iter_parquet_records
+
+    keys = [r["global_key"] for r in iter_parquet_records(version.tables["data_rows"])]
+    assert sorted(keys, key=str).count("second-copy.png") == 1 and len(keys) == 4
+    ann = list(iter_parquet_records(version.tables["annotations"]))
+    assert len({a["feature_id"] for a in ann}) == len(ann)  # nothing doubled
+
+
+def _stamped(row: dict[str, object], stamp: str) -> dict[str, object]:
+    out = orjson.loads(orjson.dumps(row))
+    out["data_row"]["details"]["last_activity_at"] = stamp
+    return dict(out)
+
+
+def test_watermark_never_passes_the_export_start(tmp_path: Path) -> None:
+    """Issue 13 item 4: a row stamped 2099 is a warning and does not move the watermark."""
+    rows = _synthetic_rows(3)
+    started = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    lines = _lines(
+        [
+            _stamped(rows[0], "2024-05-01T00:00:00.000Z"),
+            _stamped(rows[1], "2099-01-01T00:00:00.000Z"),
+            _stamped(rows[2], "2024-06-01T12:00:30.000Z"),  # clock skew: clamped
+        ]
+    )
+    summary = stage_export(lines, tmp_path, not_after=started)
+    assert summary.max_last_activity_at == "2024-06-01T12:00:00.000Z"
+    (bad,) = [e for e in read_errors(tmp_path) if e["kind"] == "timestamp_out_of_range"]
+    assert bad["data_row_id"] == rows[1]["data_row"]["id"]  # type: ignore[index]
+    assert "2099" in bad["message"] and bad["severity"] == "warning"
+
+
+def test_mask_failures_are_counted_transient_or_permanent(tmp_path: Path) -> None:
+    """Issue 13 item 1: a transient mask failure refuses the commit; permanent ones by setting."""
+    from labelhaul.errors import IncompleteRunError
+    from labelhaul.pipeline import append_errors, check_mask_failures
+    from labelhaul.records import ErrorRecord
+
+    append_errors(
+        tmp_path,
+        [
+            ErrorRecord("mask", "mask_composite_unavailable", "w", severity="warning"),
+            ErrorRecord("mask", "mask_unavailable", "x", feature_id="a", extra={"status": 404}),
+            ErrorRecord("mask", "mask_empty", "e", feature_id="b", severity="warning"),
+        ],
+    )
+    found = check_mask_failures(tmp_path, 10, max_permanent_fraction=1.0, latest="v000003")
+    assert (found.transient, found.permanent) == (0, 2)
+    with pytest.raises(IncompleteRunError, match="2 of 3 masks failed for good"):
+        check_mask_failures(tmp_path, 3, max_permanent_fraction=0.5, latest="v000003")
+    append_errors(
+        tmp_path,
+        [
+            ErrorRecord("mask", "mask_unavailable", "y", feature_id="c", extra={"transient": True}),
+            ErrorRecord(
+                "mask",
+                "mask_unavailable",
+                "z",
+                feature_id="d",
+                extra={"status": 503, "transient": True},
+            ),
+        ],
+    )
+    with pytest.raises(IncompleteRunError) as info:
+        check_mask_failures(tmp_path, 10, max_permanent_fraction=1.0, latest="v000003")
+    text = str(info.value)
+    assert "2 of 10 masks could not be downloaded for transient reasons" in text
+    assert "HTTP 503: 1" in text and "latest stays v000003" in text

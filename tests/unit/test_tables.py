@@ -247,3 +247,23 @@ def test_sink_memory_is_bounded_by_the_row_group_not_the_table(tmp_path: Path) -
     assert pq.ParquetFile(tmp_path / "large" / "annotations.parquet").metadata.num_rows == 1_600
     # Four times the rows, about the same peak: only one row group is ever buffered.
     assert large < small * 1.5
+
+
+def test_a_mask_without_a_result_is_invalid_with_its_error_kind() -> None:
+    """Issue 13 item 8: failed masks never look valid."""
+    from labelhaul.tables import apply_mask_results
+
+    base = {"annotation_kind": "ImageSegmentationMask", "valid": True, "error_kind": None}
+    records = [
+        {**base, "feature_id": "gone"},
+        {**base, "feature_id": "empty"},
+        {**base, "feature_id": "nobody-said"},
+        {"annotation_kind": "ImageBoundingBox", "feature_id": "box", "valid": True},
+    ]
+    out = apply_mask_results(records, [], {"gone": "mask_unavailable", "empty": "mask_empty"})
+    assert [(r["valid"], r.get("error_kind")) for r in out] == [
+        (False, "mask_unavailable"),
+        (False, "mask_empty"),
+        (False, "mask_unavailable"),
+        (True, None),
+    ]
