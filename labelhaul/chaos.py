@@ -238,6 +238,8 @@ class FaultProxy:
         seed: RNG seed, so a run is repeatable.
         lost_methods: methods whose response may be lost (writes by default: the case that
             matters is a PUT that landed while the client thinks it failed).
+        burst: the first `burst` requests all get the first of `faults` (a throttling
+            burst: S3 answers every request of a hot prefix 503 SlowDown for a while).
     """
 
     def __init__(
@@ -248,6 +250,7 @@ class FaultProxy:
         faults: tuple[str, ...] = FAULTS,
         seed: int = 0,
         lost_methods: tuple[str, ...] = ("PUT", "POST", "DELETE"),
+        burst: int = 0,
     ) -> None:
         hostport = upstream.split("://", 1)[-1].rstrip("/")
         host, _, port = hostport.partition(":")
@@ -256,6 +259,7 @@ class FaultProxy:
         self.rate = rate
         self.faults = faults
         self.lost_methods = lost_methods
+        self.burst = burst
         self.counts = FaultCounts()
         self.lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -272,6 +276,11 @@ class FaultProxy:
         """Decide the fault of one request (None: forward it untouched)."""
         with self.lock:
             self.counts.requests += 1
+            if self.burst > 0 and self.faults:
+                self.burst -= 1
+                fault = self.faults[0]
+                self.counts.faults[fault] = self.counts.faults.get(fault, 0) + 1
+                return fault
             if self.rate <= 0 or self._rng.random() >= self.rate:
                 return None
             choices = [

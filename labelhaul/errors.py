@@ -6,12 +6,17 @@ LabelhaulError
 │   ├── FilterError          an export filter or param Labelbox would refuse
 │   ├── AuthError            401/403 from Labelbox
 │   ├── NotFoundError        unknown project / model run
-│   └── ExportFailedError    the export task ended FAILED (Labelbox's message)
+│   ├── ExportFailedError    the export task ended FAILED (Labelbox's message)
+│   ├── ExportTimeoutError   the export task did not finish in time (waiting again would
+│                            only double the configured timeout)
+│   └── LabelboxUnavailableError  GraphQL kept answering 5xx / timing out until the
+│                            deadline (LABELHAUL_GRAPHQL_DEADLINE_S) was spent
 ├── TransientError           worth retrying: 429, 5xx, resets, timeouts
-│   └── ExportTimeoutError   the export task did not finish in time
 └── StoreError
     ├── ConflictError        another run moved `_latest.json` first
-    └── StoreUnavailableError  the bucket/directory cannot be reached or written
+    ├── StoreThrottledError  S3 kept answering 503 SlowDown / 5xx (also a TransientError)
+    └── StoreUnavailableError  the bucket/directory cannot be reached or written (403, 404,
+                             NoSuchBucket, no credentials; also a TerminalError)
 """
 
 from __future__ import annotations
@@ -49,8 +54,12 @@ class ExportFailedError(TerminalError):
     """The export task ended in FAILED."""
 
 
-class ExportTimeoutError(TransientError):
-    """The export task did not finish within the timeout."""
+class ExportTimeoutError(TerminalError):
+    """The export task did not finish within the timeout (the timeout bounds the step)."""
+
+
+class LabelboxUnavailableError(TerminalError):
+    """Labelbox's API kept failing (5xx, timeouts) for the whole retry deadline."""
 
 
 class StoreError(LabelhaulError):
@@ -59,6 +68,10 @@ class StoreError(LabelhaulError):
 
 class ConflictError(StoreError):
     """Another run committed first."""
+
+
+class StoreThrottledError(StoreError, TransientError):
+    """The store answered "slow down" or a server error after every retry: try later."""
 
 
 class StoreUnavailableError(StoreError, TerminalError):
