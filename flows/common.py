@@ -30,7 +30,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from config import Settings
-from labelhaul.export_params import DateRange, ExportFilters, ExportParams
+from labelhaul.export_params import DateRange, ExportFilters, ExportParams, check_source_id
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import read_errors
 from labelhaul.tables import compute_watermark, parse_timestamp
@@ -217,6 +217,8 @@ def run_sync(
     overlap: timedelta,
 ) -> dict[str, Any]:
     """Run one sync of a project (`kind="project"`) or a model run; return its summary."""
+    # Before any lock, staging folder or run record: a bad id must leave nothing behind.
+    check_source_id(dataset_id, option="--model-run-id" if kind == "model_run" else "--project-id")
     logger = get_run_logger()
     run_id = str(flow_run.id or uuid.uuid4())
     timings: dict[str, float] = {}
