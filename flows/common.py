@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections import deque
@@ -33,14 +32,17 @@ from config import Settings
 from labelhaul.export_params import DateRange, ExportFilters, ExportParams, check_source_id
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import read_errors
+from labelhaul.runs import clean_dead_staging, make_staging, stopped_stage, termination_signal
 from labelhaul.tables import compute_watermark, parse_timestamp
 from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
 from tasks.store import (
     assemble_task,
+    begin_run_task,
     known_blobs_task,
     land_version_task,
     read_parent_task,
+    write_run_record_now,
     write_run_record_task,
 )
 
@@ -233,7 +235,10 @@ def run_sync(
         "status": "running",
         "started_at": started.isoformat(),
     }
-    staging = Path(tempfile.mkdtemp(prefix=f"labelhaul-{safe_segment(dataset_id)}-"))
+    cleaned = clean_dead_staging(dataset_id)  # folders of runs killed on this machine
+    if cleaned:
+        logger.info("Removed %d staging folder(s) of dead runs", len(cleaned))
+    staging = make_staging(dataset_id, run_id)
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
@@ -245,6 +250,9 @@ def run_sync(
     try:
         with dataset_lock(dataset_id):
             record["lock_acquired_at"] = datetime.now(UTC).isoformat()
+            record["killed_runs_found"] = begin_run_task(
+                settings, store, dataset_id, run_id, record
+            )
             parent, parent_manifest = read_parent_task(settings, store, dataset_id)
             lap("read_parent")
             record["known_blobs"] = known_blobs_task(
@@ -386,15 +394,20 @@ def run_sync(
         _report(dataset_id, store, record, staging, timings)
         return record
     except BaseException as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        stopped_by = termination_signal(exc)
+        if stopped_by:
+            stage = stopped_stage(timings)
+            record.update(status="cancelled", error=f"cancelled by {stopped_by} during {stage}")
+        else:
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         record["timings_s"] = timings
         record["finished_at"] = datetime.now(UTC).isoformat()
+        # A cancelled run's task engine is being torn down: write the record directly.
+        write = write_run_record_now if record["status"] == "cancelled" else write_run_record_task
         try:
-            record["run_record"] = write_run_record_task(
-                settings, store, dataset_id, run_id, record
-            )
+            record["run_record"] = write(settings, store, dataset_id, run_id, record)
         except Exception as exc:  # noqa: BLE001 - the run's own outcome matters more
             logger.warning("Could not write the run record: %s", exc)
         shutil.rmtree(staging, ignore_errors=True)

@@ -18,6 +18,7 @@ import io
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -181,6 +182,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy: FaultProxy = self.server.proxy  # type: ignore[attr-defined]
         body = self._read_body()
+        if proxy.delay_s > 0 and self.command in proxy.delay_methods:
+            time.sleep(proxy.delay_s)
         fault = proxy.draw(self.command)
         if fault == "reset":
             self._drop()
@@ -240,6 +243,8 @@ class FaultProxy:
             matters is a PUT that landed while the client thinks it failed).
         burst: the first `burst` requests all get the first of `faults` (a throttling
             burst: S3 answers every request of a hot prefix 503 SlowDown for a while).
+        delay_s: seconds each request of `delay_methods` waits before it is forwarded (a
+            slow store, so a test can act while a sync is in the middle of writing).
     """
 
     def __init__(
@@ -251,6 +256,8 @@ class FaultProxy:
         seed: int = 0,
         lost_methods: tuple[str, ...] = ("PUT", "POST", "DELETE"),
         burst: int = 0,
+        delay_s: float = 0.0,
+        delay_methods: tuple[str, ...] = ("PUT",),
     ) -> None:
         hostport = upstream.split("://", 1)[-1].rstrip("/")
         host, _, port = hostport.partition(":")
@@ -260,6 +267,8 @@ class FaultProxy:
         self.faults = faults
         self.lost_methods = lost_methods
         self.burst = burst
+        self.delay_s = delay_s
+        self.delay_methods = delay_methods
         self.counts = FaultCounts()
         self.lock = threading.Lock()
         self._rng = random.Random(seed)

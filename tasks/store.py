@@ -17,6 +17,7 @@ from labelhaul.pipeline import (
     read_data_row_ids,
     write_known_blobs,
 )
+from labelhaul.runs import begin_run_record, end_run_record, mark_stale_runs
 from labelhaul.storage import open_object_store
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
 from tasks.export import _retry_unless_terminal
@@ -121,10 +122,40 @@ def land_version_task(
     return result
 
 
+@task(
+    name="begin-run-record",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_unless_terminal,
+)
+def begin_run_task(
+    settings: Settings, store_uri: str, dataset_id: str, run_id: str, record: dict[str, Any]
+) -> list[str]:
+    """Record this run as running; mark runs that died without an outcome as killed."""
+    logger = get_run_logger()
+    store = open_store(settings, store_uri, dataset_id)
+    begin_run_record(store, run_id, record)
+    killed = mark_stale_runs(store, run_id)
+    if killed:
+        logger.warning(
+            "Marked %d run(s) that died without an outcome as killed: %s",
+            len(killed),
+            ", ".join(killed),
+        )
+    return killed
+
+
 @task(name="write-run-record", retries=3, retry_delay_seconds=[1, 5, 15])
 def write_run_record_task(
     settings: Settings, store_uri: str, dataset_id: str, run_id: str, record: dict[str, Any]
 ) -> str:
     """Write `runs/<run_id>.json` (the record of this run, whatever its outcome)."""
+    return write_run_record_now(settings, store_uri, dataset_id, run_id, record)
+
+
+def write_run_record_now(
+    settings: Settings, store_uri: str, dataset_id: str, run_id: str, record: dict[str, Any]
+) -> str:
+    """The same without a task run: for a run Prefect is tearing down (SIGTERM)."""
     store = open_store(settings, store_uri, dataset_id)
-    return store.write_run_record(run_id, record)
+    return end_run_record(store, run_id, record)
