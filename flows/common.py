@@ -32,7 +32,13 @@ from config import Settings
 from labelhaul.export_params import DateRange, ExportFilters, ExportParams, check_source_id
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import read_errors
-from labelhaul.runs import clean_dead_staging, make_staging, stopped_stage, termination_signal
+from labelhaul.runs import (
+    clean_dead_staging,
+    disk_full_error,
+    make_staging,
+    stopped_stage,
+    termination_signal,
+)
 from labelhaul.tables import compute_watermark, parse_timestamp
 from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
@@ -395,6 +401,10 @@ def run_sync(
         return record
     except BaseException as exc:
         stopped_by = termination_signal(exc)
+        full = disk_full_error(exc, staging)
+        if full is not None:
+            record.update(status="failed", error=f"DiskFullError: {full}")
+            raise full from exc
         if stopped_by:
             stage = stopped_stage(timings)
             record.update(status="cancelled", error=f"cancelled by {stopped_by} during {stage}")

@@ -9,12 +9,14 @@ LabelhaulError
 │   ├── ExportFailedError    the export task ended FAILED (Labelbox's message)
 │   ├── ExportTimeoutError   the export task did not finish in time (waiting again would
 │                            only double the configured timeout)
-│   └── LabelboxUnavailableError  GraphQL kept answering 5xx / timing out until the
+│   ├── LabelboxUnavailableError  GraphQL kept answering 5xx / timing out until the
 │                            deadline (LABELHAUL_GRAPHQL_DEADLINE_S) was spent
+│   └── DiskFullError        no space left where the run stages its work (TMPDIR)
 ├── TransientError           worth retrying: 429, 5xx, resets, timeouts
 └── StoreError
     ├── ConflictError        another run moved `_latest.json` first
     ├── StoreThrottledError  S3 kept answering 503 SlowDown / 5xx (also a TransientError)
+    ├── StoreFullError       no space left on the local store's disk (also a TerminalError)
     └── StoreUnavailableError  the bucket/directory cannot be reached or written (403, 404,
                              NoSuchBucket, no credentials; also a TerminalError)
 """
@@ -62,6 +64,10 @@ class LabelboxUnavailableError(TerminalError):
     """Labelbox's API kept failing (5xx, timeouts) for the whole retry deadline."""
 
 
+class DiskFullError(TerminalError):
+    """A local disk is full (ENOSPC / EDQUOT): the message names the path."""
+
+
 class StoreError(LabelhaulError):
     """A problem with the dataset store."""
 
@@ -74,10 +80,33 @@ class StoreThrottledError(StoreError, TransientError):
     """The store answered "slow down" or a server error after every retry: try later."""
 
 
+class StoreFullError(StoreError, TerminalError):
+    """The disk of a local store is full."""
+
+
 class StoreUnavailableError(StoreError, TerminalError):
     """The store cannot be reached or written."""
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Return True for a full disk or quota (ENOSPC / EDQUOT), however it was wrapped."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StoreFullError | DiskFullError):
+            return True
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def is_terminal(exc: BaseException) -> bool:
-    """Return True when retrying `exc` cannot help (used by Prefect retry conditions)."""
-    return isinstance(exc, TerminalError)
+    """Return True when retrying `exc` cannot help (used by Prefect retry conditions).
+
+    A full disk is terminal too: a retry only fills it again (and takes its time doing so).
+    """
+    return isinstance(exc, TerminalError) or is_disk_full(exc)

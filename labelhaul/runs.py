@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from labelhaul.errors import StoreError
+from labelhaul.errors import DiskFullError, StoreError, StoreFullError, is_disk_full
 from labelhaul.keys import safe_segment
 from labelhaul.store import DatasetStore
 
@@ -179,6 +179,25 @@ def termination_signal(exc: BaseException) -> str | None:
                 return f"signal {number}"
         current = current.__cause__ or current.__context__
     return None
+
+
+def disk_full_error(exc: BaseException, staging: Path) -> DiskFullError | None:
+    """Name the full disk behind `exc`, when it is the staging folder's (None otherwise).
+
+    A full local store already says so (`StoreFullError`); any other ENOSPC of a run is
+    its staging folder in the temp directory.
+    """
+    if not is_disk_full(exc) or isinstance(exc, StoreFullError | DiskFullError):
+        return None
+    where = staging.parent
+    try:
+        free = f", {shutil.disk_usage(where).free // 1024} KiB free"
+    except OSError:
+        free = ""
+    return DiskFullError(
+        f"No space left on the device holding {where} (the run's staging folder{free}): "
+        "free space there or set TMPDIR to a directory on a bigger disk."
+    )
 
 
 def stopped_stage(timings: Mapping[str, float]) -> str:

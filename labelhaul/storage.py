@@ -40,13 +40,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from labelhaul.errors import ConfigError, StoreError, StoreThrottledError, StoreUnavailableError
+from labelhaul.errors import (
+    ConfigError,
+    StoreError,
+    StoreFullError,
+    StoreThrottledError,
+    StoreUnavailableError,
+)
 from labelhaul.keys import join_key, validate_key
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 _CHUNK = 1024 * 1024
+# A full disk or an exhausted quota: retrying cannot help until someone frees space.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# `.part` files older than this are a dead writer's: a live one renames its file in seconds.
+TEMP_MAX_AGE_S = 3600.0
 _NO_HARDLINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
 
 
@@ -147,6 +157,8 @@ class LocalObjectStore:
             probe = self._tmp / f"probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"")
             probe.unlink()
+            # What a writer killed mid-write (or one that hit a full disk) left behind.
+            self.clean_temp()
         except OSError as exc:
             raise StoreUnavailableError(
                 f"Store directory {self.root} is not writable ({exc.strerror}): fix its "
@@ -180,19 +192,51 @@ class LocalObjectStore:
         """
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
-            fh = open(tmp, "wb")
-        except FileNotFoundError:
-            self._tmp.mkdir(parents=True, exist_ok=True)
-            fh = open(tmp, "wb")
-        with fh:
-            if isinstance(source, bytes):
-                fh.write(source)
-            else:
-                shutil.copyfileobj(source, fh, _CHUNK)
-            fh.flush()
-            if durable:
-                _sync_filesystem(fh.fileno())
+            try:
+                fh = open(tmp, "wb")
+            except FileNotFoundError:
+                self._tmp.mkdir(parents=True, exist_ok=True)
+                fh = open(tmp, "wb")
+            with fh:
+                if isinstance(source, bytes):
+                    fh.write(source)
+                else:
+                    shutil.copyfileobj(source, fh, _CHUNK)
+                fh.flush()
+                if durable:
+                    _sync_filesystem(fh.fileno())
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)  # never leave a .part behind (a full disk, a kill)
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                raise StoreFullError(
+                    f"No space left on the device of the store {self.root} "
+                    f"({os.strerror(exc.errno)}): free space there or point LABELHAUL_STORE "
+                    "at a bigger disk."
+                ) from exc
+            raise
         return tmp
+
+    def clean_temp(self, older_than_s: float = TEMP_MAX_AGE_S) -> int:
+        """Delete `.part` files older than `older_than_s` (left by killed writers).
+
+        Younger ones may be another process's write in progress. Returns how many went.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        try:
+            entries = list(os.scandir(self._tmp))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if not entry.name.endswith(".part"):
+                continue
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     def _ensure_parent(self, path: Path) -> None:
         parent = str(path.parent)
