@@ -39,7 +39,10 @@ def test_a_bucket_is_unusable_only_on_403_404_or_no_such_bucket(moto_server: str
 
     def err(status: int, code: str) -> ClientError:
         return ClientError(
-            {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+            {
+                "Error": {"Code": code, "Message": "m"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
             "PutObject",
         )
 
