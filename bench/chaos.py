@@ -12,9 +12,14 @@ Scenarios (figures printed as a table; `--write-doc` puts them into docs/reliabi
   truncated body) and >=10% of S3 requests fail through `labelhaul.chaos.FaultProxy` (503,
   reset, and PUTs that land upstream but whose response is lost). The content digest must
   equal the fault-free run's.
+- slowdown: S3 answers a burst of 20 requests, then 45% of them, with 503 SlowDown (the
+  proxy's only fault): one sync must succeed with the fault-free digest.
 - kills: SIGKILL at points spread over a sync's duration, each followed by a re-run, while a
   reader thread validates every version `_latest.json` points at. Partial versions seen must
-  be 0, final digests equal to the fault-free run's must be all.
+  be 0, final digests equal to the fault-free run's must be all; the re-run marks the killed
+  run's record `killed` and removes its staging folder (counted in the syncs' TMPDIR).
+- sigterm: SIGTERM (to the CLI process, as a supervisor sends it) at points spread over a
+  sync: every terminated run's record says `cancelled`, no partial version, re-runs land.
 - concurrency: 4 concurrent syncs of one project per round, content changed between rounds:
   exactly one version per distinct content, no pointer corruption.
 """
@@ -120,8 +125,24 @@ class Rig:
             AWS_ENDPOINT_URL_S3=s3_endpoint or self.moto_url,
             LABELHAUL_MASK_WORKERS="4",
             PYTHONPATH=str(ROOT),
+            # Staging folders of the syncs, so what killed runs leave behind can be counted.
+            TMPDIR=str(self.work / "tmp"),
         )
+        (self.work / "tmp").mkdir(exist_ok=True)
         return env
+
+    def run_records(self, store: str, project_id: str) -> list[dict[str, Any]]:
+        """Return the run records of one dataset (read on moto directly)."""
+        from labelhaul.store import DatasetStore
+
+        ds = DatasetStore(self.objects(store), project_id)
+        out = []
+        for key in ds.objects.list(ds.key("runs") + "/"):
+            if key.endswith(".json") and "/runs/active/" not in key:
+                raw = ds.objects.get(key)
+                if raw:
+                    out.append(json.loads(raw))
+        return out
 
     def spawn(
         self, project_id: str, store: str, *extra: str, s3_endpoint: str | None = None
@@ -392,10 +413,13 @@ def kill_scenario(
                 r.free_slot(pid)
             rerun = r.sync(pid, store)
             final = r.digest(store, pid)
+            statuses = [rec.get("status") for rec in r.run_records(store, pid)]
             outcomes.append(
                 {
                     "at_s": round(at, 2),
                     "killed": not exited_first,
+                    "records_marked_killed": statuses.count("killed"),
+                    "records_left_running": statuses.count("running"),
                     "version_before_rerun": committed_before,
                     "rerun_rc": rerun.returncode,
                     "rerun_s": round(rerun.seconds, 1),
@@ -419,12 +443,101 @@ def kill_scenario(
         "final_digest_equal": sum(o["digest_equal"] for o in outcomes),
         "rerun_seconds_median": round(statistics.median(o["rerun_s"] for o in outcomes), 1),
         "rerun_seconds_max": max(o["rerun_s"] for o in outcomes),
+        "records_marked_killed": sum(o["records_marked_killed"] for o in outcomes),
+        "records_left_running": sum(o["records_left_running"] for o in outcomes),
+        "staging_left": len(list((r.work / "tmp").glob("labelhaul-*"))),
         "reader_checks": reader.checks,
         "versions_seen": len(reader.versions_seen),
         "partial_versions_seen": len(reader.partial),
         "partial_examples": reader.partial[:3],
         "reader_errors": len(reader.errors),
         "reader_error_examples": reader.errors[:3],
+        "outcomes": outcomes,
+    }
+
+
+def slowdown_scenario(r: Rig, *, rows: int, rate: float, seed: int = 17) -> dict[str, Any]:
+    """Sync through an S3 answering a burst, then `rate` of requests, with 503 SlowDown."""
+    pid = r.emulator.add_synthetic_project(n_rows=rows, instances=4, seed=seed)
+    clean_store = f"s3://{BUCKET}/slowdown-clean"
+    clean = r.sync(pid, clean_store)
+    if clean.returncode != 0:
+        raise RuntimeError(f"the fault-free sync failed: {clean.stderr_tail}")
+    store = f"s3://{BUCKET}/slowdown"
+    with FaultProxy(r.moto_url, rate=rate, faults=("503",), burst=20, seed=seed) as proxy:
+        run = r.sync(pid, store, s3_endpoint=proxy.url)
+    return {
+        "rate": rate,
+        "rc": run.returncode,
+        "stderr": run.stderr_tail if run.returncode else "",
+        "s3_requests": proxy.counts.requests,
+        "s3_slowdowns": proxy.counts.faults.get("503", 0),
+        "seconds_clean": round(clean.seconds, 1),
+        "seconds": round(run.seconds, 1),
+        "digest_equal": r.digest(store, pid) == r.digest(clean_store, pid),
+    }
+
+
+def sigterm_scenario(r: Rig, *, rows: int, points: int, seed: int = 19) -> dict[str, Any]:
+    """SIGTERM syncs at points spread over their duration; check records and re-runs."""
+    pid = r.emulator.add_synthetic_project(n_rows=rows, instances=4, seed=seed)
+    base_store = f"s3://{BUCKET}/sigterm-base"
+    base = r.sync(pid, base_store)
+    if base.returncode != 0:
+        raise RuntimeError(f"the fault-free sync failed: {base.stderr_tail}")
+    baseline = r.digest(base_store, pid)
+    outcomes: list[dict[str, Any]] = []
+    # Measure the run's own handling, not Python's start-up: the points are spread over the
+    # time after the run holds its lock (its `runs/active/` marker exists).
+    span = max(1.0, base.seconds * 0.6)
+    for i in range(points):
+        store = f"s3://{BUCKET}/sigterm-{i:03d}"
+        at = span * (i + 0.5) / points
+        proc = r.spawn(pid, store)
+        objects = r.objects(store)
+        marker = f"{pid}/runs/active/"
+        deadline = time.monotonic() + 300
+        while not list(objects.list(marker)) and proc.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        time.sleep(at)
+        exited_first = proc.poll() is not None
+        if not exited_first:
+            proc.send_signal(signal.SIGTERM)  # the CLI process only, as a supervisor would
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate()
+        statuses = [rec.get("status") for rec in r.run_records(store, pid)]
+        partial = validate_latest(r.objects(store), pid).problems
+        r.free_slot(pid)
+        rerun = r.sync(pid, store)
+        outcomes.append(
+            {
+                "at_s": round(at, 2),
+                "terminated": not exited_first,
+                "statuses": statuses,
+                "task_run_not_set": "Task run is not set" in err.decode(errors="replace"),
+                "partial": bool(partial),
+                "rerun_rc": rerun.returncode,
+                "digest_equal": r.digest(store, pid) == baseline,
+            }
+        )
+    terminated = [o for o in outcomes if o["terminated"]]
+    return {
+        "points": points,
+        "terminated": len(terminated),
+        "recorded_cancelled": sum("cancelled" in o["statuses"] for o in terminated),
+        "recorded_other": sum(
+            bool(o["statuses"]) and "cancelled" not in o["statuses"] for o in terminated
+        ),
+        "no_record": sum(not o["statuses"] for o in terminated),
+        "task_run_not_set": sum(o["task_run_not_set"] for o in outcomes),
+        "partial_versions": sum(o["partial"] for o in outcomes),
+        "reruns_failed": sum(o["rerun_rc"] != 0 for o in outcomes),
+        "final_digest_equal": sum(o["digest_equal"] for o in outcomes),
         "outcomes": outcomes,
     }
 
@@ -550,6 +663,37 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, Any]]:
                 f"{k['sync_seconds_warm']} / {k['rerun_seconds_median']}, {k['rerun_seconds_max']}",
             ),
         ]
+    if k:
+        rows += [
+            ("kills: killed runs' records marked killed by the re-run", k["records_marked_killed"]),
+            ("kills: records left 'running'", k["records_left_running"]),
+            ("kills: staging folders left in TMPDIR", k["staging_left"]),
+        ]
+    if results.get("slowdown"):
+        sd = results["slowdown"]
+        rows += [
+            (
+                "slowdown: S3 requests answered 503 SlowDown",
+                f"{sd['s3_slowdowns']}/{sd['s3_requests']} (burst of 20, then {sd['rate']:.0%})",
+            ),
+            ("slowdown: sync exit code / digest equal", f"{sd['rc']} / {sd['digest_equal']}"),
+            ("slowdown: seconds clean / throttled", f"{sd['seconds_clean']} / {sd['seconds']}"),
+        ]
+    if results.get("sigterm"):
+        st = results["sigterm"]
+        rows += [
+            (
+                "sigterm: points tried / runs terminated (after taking the lock)",
+                f"{st['points']} / {st['terminated']}",
+            ),
+            (
+                "sigterm: records cancelled / other / none",
+                f"{st['recorded_cancelled']} / {st['recorded_other']} / {st['no_record']}",
+            ),
+            ("sigterm: 'Task run is not set' seen", st["task_run_not_set"]),
+            ("sigterm: partial versions", st["partial_versions"]),
+            ("sigterm: final digest equal", f"{st['final_digest_equal']}/{st['points']}"),
+        ]
     if results.get("lease"):
         lw = results["lease"]
         rows.append(("lease: re-run right after a kill waited s", lw["waited_seconds"]))
@@ -602,8 +746,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-rate", type=float, default=0.15)
     parser.add_argument("--rounds", type=int, default=3, help="concurrency rounds")
     parser.add_argument(
-        "--only", choices=["faults", "kills", "concurrency", "lease"], action="append"
+        "--only",
+        choices=["faults", "slowdown", "kills", "sigterm", "concurrency", "lease"],
+        action="append",
     )
+    parser.add_argument("--slowdown-rate", type=float, default=0.45)
+    parser.add_argument("--sigterm-points", type=int, default=8)
     parser.add_argument("--write-doc", action="store_true", help="update docs/reliability.md")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -612,18 +760,24 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt  # run the finally blocks: stop moto and the Prefect server
 
     signal.signal(signal.SIGTERM, _terminate)
-    only = set(args.only or ["faults", "kills", "lease", "concurrency"])
+    only = set(args.only or ["faults", "slowdown", "kills", "sigterm", "lease", "concurrency"])
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="labelhaul-chaos-") as tmp, rig(Path(tmp)) as r:
         print(f"chaos: prefect at {r.prefect_api_url}, moto at {r.moto_url}", flush=True)
         if "faults" in only:
             results["faults"] = fault_scenario(r, rows=args.rows, rate=args.fault_rate)
             print("faults done", flush=True)
+        if "slowdown" in only:
+            results["slowdown"] = slowdown_scenario(r, rows=args.rows, rate=args.slowdown_rate)
+            print("slowdown done", flush=True)
         if "kills" in only:
             results["kills"] = kill_scenario(
                 r, rows=args.rows, kill_points=args.kill_points, projects=args.projects
             )
             print("kills done", flush=True)
+        if "sigterm" in only:
+            results["sigterm"] = sigterm_scenario(r, rows=args.rows, points=args.sigterm_points)
+            print("sigterm done", flush=True)
         if "lease" in only:
             results["lease"] = lease_wait(r, rows=args.rows)
             print("lease done", flush=True)
@@ -642,6 +796,11 @@ def main(argv: list[str] | None = None) -> int:
     if "kills" in results:
         k = results["kills"]
         ok &= k["partial_versions_seen"] == 0 and k["final_digest_equal"] == k["kill_points"]
+    if "slowdown" in results:
+        ok &= results["slowdown"]["rc"] == 0 and bool(results["slowdown"]["digest_equal"])
+    if "sigterm" in results:
+        st = results["sigterm"]
+        ok &= st["partial_versions"] == 0 and st["recorded_cancelled"] == st["terminated"]
     if "concurrency" in results:
         c = results["concurrency"]
         ok &= c["pointer_corruptions"] == 0 and c["versions_made"] == c["distinct_contents"]

@@ -8,6 +8,8 @@ Every other setting is `LABELHAUL_<NAME>`. Nothing is read at import time: call
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -59,10 +61,22 @@ class Settings(BaseSettings):
     )
     s3_kms_key_id: str | None = Field(default=None, description="KMS key id for aws:kms.")
     s3_max_concurrency: int = Field(default=16, ge=1, description="Parallel S3 uploads.")
+    s3_max_attempts: int = Field(
+        default=10,
+        ge=1,
+        description="Attempts per S3 request (botocore adaptive retries: SlowDown, 5xx, "
+        "resets); only 403, 404 and NoSuchBucket make a bucket unusable.",
+    )
     export_timeout_s: float = Field(
         default=3600.0, gt=0, description="How long to wait for an export task before failing."
     )
     export_poll_s: float = Field(default=2.0, gt=0, description="Export task polling interval.")
+    graphql_deadline_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest one Labelbox GraphQL operation is retried on 5xx and timeouts "
+        "before the step fails naming it (plus one request's own timeout).",
+    )
     http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
     http_retries: int = Field(default=6, ge=0, description="Retries of one HTTP request.")
     mask_workers: int = Field(default=8, ge=1, description="Threads downloading/splitting masks.")
@@ -128,20 +142,42 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest webhook body the receiver reads."
     )
+    webhook_max_events_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Webhook deliveries accepted per project per minute (429 past it).",
+    )
     projects_file: str | None = Field(
         default=None, description="Projects file for serve/deploy/webhook (default: packaged)."
     )
 
+    @field_validator("labelbox_api_key", "webhook_secret", mode="before")
+    @classmethod
+    def _strip_secret(cls, value: Any) -> Any:
+        # Secrets from a file or a Kubernetes secret arrive with a trailing newline. Only
+        # strip here: a refusal raised in a validator would echo the value in pydantic's
+        # error, so inner whitespace is refused by `api_key_value` instead.
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return value.strip() if isinstance(value, str) else value
+
     def api_key_value(self) -> str:
-        """Return the API key, or fail with a message that names the fix."""
+        """Return the API key, or fail with a message that names the fix.
+
+        The key is registered with `labelhaul.secrets`, so no log record of this process
+        (nor a chained traceback in one) can carry it from here on.
+        """
         from labelhaul.errors import ConfigError
+        from labelhaul.secrets import clean_secret, register_secret
 
         if self.labelbox_api_key is None or not self.labelbox_api_key.get_secret_value():
             raise ConfigError(
                 "No Labelbox API key: set LABELBOX_API_KEY (or put it in .env). "
                 "For offline use, `labelhaul emulator` prints one."
             )
-        return self.labelbox_api_key.get_secret_value()
+        key = clean_secret(self.labelbox_api_key.get_secret_value(), name="LABELBOX_API_KEY")
+        register_secret(key)
+        return key
 
     @field_validator("label_policy", mode="before")
     @classmethod

@@ -105,6 +105,7 @@ def _webhook(args: argparse.Namespace) -> int:
         settings.webhook_secret.get_secret_value(),
         project_ids=project_ids,
         max_body_bytes=settings.webhook_max_body_bytes,
+        max_events_per_minute=settings.webhook_max_events_per_minute,
         path=args.path,
     )
     print(

@@ -6,10 +6,14 @@ A small Starlette ASGI app (`create_app`). For each `POST /webhook` it:
 2. reads the body with a hard cap, counting while it reads (413 past the cap);
 3. checks `sha1=<hex HMAC-SHA1(secret, raw body)>` with `hmac.compare_digest` (401);
 4. parses the body as a JSON object (400 otherwise);
-5. drops a delivery whose `X-Labelbox-Id` it has already accepted (200, "duplicate");
+5. drops a delivery whose `X-Labelbox-Id` or whose signed body it has already accepted
+   within the replay window (200, "duplicate"): the signature covers the body only, so a
+   captured body re-sent with a new `X-Labelbox-Id` is a replay, not a new change;
 6. finds the Labelbox project id (see `find_project_id`; 422 when there is none) and
    ignores projects the projects file does not enable webhooks for (200, "ignored");
-7. emits `labelbox.labels.changed` for resource `labelbox.project.<id>`, payload
+7. bounds the accepted deliveries per project (`ProjectRateLimit`; 429 with Retry-After
+   past it, not remembered, so Labelbox's redelivery gets through later);
+8. emits `labelbox.labels.changed` for resource `labelbox.project.<id>`, payload
    `{topic, delivery_id, project_id, label_id, data_row_id}` (200, "accepted"); a failing
    emit answers 503 so Labelbox delivers again, and the id is not remembered.
 
@@ -28,7 +32,7 @@ import logging
 import re
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +69,12 @@ _MAX_DELIVERY_ID = 128
 # de-duplication (a restart) still carries the same event id.
 _EVENT_NAMESPACE = uuid.UUID("6f1f7f4e-3c0a-4d4f-9b7e-5b1a2c3d4e5f")
 
+# How long an accepted delivery id or body digest is remembered: a replay within it is a
+# duplicate. Labelbox's signature carries no timestamp, so past it (or after a restart:
+# the log is in memory) a captured body is accepted once more (docs/webhooks.md).
+REPLAY_WINDOW_S = 24 * 3600.0
+DEFAULT_MAX_EVENTS_PER_MINUTE = 120
+
 EmitFn = Callable[..., Any]
 """Called as `emit(event=..., resource=..., payload=..., id=...)`, like `emit_event`."""
 
@@ -74,8 +84,8 @@ class DeliveryLog:
 
     def __init__(
         self,
-        max_entries: int = 10_000,
-        ttl_seconds: float = 24 * 3600.0,
+        max_entries: int = 20_000,  # two keys per delivery: its id and its body digest
+        ttl_seconds: float = REPLAY_WINDOW_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max = max_entries
@@ -107,6 +117,43 @@ class DeliveryLog:
         self._seen.move_to_end(delivery_id)
         while len(self._seen) > self._max:
             self._seen.popitem(last=False)
+
+
+class ProjectRateLimit:
+    """Allow at most `per_minute` accepted deliveries per project in any 60 s window."""
+
+    def __init__(
+        self,
+        per_minute: int = DEFAULT_MAX_EVENTS_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
+        max_projects: int = 10_000,
+    ) -> None:
+        if per_minute < 1:
+            raise ValueError("the webhook rate limit must allow at least 1 event per minute")
+        self._per_minute = per_minute
+        self._clock = clock
+        self._max_projects = max_projects
+        self._times: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, project_id: str) -> float:
+        """Return 0 when a delivery for `project_id` may go now, else seconds to wait."""
+        now = self._clock()
+        times = self._times.get(project_id)
+        if times is None:
+            return 0.0
+        while times and times[0] <= now - 60.0:
+            times.popleft()
+        if len(times) < self._per_minute:
+            return 0.0
+        return max(0.0, times[0] + 60.0 - now)
+
+    def record(self, project_id: str) -> None:
+        """Count one accepted delivery for `project_id`."""
+        times = self._times.setdefault(project_id, deque())
+        self._times.move_to_end(project_id)
+        times.append(self._clock())
+        while len(self._times) > self._max_projects:
+            self._times.popitem(last=False)
 
 
 def sign(secret: str | bytes, body: bytes) -> str:
@@ -197,12 +244,15 @@ class WebhookReceiver:
     project_ids: frozenset[str] | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     deliveries: DeliveryLog | None = None
+    rate_limit: ProjectRateLimit | None = None
 
     def __post_init__(self) -> None:
         if not self.secret:
             raise ValueError("the webhook secret is empty: set LABELHAUL_WEBHOOK_SECRET")
         if self.deliveries is None:
             self.deliveries = DeliveryLog()
+        if self.rate_limit is None:
+            self.rate_limit = ProjectRateLimit()
 
     async def handle(self, request: Request) -> JSONResponse:
         """Verify one delivery and turn it into a Prefect event."""
@@ -238,8 +288,11 @@ class WebhookReceiver:
         elif len(delivery_id) > _MAX_DELIVERY_ID:
             # The replay log holds 10,000 ids: keep each entry small whatever the header.
             delivery_id = "sha1:" + hashlib.sha1(delivery_id.encode()).hexdigest()
-        assert self.deliveries is not None
-        if self.deliveries.seen(delivery_id):
+        # What the signature covers: a replay of a captured body under a new delivery id
+        # (the header is not signed) is the same change, already handed on.
+        body_key = "body:" + hashlib.sha256(body).hexdigest()
+        assert self.deliveries is not None and self.rate_limit is not None
+        if self.deliveries.seen(delivery_id) or self.deliveries.seen(body_key):
             return JSONResponse({"status": "duplicate", "delivery_id": delivery_id})
 
         topic = (
@@ -257,7 +310,7 @@ class WebhookReceiver:
                 "no project id in the payload (looked for project.id, projectId, project_id); "
                 "register the webhook URL with ?project_id=<id> for this payload shape",
             )
-        if not _PROJECT_ID_RE.match(project_id):
+        if not _PROJECT_ID_RE.fullmatch(project_id):
             return _refuse(422, "the project id is not a Labelbox id (letters and digits)")
         if self.project_ids is not None and project_id not in self.project_ids:
             # 200, not 4xx: an organisation-wide webhook sends every project's changes and
@@ -266,6 +319,13 @@ class WebhookReceiver:
             return JSONResponse(
                 {"status": "ignored", "reason": "project not enabled", "project_id": project_id}
             )
+
+        wait = self.rate_limit.retry_after(project_id)
+        if wait > 0:
+            logger.warning("webhook for project %s refused: over the rate limit", project_id)
+            response = _refuse(429, "too many deliveries for this project; deliver again later")
+            response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+            return response
 
         label = payload.get("label") if isinstance(payload.get("label"), dict) else {}
         event_payload = {
@@ -291,6 +351,8 @@ class WebhookReceiver:
             logger.exception("could not emit the Prefect event for delivery %s", delivery_id)
             return _refuse(503, "could not hand the event to Prefect; deliver again")
         self.deliveries.add(delivery_id)
+        self.deliveries.add(body_key)
+        self.rate_limit.record(project_id)
         logger.info(
             "webhook %s for project %s accepted (delivery %s)", topic, project_id, delivery_id
         )
@@ -323,6 +385,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     deliveries: DeliveryLog | None = None,
     path: str = "/webhook",
+    max_events_per_minute: int = DEFAULT_MAX_EVENTS_PER_MINUTE,
+    rate_limit: ProjectRateLimit | None = None,
 ) -> Starlette:
     """Build the receiver app.
 
@@ -333,6 +397,8 @@ def create_app(
         max_body_bytes: larger bodies are refused with 413 while being read.
         deliveries: the de-duplication log (bounded by size and age).
         path: where Labelbox posts.
+        max_events_per_minute: accepted deliveries per project per minute (429 past it).
+        rate_limit: the per-project limiter (default: one from `max_events_per_minute`).
     """
     receiver = WebhookReceiver(
         secret=secret.encode() if isinstance(secret, str) else secret,
@@ -340,6 +406,7 @@ def create_app(
         project_ids=frozenset(project_ids) if project_ids is not None else None,
         max_body_bytes=max_body_bytes,
         deliveries=deliveries,
+        rate_limit=rate_limit or ProjectRateLimit(max_events_per_minute),
     )
     app = Starlette(
         routes=[

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from collections import deque
@@ -30,19 +29,28 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from config import Settings
-from labelhaul.export_params import DateRange, ExportFilters, ExportParams
+from labelhaul.export_params import DateRange, ExportFilters, ExportParams, check_source_id
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import check_mask_failures, read_errors, why_not_incremental
+from labelhaul.runs import (
+    clean_dead_staging,
+    disk_full_error,
+    make_staging,
+    stopped_stage,
+    termination_signal,
+)
 from labelhaul.tables import compute_watermark, parse_timestamp
 from labelhaul.verify import MISSING_BLOBS_FULL, clear_noted_missing_blobs, noted_missing_blobs
 from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
 from tasks.store import (
     assemble_task,
+    begin_run_task,
     known_blobs_task,
     land_version_task,
     open_store,
     read_parent_task,
+    write_run_record_now,
     write_run_record_task,
 )
 
@@ -219,6 +227,8 @@ def run_sync(
     overlap: timedelta,
 ) -> dict[str, Any]:
     """Run one sync of a project (`kind="project"`) or a model run; return its summary."""
+    # Before any lock, staging folder or run record: a bad id must leave nothing behind.
+    check_source_id(dataset_id, option="--model-run-id" if kind == "model_run" else "--project-id")
     logger = get_run_logger()
     run_id = str(flow_run.id or uuid.uuid4())
     timings: dict[str, float] = {}
@@ -233,7 +243,10 @@ def run_sync(
         "status": "running",
         "started_at": started.isoformat(),
     }
-    staging = Path(tempfile.mkdtemp(prefix=f"labelhaul-{safe_segment(dataset_id)}-"))
+    cleaned = clean_dead_staging(dataset_id)  # folders of runs killed on this machine
+    if cleaned:
+        logger.info("Removed %d staging folder(s) of dead runs", len(cleaned))
+    staging = make_staging(dataset_id, run_id)
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
@@ -245,6 +258,9 @@ def run_sync(
     try:
         with dataset_lock(dataset_id):
             record["lock_acquired_at"] = datetime.now(UTC).isoformat()
+            record["killed_runs_found"] = begin_run_task(
+                settings, store, dataset_id, run_id, record
+            )
             parent, parent_manifest = read_parent_task(settings, store, dataset_id)
             lap("read_parent")
             watermark = (parent_manifest or {}).get("watermark") or {}
@@ -405,15 +421,24 @@ def run_sync(
         _report(dataset_id, store, record, staging, timings)
         return record
     except BaseException as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        stopped_by = termination_signal(exc)
+        full = disk_full_error(exc, staging)
+        if full is not None:
+            record.update(status="failed", error=f"DiskFullError: {full}")
+            raise full from exc
+        if stopped_by:
+            stage = stopped_stage(timings)
+            record.update(status="cancelled", error=f"cancelled by {stopped_by} during {stage}")
+        else:
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         record["timings_s"] = timings
         record["finished_at"] = datetime.now(UTC).isoformat()
+        # A cancelled run's task engine is being torn down: write the record directly.
+        write = write_run_record_now if record["status"] == "cancelled" else write_run_record_task
         try:
-            record["run_record"] = write_run_record_task(
-                settings, store, dataset_id, run_id, record
-            )
+            record["run_record"] = write(settings, store, dataset_id, run_id, record)
         except Exception as exc:  # noqa: BLE001 - the run's own outcome matters more
             logger.warning("Could not write the run record: %s", exc)
         shutil.rmtree(staging, ignore_errors=True)

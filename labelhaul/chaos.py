@@ -19,6 +19,7 @@ import io
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -183,6 +184,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy: FaultProxy = self.server.proxy  # type: ignore[attr-defined]
         body = self._read_body()
+        if proxy.delay_s > 0 and self.command in proxy.delay_methods:
+            time.sleep(proxy.delay_s)
         fault = proxy.draw(self.command)
         if fault == "reset":
             self._drop()
@@ -243,6 +246,10 @@ class FaultProxy:
             matters is a PUT that landed while the client thinks it failed).
         drop_conditions: strip `If-None-Match` / `If-Match` from every request, as an
             S3-compatible server without conditional writes ignores them.
+        burst: the first `burst` requests all get the first of `faults` (a throttling
+            burst: S3 answers every request of a hot prefix 503 SlowDown for a while).
+        delay_s: seconds each request of `delay_methods` waits before it is forwarded (a
+            slow store, so a test can act while a sync is in the middle of writing).
     """
 
     def __init__(
@@ -254,6 +261,9 @@ class FaultProxy:
         seed: int = 0,
         lost_methods: tuple[str, ...] = ("PUT", "POST", "DELETE"),
         drop_conditions: bool = False,
+        burst: int = 0,
+        delay_s: float = 0.0,
+        delay_methods: tuple[str, ...] = ("PUT",),
     ) -> None:
         hostport = upstream.split("://", 1)[-1].rstrip("/")
         host, _, port = hostport.partition(":")
@@ -263,6 +273,9 @@ class FaultProxy:
         self.faults = faults
         self.lost_methods = lost_methods
         self.drop_conditions = drop_conditions
+        self.burst = burst
+        self.delay_s = delay_s
+        self.delay_methods = delay_methods
         self.counts = FaultCounts()
         self.lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -279,6 +292,11 @@ class FaultProxy:
         """Decide the fault of one request (None: forward it untouched)."""
         with self.lock:
             self.counts.requests += 1
+            if self.burst > 0 and self.faults:
+                self.burst -= 1
+                fault = self.faults[0]
+                self.counts.faults[fault] = self.counts.faults.get(fault, 0) + 1
+                return fault
             if self.rate <= 0 or self._rng.random() >= self.rate:
                 return None
             choices = [

@@ -109,9 +109,15 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one sync flow and exit non-zero when it fails."""
     from config import load_settings
+    from labelhaul.export_params import check_source_id
 
+    # Ids first, then the key: both fail fast, before Prefect starts, naming the fix.
+    if args.model_run_id is not None:
+        check_source_id(args.model_run_id, option="--model-run-id")
+    else:
+        check_source_id(args.project_id, option="--project-id")
     _prefect_defaults()
-    load_settings().api_key_value()  # fail fast, before Prefect starts, naming the fix
+    load_settings().api_key_value()
     if args.model_run_id:
         from flows.sync_model_run import sync_model_run
 

@@ -49,6 +49,11 @@ def check_api_key(settings: Any) -> Check:
             "LABELBOX_API_KEY is not set: create a key in Labelbox (Workspace settings > API) "
             "and export it, or put it in .env; `labelhaul emulator` prints one for offline use.",
         )
+    try:
+        # Strips a trailing newline; refuses inner whitespace (never shows the key).
+        settings.api_key_value()
+    except LabelhaulError as exc:
+        return Check("labelbox api key", False, str(exc))
     return Check("labelbox api key", True, "present (LABELBOX_API_KEY)")
 
 
@@ -57,7 +62,12 @@ def check_labelbox(settings: Any) -> tuple[Check, Any]:
     name = "labelbox endpoint"
     endpoint = settings.labelbox_endpoint
     try:
-        client = make_client(settings.api_key_value(), endpoint, settings.labelbox_rest_endpoint)
+        client = make_client(
+            settings.api_key_value(),
+            endpoint,
+            settings.labelbox_rest_endpoint,
+            graphql_deadline_s=10.0,
+        )
         user = call_graphql(client.get_user, client, what="read the current user", policy=_POLICY)
     except LabelhaulError as exc:
         return Check(name, False, f"{endpoint}: {exc}"), None
@@ -88,7 +98,7 @@ def check_store(uri: str, settings: Any | None = None) -> Check:
     """Check the store opens and honours create-only and compare-and-swap writes."""
     name = "store"
     try:
-        objects = open_object_store(uri, settings, timeout_s=10, retries=2)
+        objects = open_object_store(uri, settings, timeout_s=10, retries=2, max_attempts=4)
     except LabelhaulError as exc:
         return Check(name, False, str(exc))
     except Exception as exc:  # noqa: BLE001

@@ -6,13 +6,20 @@ LabelhaulError
 │   ├── FilterError          an export filter or param Labelbox would refuse
 │   ├── AuthError            401/403 from Labelbox
 │   ├── NotFoundError        unknown project / model run
-│   └── ExportFailedError    the export task ended FAILED (Labelbox's message)
+│   ├── ExportFailedError    the export task ended FAILED (Labelbox's message)
+│   ├── ExportTimeoutError   the export task did not finish in time (waiting again would
+│                            only double the configured timeout)
+│   ├── LabelboxUnavailableError  GraphQL kept answering 5xx / timing out until the
+│                            deadline (LABELHAUL_GRAPHQL_DEADLINE_S) was spent
+│   └── DiskFullError        no space left where the run stages its work (TMPDIR)
 ├── TransientError           worth retrying: 429, 5xx, resets, timeouts
-│   ├── ExportTimeoutError   the export task did not finish in time
 │   └── IncompleteRunError   part of the input could not be fetched: nothing committed
 └── StoreError
     ├── ConflictError        another run moved `_latest.json` first
-    └── StoreUnavailableError  the bucket/directory cannot be reached or written
+    ├── StoreThrottledError  S3 kept answering 503 SlowDown / 5xx (also a TransientError)
+    ├── StoreFullError       no space left on the local store's disk (also a TerminalError)
+    └── StoreUnavailableError  the bucket/directory cannot be reached or written (403, 404,
+                             NoSuchBucket, no credentials; also a TerminalError)
 """
 
 from __future__ import annotations
@@ -50,8 +57,16 @@ class ExportFailedError(TerminalError):
     """The export task ended in FAILED."""
 
 
-class ExportTimeoutError(TransientError):
-    """The export task did not finish within the timeout."""
+class ExportTimeoutError(TerminalError):
+    """The export task did not finish within the timeout (the timeout bounds the step)."""
+
+
+class LabelboxUnavailableError(TerminalError):
+    """Labelbox's API kept failing (5xx, timeouts) for the whole retry deadline."""
+
+
+class DiskFullError(TerminalError):
+    """A local disk is full (ENOSPC / EDQUOT): the message names the path."""
 
 
 class IncompleteRunError(TransientError):
@@ -66,10 +81,37 @@ class ConflictError(StoreError):
     """Another run committed first."""
 
 
+class StoreThrottledError(StoreError, TransientError):
+    """The store answered "slow down" or a server error after every retry: try later."""
+
+
+class StoreFullError(StoreError, TerminalError):
+    """The disk of a local store is full."""
+
+
 class StoreUnavailableError(StoreError, TerminalError):
     """The store cannot be reached or written."""
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Return True for a full disk or quota (ENOSPC / EDQUOT), however it was wrapped."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StoreFullError | DiskFullError):
+            return True
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def is_terminal(exc: BaseException) -> bool:
-    """Return True when retrying `exc` cannot help (used by Prefect retry conditions)."""
-    return isinstance(exc, TerminalError)
+    """Return True when retrying `exc` cannot help (used by Prefect retry conditions).
+
+    A full disk is terminal too: a retry only fills it again (and takes its time doing so).
+    """
+    return isinstance(exc, TerminalError) or is_disk_full(exc)

@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+import types
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -30,6 +31,7 @@ from labelhaul.errors import (
     ExportFailedError,
     ExportTimeoutError,
     FilterError,
+    LabelboxUnavailableError,
     LabelhaulError,
     NotFoundError,
     TerminalError,
@@ -38,6 +40,7 @@ from labelhaul.errors import (
 from labelhaul.export_params import ExportFilters, ExportParams, build_filter_dicts
 from labelhaul.http import HttpClient, HttpError, RetryPolicy
 from labelhaul.records import ErrorRecord
+from labelhaul.secrets import clean_secret, register_secret
 
 __all__ = [
     "ExportFilters",
@@ -84,16 +87,29 @@ CURRENT_USER_TIMEZONE_QUERY = "query CurrentUserPyApi { user { timezone } }"
 
 # GraphQL calls are cheap and rate-limited per minute: back off longer than for files.
 DEFAULT_GRAPHQL_POLICY = RetryPolicy(retries=6, base_s=0.5, cap_s=30.0)
+# Longest one GraphQL operation is retried (LABELHAUL_GRAPHQL_DEADLINE_S).
+DEFAULT_GRAPHQL_DEADLINE_S = 120.0
 
 
 # --------------------------------------------------------------------------- client
 
 
-def make_client(api_key: str | None, endpoint: str, rest_endpoint: str | None = None) -> Any:
+def make_client(
+    api_key: str | None,
+    endpoint: str,
+    rest_endpoint: str | None = None,
+    *,
+    graphql_deadline_s: float | None = DEFAULT_GRAPHQL_DEADLINE_S,
+) -> Any:
     """Return a `labelbox.Client`, failing fast when there is no API key.
 
+    The SDK's own retry of 5xx and timeouts (google-api-core, 120 s per call, ending in a
+    bare `RetryError`) is taken off this client: `call_graphql` retries instead, with
+    labelhaul's policy, at most `graphql_deadline_s` seconds per operation, and says which
+    operation failed, how often, and what to do.
+
     Raises:
-        ConfigError: no API key.
+        ConfigError: no API key, or one with whitespace or control characters inside.
     """
     if not api_key:
         raise ConfigError(
@@ -102,16 +118,33 @@ def make_client(api_key: str | None, endpoint: str, rest_endpoint: str | None = 
         )
     import labelbox
 
+    api_key = clean_secret(api_key, name="LABELBOX_API_KEY")
+    register_secret(api_key)
     kwargs: dict[str, Any] = {"api_key": api_key, "endpoint": endpoint}
     if rest_endpoint:
         kwargs["rest_endpoint"] = rest_endpoint
-    return labelbox.Client(**kwargs)
+    client = labelbox.Client(**kwargs)
+    _take_off_sdk_retry(client)
+    client.labelhaul_graphql_deadline_s = graphql_deadline_s
+    return client
+
+
+def _take_off_sdk_retry(client: Any) -> None:
+    """Call the SDK's request function without its `google.api_core.retry.Retry` wrapper."""
+    request_client = getattr(client, "_request_client", None)
+    wrapped = getattr(type(request_client), "execute", None)
+    inner = getattr(wrapped, "__wrapped__", None)
+    if request_client is not None and inner is not None:
+        request_client.execute = types.MethodType(inner, request_client)
 
 
 def client_from_settings(settings: Any) -> Any:
     """Return a `labelbox.Client` from `config.Settings` (ConfigError without an API key)."""
     return make_client(
-        settings.api_key_value(), settings.labelbox_endpoint, settings.labelbox_rest_endpoint
+        settings.api_key_value(),
+        settings.labelbox_endpoint,
+        settings.labelbox_rest_endpoint,
+        graphql_deadline_s=settings.graphql_deadline_s,
     )
 
 
@@ -143,6 +176,7 @@ def call_graphql(
     sleep: Callable[[float], None] = time.sleep,
     not_found: str | None = None,
     bad_input_is_filter: bool = False,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Run one SDK call, retrying what the SDK does not, and translate its errors.
 
@@ -158,18 +192,29 @@ def call_graphql(
         not_found: message for `ResourceNotFoundError` (None: a generic one).
         bad_input_is_filter: the call sends filters, so a `ValueError` (the SDK's own
             filter validation) is a FilterError rather than a bug.
+        clock: injectable for tests; retries stop once the client's
+            `labelhaul_graphql_deadline_s` (see `make_client`) would be passed.
 
     Raises:
-        AuthError, NotFoundError, FilterError, TransientError, TerminalError.
+        AuthError, NotFoundError, FilterError, TransientError, TerminalError
+        (LabelboxUnavailableError when 5xx / timeouts outlast the deadline).
     """
+    from google.api_core.exceptions import RetryError
     from lbox import exceptions as lbx
 
+    deadline_s = getattr(client, "labelhaul_graphql_deadline_s", None)
+    started = clock()
     last: BaseException | None = None
+    attempts = 0
     for attempt in range(policy.retries + 1):
+        attempts = attempt + 1
         try:
             return fn()
         except LabelhaulError:
             raise
+        except RetryError as exc:
+            # The SDK's own retry gave up (a client whose retry we could not take off).
+            raise _unavailable(what, client, exc, attempts, clock() - started, deadline_s) from exc
         except lbx.AuthenticationError as exc:
             raise AuthError(
                 f"Labelbox refused the API key while trying to {what}: check "
@@ -206,6 +251,8 @@ def call_graphql(
             last = exc
             if attempt < policy.retries:
                 delay = policy.delay(attempt)
+                if deadline_s is not None and clock() - started + delay > deadline_s:
+                    break
                 logger.warning(
                     "Labelbox call to %s failed (%s); retry %d/%d in %.1fs",
                     what,
@@ -218,6 +265,8 @@ def call_graphql(
         except lbx.LabelboxError as exc:
             raise TerminalError(f"Labelbox failed to {what}: {_scrub(str(exc), client)}") from exc
     assert last is not None
+    if isinstance(last, lbx.InternalServerError | lbx.TimeoutError):
+        raise _unavailable(what, client, last, attempts, clock() - started, deadline_s) from last
     if type(last).__name__ == "NetworkError":
         raise TransientError(
             f"Cannot reach Labelbox at {_endpoint_of(client)} to {what} after "
@@ -228,6 +277,23 @@ def call_graphql(
         f"Labelbox kept failing to {what} after {policy.retries + 1} attempts "
         f"({type(last).__name__}: {_scrub(str(last), client)}); try again later."
     ) from last
+
+
+def _unavailable(
+    what: str,
+    client: Any,
+    exc: BaseException,
+    attempts: int,
+    elapsed: float,
+    deadline_s: float | None,
+) -> LabelboxUnavailableError:
+    bound = f"{deadline_s:.0f}" if deadline_s is not None else "unset"
+    return LabelboxUnavailableError(
+        f"Labelbox failed to {what}: {attempts} attempt(s) over {elapsed:.0f}s all answered "
+        f"{type(exc).__name__} ({_scrub(str(exc), client)}). Labelbox is failing on its side: "
+        "try again later (see status.labelbox.com), or raise LABELHAUL_GRAPHQL_DEADLINE_S "
+        f"(now {bound} s) to keep retrying longer."
+    )
 
 
 # --------------------------------------------------------------------------- start

@@ -17,6 +17,7 @@ verbatim and labels `UTC`, so either reading of the offset names the right insta
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -24,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from labelhaul.errors import FilterError
+from labelhaul.errors import ConfigError, FilterError
 
 # Labelbox refuses more ids than this in one export (SDK: SEARCH_LIMIT_PER_EXPORT_V2).
 MAX_IDS_PER_EXPORT = 2_000
@@ -336,3 +337,25 @@ def export_count(filters: ExportFilters, id_limit: int = MAX_IDS_PER_EXPORT) -> 
     """Return how many exports `filters` needs."""
     _, ids = _id_filter(filters)
     return 1 if ids is None else max(1, math.ceil(len(dict.fromkeys(ids)) / id_limit))
+
+
+# Labelbox ids are cuids (projects, data rows) or UUIDs (model runs): letters, digits and
+# dashes. Allowing a little more (`_`) costs nothing; anything else (`/`, `..`, spaces,
+# control characters) is a typo or a probe, and reaches Prefect and the store otherwise.
+_SOURCE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_source_id(value: object, *, option: str = "--project-id") -> str:
+    """Return a project or model-run id unchanged, or fail naming the option to fix.
+
+    Raises:
+        ConfigError: the id is empty, too long, or has characters no Labelbox id has.
+    """
+    what = "model run" if "model-run" in option else "project"
+    if not isinstance(value, str) or not _SOURCE_ID_RE.fullmatch(value):
+        shown = repr(value)[:80] if isinstance(value, str) else type(value).__name__
+        raise ConfigError(
+            f"{shown} is not a Labelbox {what} id (1-64 letters, digits, '-' or '_', as in "
+            f"the {what}'s URL): fix {option}."
+        )
+    return value

@@ -44,7 +44,7 @@ from typing import Any
 
 from labelhaul.errors import ConfigError, StoreError
 from labelhaul.keys import parse_version
-from labelhaul.storage import LocalObjectStore, S3ObjectStore
+from labelhaul.storage import TEMP_MAX_AGE_S, LocalObjectStore, S3ObjectStore
 from labelhaul.store import LATEST, DatasetStore, FileMissingError
 
 # The longest plausible sync: the flow holds a dataset's slot for at most 6 h. A shorter
@@ -85,6 +85,7 @@ class GcReport:
     deleted_blob_bytes: int = 0
     deleted_cards: int = 0
     deleted_runs: int = 0
+    deleted_temp_files: int = 0  # `.part` files of dead writers in a local store
     kept_young: int = 0  # unreferenced but inside the grace period
     referenced_files: int = 0
     referenced_blobs: int = 0
@@ -438,6 +439,12 @@ def collect_garbage(
                 tell("run", info.key, info.size)
                 report.deleted_runs += 1
     deleter.flush()
+
+    # 4. A local store's `.part` temp files left by writers that died (a kill, a full disk).
+    if isinstance(store.objects, LocalObjectStore) and not dry_run:
+        report.deleted_temp_files = store.objects.clean_temp(
+            min(TEMP_MAX_AGE_S, grace_hours * 3600.0)
+        )
     if not dry_run:
         mark_gc(store, gc_started, grace_hours, datetime.now(UTC))
     return report

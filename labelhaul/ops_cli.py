@@ -145,7 +145,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{store.uri_for('')}: {verb} {len(report.deleted_versions)} versions, "
         f"{report.deleted_files} files ({report.deleted_file_bytes} bytes), "
         f"{report.deleted_blobs} blobs ({report.deleted_blob_bytes} bytes), "
-        f"{report.deleted_runs} run records; kept {len(report.kept_versions)} versions "
+        f"{report.deleted_runs} run records, {report.deleted_temp_files} temp files; "
+        f"kept {len(report.kept_versions)} versions "
         f"(latest {report.latest}), {report.kept_young} young unreferenced objects"
     )
     return 0

@@ -14,8 +14,8 @@ from labelhaul.errors import is_terminal
 from labelhaul.export import (
     ExportJob,
     ExportStreamReader,
+    client_from_settings,
     iter_export_lines,
-    make_client,
     start_export,
     wait_for_export,
 )
@@ -35,9 +35,7 @@ def _retry_unless_terminal(task: Any, task_run: Any, state: Any) -> bool:
 
 def client_for(settings: Settings) -> Any:
     """A labelbox.Client for the configured endpoints (fails fast without an API key)."""
-    return make_client(
-        settings.api_key_value(), settings.labelbox_endpoint, settings.labelbox_rest_endpoint
-    )
+    return client_from_settings(settings)
 
 
 @task(
@@ -69,12 +67,9 @@ def start_export_task(
     return jobs
 
 
-@task(
-    name="wait-export",
-    retries=1,
-    retry_delay_seconds=[10],
-    retry_condition_fn=_retry_unless_terminal,
-)
+# No Prefect retries: each poll is retried inside `wait_for_export`, and a retry of the
+# whole wait would start the timeout over (LABELHAUL_EXPORT_TIMEOUT_S bounds the step).
+@task(name="wait-export", retries=0)
 def wait_export_task(settings: Settings, jobs: list[ExportJob]) -> None:
     """Wait for every export task; a timeout raises, a FAILED task carries Labelbox's message."""
     client = client_for(settings)

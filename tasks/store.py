@@ -18,6 +18,7 @@ from labelhaul.pipeline import (
     read_data_row_ids,
     write_known_blobs,
 )
+from labelhaul.runs import begin_run_record, end_run_record, mark_stale_runs
 from labelhaul.storage import open_object_store
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
 from labelhaul.writecheck import ensure_conditional_writes
@@ -60,7 +61,12 @@ def read_parent_task(
     return parent, manifest
 
 
-@task(name="list-known-blobs", retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="list-known-blobs",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_unless_terminal,
+)
 def known_blobs_task(
     settings: Settings,
     store_uri: str,
@@ -79,7 +85,12 @@ def known_blobs_task(
     return write_known_blobs(store, parent_manifest, staging, verify=verify)
 
 
-@task(name="assemble-version", retries=1, retry_delay_seconds=[5])
+@task(
+    name="assemble-version",
+    retries=1,
+    retry_delay_seconds=[5],
+    retry_condition_fn=_retry_unless_terminal,
+)
 def assemble_task(
     settings: Settings,
     store_uri: str,
@@ -143,10 +154,45 @@ def land_version_task(
     return result
 
 
-@task(name="write-run-record", retries=3, retry_delay_seconds=[1, 5, 15])
+@task(
+    name="begin-run-record",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_unless_terminal,
+)
+def begin_run_task(
+    settings: Settings, store_uri: str, dataset_id: str, run_id: str, record: dict[str, Any]
+) -> list[str]:
+    """Record this run as running; mark runs that died without an outcome as killed."""
+    logger = get_run_logger()
+    store = open_store(settings, store_uri, dataset_id)
+    begin_run_record(store, run_id, record)
+    killed = mark_stale_runs(store, run_id)
+    if killed:
+        logger.warning(
+            "Marked %d run(s) that died without an outcome as killed: %s",
+            len(killed),
+            ", ".join(killed),
+        )
+    return killed
+
+
+@task(
+    name="write-run-record",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    retry_condition_fn=_retry_unless_terminal,
+)
 def write_run_record_task(
     settings: Settings, store_uri: str, dataset_id: str, run_id: str, record: dict[str, Any]
 ) -> str:
     """Write `runs/<run_id>.json` (the record of this run, whatever its outcome)."""
+    return write_run_record_now(settings, store_uri, dataset_id, run_id, record)
+
+
+def write_run_record_now(
+    settings: Settings, store_uri: str, dataset_id: str, run_id: str, record: dict[str, Any]
+) -> str:
+    """The same without a task run: for a run Prefect is tearing down (SIGTERM)."""
     store = open_store(settings, store_uri, dataset_id)
-    return store.write_run_record(run_id, record)
+    return end_run_record(store, run_id, record)

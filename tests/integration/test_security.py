@@ -209,6 +209,114 @@ def test_canary_key_never_leaks_from_good_or_failing_runs(
     assert key.encode() not in _database_bytes()
 
 
+def _log_table_messages() -> list[str]:
+    """Return every message of the Prefect server's `log` table (read with sqlite3)."""
+    import sqlite3
+
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    url = str(PREFECT_SERVER_DATABASE_CONNECTION_URL.value())
+    with sqlite3.connect(url.split("///", 1)[1]) as db:
+        return [str(row[0]) for row in db.execute("SELECT message FROM log")]
+
+
+def test_canary_key_with_a_trailing_newline_never_leaks_on_any_failure_path(
+    canary: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """How keys from a secret file or a Kubernetes secret arrive: `key\\n`.
+
+    The SDK put it in a header as is; `requests` refused the header quoting it whole, the
+    SDK's `lbox.request_client` logger printed that, and a chained traceback stored it in
+    Prefect's `log` table. Now: a good run, then every failure path (bad store, GraphQL
+    5xx, a 401 from the API); the key is in no log, no output, no table, no object.
+    """
+    key = canary.api_key
+    monkeypatch.setenv("LABELBOX_API_KEY", key + "\n")
+    monkeypatch.setenv("LABELHAUL_GRAPHQL_DEADLINE_S", "1")
+    states: list[Any] = []
+    with caplog.at_level(logging.DEBUG):
+        states.append(_run(canary.seed_project_id, str(tmp_path / "store")))
+        assert states[-1].is_completed(), states[-1].message
+        # A store that cannot be created: a regular file stands where its directory goes.
+        (tmp_path / "blocker").write_text("not a directory")
+        states.append(_run(canary.seed_project_id, str(tmp_path / "blocker" / "store")))
+        assert states[-1].is_failed()
+        # Every GraphQL call answers 500.
+        canary.faults.set("graphql", "5xx", rate=1.0, status=500)
+        states.append(_run(canary.seed_project_id, str(tmp_path / "store-5xx")))
+        canary.faults.clear()
+        assert states[-1].is_failed()
+        # The API refuses the key.
+        other = EmulatorServer(api_key=f"other-{uuid.uuid4().hex}").start()
+        try:
+            monkeypatch.setenv("LABELBOX_ENDPOINT", other.graphql_url)
+            states.append(_run(other.seed_project_id, str(tmp_path / "store-401")))
+        finally:
+            other.stop()
+        assert states[-1].is_failed()
+    out, err = capfd.readouterr()
+    texts = [caplog.text, out, err]
+    for state in states[1:]:
+        exc = state.result(raise_on_failure=False)
+        assert isinstance(exc, BaseException)
+        texts.append(repr(exc) + str(state.message))
+        texts.append("".join(traceback.format_exception(exc)))
+    texts.extend(_prefect_texts([s.state_details.flow_run_id for s in states]))
+    messages = _log_table_messages()
+    assert messages, "nothing reached Prefect's log table"
+    texts.extend(messages)
+    for text in texts:
+        assert key not in text
+    for path, data in _store_blobs(tmp_path):
+        assert key.encode() not in data, path
+    assert key.encode() not in _database_bytes()
+    # The good run worked with the stripped key: no header error anywhere.
+    assert not any("Invalid leading whitespace" in t or "return character" in t for t in texts)
+
+
+def test_doctor_with_a_trailing_newline_key_is_quiet_and_right(
+    canary: EmulatorServer, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
+    env.update(LABELBOX_API_KEY=canary.api_key + "\n", LABELHAUL_STORE=str(tmp_path / "s"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "labelhaul", "doctor", "--project-id", canary.seed_project_id],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = proc.stdout + proc.stderr
+    assert canary.api_key not in output
+    assert "network" not in output.lower() and "Cannot reach" not in output, output
+    assert "OK    labelbox endpoint" in output, output
+    assert f"OK    project {canary.seed_project_id}" in output, output
+
+    # A key with whitespace inside is refused by name, without showing it.
+    env["LABELBOX_API_KEY"] = canary.api_key[:10] + " " + canary.api_key[10:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "labelhaul", "doctor"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert "FAIL  labelbox api key: LABELBOX_API_KEY has whitespace" in output, output
+    assert canary.api_key[10:] not in output and canary.api_key[:10] not in output
+
+
 # ------------------------------------------------------- Authorization stays on its host
 
 

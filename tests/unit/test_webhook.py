@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from deployments.webhook import (
     EVENT_NAME,
     DeliveryLog,
+    ProjectRateLimit,
     create_app,
     find_project_id,
     sign,
@@ -230,9 +231,42 @@ def test_replayed_delivery_is_dropped(client: AppClient, emitted: Captured) -> N
     assert second.status_code == 200
     assert second.json()["status"] == "duplicate"
     assert len(emitted.events) == 1
-    third = _post(client, body, delivery="other-id")
+    other = json.dumps({**_label_payload(), "id": "clabel0002"}).encode()
+    third = _post(client, other, delivery="other-id")
     assert third.json()["status"] == "accepted"
     assert len(emitted.events) == 2
+
+
+def test_replayed_body_with_a_new_delivery_id_is_dropped(
+    client: AppClient, emitted: Captured
+) -> None:
+    """The signature covers the body, not X-Labelbox-Id: a captured body re-sent under fresh
+    ids must not emit again (it would keep the debounce window open for ever)."""
+    body = json.dumps(_label_payload()).encode()
+    assert _post(client, body, delivery="original").json()["status"] == "accepted"
+    for n in range(5):
+        replay = _post(client, body, delivery=f"forged-{n}")
+        assert replay.status_code == 200
+        assert replay.json()["status"] == "duplicate"
+    assert len(emitted.events) == 1
+
+
+def test_deliveries_per_project_are_rate_bounded(emitted: Captured) -> None:
+    now = [0.0]
+    limiter = ProjectRateLimit(per_minute=3, clock=lambda: now[0])
+    client = AppClient(create_app(SECRET, emit=emitted, rate_limit=limiter))
+    bodies = [json.dumps({**_label_payload(), "id": f"clabel{n:04d}"}).encode() for n in range(5)]
+    answers = [_post(client, b, delivery=f"d-{n}") for n, b in enumerate(bodies[:4])]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1].headers["Retry-After"]) == 60
+    assert len(emitted.events) == 3
+    # Another project has its own budget.
+    other = json.dumps(_label_payload("cotherproject000")).encode()
+    assert _post(client, other, delivery="o-1").json()["status"] == "accepted"
+    # The refused delivery was not remembered: once the minute has passed it gets through.
+    now[0] = 61.0
+    assert _post(client, bodies[3], delivery="d-3").json()["status"] == "accepted"
+    assert len(emitted.events) == 5
 
 
 def test_replay_without_delivery_id_is_dropped_by_body_digest(
