@@ -30,9 +30,16 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from config import Settings
-from labelhaul.export_params import DateRange, ExportFilters, ExportParams
+from labelhaul.export_params import (
+    DateRange,
+    ExportFilters,
+    ExportParams,
+    filters_key,
+    resolve_filter_dates,
+)
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import read_errors
+from labelhaul.syncplan import empty_export_message, plan_sync
 from labelhaul.tables import compute_watermark, parse_timestamp
 from tasks.export import stage_export_task, start_export_task, wait_export_task
 from tasks.masks import process_mask_part
@@ -215,9 +222,17 @@ def run_sync(
     params: ExportParams,
     filters: ExportFilters | None,
     overlap: timedelta,
+    deployment_filters: dict[str, Any] | None = None,
+    redefine_filters: bool = False,
 ) -> dict[str, Any]:
-    """Run one sync of a project (`kind="project"`) or a model run; return its summary."""
+    """Run one sync of a project (`kind="project"`) or a model run; return its summary.
+
+    `deployment_filters` (`filters_key` of the deployment's defaults) and `redefine_filters`
+    decide, with the parent's recorded filters, what the run does (labelhaul.syncplan).
+    """
     logger = get_run_logger()
+    if filters is not None:
+        filters = resolve_filter_dates(filters, naive_dates_as_utc=settings.naive_dates_as_utc)
     run_id = str(flow_run.id or uuid.uuid4())
     timings: dict[str, float] = {}
     started = datetime.now(UTC)
@@ -249,9 +264,24 @@ def run_sync(
                 settings, store, dataset_id, parent_manifest, staging
             )
             watermark = (parent_manifest or {}).get("watermark") or {}
-            use_parent = incremental and parent_manifest is not None and kind == "project"
-            record["mode"] = "incremental" if use_parent else "full"
-            if use_parent:
+            plan = plan_sync(
+                incremental=incremental,
+                kind=kind,
+                parent_manifest=parent_manifest,
+                run_filters=filters_key(filters),
+                deployment_filters=deployment_filters,
+                redefine=redefine_filters,
+            )
+            use_parent = plan.merge_onto_parent
+            record["mode"] = plan.mode
+            record["warnings"] = []
+            if plan.note:
+                record["mode_note"] = plan.note
+                if plan.mode == "merge":
+                    logger.warning(plan.note)
+                else:
+                    logger.info(plan.note)
+            if plan.narrow_to_watermark:
                 filters = incremental_filters(
                     filters or ExportFilters(), watermark.get("value"), overlap
                 )
@@ -274,6 +304,28 @@ def run_sync(
             lap("export_wait")
             summary = stage_export_task(settings, jobs, staging)
             lap("export_stream")
+            if summary.rows == 0:
+                # Nothing to land: a new version would be empty (a mistyped filter) or equal.
+                message = empty_export_message(plan, parent.version_id if parent else None)
+                if plan.mode != "incremental":
+                    logger.warning("Export of %s: %s", dataset_id, message)
+                    record["warnings"].append(message)
+                else:
+                    logger.info("Export of %s: %s", dataset_id, message)
+                record["lock_released_at"] = datetime.now(UTC).isoformat()
+                record.update(
+                    status="completed",
+                    version_id=None,
+                    current_version_id=parent.version_id if parent else None,
+                    created=False,
+                    reason=message,
+                    empty_export=True,
+                    counts={},
+                    errors_by_kind=_count_errors(staging),
+                    rows_exported=0,
+                )
+                _report(dataset_id, store, record, staging, timings)
+                return record
 
             mask_parts = [
                 p for p in summary.parts if (staging / "parts" / f"{p}.jobs.ndjson").stat().st_size
@@ -338,13 +390,12 @@ def run_sync(
             new_watermark = compute_watermark(
                 [summary.max_last_activity_at], watermark.get("value")
             )
-            errors_by_kind: dict[str, int] = {}
-            for err in read_errors(staging):
-                k = str(err.get("kind"))
-                errors_by_kind[k] = errors_by_kind.get(k, 0) + 1
+            errors_by_kind = _count_errors(staging)
             fields: dict[str, Any] = {
                 "source": {"kind": kind, "id": dataset_id},
                 "mode": record["mode"],
+                "mode_note": plan.note,
+                "defining_filters": plan.defining_filters,
                 "export": {
                     "task_ids": record["export_task_ids"],
                     "params": _jsonable(params),
@@ -398,6 +449,14 @@ def run_sync(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _count_errors(staging: Path) -> dict[str, int]:
+    errors_by_kind: dict[str, int] = {}
+    for err in read_errors(staging):
+        k = str(err.get("kind"))
+        errors_by_kind[k] = errors_by_kind.get(k, 0) + 1
+    return errors_by_kind
+
+
 def _jsonable(obj: Any) -> Any:
     """Turn params/filters dataclasses into plain JSON values for the manifest."""
     import dataclasses
@@ -448,6 +507,8 @@ def _report(
     md = (
         f"# labelhaul sync of `{dataset_id}`\n\n{made}, at `{where}`.\n\n"
         f"Mode: {record['mode']}; data rows exported: {record.get('rows_exported')}.\n\n"
+        + "".join(f"{note}\n\n" for note in [record.get("mode_note")] if note)
+        + "".join(f"**Warning:** {w}\n\n" for w in record.get("warnings") or [])
         + _md_counts("Tables (rows)", record.get("counts") or {})
         + "\n"
         + _md_counts("Objects by kind", record.get("counts_by_kind") or {})
