@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +42,7 @@ from labelhaul.pipeline import read_errors
 from labelhaul.syncplan import empty_export_message, plan_sync
 from labelhaul.tables import compute_watermark, parse_timestamp
 from tasks.export import stage_export_task, start_export_task, wait_export_task
-from tasks.masks import process_mask_part
+from tasks.masks import process_mask_part, workers_share_this_api
 from tasks.store import (
     assemble_task,
     known_blobs_task,
@@ -129,6 +129,8 @@ def mask_task_runner(settings: Settings, parts: int = 0) -> Iterator[Any]:
     uploads its own blobs, so only small result records come back.
     """
     runner: Any
+    # A spawned worker does not inherit a temporary API server: point it at this run's.
+    shared_api: Any = nullcontext()
     if settings.dask_address:
         from prefect_dask.task_runners import DaskTaskRunner
 
@@ -138,11 +140,12 @@ def mask_task_runner(settings: Settings, parts: int = 0) -> Iterator[Any]:
         from prefect.task_runners import ProcessPoolTaskRunner
 
         runner = ProcessPoolTaskRunner(max_workers=settings.mask_parallel_parts)
+        shared_api = workers_share_this_api()
     else:
         from prefect.task_runners import ThreadPoolTaskRunner
 
         runner = ThreadPoolTaskRunner(max_workers=settings.mask_parallel_parts)
-    with runner:
+    with shared_api, runner:
         if settings.dask_address:
             profiling = profiling_workers(runner.client)
             if profiling:
