@@ -117,3 +117,45 @@ def test_naive_dates_read_as_utc_when_the_setting_asks(
         start = ds.manifest()["export"]["filters"]["last_activity_at"]["start"]
     # The watermark (later than 2024-01-01 UTC) wins over the user's start.
     assert start.endswith("+00:00") and start > "2024-01-01T00:00:00+00:00"
+
+
+def test_the_deployment_defaults_define_the_dataset(lb_env: EmulatorServer, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    from flows.sync_project import sync_project
+
+    pid = lb_env.add_synthetic_project(n_rows=8, instances=1)  # Done: 2, 6; InReview: 0, 4
+    store = str(tmp_path / "store")
+    deployment_id = sync_project.to_deployment(
+        name=f"defaults-{pid}",
+        parameters={"project_id": pid, "store": store, "mode": "full", "workflow_status": "Done"},
+    ).apply()
+
+    def run(**override: Any) -> dict[str, Any]:
+        # What the UI's "Run" (custom parameters) does, executed here by the real engine.
+        with get_client(sync_client=True) as client:
+            flow_run = client.create_flow_run_from_deployment(deployment_id, parameters=override)
+        state = run_flow(
+            sync_project, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+        )
+        assert state.is_completed(), state.message
+        return dict(state.result())
+
+    spec = lb_env.synthetic_spec(pid)
+
+    def ids() -> set[str]:
+        with open_dataset(store, pid) as ds:
+            return {spec.data_row_id(r) for r in range(8)} & set(
+                ds.table("data_rows")["data_row_id"]
+            )
+
+    adhoc = run(workflow_status="InReview")  # the first run, ad hoc from the form
+    assert adhoc["mode"] == "full" and "only the matching rows" in adhoc["mode_note"]
+    assert _latest(store, pid)[1]["defining_filters"] == {"workflow_status": "Done"}
+    nightly = run()  # the deployment's own filters: a refresh to exactly its rows
+    assert nightly["mode"] == "full" and nightly["version_id"] == "v000002"
+    assert ids() == {spec.data_row_id(2), spec.data_row_id(6)}
+    again = run(workflow_status="InReview")  # ad hoc again: merged, nothing removed
+    assert again["mode"] == "merge" and again["version_id"] == "v000003"
+    assert ids() == {spec.data_row_id(r) for r in (0, 2, 4, 6)}
