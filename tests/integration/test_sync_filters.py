@@ -21,6 +21,19 @@ def _latest(store: str, pid: str) -> tuple[str, dict[str, Any], int]:
         return manifest["version_id"], manifest, len(ds.table("data_rows"))
 
 
+def _summary_artifact(flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])  # type: ignore[list-item]
+            )
+        )
+    return "\n".join(str(a.data) for a in found if a.type == "markdown")
+
+
 def test_a_filtered_or_empty_full_sync_never_shrinks_latest(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -51,6 +64,7 @@ def test_a_filtered_or_empty_full_sync_never_shrinks_latest(
     assert _latest(store, pid)[0::2] == ("v000002", 8)
     record = json.loads(Path(typo["run_record"]).read_text())
     assert record["empty_export"] and record["warnings"] and record["rows_exported"] == 0
+    assert "0 data rows" in _summary_artifact(str(typo["flow_run_id"]))
     assert sorted(p.name for p in (Path(store) / pid / "versions").iterdir()) == [
         "v000001",
         "v000002",

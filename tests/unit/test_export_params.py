@@ -299,9 +299,13 @@ def test_filters_from_parameters_reads_flow_values_and_deployment_json() -> None
             "data_row_ids": [],
         }
     )
-    assert filters_key(from_flow) == filters_key(from_json) == {
-        "last_activity_at": {"start": "2024-01-01T00:00:00.000000Z"},
-        "workflow_status": "Done",
-        "batch_ids": ["b1", "b2"],
-    }
+    assert (
+        filters_key(from_flow)
+        == filters_key(from_json)
+        == {
+            "last_activity_at": {"start": "2024-01-01T00:00:00.000000Z"},
+            "workflow_status": "Done",
+            "batch_ids": ["b1", "b2"],
+        }
+    )
     assert filters_key(filters_from_parameters({})) == filters_key(None) == {}
