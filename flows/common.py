@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from tasks.store import (
 )
 
 LOCK_TIMEOUT_S = 6 * 3600
+EMPTY_RUN_ERRORS_KEPT = 1000  # error records a run record keeps when no version is made
 # A killed run's slot frees when its lease lapses; Prefect's default (300 s) made the re-run
 # after a crash wait ~5 minutes. The server refuses leases under 60 s, and a lease of exactly
 # 60 s was once refused (422) under load: 90 s keeps a margin. Renewed while the run lives.
@@ -309,8 +311,10 @@ def run_sync(
             lap("export_stream")
             if summary.rows == 0:
                 # Nothing to land: a new version would be empty (a mistyped filter) or equal.
-                message = empty_export_message(plan, parent.version_id if parent else None)
-                if plan.mode != "incremental":
+                message = empty_export_message(
+                    plan, parent.version_id if parent else None, summary.export_errors
+                )
+                if plan.mode != "incremental" or summary.export_errors:
                     logger.warning("Export of %s: %s", dataset_id, message)
                     record["warnings"].append(message)
                 else:
@@ -325,6 +329,8 @@ def run_sync(
                     empty_export=True,
                     counts={},
                     errors_by_kind=_count_errors(staging),
+                    # No version to hold them: the run record keeps the first error records.
+                    error_records=list(islice(read_errors(staging), EMPTY_RUN_ERRORS_KEPT)),
                     rows_exported=0,
                 )
                 _report(dataset_id, store, record, staging, timings)

@@ -117,13 +117,20 @@ def plan_sync(
     return SyncPlan(MERGE, True, False, defining, match, note)
 
 
-def empty_export_message(plan: SyncPlan, parent_version_id: str | None) -> str:
+def empty_export_message(
+    plan: SyncPlan, parent_version_id: str | None, export_errors: int = 0
+) -> str:
     """Return what a run whose export held no data row says (it makes no new version)."""
     kept = (
         f"latest stays {parent_version_id}"
         if parent_version_id
         else "the dataset has no version yet"
     )
+    if export_errors:
+        return (
+            f"the export returned 0 data rows and {export_errors} export error(s): no new "
+            f"version, {kept}; the errors are in the run record"
+        )
     if plan.mode == INCREMENTAL:
         return f"no data row changed since the watermark: no new version, {kept}"
     hint = (
