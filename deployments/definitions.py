@@ -144,6 +144,12 @@ def webhook_trigger(target: SyncTarget) -> DeploymentEventTrigger | None:
     "same event in expect and after" case). A Reactive trigger would instead fire on the
     first event of a burst and miss the rest of it until the next run.
 
+    `for_each` is what makes it fire only after an event: without it Prefect's periodic
+    proactive evaluation opens an empty bucket (key `()`) every `within` and fires it for
+    having seen fewer than `threshold` events, i.e. a sync every window with no change at
+    all (`triggering_event: None`). With a bucketing key only an `after` event opens a
+    bucket, and a fired bucket is removed until the next change.
+
     A burst that never quiets down is picked up by the nightly schedule.
     """
     from prefect.events.schemas.automations import Posture
@@ -159,6 +165,7 @@ def webhook_trigger(target: SyncTarget) -> DeploymentEventTrigger | None:
         ),
         enabled=True,
         match={"prefect.resource.id": project_resource_id(target.id)},
+        for_each={"prefect.resource.id"},
         after={EVENT_NAME},
         expect={EVENT_NAME},
         posture=Posture.Proactive,

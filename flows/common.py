@@ -12,9 +12,10 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,14 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from config import Settings
-from labelhaul.export_params import DateRange, ExportFilters, ExportParams, check_source_id
+from labelhaul.export_params import (
+    DateRange,
+    ExportFilters,
+    ExportParams,
+    check_source_id,
+    filters_key,
+    resolve_filter_dates,
+)
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import check_mask_failures, read_errors, why_not_incremental
 from labelhaul.runs import (
@@ -39,10 +47,11 @@ from labelhaul.runs import (
     stopped_stage,
     termination_signal,
 )
+from labelhaul.syncplan import empty_export_message, plan_sync
 from labelhaul.tables import compute_watermark, parse_timestamp
 from labelhaul.verify import MISSING_BLOBS_FULL, clear_noted_missing_blobs, noted_missing_blobs
 from tasks.export import stage_export_task, start_export_task, wait_export_task
-from tasks.masks import process_mask_part
+from tasks.masks import process_mask_part, workers_share_this_api
 from tasks.store import (
     assemble_task,
     begin_run_task,
@@ -55,6 +64,7 @@ from tasks.store import (
 )
 
 LOCK_TIMEOUT_S = 6 * 3600
+EMPTY_RUN_ERRORS_KEPT = 1000  # error records a run record keeps when no version is made
 # A killed run's slot frees when its lease lapses; Prefect's default (300 s) made the re-run
 # after a crash wait ~5 minutes. The server refuses leases under 60 s, and a lease of exactly
 # 60 s was once refused (422) under load: 90 s keeps a margin. Renewed while the run lives.
@@ -132,6 +142,8 @@ def mask_task_runner(settings: Settings, parts: int = 0) -> Iterator[Any]:
     uploads its own blobs, so only small result records come back.
     """
     runner: Any
+    # A spawned worker does not inherit a temporary API server: point it at this run's.
+    shared_api: Any = nullcontext()
     if settings.dask_address:
         from prefect_dask.task_runners import DaskTaskRunner
 
@@ -141,11 +153,12 @@ def mask_task_runner(settings: Settings, parts: int = 0) -> Iterator[Any]:
         from prefect.task_runners import ProcessPoolTaskRunner
 
         runner = ProcessPoolTaskRunner(max_workers=settings.mask_parallel_parts)
+        shared_api = workers_share_this_api()
     else:
         from prefect.task_runners import ThreadPoolTaskRunner
 
         runner = ThreadPoolTaskRunner(max_workers=settings.mask_parallel_parts)
-    with runner:
+    with shared_api, runner:
         if settings.dask_address:
             profiling = profiling_workers(runner.client)
             if profiling:
@@ -225,11 +238,19 @@ def run_sync(
     params: ExportParams,
     filters: ExportFilters | None,
     overlap: timedelta,
+    deployment_filters: dict[str, Any] | None = None,
+    redefine_filters: bool = False,
 ) -> dict[str, Any]:
-    """Run one sync of a project (`kind="project"`) or a model run; return its summary."""
+    """Run one sync of a project (`kind="project"`) or a model run; return its summary.
+
+    `deployment_filters` (`filters_key` of the deployment's defaults) and `redefine_filters`
+    decide, with the parent's recorded filters, what the run does (labelhaul.syncplan).
+    """
     # Before any lock, staging folder or run record: a bad id must leave nothing behind.
     check_source_id(dataset_id, option="--model-run-id" if kind == "model_run" else "--project-id")
     logger = get_run_logger()
+    if filters is not None:
+        filters = resolve_filter_dates(filters, naive_dates_as_utc=settings.naive_dates_as_utc)
     run_id = str(flow_run.id or uuid.uuid4())
     timings: dict[str, float] = {}
     started = datetime.now(UTC)
@@ -264,20 +285,41 @@ def run_sync(
             parent, parent_manifest = read_parent_task(settings, store, dataset_id)
             lap("read_parent")
             watermark = (parent_manifest or {}).get("watermark") or {}
-            use_parent = incremental and parent_manifest is not None and kind == "project"
-            blocker = why_not_incremental(parent_manifest) if use_parent else None
-            if blocker is not None:
-                logger.warning("%s", blocker)
-                use_parent = False
-            dataset = open_store(settings, store, dataset_id, check=False)
-            if use_parent and noted_missing_blobs(dataset):
-                logger.warning(MISSING_BLOBS_FULL)
-                use_parent = False
-            record["mode"] = "incremental" if use_parent else "full"
-            record["known_blobs"] = known_blobs_task(
-                settings, store, dataset_id, parent_manifest, staging, verify=not use_parent
+            plan_args: dict[str, Any] = dict(
+                kind=kind,
+                parent_manifest=parent_manifest,
+                run_filters=filters_key(filters),
+                deployment_filters=deployment_filters,
+                redefine=redefine_filters,
             )
-            if use_parent:
+            plan = plan_sync(incremental=incremental, **plan_args)
+            dataset = open_store(settings, store, dataset_id, check=False)
+            if plan.narrow_to_watermark:
+                # No watermark to narrow to, or blobs known lost: only a full export repairs.
+                blocker = why_not_incremental(parent_manifest)
+                if blocker is None and noted_missing_blobs(dataset):
+                    blocker = MISSING_BLOBS_FULL
+                if blocker is not None:
+                    logger.warning("%s", blocker)
+                    plan = plan_sync(incremental=False, **plan_args)
+            use_parent = plan.merge_onto_parent
+            record["mode"] = plan.mode
+            record["warnings"] = []
+            if plan.note:
+                record["mode_note"] = plan.note
+                if plan.mode == "merge":
+                    logger.warning(plan.note)
+                else:
+                    logger.info(plan.note)
+            record["known_blobs"] = known_blobs_task(
+                settings,
+                store,
+                dataset_id,
+                parent_manifest,
+                staging,
+                verify=not plan.narrow_to_watermark,
+            )
+            if plan.narrow_to_watermark:
                 filters = incremental_filters(
                     filters or ExportFilters(), watermark.get("value"), overlap
                 )
@@ -301,6 +343,32 @@ def run_sync(
             lap("export_wait")
             summary = stage_export_task(settings, jobs, staging, export_started)
             lap("export_stream")
+            if summary.rows == 0:
+                # Nothing to land: a new version would be empty (a mistyped filter) or equal.
+                message = empty_export_message(
+                    plan, parent.version_id if parent else None, summary.export_errors
+                )
+                if plan.mode != "incremental" or summary.export_errors:
+                    logger.warning("Export of %s: %s", dataset_id, message)
+                    record["warnings"].append(message)
+                else:
+                    logger.info("Export of %s: %s", dataset_id, message)
+                record["lock_released_at"] = datetime.now(UTC).isoformat()
+                record.update(
+                    status="completed",
+                    version_id=None,
+                    current_version_id=parent.version_id if parent else None,
+                    created=False,
+                    reason=message,
+                    empty_export=True,
+                    counts={},
+                    errors_by_kind=_count_errors(staging),
+                    # No version to hold them: the run record keeps the first error records.
+                    error_records=list(islice(read_errors(staging), EMPTY_RUN_ERRORS_KEPT)),
+                    rows_exported=0,
+                )
+                _report(dataset_id, store, record, staging, timings)
+                return record
 
             mask_parts = [
                 p for p in summary.parts if (staging / "parts" / f"{p}.jobs.ndjson").stat().st_size
@@ -371,13 +439,12 @@ def run_sync(
             new_watermark = compute_watermark(
                 [summary.max_last_activity_at], watermark.get("value")
             )
-            errors_by_kind: dict[str, int] = {}
-            for err in read_errors(staging):
-                k = str(err.get("kind"))
-                errors_by_kind[k] = errors_by_kind.get(k, 0) + 1
+            errors_by_kind = _count_errors(staging)
             fields: dict[str, Any] = {
                 "source": {"kind": kind, "id": dataset_id},
                 "mode": record["mode"],
+                "mode_note": plan.note,
+                "defining_filters": plan.defining_filters,
                 "export": {
                     "task_ids": record["export_task_ids"],
                     "params": _jsonable(params),
@@ -444,6 +511,14 @@ def run_sync(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _count_errors(staging: Path) -> dict[str, int]:
+    errors_by_kind: dict[str, int] = {}
+    for err in read_errors(staging):
+        k = str(err.get("kind"))
+        errors_by_kind[k] = errors_by_kind.get(k, 0) + 1
+    return errors_by_kind
+
+
 def _jsonable(obj: Any) -> Any:
     """Turn params/filters dataclasses into plain JSON values for the manifest."""
     import dataclasses
@@ -494,6 +569,8 @@ def _report(
     md = (
         f"# labelhaul sync of `{dataset_id}`\n\n{made}, at `{where}`.\n\n"
         f"Mode: {record['mode']}; data rows exported: {record.get('rows_exported')}.\n\n"
+        + "".join(f"{note}\n\n" for note in [record.get("mode_note")] if note)
+        + "".join(f"**Warning:** {w}\n\n" for w in record.get("warnings") or [])
         + _md_counts("Tables (rows)", record.get("counts") or {})
         + "\n"
         + _md_counts("Objects by kind", record.get("counts_by_kind") or {})

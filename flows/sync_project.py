@@ -9,7 +9,12 @@ from prefect import flow
 from config import load_settings
 from flows.common import run_sync
 from flows.params import SyncMode, WorkflowStatus
-from labelhaul.export_params import DateRange, ExportFilters, ExportParams
+from labelhaul.export_params import (
+    ExportParams,
+    filters_from_parameters,
+    filters_key,
+    resolve_filter_dates,
+)
 from labelhaul.labelpolicy import LabelPolicy
 
 
@@ -39,6 +44,7 @@ def sync_project(
     embeddings: bool = True,
     overlap_minutes: int = 60,
     label_policy: LabelPolicy | None = None,
+    redefine_filters: bool = False,
 ) -> dict[str, object]:
     """Export a Labelbox project and land it as a new, immutable dataset version.
 
@@ -70,21 +76,37 @@ def sync_project(
             feeds COCO and pulled masks: benchmark (the reference label, else the highest
             consensus score, else the latest), consensus, latest, or all. The tables keep
             every label. Default: LABELHAUL_LABEL_POLICY (benchmark).
+        redefine_filters: Make this run's filters the dataset's defining filters. Without it,
+            a full sync with other filters than the dataset's (the deployment's defaults)
+            merges the matching rows instead of replacing the dataset with them.
     """
     settings = load_settings()
     if label_policy is not None:
         settings = settings.model_copy(update={"label_policy": LabelPolicy(label_policy)})
-    filters = ExportFilters(
-        last_activity_at=DateRange(last_activity_start, last_activity_end)
-        if last_activity_start or last_activity_end
-        else None,
-        label_created_at=DateRange(label_created_start, label_created_end)
-        if label_created_start or label_created_end
-        else None,
-        workflow_status=workflow_status.value if workflow_status else None,
-        batch_ids=batch_ids or None,
-        data_row_ids=data_row_ids or None,
-        global_keys=global_keys or None,
+    filters = resolve_filter_dates(
+        filters_from_parameters(
+            {
+                "workflow_status": workflow_status,
+                "last_activity_start": last_activity_start,
+                "last_activity_end": last_activity_end,
+                "label_created_start": label_created_start,
+                "label_created_end": label_created_end,
+                "batch_ids": batch_ids,
+                "data_row_ids": data_row_ids,
+                "global_keys": global_keys,
+            }
+        ),
+        naive_dates_as_utc=settings.naive_dates_as_utc,
+    )
+    defaults = _deployment_defaults()
+    deployment_filters = (
+        filters_key(
+            resolve_filter_dates(
+                filters_from_parameters(defaults), naive_dates_as_utc=settings.naive_dates_as_utc
+            )
+        )
+        if defaults is not None
+        else None
     )
     params = ExportParams(
         attachments=attachments,
@@ -105,4 +127,17 @@ def sync_project(
         params=params,
         filters=filters,
         overlap=timedelta(minutes=overlap_minutes),
+        deployment_filters=deployment_filters,
+        redefine_filters=redefine_filters,
     )
+
+
+def _deployment_defaults() -> dict[str, object] | None:
+    """Return the default parameters of this run's deployment, None outside a deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import deployment
+
+    if deployment.id is None:
+        return None
+    with get_client(sync_client=True) as client:
+        return dict(client.read_deployment(deployment.id).parameters or {})

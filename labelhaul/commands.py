@@ -54,6 +54,12 @@ def register(sub: Any) -> None:
             help=f"leave {name.replace('-', ' ')} out of the export",
         )
     p.add_argument("--overlap-minutes", type=int, default=60)
+    p.add_argument(
+        "--redefine-filters",
+        action="store_true",
+        help="make this run's filters the dataset's defining filters (without it, a full sync "
+        "with other filters merges the matching rows instead of replacing the dataset)",
+    )
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_sync)
 
@@ -104,6 +110,10 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
         print("  problems: " + ", ".join(f"{k}={v}" for k, v in sorted(errors.items())))
     if result.get("run_record"):
         print(f"  run record: {result['run_record']}")
+    if result.get("mode_note"):
+        print(f"  note: {result['mode_note']}")
+    for warning in result.get("warnings") or []:
+        print(f"labelhaul: warning: {result.get('dataset_id')}: {warning}", file=sys.stderr)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -155,6 +165,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             interpolated_frames=args.interpolated_frames,
             embeddings=args.embeddings,
             overlap_minutes=args.overlap_minutes,
+            redefine_filters=args.redefine_filters,
             return_state=True,
         )
     if not state.is_completed():

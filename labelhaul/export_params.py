@@ -16,10 +16,11 @@ verbatim and labels `UTC`, so either reading of the offset names the right insta
 
 from __future__ import annotations
 
+import enum
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
@@ -359,3 +360,102 @@ def check_source_id(value: object, *, option: str = "--project-id") -> str:
             f"the {what}'s URL): fix {option}."
         )
     return value
+
+
+def resolve_filter_dates(
+    filters: ExportFilters, *, naive_dates_as_utc: bool = False
+) -> ExportFilters:
+    """Return `filters` with every date as an aware datetime, or refuse a naive one.
+
+    Run this on what a user typed (CLI flags, the Prefect UI form, deployment defaults)
+    before anything compares dates: a naive datetime next to the aware watermark would
+    raise TypeError deep inside an incremental run instead of naming the fix.
+
+    Raises:
+        FilterError: a date that is not ISO 8601, or naive without `naive_dates_as_utc`.
+    """
+    changes: dict[str, DateRange | None] = {}
+    for name in ("last_activity_at", "label_created_at"):
+        rng: DateRange | None = getattr(filters, name)
+        if rng is None:
+            continue
+        changes[name] = DateRange(
+            start=parse_instant(rng.start, naive_dates_as_utc=naive_dates_as_utc)
+            if rng.start is not None
+            else None,
+            end=parse_instant(rng.end, naive_dates_as_utc=naive_dates_as_utc)
+            if rng.end is not None
+            else None,
+        )
+    return replace(filters, **changes) if changes else filters  # type: ignore[arg-type]
+
+
+# Flow parameter name -> (filter field, range end) for `filters_from_parameters`.
+_DATE_PARAMETERS = {
+    "last_activity_start": ("last_activity_at", "start"),
+    "last_activity_end": ("last_activity_at", "end"),
+    "label_created_start": ("label_created_at", "start"),
+    "label_created_end": ("label_created_at", "end"),
+}
+
+
+def filters_from_parameters(values: Mapping[str, Any]) -> ExportFilters:
+    """Return the export filters named by the project flow's parameters.
+
+    `values` holds any of `workflow_status`, `last_activity_start`/`_end`,
+    `label_created_start`/`_end`, `batch_ids`, `data_row_ids`, `global_keys`, as the flow
+    receives them or as a deployment stores them (JSON: dates as strings); other keys are
+    ignored. Empty values mean "no filter".
+    """
+    ranges: dict[str, dict[str, Any]] = {}
+    for parameter, (field_name, end) in _DATE_PARAMETERS.items():
+        value = values.get(parameter)
+        if value is not None and value != "":
+            ranges.setdefault(field_name, {})[end] = value
+    status = values.get("workflow_status")
+    if isinstance(status, enum.Enum):
+        status = status.value
+    return ExportFilters(
+        last_activity_at=DateRange(**ranges["last_activity_at"])
+        if "last_activity_at" in ranges
+        else None,
+        label_created_at=DateRange(**ranges["label_created_at"])
+        if "label_created_at" in ranges
+        else None,
+        workflow_status=status or None,
+        batch_ids=list(values["batch_ids"]) if values.get("batch_ids") else None,
+        data_row_ids=list(values["data_row_ids"]) if values.get("data_row_ids") else None,
+        global_keys=list(values["global_keys"]) if values.get("global_keys") else None,
+    )
+
+
+def filters_key(filters: ExportFilters | None) -> dict[str, Any]:
+    """Return the canonical JSON form of what `filters` selects, to compare two filter sets.
+
+    Dates must be resolved (`resolve_filter_dates`); they become UTC `...Z` strings, ids
+    are de-duplicated and sorted, the workflow status is its export value, and unset
+    filters are left out, so `{}` means "the whole project".
+    """
+    if filters is None:
+        return {}
+    key: dict[str, Any] = {}
+    for name in ("last_activity_at", "label_created_at"):
+        rng: DateRange | None = getattr(filters, name)
+        if rng is None or (rng.start is None and rng.end is None):
+            continue
+        ends = {}
+        for end in ("start", "end"):
+            value = getattr(rng, end)
+            if value is not None:
+                when = parse_instant(value)
+                ends[end] = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        key[name] = ends
+    if filters.workflow_status is not None:
+        key["workflow_status"] = parse_workflow_status(filters.workflow_status).value
+    for name in ("batch_ids", "data_row_ids", "global_keys"):
+        ids = getattr(filters, name)
+        if ids:
+            key[name] = sorted(set(ids))
+    if filters.extra:
+        key["extra"] = dict(filters.extra)
+    return key

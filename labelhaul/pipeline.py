@@ -302,6 +302,8 @@ def why_not_incremental(parent_manifest: dict[str, Any] | None) -> str | None:
         "(its rows carry no data_row.details.last_activity_at); running a full sync. Keep "
         "data_row_details on in the export params so the next run can be incremental."
     )
+
+
 def read_superseded(staging: Path) -> set[tuple[str, int]]:
     """Return the (data row id, offset) of the copies a later copy of the row replaces."""
     return {(str(d["data_row_id"]), int(d["offset"])) for d in read_ndjson(staging / SUPERSEDED)}

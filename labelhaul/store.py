@@ -726,6 +726,12 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
         lines.append(f"- Source: {_json_inline(source) if not isinstance(source, str) else source}")
     if manifest.get("mode"):
         lines.append(f"- Mode: {manifest['mode']}")
+    if manifest.get("mode_note"):
+        lines.append(f"- Note: {manifest['mode_note']}")
+    if isinstance(manifest.get("defining_filters"), Mapping):
+        defining = manifest["defining_filters"]
+        shown = _json_inline(defining) if defining else "none (the whole project)"
+        lines.append(f"- Defining filters: {shown}")
     watermark = manifest.get("watermark")
     if watermark is not None:
         lines.append(f"- Watermark: {_json_inline(watermark)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +17,28 @@ from labelhaul.masks import process_jobs
 from labelhaul.pipeline import MaskPartSummary, part_jobs, read_known_blobs, write_mask_results
 from tasks.export import _retry_unless_terminal
 from tasks.store import open_store
+
+
+@contextmanager
+def workers_share_this_api() -> Iterator[None]:
+    """Point process-pool workers at this run's Prefect API while the block runs.
+
+    With no PREFECT_API_URL the run talks to a temporary server that Prefect started in
+    this process, and a spawned worker does not inherit it: each started a temporary server
+    of its own (three per sync with two workers), writing the mask stage's task runs to
+    databases that die with it. The workers receive this process's settings with each task,
+    so setting the URL here, for the block only, sends them to the one server.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    # Inside a flow run this is the run's own client: no new server, no new connection.
+    url = str(get_client(sync_client=True).api_url).rstrip("/")
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
 
 
 @lru_cache(maxsize=2)

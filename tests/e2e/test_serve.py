@@ -138,17 +138,19 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-def _projects_file(path: Path, project_id: str, store: Path) -> Path:
+def _projects_file(
+    path: Path, project_id: str, store: Path, *, name: str = "e2e-seed", debounce: int = DEBOUNCE_S
+) -> Path:
     path.write_text(
         f"""
 [defaults]
 timezone = "Europe/Berlin"
 webhook = true
-debounce_seconds = {DEBOUNCE_S}
+debounce_seconds = {debounce}
 
 [[projects]]
 id = "{project_id}"
-name = "e2e-seed"
+name = "{name}"
 store = "{store}"
 schedule = "0 2 * * *"
 full_refresh_schedule = "0 4 * * 0"
@@ -242,6 +244,8 @@ def _check_deployment(api: httpx.Client, deployment: dict[str, Any], project_id:
     )
     trigger = automation["trigger"]
     assert trigger["posture"] == "Proactive"
+    # Bucketed by resource: only a change opens a window (no firing on an empty bucket).
+    assert trigger["for_each"] == ["prefect.resource.id"]
     assert trigger["expect"] == ["labelbox.labels.changed"]
     assert trigger["match"] == {"prefect.resource.id": f"labelbox.project.{project_id}"}
     assert trigger["within"] == DEBOUNCE_S
@@ -368,6 +372,97 @@ def test_serve_run_button_and_debounced_webhook_burst(
             for output in (serve.output(tail=None), webhook.output(tail=None)):
                 assert SECRET not in output
                 assert emulator.api_key not in output
+    except AssertionError:
+        print("--- serve ---\n" + serve.output())
+        print("--- webhook ---\n" + webhook.output())
+        raise
+    finally:
+        webhook.stop()
+        serve.stop()
+
+
+def _deliver(receiver: str, project_id: str, delivery: str) -> str:
+    body = json.dumps({"id": f"label-{delivery}", "project": {"id": project_id}}).encode()
+    response = httpx.post(
+        f"{receiver}/webhook",
+        content=body,
+        headers={
+            "X-Hub-Signature": sign(SECRET, body),
+            "X-Labelbox-Id": delivery,
+            "X-Labelbox-Event": "LABEL_UPDATED",
+        },
+    )
+    return str(response.json()["status"])
+
+
+def test_webhook_trigger_runs_only_after_label_changes(
+    prefect_server: str, emulator: Any, tmp_path: Path
+) -> None:
+    """Idle for several debounces: no run. A burst: one run. A second burst: one more."""
+    debounce = 10  # Prefect's minimum `within` for a Proactive trigger
+    project_id = emulator.seed_project_id
+    projects = _projects_file(
+        tmp_path / "projects.toml",
+        project_id,
+        tmp_path / "store",
+        name="e2e-idle",
+        debounce=debounce,
+    )
+    env = _client_env(tmp_path / "home", prefect_server, emulator)
+    serve = _Process(
+        [str(BIN / "labelhaul"), "serve", "--projects", str(projects)], env, tmp_path / "serve.log"
+    )
+    webhook_port = _free_port()
+    webhook = _Process(
+        [str(BIN / "labelhaul"), "webhook", "--port", str(webhook_port)]
+        + ["--projects", str(projects)],
+        env,
+        tmp_path / "webhook.log",
+    )
+    receiver = f"http://127.0.0.1:{webhook_port}"
+    try:
+        with httpx.Client(base_url=prefect_server, timeout=10) as api:
+            deployment = _wait_for(
+                "the served deployment", lambda: _deployment(api, "e2e-idle"), 60, serve
+            )
+            related = f"/automations/related-to/prefect.deployment.{deployment['id']}"
+            _wait_for("the deployment's automation", lambda: api.get(related).json() or None, 30)
+
+            def triggered() -> list[dict[str, Any]]:
+                return [
+                    r
+                    for r in _runs(api, deployment["id"])
+                    if (r.get("created_by") or {}).get("type") == "AUTOMATION"
+                ]
+
+            # No change delivered: the server evaluates the trigger every second meanwhile.
+            time.sleep(3.5 * debounce)
+            assert triggered() == [], "the trigger fired with no label change"
+
+            _wait_for(
+                "the webhook receiver",
+                lambda: True if httpx.get(f"{receiver}/healthz").status_code == 200 else None,
+                30,
+                webhook,
+            )
+            for burst, deliveries in (("a", 4), ("b", 3)):
+                before = len(triggered())
+                answers = [_deliver(receiver, project_id, f"{burst}{i}") for i in range(deliveries)]
+                assert answers == ["accepted"] * deliveries
+                runs = _wait_for(
+                    f"the run of burst {burst}",
+                    lambda n=before: triggered() if len(triggered()) > n else None,  # type: ignore[misc]
+                    90,
+                    serve,
+                )
+                newest = str(max(runs, key=lambda r: str(r["created"]))["id"])
+                done = _wait_for(
+                    "the triggered run", lambda run_id=newest: _finished(api, run_id), 120
+                )
+                assert done["state_type"] == "COMPLETED", serve.output()
+                # Quiet again for several windows: nothing more fires.
+                time.sleep(2.5 * debounce)
+                assert len(triggered()) == before + 1, triggered()
     except AssertionError:
         print("--- serve ---\n" + serve.output())
         print("--- webhook ---\n" + webhook.output())

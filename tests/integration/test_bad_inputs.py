@@ -575,13 +575,12 @@ def test_empty_export_and_export_with_only_errors(lb_env: EmulatorServer, tmp_pa
     store = str(tmp_path / "store")
     nothing = [cuid("n")]
 
+    # An export of 0 data rows makes no version (a mistyped filter must not land an empty
+    # latest) and says so; the next run with rows lands the first version.
     empty = sync(pid, store, data_row_ids=nothing)
-    assert empty["rows_exported"] == 0
-    with open_dataset(store, pid) as ds:
-        assert len(ds.table("data_rows")) == 0
-        assert list(ds.table("annotations").columns)  # empty tables keep their columns
-        assert ds.manifest()["counts"]["data_rows"] == 0
-        assert ds.coco()["images"] == []
+    assert empty["rows_exported"] == 0 and not empty["created"] and empty["empty_export"]
+    assert "0 data rows" in empty["reason"] and empty["warnings"]
+    assert not (Path(store) / pid / "_latest.json").exists()
 
     failed_id = cuid("e")
     lines = [
@@ -589,18 +588,24 @@ def test_empty_export_and_export_with_only_errors(lb_env: EmulatorServer, tmp_pa
         {"data_row": {"id": cuid("e")}, "error": "Data row could not be exported: deleted"},
     ]
     lb_env.add_error_lines(pid, lines)
-    # A fresh store: on top of the empty version this run's content (no rows) is unchanged,
-    # so it would make no new version and the ERRORS lines would land nowhere (reported).
-    store = str(tmp_path / "store2")
+    # Only errors: still no version, and the run record keeps the error records with ids.
     only_errors = sync(pid, store, data_row_ids=nothing)
-    assert only_errors["rows_exported"] == 0 and only_errors["created"]
+    assert only_errors["rows_exported"] == 0 and not only_errors["created"]
+    assert "2 export error(s)" in only_errors["reason"] and only_errors["warnings"]
+    assert only_errors["errors_by_kind"] == {"export_error": 2}
+    record = json.loads(Path(only_errors["run_record"]).read_text())
+    assert {e["data_row_id"] for e in record["error_records"]} >= {failed_id}
+    # With the row exported too, the version lands the ERRORS lines as received.
+    store = str(tmp_path / "store2")
+    only_errors = sync(pid, store)
+    assert only_errors["rows_exported"] == 1 and only_errors["created"]
     with open_dataset(store, pid) as ds:
         manifest = ds.manifest()
         assert manifest["export"]["export_errors"] == 2
         raw = gzip.decompress(ds.local_file(ds.file_entry("raw", "export_errors")).read_bytes())
         assert [json.loads(x) for x in raw.splitlines()] == lines
         assert failed_id in raw.decode()
-        assert len(ds.table("data_rows")) == 0
+        assert len(ds.table("data_rows")) == 1
 
 
 def test_failed_masks_are_marked_invalid_and_counted_in_coco_skipped(

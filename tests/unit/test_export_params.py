@@ -252,3 +252,60 @@ def test_has_dates() -> None:
     assert not ExportFilters().has_dates
     assert not ExportFilters(last_activity_at=DateRange()).has_dates
     assert ExportFilters(label_created_at=DateRange(end="2024-01-01T00:00:00Z")).has_dates
+
+
+def test_resolve_filter_dates_refuses_naive_dates_naming_the_fix() -> None:
+    from labelhaul.export_params import resolve_filter_dates
+
+    naive = ExportFilters(last_activity_at=DateRange(start=datetime(2024, 1, 1)))
+    with pytest.raises(FilterError, match="LABELHAUL_NAIVE_DATES_AS_UTC=true"):
+        resolve_filter_dates(naive)
+    text = ExportFilters(label_created_at=DateRange(end="2024-01-01T00:00:00"))
+    with pytest.raises(FilterError, match="has no timezone"):
+        resolve_filter_dates(text)
+
+
+def test_resolve_filter_dates_reads_naive_dates_as_utc_when_asked() -> None:
+    from labelhaul.export_params import resolve_filter_dates
+
+    filters = ExportFilters(
+        last_activity_at=DateRange(start=datetime(2024, 1, 1), end="2024-02-01T00:00:00+02:00"),
+        workflow_status="Done",
+    )
+    resolved = resolve_filter_dates(filters, naive_dates_as_utc=True)
+    assert resolved.last_activity_at == DateRange(
+        start=datetime(2024, 1, 1, tzinfo=UTC),
+        end=datetime(2024, 1, 31, 22, tzinfo=UTC),
+    )
+    assert resolved.workflow_status == "Done"
+
+
+def test_filters_from_parameters_reads_flow_values_and_deployment_json() -> None:
+    from labelhaul.export_params import WorkflowStatus, filters_from_parameters, filters_key
+
+    from_flow = filters_from_parameters(
+        {
+            "workflow_status": WorkflowStatus.DONE,
+            "last_activity_start": datetime(2024, 1, 1, tzinfo=UTC),
+            "batch_ids": ["b2", "b1"],
+            "project_id": "ignored",
+        }
+    )
+    from_json = filters_from_parameters(
+        {
+            "workflow_status": "Done",
+            "last_activity_start": "2024-01-01T01:00:00+01:00",
+            "batch_ids": ["b1", "b2", "b1"],
+            "data_row_ids": [],
+        }
+    )
+    assert (
+        filters_key(from_flow)
+        == filters_key(from_json)
+        == {
+            "last_activity_at": {"start": "2024-01-01T00:00:00.000000Z"},
+            "workflow_status": "Done",
+            "batch_ids": ["b1", "b2"],
+        }
+    )
+    assert filters_key(filters_from_parameters({})) == filters_key(None) == {}

@@ -187,6 +187,8 @@ def test_why_not_incremental() -> None:
     assert why_not_incremental({"watermark": {"value": "2024-01-01T00:00:00Z"}}) is None
     reason = why_not_incremental({"version_id": "v000003", "watermark": {"value": None}})
     assert reason is not None and "v000003" in reason and "running a full sync" in reason
+
+
 def test_a_data_row_exported_twice_lands_once_the_later_copy_winning(tmp_path: Path) -> None:
     """Issue 13 item 6: duplicates (retried or split exports) are landed once, with a record."""
     rows = _synthetic_rows(4)

@@ -104,6 +104,8 @@ def test_project_deployment_has_cron_timezone_trigger_and_concurrency() -> None:
     assert trigger.match.model_dump() == {"prefect.resource.id": f"labelbox.project.{SEED}"}
     assert trigger.expect == {EVENT_NAME} == {"labelbox.labels.changed"}
     assert trigger.after == {EVENT_NAME}
+    # Bucketed per resource: only a change opens a window, so no run without one.
+    assert trigger.for_each == {"prefect.resource.id"}
     assert trigger.posture.value == "Proactive"
     assert trigger.threshold == 1
     assert trigger.within == timedelta(seconds=90)
