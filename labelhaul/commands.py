@@ -197,12 +197,41 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
         print(f"  run record: {result['run_record']}")
 
 
+def _preflight(args: argparse.Namespace, settings: Any) -> None:
+    """Check store, filters, key and target before Prefect starts (labelhaul.preflight)."""
+    from labelhaul.export_params import DateRange, ExportFilters
+    from labelhaul.preflight import check_sync
+
+    def span(start: datetime | None, end: datetime | None) -> DateRange | None:
+        return DateRange(start, end) if start or end else None
+
+    filters = None
+    if args.project_id:
+        filters = ExportFilters(
+            last_activity_at=span(args.last_activity_start, args.last_activity_end),
+            label_created_at=span(args.label_created_start, args.label_created_end),
+            workflow_status=args.workflow_status,
+            batch_ids=args.batch_ids or None,
+            data_row_ids=args.data_row_ids or None,
+            global_keys=args.global_keys or None,
+        )
+    check_sync(
+        settings,
+        store=args.store or settings.store,
+        project_id=args.project_id,
+        model_run_id=args.model_run_id,
+        filters=filters,
+    )
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one sync flow and exit non-zero when it fails."""
     from config import load_settings
 
     _prefect_defaults()
-    load_settings().api_key_value()  # fail fast, before Prefect starts, naming the fix
+    settings = load_settings()
+    settings.api_key_value()  # fail fast, before Prefect starts, naming the fix
+    _preflight(args, settings)
     if args.model_run_id:
         from flows.sync_model_run import sync_model_run
 

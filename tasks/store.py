@@ -48,7 +48,12 @@ def read_parent_task(
     return parent, manifest
 
 
-@task(name="list-known-blobs", retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="list-known-blobs",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retry_unless_terminal,
+)
 def known_blobs_task(
     settings: Settings,
     store_uri: str,
@@ -62,7 +67,12 @@ def known_blobs_task(
     return write_known_blobs(store, parent_manifest, staging)
 
 
-@task(name="assemble-version", retries=1, retry_delay_seconds=[5])
+@task(
+    name="assemble-version",
+    retries=1,
+    retry_delay_seconds=[5],
+    retry_condition_fn=_retry_unless_terminal,
+)
 def assemble_task(
     settings: Settings,
     store_uri: str,
@@ -121,7 +131,14 @@ def land_version_task(
     return result
 
 
-@task(name="write-run-record", retries=3, retry_delay_seconds=[1, 5, 15])
+# An unwritable store was retried here three times (21 s) after the run had already failed
+# on it: terminal errors are never retried, by any task.
+@task(
+    name="write-run-record",
+    retries=3,
+    retry_delay_seconds=[1, 5, 15],
+    retry_condition_fn=_retry_unless_terminal,
+)
 def write_run_record_task(
     settings: Settings, store_uri: str, dataset_id: str, run_id: str, record: dict[str, Any]
 ) -> str:

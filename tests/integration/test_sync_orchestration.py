@@ -1,0 +1,51 @@
+"""What a sync run tells and leaves behind, under Prefect's real engine (test harness)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelhaul.emulator import EmulatorServer
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _task_runs(state: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        return list(
+            client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        )
+
+
+@pytest.mark.parametrize("case", ["unwritable store", "wrong key", "unknown project"])
+def test_terminal_errors_are_never_retried(
+    lb_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    from flows.params import SyncMode
+    from flows.sync_project import sync_project
+
+    project, store = lb_env.seed_project_id, str(tmp_path / "store")
+    if case == "unwritable store":
+        store = "/proc/labelhaul-x"
+    elif case == "wrong key":
+        monkeypatch.setenv("LABELBOX_API_KEY", "not-the-key")
+    else:
+        project = "cnosuchproject0000000000"
+    state = sync_project(project, store=store, mode=SyncMode.full, return_state=True)
+    assert state.is_failed()
+    runs = _task_runs(state)
+    assert runs
+    retried = {r.name: r.run_count for r in runs if r.run_count > 1}
+    assert retried == {}, f"terminal error retried: {retried}"
+    message = str(state.message)
+    assert "\n" not in message
+    fix = {"unwritable store": "writable", "wrong key": "LABELBOX_API_KEY"}.get(case, "not found")
+    assert fix in message, message
