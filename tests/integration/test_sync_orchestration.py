@@ -49,3 +49,29 @@ def test_terminal_errors_are_never_retried(
     assert "\n" not in message
     fix = {"unwritable store": "writable", "wrong key": "LABELBOX_API_KEY"}.get(case, "not found")
     assert fix in message, message
+
+
+def _landed(root: Path) -> set[str]:
+    """Every file of the store but run records and the local store's own bookkeeping."""
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and "/runs/" not in f"/{p.relative_to(root)}" and ".labelhaul-" not in str(p)
+    }
+
+
+def test_a_sync_that_makes_no_version_leaves_nothing_new(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    from flows.params import SyncMode
+    from tests.helpers import sync_project_ok
+
+    pid = lb_env.add_synthetic_project(n_rows=5, instances=2)
+    root = tmp_path / "store"
+    assert sync_project_ok(pid, str(root))["created"]
+    before = _landed(root)
+    for mode in (SyncMode.full, SyncMode.incremental):
+        again = sync_project_ok(pid, str(root), mode=mode)
+        assert not again["created"]
+        assert _landed(root) == before, f"{mode}: {sorted(_landed(root) - before)}"
+    assert len(list((root / pid / "runs").iterdir())) == 3  # every run is still recorded
