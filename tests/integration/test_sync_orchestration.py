@@ -75,3 +75,42 @@ def test_a_sync_that_makes_no_version_leaves_nothing_new(
         assert not again["created"]
         assert _landed(root) == before, f"{mode}: {sorted(_landed(root) - before)}"
     assert len(list((root / pid / "runs").iterdir())) == 3  # every run is still recorded
+
+
+def test_gc_flow_applies_the_retention(lb_env: EmulatorServer, tmp_path: Path) -> None:
+    from flows.gc_dataset import gc_dataset
+    from labelhaul.reader import open_dataset
+    from tests.helpers import sync_project_ok
+
+    pid = lb_env.add_synthetic_project(n_rows=4, instances=1)
+    store = str(tmp_path / "store")
+    for rows in ([], [0], [1]):
+        if rows:
+            lb_env.edit_rows(pid, rows)
+        assert sync_project_ok(pid, store)["created"]
+    state = gc_dataset(pid, store=store, keep=1, grace_hours=0, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["deleted_versions"] == ["v000001", "v000002"]
+    with open_dataset(store, pid) as ds:
+        assert ds.versions() == ["v000003"]
+        assert len(ds.table("data_rows")) == 4
+
+
+def test_gc_deployment_lands_on_the_server_with_its_schedule() -> None:
+    from prefect.client.orchestration import get_client
+
+    from config.projects import parse_projects
+    from deployments.definitions import build_deployments
+
+    config = parse_projects(
+        {"projects": [{"id": "cgcproject", "name": "gc-apply", "retention": {"keep": 4}}]}
+    )
+    gc = next(
+        d for d in build_deployments(config, default_store="/tmp/x") if d.name == "gc-apply-gc"
+    )
+    deployment_id = gc.apply()
+    with get_client(sync_client=True) as client:
+        stored = client.read_deployment(deployment_id)
+    assert stored.parameters["keep"] == 4 and stored.parameters["dataset_id"] == "cgcproject"
+    (schedule,) = stored.schedules
+    assert schedule.schedule.cron == "30 5 * * *" and schedule.active
