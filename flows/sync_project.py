@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from prefect import flow
+from prefect import State, flow
 
 from config import load_settings
-from flows.common import run_sync
+from flows.common import completed_state, run_sync
 from flows.params import SyncMode, WorkflowStatus
 from labelhaul.export_params import DateRange, ExportFilters, ExportParams
 
@@ -37,7 +38,7 @@ def sync_project(
     interpolated_frames: bool = True,
     embeddings: bool = True,
     overlap_minutes: int = 60,
-) -> dict[str, object]:
+) -> dict[str, Any] | State[dict[str, Any]]:
     """Export a Labelbox project and land it as a new, immutable dataset version.
 
     Args:
@@ -88,13 +89,15 @@ def sync_project(
         interpolated_frames=interpolated_frames,
         embeddings=embeddings,
     )
-    return run_sync(
-        settings=settings,
-        kind="project",
-        dataset_id=project_id,
-        store=store or settings.store,
-        incremental=mode == SyncMode.incremental,
-        params=params,
-        filters=filters,
-        overlap=timedelta(minutes=overlap_minutes),
+    return completed_state(
+        run_sync(
+            settings=settings,
+            kind="project",
+            dataset_id=project_id,
+            store=store or settings.store,
+            incremental=mode == SyncMode.incremental,
+            params=params,
+            filters=filters,
+            overlap=timedelta(minutes=overlap_minutes),
+        )
     )

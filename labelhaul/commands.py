@@ -181,7 +181,7 @@ def _instant(text: str) -> datetime:
         ) from exc
 
 
-def _print_summary(result: dict[str, Any], as_json: bool) -> None:
+def _print_summary(result: Any, as_json: bool, state_name: str | None = None) -> None:
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -192,7 +192,10 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
     print("  tables: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     errors = result.get("errors_by_kind") or {}
     if errors:
-        print("  problems: " + ", ".join(f"{k}={v}" for k, v in sorted(errors.items())))
+        print(
+            f"  {state_name or 'problems'}: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
+        )
     if result.get("run_record"):
         print(f"  run record: {result['run_record']}")
 
@@ -274,7 +277,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not state.is_completed():
         print(f"labelhaul: sync failed: {state.message}", file=sys.stderr)
         return 1
-    _print_summary(state.result(), args.json)
+    _print_summary(state.result(), args.json, state.name)
     return 0
 
 
@@ -324,7 +327,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 continue
             result = state.result()
             landed.append(str(result.get("dataset_id")))
-            _print_summary(result, as_json=False)
+            _print_summary(result, as_json=False, state_name=state.name)
     store = os.path.abspath(args.store)
     cmd = labelhaul_command()
     print(f"\nDatasets landed under {store}. Look inside with:")

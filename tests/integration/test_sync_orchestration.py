@@ -114,3 +114,98 @@ def test_gc_deployment_lands_on_the_server_with_its_schedule() -> None:
     assert stored.parameters["keep"] == 4 and stored.parameters["dataset_id"] == "cgcproject"
     (schedule,) = stored.schedules
     assert schedule.schedule.cron == "30 5 * * *" and schedule.active
+
+
+def _artifact(key: str) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    return max(found, key=lambda a: a.created) if found else None
+
+
+def test_a_run_with_problems_ends_in_a_named_completed_state(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.params import SyncMode
+    from flows.sync_project import sync_project
+
+    pid = lb_env.add_synthetic_project(n_rows=3, instances=1)
+    lb_env.add_error_lines(
+        pid,
+        [
+            {"data_row": {"id": f"cerr{i}0000000000000000"}, "error": "could not be exported"}
+            for i in range(7)
+        ],
+    )
+    state = sync_project(pid, store=str(tmp_path / "store"), mode=SyncMode.full, return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert result["created"] and sum(result["errors_by_kind"].values()) == 7
+    assert state.name == "Completed with 7 problems"
+    assert "7 problems" in str(state.message)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.state is not None and run.state.name == "Completed with 7 problems"
+    summary = _artifact(f"sync-{pid}".lower())
+    assert summary.data.splitlines()[0].startswith("# 7 problems")
+
+    clean = lb_env.add_synthetic_project(n_rows=2, instances=1)
+    state = sync_project(clean, store=str(tmp_path / "store"), return_state=True)
+    assert state.is_completed() and state.name == "Completed"
+
+
+def test_summary_heads_seconds_and_explains_a_mode_change(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    from flows.params import SyncMode
+    from tests.helpers import sync_project_ok
+
+    pid = lb_env.add_synthetic_project(n_rows=2, instances=1)
+    record = sync_project_ok(pid, str(tmp_path / "store"), mode=SyncMode.incremental)
+    assert record["mode"] == "full"
+    assert record["mode_reason"] == "asked incremental, ran full: no parent version"
+    md = _artifact(f"sync-{pid}".lower()).data
+    assert "Mode: full (asked incremental, ran full: no parent version)" in md
+    seconds = md[md.index("**Seconds per stage**") :]
+    assert "| | seconds |" in seconds and "| | count |" not in seconds
+    again = sync_project_ok(pid, str(tmp_path / "store"), mode=SyncMode.incremental)
+    assert again["mode"] == "incremental" and again["mode_reason"] is None
+
+
+def test_mask_progress_moves_during_the_mask_stage(
+    lb_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from tests.helpers import sync_project_ok
+
+    monkeypatch.setenv("LABELHAUL_MASK_WORKERS", "1")
+    pid = lb_env.add_synthetic_project(n_rows=8, instances=1)
+    # One part of 8 composites, split one by one, each behind 0.6 s of latency.
+    lb_env.faults.set("mask", "latency", rate=1.0, seconds=0.6)
+    key = f"masks-{pid}".lower()
+    seen: set[float] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            artifact = _artifact(key)
+            if artifact is not None and artifact.data is not None:
+                seen.add(float(artifact.data))
+            stop.wait(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        sync_project_ok(pid, str(tmp_path / "store"))
+    finally:
+        stop.set()
+        watcher.join()
+    assert 100.0 in seen
+    assert any(0 < v < 100 for v in seen), sorted(seen)

@@ -1,0 +1,99 @@
+"""What a finished sync says about itself: its state name, its summary's lines, its progress.
+
+Pure functions over the run record (`flows/common.py: run_sync` builds it); the flows turn
+them into a Prefect state and artifacts. Nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def problem_count(record: Mapping[str, Any]) -> int:
+    """Return how many error records (errors and warnings) the run produced."""
+    return sum(int(n) for n in (record.get("errors_by_kind") or {}).values())
+
+
+def plural(n: int, word: str) -> str:
+    """Return "1 problem", "7 problems"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def completed_name(record: Mapping[str, Any]) -> str | None:
+    """Return the name of the run's Completed state when it landed with problems, else None.
+
+    A plain green "Completed" hid runs whose error records said some input did not land.
+    """
+    n = problem_count(record)
+    return f"Completed with {plural(n, 'problem')}" if n else None
+
+
+def completed_message(record: Mapping[str, Any]) -> str:
+    """Return one line saying what problems the run had and where to read them."""
+    kinds = record.get("errors_by_kind") or {}
+    listed = ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
+    return (
+        f"{plural(problem_count(record), 'problem')} ({listed}): see the run's errors "
+        "artifact and the version's run_errors file"
+    )
+
+
+def explain_mode(*, asked_incremental: bool, ran_incremental: bool, kind: str) -> str | None:
+    """Return why the run's mode differs from the one asked for, or None when it does not."""
+    if not asked_incremental or ran_incremental:
+        return None
+    if kind != "project":
+        return "asked incremental, ran full: a model run is always exported whole"
+    return "asked incremental, ran full: no parent version"
+
+
+def summary_title(dataset_id: str, record: Mapping[str, Any]) -> str:
+    """Return the summary artifact's first line: the problem count leads it."""
+    n = problem_count(record)
+    lead = plural(n, "problem") if n else "No problems"
+    return f"# {lead}: labelhaul sync of `{dataset_id}`"
+
+
+def md_counts(title: str, counts: Mapping[str, float], unit: str = "count") -> str:
+    """Return a two-column Markdown table of `counts`, its value column headed `unit`."""
+    if not counts:
+        return f"**{title}:** none\n"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
+    return f"**{title}**\n\n| | {unit} |\n|---|---|\n{rows}\n"
+
+
+# --------------------------------------------------------------------------- mask progress
+
+
+def _progress_path(staging: Path, part: str) -> Path:
+    return staging / "parts" / f"{part}.progress"
+
+
+def write_part_progress(staging: Path, part: str, done: int) -> None:
+    """Record that `done` composites of `part` are split (read by the flow for its artifact).
+
+    Written whole then renamed, so a reader never sees half a number. Only a worker that
+    shares the staging directory (threads, processes) is seen; a Dask worker elsewhere is
+    counted when its part ends.
+    """
+    path = _progress_path(staging, part)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(str(done))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # progress is a courtesy: never fail a mask part over it
+
+
+def read_mask_progress(staging: Path, parts: Iterable[str]) -> int:
+    """Return the composites the running parts have recorded as split so far."""
+    total = 0
+    for part in parts:
+        try:
+            total += int(_progress_path(staging, part).read_text() or 0)
+        except (OSError, ValueError):
+            continue
+    return total
