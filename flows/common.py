@@ -39,9 +39,11 @@ from labelhaul.pipeline import read_errors
 from labelhaul.report import (
     completed_message,
     completed_name,
+    count_by_source,
     explain_mode,
     md_counts,
     read_mask_progress,
+    source_info,
     summary_title,
 )
 from labelhaul.tables import compute_watermark, parse_timestamp
@@ -352,7 +354,8 @@ def run_sync(
                 k = str(err.get("kind"))
                 errors_by_kind[k] = errors_by_kind.get(k, 0) + 1
             fields: dict[str, Any] = {
-                "source": {"kind": kind, "id": dataset_id},
+                "source": source_info(kind, dataset_id, assembled.tables),
+                "counts_by_source": count_by_source(assembled.tables.get("annotations")),
                 "mode": record["mode"],
                 "export": {
                     "task_ids": record["export_task_ids"],

@@ -97,3 +97,62 @@ def read_mask_progress(staging: Path, parts: Iterable[str]) -> int:
         except (OSError, ValueError):
             continue
     return total
+
+
+# --------------------------------------------------------------------------- source names
+
+# (id column, name column) per part of a source, as the data_rows table carries them.
+_NAME_COLUMNS = {
+    "project": (("project_id", "project_name"),),
+    "model_run": (("model_run_id", "model_run_name"), ("experiment_id", "experiment_name")),
+}
+
+
+def source_info(kind: str, dataset_id: str, tables: Mapping[str, Path]) -> dict[str, Any]:
+    """Return the manifest's `source`: kind, id, and the names Labelbox gave them.
+
+    The names come from the first data row that carries them (the export has no header);
+    an export without rows leaves them out rather than writing None.
+    """
+    import pyarrow.parquet as pq
+
+    info: dict[str, Any] = {"kind": kind, "id": dataset_id}
+    path = tables.get("data_rows")
+    pairs = _NAME_COLUMNS.get(kind, ())
+    if path is None or not pairs:
+        return info
+    pf = pq.ParquetFile(str(path))
+    columns = [c for pair in pairs for c in pair if c in pf.schema_arrow.names]
+    if not columns:
+        return info
+    wanted = {name: id_col for id_col, name in pairs}
+    for batch in pf.iter_batches(columns=columns, batch_size=1024):
+        for row in batch.to_pylist():
+            for name, id_col in list(wanted.items()):
+                if row.get(name):
+                    prefix = id_col.removesuffix("_id")
+                    info[f"{prefix}_name" if prefix != kind else "name"] = row[name]
+                    if prefix != kind and row.get(id_col):
+                        info[id_col] = row[id_col]
+                    del wanted[name]
+            if not wanted:
+                return info
+    return info
+
+
+def count_by_source(annotations: Path | None) -> dict[str, int]:
+    """Return annotation rows per `source` (`label` = ground truth, `prediction`)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts: dict[str, int] = {}
+    if annotations is None:
+        return counts
+    pf = pq.ParquetFile(str(annotations))
+    if "source" not in pf.schema_arrow.names:
+        return counts
+    for batch in pf.iter_batches(columns=["source"]):
+        for item in pc.value_counts(pc.fill_null(batch.column("source"), "unknown")).to_pylist():
+            key = str(item["values"])
+            counts[key] = counts.get(key, 0) + int(item["counts"])
+    return counts

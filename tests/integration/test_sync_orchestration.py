@@ -209,3 +209,37 @@ def test_mask_progress_moves_during_the_mask_stage(
         watcher.join()
     assert 100.0 in seen
     assert any(0 < v < 100 for v in seen), sorted(seen)
+
+
+def test_dataset_card_names_its_source_and_prints_no_none(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    from flows.sync_model_run import sync_model_run
+    from labelhaul.reader import open_dataset
+    from tests.helpers import sync_project_ok
+
+    store = tmp_path / "store"
+    pid, mrid = lb_env.seed_project_id, lb_env.seed_model_run_id
+    sync_project_ok(pid, str(store))
+    state = sync_model_run(mrid, store=str(store), return_state=True)
+    assert state.is_completed(), state.message
+    with open_dataset(str(store), pid) as ds:
+        project_name = ds.table("data_rows")["project_name"].dropna().iloc[0]
+    with open_dataset(str(store), mrid) as ds:
+        rows = ds.table("data_rows")
+        run_name = rows["model_run_name"].dropna().iloc[0]
+        experiment_name = rows["experiment_name"].dropna().iloc[0]
+        sources = ds.table("annotations")["source"].value_counts().to_dict()
+
+    card = (store / pid / "versions" / "v000001" / "README.md").read_text()
+    assert f"- Source: Labelbox project **{project_name}** (`{pid}`)" in card
+    assert card.startswith(f"# {project_name} — v000001")
+    run_card = (store / mrid / "versions" / "v000001" / "README.md").read_text()
+    assert f"Labelbox model run **{run_name}** (`{mrid}`) of experiment **{experiment_name}**" in (
+        run_card
+    )
+    assert f"- Ground truth: {sources['label']} annotations" in run_card
+    assert f"- Predictions: {sources['prediction']} annotations" in run_card
+    for text in (card, run_card):
+        assert "None" not in text
+        assert "Changes since nothing" not in text and "null" not in text
