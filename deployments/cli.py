@@ -65,6 +65,8 @@ def describe(deployments: list[RunnerDeployment]) -> str:
             lines.append(f"  cron {inner.cron!r} {inner.timezone}{extra}")
         for trigger in deployment.triggers:
             lines.append(f"  trigger: {trigger.describe_for_cli().strip()}")
+        if deployment.concurrency_limit is None:
+            continue  # a gc deployment: it waits on the dataset's sync slot instead
         options = deployment.concurrency_options
         strategy = options.collision_strategy.value if options else "ENQUEUE"
         lines.append(f"  concurrency: {deployment.concurrency_limit} ({strategy})")
