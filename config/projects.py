@@ -61,6 +61,26 @@ def validate_timezone(value: str) -> str:
     return value
 
 
+class Retention(BaseModel):
+    """What `gc` keeps of a dataset, and when `serve` runs it (`labelhaul gc`'s options)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep: int = Field(ge=1, description="Published versions to keep (the latest counts).")
+    older_than_days: float | None = Field(
+        default=None, ge=0, description="Delete a version beyond `keep` only when this old."
+    )
+    grace_hours: float = Field(
+        default=24.0, ge=0, description="Keep unreferenced objects younger than this."
+    )
+    schedule: str = Field(default="30 5 * * *", description="Cron of the gc run.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        return validate_cron(value)
+
+
 class _Common(BaseModel):
     """Keys shared by `[defaults]` and every entry."""
 
@@ -86,6 +106,9 @@ class _Common(BaseModel):
         default="enqueue", description="What a run does while another of the same project runs."
     )
     paused: bool = Field(default=False, description="Create the schedules paused.")
+    retention: Retention | None = Field(
+        default=None, description="Run gc on a schedule with these options; None: never."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Other flow parameters.")
 
     @field_validator("schedule", "full_refresh_schedule")
@@ -196,6 +219,8 @@ def _format_error(where: str, exc: ValidationError) -> str:
 def _merge(defaults: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     merged = {**defaults, **entry}
     merged["params"] = {**defaults.get("params", {}), **entry.get("params", {})}
+    if isinstance(defaults.get("retention"), dict) and isinstance(entry.get("retention"), dict):
+        merged["retention"] = {**defaults["retention"], **entry["retention"]}
     return merged
 
 

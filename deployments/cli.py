@@ -7,6 +7,7 @@ config/projects.toml). Prefect is imported inside the commands only.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -64,20 +65,46 @@ def describe(deployments: list[RunnerDeployment]) -> str:
             lines.append(f"  cron {inner.cron!r} {inner.timezone}{extra}")
         for trigger in deployment.triggers:
             lines.append(f"  trigger: {trigger.describe_for_cli().strip()}")
+        if deployment.concurrency_limit is None:
+            continue  # a gc deployment: it waits on the dataset's sync slot instead
         options = deployment.concurrency_options
         strategy = options.collision_strategy.value if options else "ENQUEUE"
         lines.append(f"  concurrency: {deployment.concurrency_limit} ({strategy})")
     return "\n".join(lines)
 
 
+NO_SERVER_NOTICE = (
+    "labelhaul serve: no PREFECT_API_URL, so serving against a Prefect server of its own at "
+    "{url} that stops with serve (UI there meanwhile; run history kept in PREFECT_HOME). For a "
+    "lasting one: `prefect server start`, then PREFECT_API_URL=http://127.0.0.1:4200/api"
+)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from prefect import serve
+    from prefect.settings import PREFECT_API_URL
 
     settings = load_settings()
     deployments = build_from_args(args.projects, settings)
     print(describe(deployments), file=sys.stderr)
-    serve(*deployments, limit=args.limit)
+    if PREFECT_API_URL.value():
+        _serve_deployments(deployments, args.limit)
+        return 0
+    from prefect.settings import temporary_settings
+
+    from deployments.local_server import local_prefect_server
+
+    with local_prefect_server() as url:
+        print(NO_SERVER_NOTICE.format(url=url.removesuffix("/api")), file=sys.stderr)
+        os.environ["PREFECT_API_URL"] = url  # flow runs and their workers inherit it
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            _serve_deployments(deployments, args.limit)
     return 0
+
+
+def _serve_deployments(deployments: list[RunnerDeployment], limit: int | None) -> None:
+    from prefect import serve
+
+    serve(*deployments, limit=limit)
 
 
 def _webhook(args: argparse.Namespace) -> int:

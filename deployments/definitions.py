@@ -14,6 +14,9 @@ Per project (one deployment, named after the entry):
   `labelbox.labels.changed` events on `labelbox.project.<id>` (deployments/webhook.py);
 - `concurrency_limit=1` with ENQUEUE (or CANCEL_NEW): one run per project at a time.
 
+Per entry with `retention`, a `<name>-gc` deployment of `gc-dataset` on the retention cron
+(it takes the dataset's sync slot, so it never sweeps while a sync of it runs).
+
 The functions are pure: nothing here talks to a Prefect server.
 """
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 EVENT_NAME = "labelbox.labels.changed"
 PROJECT_FLOW = "flows.sync_project:sync_project"
 MODEL_RUN_FLOW = "flows.sync_model_run:sync_model_run"
+GC_FLOW = "flows.gc_dataset:gc_dataset"
 TAGS = ("labelhaul",)
 
 
@@ -217,15 +221,60 @@ def build_deployment(
     )
 
 
+def build_gc_deployment(
+    target: SyncTarget,
+    flow: Flow[..., Any],
+    *,
+    default_store: str | None = None,
+    work_pool_name: str | None = None,
+) -> RunnerDeployment | None:
+    """Return the scheduled gc deployment of an entry with `retention`, else None."""
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.schedules import Cron
+    from prefect.types.entrypoint import EntrypointType
+
+    retention = target.retention
+    if retention is None:
+        return None
+    parameters: dict[str, Any] = {
+        "dataset_id": target.id,
+        "keep": retention.keep,
+        "grace_hours": retention.grace_hours,
+    }
+    if retention.older_than_days is not None:
+        parameters["older_than_days"] = retention.older_than_days
+    store = target.store or default_store
+    if store is not None:
+        parameters["store"] = store
+    return RunnerDeployment.from_flow(
+        flow,
+        name=f"{target.name}-gc",
+        description=f"Retention of the dataset of {target.id}: keep {retention.keep} versions.",
+        schedules=[
+            Cron(
+                retention.schedule,
+                timezone=target.timezone,
+                slug=f"{target.name}-gc",
+                active=not target.paused,
+            )
+        ],
+        parameters=parameters,
+        tags=[*TAGS, f"{target.kind}:{target.id}"],
+        work_pool_name=work_pool_name,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+
+
 def build_deployments(
     config: ProjectsConfig,
     *,
     default_store: str | None = None,
     project_flow: Flow[..., Any] | None = None,
     model_run_flow: Flow[..., Any] | None = None,
+    gc_flow: Flow[..., Any] | None = None,
     work_pool_name: str | None = None,
 ) -> list[RunnerDeployment]:
-    """Return one deployment per project and model run of the projects file."""
+    """Return one deployment per project and model run, and a gc one per `retention`."""
     deployments = []
     if config.projects:
         flow = project_flow or load_flow(PROJECT_FLOW)
@@ -243,4 +292,13 @@ def build_deployments(
                     target, flow, default_store=default_store, work_pool_name=work_pool_name
                 )
             )
+    kept = [t for t in config.targets() if t.retention is not None]
+    if kept:
+        flow = gc_flow or load_flow(GC_FLOW)
+        for target in kept:
+            gc = build_gc_deployment(
+                target, flow, default_store=default_store, work_pool_name=work_pool_name
+            )
+            if gc is not None:
+                deployments.append(gc)
     return deployments

@@ -11,7 +11,7 @@ import shutil
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,6 +19,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from prefect import State
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -26,8 +27,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.concurrency.sync import concurrency
+from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed
 
 from config import Settings
 from labelhaul.export_params import (
@@ -40,6 +43,16 @@ from labelhaul.export_params import (
 )
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import check_mask_failures, read_errors, why_not_incremental
+from labelhaul.report import (
+    completed_message,
+    completed_name,
+    count_by_source,
+    explain_mode,
+    md_counts,
+    read_mask_progress,
+    source_info,
+    summary_title,
+)
 from labelhaul.runs import (
     clean_dead_staging,
     disk_full_error,
@@ -221,11 +234,7 @@ def _artifact_key(prefix: str, dataset_id: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{dataset_id}".lower())[:100]
 
 
-def _md_counts(title: str, counts: Mapping[str, float]) -> str:
-    if not counts:
-        return f"**{title}:** none\n"
-    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
-    return f"**{title}**\n\n| | count |\n|---|---|\n{rows}\n"
+_md_counts = md_counts
 
 
 def run_sync(
@@ -293,6 +302,7 @@ def run_sync(
                 redefine=redefine_filters,
             )
             plan = plan_sync(incremental=incremental, **plan_args)
+            fallback: str | None = None
             dataset = open_store(settings, store, dataset_id, check=False)
             if plan.narrow_to_watermark:
                 # No watermark to narrow to, or blobs known lost: only a full export repairs.
@@ -302,8 +312,19 @@ def run_sync(
                 if blocker is not None:
                     logger.warning("%s", blocker)
                     plan = plan_sync(incremental=False, **plan_args)
+                    fallback = (
+                        "its blobs are known lost"
+                        if blocker == MISSING_BLOBS_FULL
+                        else f"{parent.version_id if parent else 'the parent'} has no watermark"
+                    )
             use_parent = plan.merge_onto_parent
             record["mode"] = plan.mode
+            record["mode_reason"] = explain_mode(
+                asked_incremental=incremental,
+                ran_incremental=plan.mode != "full",
+                kind=kind,
+                reason=fallback,
+            )
             record["warnings"] = []
             if plan.note:
                 record["mode_note"] = plan.note
@@ -402,17 +423,16 @@ def run_sync(
                     )
                     for part in mask_parts
                 )
-                total = len(pending)
-                done = 0
+                progress = MaskProgress(progress_id, staging, mask_parts, summary.composites)
                 while pending:
+                    if not wait([pending[0]], timeout=PROGRESS_EVERY_S).done:
+                        progress.update()  # the artifact moves while parts run
+                        continue
                     part_summary = pending.popleft().result()
-                    done += 1
                     mask_instances += part_summary.instances
                     mask_errors += part_summary.errors
-                    if done % max(1, total // 20) == 0 or done == total:
-                        update_progress_artifact(progress_id, 100.0 * done / total)
-            if not total:
-                update_progress_artifact(progress_id, 100.0)
+                    progress.part_done(part_summary.part, part_summary.composites)
+            update_progress_artifact(progress_id, 100.0)
             lap("masks")
             check_mask_failures(
                 staging,
@@ -441,7 +461,8 @@ def run_sync(
             )
             errors_by_kind = _count_errors(staging)
             fields: dict[str, Any] = {
-                "source": {"kind": kind, "id": dataset_id},
+                "source": source_info(kind, dataset_id, assembled.tables),
+                "counts_by_source": count_by_source(assembled.tables.get("annotations")),
                 "mode": record["mode"],
                 "mode_note": plan.note,
                 "defining_filters": plan.defining_filters,
@@ -566,9 +587,10 @@ def _report(
         if record.get("created")
         else f"No new version ({record.get('reason')})"
     )
+    mode = record["mode"] + (f" ({record['mode_reason']})" if record.get("mode_reason") else "")
     md = (
-        f"# labelhaul sync of `{dataset_id}`\n\n{made}, at `{where}`.\n\n"
-        f"Mode: {record['mode']}; data rows exported: {record.get('rows_exported')}.\n\n"
+        f"{summary_title(dataset_id, record)}\n\n{made}, at `{where}`.\n\n"
+        f"Mode: {mode}; data rows exported: {record.get('rows_exported')}.\n\n"
         + "".join(f"{note}\n\n" for note in [record.get("mode_note")] if note)
         + "".join(f"**Warning:** {w}\n\n" for w in record.get("warnings") or [])
         + _md_counts("Tables (rows)", record.get("counts") or {})
@@ -579,7 +601,7 @@ def _report(
         + "\n"
         + _md_counts("Skipped in COCO", record.get("coco_skipped") or {})
         + "\n"
-        + _md_counts("Seconds per stage", timings)
+        + _md_counts("Seconds per stage", timings, unit="seconds")
     )
     create_markdown_artifact(
         md,
@@ -599,3 +621,37 @@ def _report(
             key=_artifact_key("errors", dataset_id),
             description="First error records of the run",
         )
+
+
+PROGRESS_EVERY_S = 1.0  # how often the mask stage's progress artifact may move
+
+
+class MaskProgress:
+    """The mask stage's progress artifact: composites split so far over all composites."""
+
+    def __init__(self, artifact_id: Any, staging: Path, parts: list[str], composites: int):
+        self._id, self._staging, self._total = artifact_id, staging, max(1, composites)
+        self._running = list(parts)
+        self._finished = 0
+        self._shown = 0.0
+
+    def update(self) -> None:
+        done = self._finished + read_mask_progress(self._staging, self._running)
+        value = round(min(99.9, 100.0 * done / self._total), 1)
+        if value > self._shown:
+            self._shown = value
+            update_progress_artifact(self._id, value)
+
+    def part_done(self, part: str, composites: int) -> None:
+        if part in self._running:
+            self._running.remove(part)
+        self._finished += composites
+        self.update()
+
+
+def completed_state(record: dict[str, Any]) -> dict[str, Any] | State[dict[str, Any]]:
+    """Return the run's final state: Completed, named after its problems when it had any."""
+    name = completed_name(record)
+    if name is None:
+        return record
+    return Completed(name=name, message=completed_message(record), data=record)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from prefect import flow
+from prefect import State, flow
 
 from config import load_settings
-from flows.common import run_sync
+from flows.common import completed_state, run_sync
 from labelhaul.export_params import ExportParams
 from labelhaul.labelpolicy import LabelPolicy
 
@@ -25,7 +26,7 @@ def sync_model_run(
     embeddings: bool = True,
     label_policy: LabelPolicy | None = None,
     model_run_details: bool = True,
-) -> dict[str, object]:
+) -> dict[str, Any] | State[dict[str, Any]]:
     """Export a Labelbox model run and land it as a new dataset version under its own id.
 
     Args:
@@ -54,13 +55,15 @@ def sync_model_run(
         model_run_details=model_run_details,
     )
     # Model-run exports take no filters: every sync is a full one.
-    return run_sync(
-        settings=settings,
-        kind="model_run",
-        dataset_id=model_run_id,
-        store=store or settings.store,
-        incremental=False,
-        params=params,
-        filters=None,
-        overlap=timedelta(0),
+    return completed_state(
+        run_sync(
+            settings=settings,
+            kind="model_run",
+            dataset_id=model_run_id,
+            store=store or settings.store,
+            incremental=False,
+            params=params,
+            filters=None,
+            overlap=timedelta(0),
+        )
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from prefect import flow
+from prefect import State, flow
 
 from config import load_settings
-from flows.common import run_sync
+from flows.common import completed_state, run_sync
 from flows.params import SyncMode, WorkflowStatus
 from labelhaul.export_params import (
     ExportParams,
@@ -45,7 +46,7 @@ def sync_project(
     overlap_minutes: int = 60,
     label_policy: LabelPolicy | None = None,
     redefine_filters: bool = False,
-) -> dict[str, object]:
+) -> dict[str, Any] | State[dict[str, Any]]:
     """Export a Labelbox project and land it as a new, immutable dataset version.
 
     Args:
@@ -118,17 +119,19 @@ def sync_project(
         interpolated_frames=interpolated_frames,
         embeddings=embeddings,
     )
-    return run_sync(
-        settings=settings,
-        kind="project",
-        dataset_id=project_id,
-        store=store or settings.store,
-        incremental=mode == SyncMode.incremental,
-        params=params,
-        filters=filters,
-        overlap=timedelta(minutes=overlap_minutes),
-        deployment_filters=deployment_filters,
-        redefine_filters=redefine_filters,
+    return completed_state(
+        run_sync(
+            settings=settings,
+            kind="project",
+            dataset_id=project_id,
+            store=store or settings.store,
+            incremental=mode == SyncMode.incremental,
+            params=params,
+            filters=filters,
+            overlap=timedelta(minutes=overlap_minutes),
+            deployment_filters=deployment_filters,
+            redefine_filters=redefine_filters,
+        )
     )
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
 
 # module path -> registers these commands
@@ -45,8 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from labelhaul.errors import LabelhaulError
 
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe is caught below and not at exit
+        return code
+    except BrokenPipeError:
+        # `labelhaul show ... | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's last flush does not fail again, and end as a SIGPIPE'd tool would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except LabelhaulError as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
         print(f"labelhaul: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -9,9 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import shutil
 import sys
 from datetime import datetime
 from typing import Any
+
+_SYNC_EPILOG = """\
+Dates must carry an offset (Z or +02:00): Labelbox would read a bare date in the API key
+owner's timezone. LABELHAUL_NAIVE_DATES_AS_UTC=true reads them as UTC instead.
+
+examples:
+  labelhaul sync --project-id ckproject1                  # incremental onto the latest version
+  labelhaul sync --project-id ckproject1 --mode full --store s3://bucket/datasets
+  labelhaul sync --project-id ckproject1 --workflow-status Done \\
+      --last-activity-start 2024-05-01T00:00:00Z --batch-id ckbatch1
+  labelhaul sync --model-run-id ckmodelrun1
+"""
 
 
 def register(sub: Any) -> None:
@@ -20,23 +34,80 @@ def register(sub: Any) -> None:
         "sync",
         help="export a Labelbox project (or model run) and land a dataset version",
         description="Run the sync flow once, here, with Prefect's local API (or PREFECT_API_URL). "
-        "Exits non-zero when the run fails.",
+        "The store, the dates, the API key and the project are checked before Prefect starts: "
+        "a mistake fails in seconds with one line naming the fix. Exits non-zero when the run "
+        "fails.",
+        epilog=_SYNC_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--project-id", help="the Labelbox project to export")
-    target.add_argument("--model-run-id", help="the Labelbox model run to export")
-    p.add_argument("--store", help="local path or s3://bucket/prefix (default: LABELHAUL_STORE)")
-    p.add_argument("--mode", choices=["incremental", "full"], default="incremental")
-    p.add_argument(
-        "--workflow-status", choices=["ToLabel", "InReview", "InRework", "Done"], default=None
+    target.add_argument("--project-id", metavar="ID", help="the Labelbox project to export")
+    target.add_argument(
+        "--model-run-id",
+        metavar="ID",
+        help="the Labelbox model run to export (ground truth and predictions; always full)",
     )
-    p.add_argument("--last-activity-start", type=_instant, metavar="ISO8601")
-    p.add_argument("--last-activity-end", type=_instant, metavar="ISO8601")
-    p.add_argument("--label-created-start", type=_instant, metavar="ISO8601")
-    p.add_argument("--label-created-end", type=_instant, metavar="ISO8601")
-    p.add_argument("--batch-id", action="append", dest="batch_ids", metavar="ID")
-    p.add_argument("--data-row-id", action="append", dest="data_row_ids", metavar="ID")
-    p.add_argument("--global-key", action="append", dest="global_keys", metavar="KEY")
+    p.add_argument("--store", help="local path or s3://bucket/prefix (default: LABELHAUL_STORE)")
+    p.add_argument(
+        "--mode",
+        choices=["incremental", "full"],
+        default="incremental",
+        help="incremental (default): export only rows active since the latest version's "
+        "watermark minus --overlap-minutes and merge them in (the first sync of a dataset is "
+        "full); full: export every row, the only mode that sees deletions",
+    )
+    p.add_argument(
+        "--workflow-status",
+        choices=["ToLabel", "InReview", "InRework", "Done"],
+        default=None,
+        help="export only data rows in this workflow step",
+    )
+    dates = "an ISO 8601 date-time with its offset, e.g. 2024-05-01T00:00:00+02:00 or ...Z"
+    p.add_argument(
+        "--last-activity-start",
+        type=_instant,
+        metavar="ISO8601",
+        help=f"export rows active at or after this instant ({dates})",
+    )
+    p.add_argument(
+        "--last-activity-end",
+        type=_instant,
+        metavar="ISO8601",
+        help="export rows active at or before this instant (offset required)",
+    )
+    p.add_argument(
+        "--label-created-start",
+        type=_instant,
+        metavar="ISO8601",
+        help="export rows with a label created at or after this instant (offset required)",
+    )
+    p.add_argument(
+        "--label-created-end",
+        type=_instant,
+        metavar="ISO8601",
+        help="export rows with a label created at or before this instant (offset required)",
+    )
+    p.add_argument(
+        "--batch-id",
+        action="append",
+        dest="batch_ids",
+        metavar="ID",
+        help="export only this batch (repeat for several)",
+    )
+    p.add_argument(
+        "--data-row-id",
+        action="append",
+        dest="data_row_ids",
+        metavar="ID",
+        help="export only this data row (repeat; more than 2,000 are split into several exports)",
+    )
+    p.add_argument(
+        "--global-key",
+        action="append",
+        dest="global_keys",
+        metavar="KEY",
+        help="export only the data row with this global key (repeat; not with --data-row-id)",
+    )
     for name in (
         "attachments",
         "metadata-fields",
@@ -53,12 +124,22 @@ def register(sub: Any) -> None:
             action="store_false",
             help=f"leave {name.replace('-', ' ')} out of the export",
         )
-    p.add_argument("--overlap-minutes", type=int, default=60)
     p.add_argument(
         "--redefine-filters",
         action="store_true",
         help="make this run's filters the dataset's defining filters (without it, a full sync "
         "with other filters merges the matching rows instead of replacing the dataset)",
+    )
+    p.add_argument(
+        "--overlap-minutes",
+        type=_minutes,
+        default=60,
+        metavar="N",
+        help="incremental mode re-exports this much activity before the watermark, to catch "
+        "rows updated while the previous sync ran (default 60, not negative)",
+    )
+    p.add_argument(
+        "--debug", action="store_true", help="show tracebacks and Prefect's own error output"
     )
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_sync)
@@ -87,6 +168,16 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "labelhaul,labelbox")
 
 
+def _minutes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of minutes") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more minutes")
+    return value
+
+
 def _instant(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -96,7 +187,7 @@ def _instant(text: str) -> datetime:
         ) from exc
 
 
-def _print_summary(result: dict[str, Any], as_json: bool) -> None:
+def _print_summary(result: Any, as_json: bool, state_name: str | None = None) -> None:
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -107,13 +198,43 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
     print("  tables: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     errors = result.get("errors_by_kind") or {}
     if errors:
-        print("  problems: " + ", ".join(f"{k}={v}" for k, v in sorted(errors.items())))
+        print(
+            f"  {state_name or 'problems'}: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(errors.items()))
+        )
     if result.get("run_record"):
         print(f"  run record: {result['run_record']}")
     if result.get("mode_note"):
         print(f"  note: {result['mode_note']}")
     for warning in result.get("warnings") or []:
         print(f"labelhaul: warning: {result.get('dataset_id')}: {warning}", file=sys.stderr)
+
+
+def _preflight(args: argparse.Namespace, settings: Any) -> None:
+    """Check store, filters, key and target before Prefect starts (labelhaul.preflight)."""
+    from labelhaul.export_params import DateRange, ExportFilters
+    from labelhaul.preflight import check_sync
+
+    def span(start: datetime | None, end: datetime | None) -> DateRange | None:
+        return DateRange(start, end) if start or end else None
+
+    filters = None
+    if args.project_id:
+        filters = ExportFilters(
+            last_activity_at=span(args.last_activity_start, args.last_activity_end),
+            label_created_at=span(args.label_created_start, args.label_created_end),
+            workflow_status=args.workflow_status,
+            batch_ids=args.batch_ids or None,
+            data_row_ids=args.data_row_ids or None,
+            global_keys=args.global_keys or None,
+        )
+    check_sync(
+        settings,
+        store=args.store or settings.store,
+        project_id=args.project_id,
+        model_run_id=args.model_run_id,
+        filters=filters,
+    )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -127,7 +248,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     else:
         check_source_id(args.project_id, option="--project-id")
     _prefect_defaults()
-    load_settings().api_key_value()
+    settings = load_settings()
+    settings.api_key_value()  # fail fast, before Prefect starts, naming the fix
+    _preflight(args, settings)
     if args.model_run_id:
         from flows.sync_model_run import sync_model_run
 
@@ -171,7 +294,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not state.is_completed():
         print(f"labelhaul: sync failed: {state.message}", file=sys.stderr)
         return 1
-    _print_summary(state.result(), args.json)
+    _print_summary(state.result(), args.json, state.name)
     return 0
 
 
@@ -221,11 +344,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 continue
             result = state.result()
             landed.append(str(result.get("dataset_id")))
-            _print_summary(result, as_json=False)
+            _print_summary(result, as_json=False, state_name=state.name)
     store = os.path.abspath(args.store)
+    cmd = labelhaul_command()
     print(f"\nDatasets landed under {store}. Look inside with:")
     for dataset in landed:
-        print(f"  labelhaul versions {store} --dataset {dataset}")
+        print(f"  {cmd} versions {shlex.quote(store)} --dataset {dataset}")
     if landed:
-        print(f"  labelhaul pull {store} latest ./my-copy --dataset {landed[0]}")
+        print(f"  {cmd} pull {shlex.quote(store)} latest ./my-copy --dataset {landed[0]}")
     return 1 if failed else 0
+
+
+def labelhaul_command(
+    executable: str | None = None, path: str | None = None, cwd: str | None = None
+) -> str:
+    """Return how to run labelhaul from `cwd` in a shell, as this process was run.
+
+    `make install` puts `labelhaul` in .venv/bin, which is rarely on PATH: a hint saying
+    `labelhaul ...` would fail with "command not found".
+    """
+    executable = executable or sys.executable
+    cwd = cwd or os.getcwd()
+    script = os.path.join(os.path.dirname(executable), "labelhaul")
+    if not os.path.isfile(script):
+        return f"{shlex.quote(executable)} -m labelhaul"
+    found = shutil.which("labelhaul", path=path if path is not None else os.environ.get("PATH"))
+    if found and os.path.realpath(found) == os.path.realpath(script):
+        return "labelhaul"
+    rel = os.path.relpath(script, cwd)
+    if not rel.startswith(".."):
+        return shlex.quote(rel if os.sep in rel else f".{os.sep}{rel}")
+    return shlex.quote(script)

@@ -100,6 +100,7 @@ def process_jobs(
     *,
     max_pixels: int,
     workers: int,
+    on_done: Callable[[int], None] | None = None,
 ) -> tuple[list[MaskResult], list[ErrorRecord]]:
     """Split every job's composite into instance masks and land each as a blob.
 
@@ -110,6 +111,7 @@ def process_jobs(
             threads, so it must be thread-safe. Its exceptions stop the batch.
         max_pixels: largest mask image accepted (decompression bombs).
         workers: threads downloading and splitting composites at once.
+        on_done: called with the number of jobs finished so far, after each (progress).
 
     Returns:
         Results in job order and instance order; error records and warnings, likewise.
@@ -128,10 +130,12 @@ def process_jobs(
 
     if workers == 1 or len(job_list) <= 1:
         try:
-            for job in job_list:
+            for done, job in enumerate(job_list, 1):
                 res, errs = run(job)
                 results.extend(res)
                 errors.extend(errs)
+                if on_done is not None:
+                    on_done(done)
         finally:
             # The caller's thread may live on (a Prefect worker): do not keep its buffers.
             release_scratch()
@@ -143,10 +147,12 @@ def process_jobs(
             pool.submit(run, job) for job in job_list
         ]
         try:
-            for fut in futures:
+            for done, fut in enumerate(futures, 1):
                 res, errs = fut.result()
                 results.extend(res)
                 errors.extend(errs)
+                if on_done is not None:
+                    on_done(done)
         except BaseException:
             # Do not download the rest of the batch after a fatal error.
             for fut in futures:

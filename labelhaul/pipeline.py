@@ -949,6 +949,10 @@ def land_version(
         The store's `CommitResult`.
     """
     writer = VersionWriter(store, parent)
+    if parent is not None and parent.content_digest == assembled.content_digest:
+        # Nothing to land: uploading first would leave files no version lists (a COCO file
+        # with a new date_created every run) for gc to find.
+        return writer.commit(assembled.content_digest, fields)
     fields = dict(fields)
     delta = assembled.delta
     if delta is not None:

@@ -41,7 +41,7 @@ from labelhaul.segments import (
     table_names,
 )
 from labelhaul.storage import open_object_store
-from labelhaul.store import DatasetStore
+from labelhaul.store import LATEST, DatasetStore
 
 MASK_COLUMNS = (
     "data_row_id",
@@ -263,6 +263,45 @@ def open_dataset(uri: str, dataset_id: str | None = None, **store_opts: Any) -> 
     store_opts.setdefault("read_only", True)
     objects = open_object_store(uri, **store_opts)
     return Dataset(DatasetStore(objects, dataset_id))
+
+
+def list_datasets(objects: Any) -> list[str]:
+    """Return the ids of the datasets directly under a store root, sorted.
+
+    A dataset is a folder holding `_latest.json`. Listed without walking the blobs: a
+    directory scan locally, a delimited listing on S3.
+    """
+    from labelhaul.storage import LocalObjectStore, S3ObjectStore
+
+    if isinstance(objects, LocalObjectStore):
+        if not objects.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in os.scandir(objects.root)
+            if entry.is_dir()
+            and not entry.name.startswith(".")
+            and os.path.isfile(os.path.join(entry.path, LATEST))
+        )
+    if isinstance(objects, S3ObjectStore):
+        prefix = f"{objects.prefix}/" if objects.prefix else ""
+        names: list[str] = []
+        paginator = objects.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=objects.bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    names.append(str(common["Prefix"])[len(prefix) :].rstrip("/"))
+        except Exception as exc:
+            from labelhaul.storage import _translate
+
+            raise _translate(exc, objects.uri_for("")) from exc
+        return sorted(n for n in names if objects.exists(f"{n}/{LATEST}"))
+    found = set()
+    for key in objects.list(""):
+        head, _, rest = key.partition("/")
+        if rest == LATEST:
+            found.add(head)
+    return sorted(found)
 
 
 def mask_from_blob(png: bytes, row: Mapping[str, Any] | Any) -> npt.NDArray[np.uint8]:

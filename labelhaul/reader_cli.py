@@ -123,6 +123,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
     with _open(args) as ds:
         latest = ds.latest()
         rows = []
+        datasets = None
         for version in ds.versions():
             m = ds.manifest(version)
             rows.append(
@@ -136,11 +137,14 @@ def cmd_versions(args: argparse.Namespace) -> int:
                     "annotations": _total_rows(m, "annotations"),
                 }
             )
+        if not rows:
+            from labelhaul.reader import list_datasets
+
+            datasets = list_datasets(ds.store.objects)
+    if not rows:
+        return _no_versions(args, datasets)
     if args.json:
         _print_json({"latest": latest, "versions": rows})
-        return 0
-    if not rows:
-        print("no versions yet")
         return 0
     print(f"{'VERSION':<10} {'CREATED':<25} {'PARENT':<10} {'DATA ROWS':>10} {'ANNOTATIONS':>12}")
     for r in rows:
@@ -149,6 +153,28 @@ def cmd_versions(args: argparse.Namespace) -> int:
             f"{r['version_id']:<10} {str(r['created_at']):<25} {str(r['parent_version_id']):<10} "
             f"{str(r['data_rows']):>10} {str(r['annotations']):>12}{mark}"
         )
+    return 0
+
+
+def _no_versions(args: argparse.Namespace, datasets: list[str] | None) -> int:
+    """Answer a URI without versions: list the store's datasets, or refuse a mistyped id."""
+    from labelhaul.errors import NotFoundError
+
+    datasets = datasets or []
+    if args.dataset is not None:
+        held = f"it holds: {', '.join(datasets)}" if datasets else "it holds no datasets"
+        raise NotFoundError(
+            f"No dataset {args.dataset!r} in {args.uri}; {held} (give one with --dataset ID)."
+        )
+    if args.json:
+        _print_json({"latest": None, "versions": [], "datasets": datasets})
+        return 0
+    if not datasets:
+        print(f"no versions yet, and no datasets under {args.uri}")
+        return 0
+    print(f"{args.uri} is a store holding {len(datasets)} dataset(s); pick one with --dataset ID:")
+    for name in datasets:
+        print(f"  {name}")
     return 0
 
 

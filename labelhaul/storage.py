@@ -124,6 +124,9 @@ class ObjectStore(Protocol):
 # --------------------------------------------------------------------------- local
 
 
+LOCK_STRIPE_CHARS = 2  # hex digits of the key's sha256 naming its lock file: 256 files
+
+
 class LocalObjectStore:
     """A directory as an object store: atomic writes; create-only and CAS across processes.
 
@@ -181,7 +184,10 @@ class LocalObjectStore:
         return path
 
     def _lock(self, key: str) -> _FileLock:
-        name = hashlib.sha256(key.encode()).hexdigest()
+        # Striped: one lock file per key made `.labelhaul-locks/` grow by a file with every
+        # run record. 256 stripes keep it bounded; keys sharing a stripe only wait on each
+        # other (a writer holds one lock at a time, so no deadlock).
+        name = hashlib.sha256(key.encode()).hexdigest()[:LOCK_STRIPE_CHARS]
         self._locks.mkdir(parents=True, exist_ok=True)
         return _FileLock(self._locks / name)
 

@@ -692,7 +692,7 @@ class VersionWriter:
 def _md_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        cells = [str(c).replace("|", "\\|").replace("\n", " ") for c in row]
+        cells = ["" if c is None else str(c).replace("|", "\\|").replace("\n", " ") for c in row]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -711,19 +711,48 @@ _MEDIA_URLS_NOTE = (
 )
 
 
+def _named(what: str, name: Any, ident: Any) -> str:
+    return f"{what} **{name}** (`{ident}`)" if name else f"{what} `{ident}`"
+
+
+def _source_lines(source: Mapping[str, Any], by_source: Any) -> list[str]:
+    """Say what the data came from, by name and id; for a model run, what is which."""
+    kind = source.get("kind")
+    ident = source.get("id", "?")
+    if kind == "model_run":
+        line = "- Source: " + _named("Labelbox model run", source.get("name"), ident)
+        if source.get("experiment_name") or source.get("experiment_id"):
+            line += " of " + _named(
+                "experiment", source.get("experiment_name"), source.get("experiment_id", "?")
+            )
+        counts = by_source if isinstance(by_source, Mapping) else {}
+        return [
+            line,
+            f"- Ground truth: {counts.get('label', 0)} annotations with `source = label` "
+            "(COCO `instances`)",
+            f"- Predictions: {counts.get('prediction', 0)} annotations with "
+            "`source = prediction` (COCO `results_bbox`, `results_segm`)",
+        ]
+    what = "Labelbox project" if kind == "project" else f"Labelbox {kind}"
+    return ["- Source: " + _named(what, source.get("name"), ident)]
+
+
 def render_dataset_card(manifest: Mapping[str, Any]) -> str:
     """Return the dataset card (`README.md`) of a version, rendered only from its manifest."""
     dataset = manifest.get("dataset_id") or "dataset"
     version = manifest.get("version_id", "?")
-    lines = [f"# {dataset} — {version}", ""]
+    source = manifest.get("source")
+    named = source.get("name") if isinstance(source, Mapping) else None
+    lines = [f"# {named or dataset} — {version}", ""]
     lines += [
         f"- Created: {manifest.get('created_at', '?')}",
         f"- Parent version: {manifest.get('parent_version_id') or 'none (first version)'}",
         f"- Content digest: `{manifest.get('content_digest', '?')}`",
     ]
-    source = manifest.get("source")
-    if source:
-        lines.append(f"- Source: {_json_inline(source) if not isinstance(source, str) else source}")
+    if isinstance(source, Mapping):
+        lines += _source_lines(source, manifest.get("counts_by_source"))
+    elif source:
+        lines.append(f"- Source: {source}")
     if manifest.get("mode"):
         lines.append(f"- Mode: {manifest['mode']}")
     if manifest.get("mode_note"):
@@ -733,13 +762,17 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
         shown = _json_inline(defining) if defining else "none (the whole project)"
         lines.append(f"- Defining filters: {shown}")
     watermark = manifest.get("watermark")
-    if watermark is not None:
+    if isinstance(watermark, Mapping) and "value" in watermark and watermark["value"] is None:
+        lines.append("- Watermark: none (no exported data row had a last activity)")
+    elif watermark is not None:
         lines.append(f"- Watermark: {_json_inline(watermark)}")
     export = manifest.get("export")
     if isinstance(export, Mapping):
         lines += ["", "## Export", ""]
         for name in sorted(export):
-            lines.append(f"- {name}: {_json_inline(export[name])}")
+            value = export[name]
+            shown = "none" if value is None or value == {} else _json_inline(value)
+            lines.append(f"- {name}: {shown}")
     counts = manifest.get("counts")
     if isinstance(counts, Mapping):
         lines += ["", "## Counts", ""]
@@ -778,8 +811,8 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
         lines += [f"- {k}: {_json_inline(masks[k])}" for k in sorted(masks)]
     lines += _coco_card_lines(manifest)
     changes = manifest.get("changes")
-    if changes:
-        lines += ["", f"## Changes since {manifest.get('parent_version_id') or 'nothing'}", ""]
+    if changes and manifest.get("parent_version_id"):  # a first version changes nothing
+        lines += ["", f"## Changes since {manifest['parent_version_id']}", ""]
         if isinstance(changes, Mapping):
             for name in sorted(changes):
                 lines.append(f"- {name}: {_json_inline(changes[name])}")

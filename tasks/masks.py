@@ -15,6 +15,7 @@ from labelhaul.blobindex import KnownBlobs
 from labelhaul.http import HttpClient, RetryPolicy
 from labelhaul.masks import process_jobs
 from labelhaul.pipeline import MaskPartSummary, part_jobs, read_known_blobs, write_mask_results
+from labelhaul.report import write_part_progress
 from tasks.export import _retry_unless_terminal
 from tasks.store import open_store
 
@@ -87,6 +88,7 @@ def process_mask_part(
             store.put_blob,
             max_pixels=settings.max_mask_pixels,
             workers=settings.mask_workers,
+            on_done=lambda done: write_part_progress(staging, part, done),
         )
     n_results, n_errors = write_mask_results(staging, part, results, errors)
     if n_errors:

@@ -177,6 +177,8 @@ def begin_run_task(
     return killed
 
 
+# An unwritable store was retried here three times (21 s) after the run had already failed
+# on it: terminal errors are never retried, by any task.
 @task(
     name="write-run-record",
     retries=3,
@@ -196,3 +198,39 @@ def write_run_record_now(
     """The same without a task run: for a run Prefect is tearing down (SIGTERM)."""
     store = open_store(settings, store_uri, dataset_id)
     return end_run_record(store, run_id, record)
+
+
+@task(
+    name="collect-garbage",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=_retry_unless_terminal,
+)
+def collect_garbage_task(
+    settings: Settings,
+    store_uri: str,
+    dataset_id: str,
+    *,
+    keep: int,
+    older_than_days: float | None,
+    grace_hours: float,
+) -> dict[str, Any]:
+    """Run `labelhaul.gc.collect_garbage` on one dataset and return its report."""
+    from labelhaul.gc import collect_garbage, has_dataset
+
+    logger = get_run_logger()
+    store = open_store(settings, store_uri, dataset_id)
+    if not has_dataset(store):
+        logger.info("No dataset at %s yet: nothing to collect", store.uri_for(""))
+        return {"latest": None, "deleted_versions": []}
+    report = collect_garbage(
+        store, keep=keep, older_than_days=older_than_days, grace_hours=grace_hours
+    ).to_dict()
+    logger.info(
+        "gc of %s: deleted %d version(s), %s file(s), %s blob(s)",
+        store.uri_for(""),
+        len(report.get("deleted_versions") or []),
+        report.get("deleted_files"),
+        report.get("deleted_blobs"),
+    )
+    return report

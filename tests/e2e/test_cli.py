@@ -85,3 +85,98 @@ def test_sync_command_lands_a_version_and_the_demo_runs(tmp_path: Path) -> None:
     landed = sorted(p.parent.name for p in (demo_dir / "datasets").glob("*/_latest.json"))
     assert len(landed) == 2  # the seed project and the seed model run
     assert "new version v000001" in proc.stdout
+    # The hints it prints work as printed, from where it ran, with .venv/bin not on PATH.
+    hints = [line.strip() for line in proc.stdout.splitlines() if " --dataset " in line]
+    assert hints
+    bare_path = os.pathsep.join(
+        p
+        for p in os.environ.get("PATH", "").split(os.pathsep)
+        if Path(sys.executable).parent != Path(p)
+    )
+    for hint in hints:
+        done = subprocess.run(
+            hint,
+            shell=True,
+            env={**_env(tmp_path), "PATH": bare_path},
+            cwd=demo_dir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (hint, done.stderr[-2000:])
+
+
+def test_sync_help_explains_the_flags() -> None:
+    proc = subprocess.run(
+        [*LABELHAUL, "sync", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    for needle in (
+        "incremental (default): export only rows active since",
+        "the only mode that sees deletions",
+        "export only data rows in this workflow step",
+        "offset required",
+        "2024-05-01T00:00:00+02:00",
+        "export only this batch",
+        "export only this data row",
+        "global key",
+        "ground truth and predictions",
+    ):
+        assert needle in text, needle
+
+
+def test_negative_overlap_is_refused() -> None:
+    proc = subprocess.run(
+        [*LABELHAUL, "sync", "--project-id", "p", "--overlap-minutes", "-5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "negative" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_output_into_a_closed_pipe_ends_cleanly(tmp_path: Path) -> None:
+    """`labelhaul show ... | head`: the reader leaves before the output is written."""
+    from labelhaul.storage import open_object_store
+    from labelhaul.store import DatasetStore
+
+    root = tmp_path / "store"
+    store = DatasetStore(open_object_store(str(root)), "proj")
+    writer = store.begin()
+    for i in range(300):  # a manifest long enough to print many lines
+        writer.add_bytes("raw", f"file {i}".encode(), f"part{i}", ".txt", name=f"part{i}")
+    assert writer.commit("digest", {}).version_id == "v000001"
+    for command in (["show", str(root / "proj")], ["versions", str(root), "--dataset", "proj"]):
+        proc = subprocess.Popen(
+            [*LABELHAUL, *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(tmp_path),
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # as `head` does once it has its lines
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=60)
+        assert "Traceback" not in err and "BrokenPipe" not in err, err
+        assert proc.returncode == 141
+
+
+def test_hint_command_works_from_anywhere(tmp_path: Path) -> None:
+    from labelhaul.commands import labelhaul_command
+
+    venv_bin = tmp_path / "proj" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    python = venv_bin / "python"
+    (venv_bin / "labelhaul").write_text("#!/bin/sh\n")
+    # Not on PATH: from the project folder, the relative path; elsewhere, the absolute one.
+    assert labelhaul_command(str(python), "/usr/bin", str(tmp_path / "proj")) == (
+        ".venv/bin/labelhaul"
+    )
+    elsewhere = str(tmp_path / "elsewhere")
+    assert labelhaul_command(str(python), "/usr/bin", elsewhere) == str(venv_bin / "labelhaul")
+    (venv_bin / "labelhaul").chmod(0o755)
+    assert labelhaul_command(str(python), str(venv_bin), elsewhere) == "labelhaul"
+    (venv_bin / "labelhaul").unlink()
+    assert labelhaul_command(str(python), "/usr/bin", elsewhere) == f"{python} -m labelhaul"

@@ -257,3 +257,28 @@ def test_real_cli_entry_point(
     assert "No version v000009" in capsys.readouterr().err
     assert main(["show", dataset_root, "not-a-version", *extra]) == 1
     assert "labelhaul versions" in capsys.readouterr().err
+
+
+def test_versions_of_a_store_root_lists_its_datasets(
+    two_versions: tuple[DatasetStore, str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from labelhaul.cli import main
+
+    store, _, _ = two_versions
+    build_version(DatasetStore(store.objects, "proj-2"), tmp_path / "p2", ["dr9"], [])
+    extra = [f"--endpoint-url={e}"] if (e := store_opts(store).get("endpoint_url")) else []
+    root = store.objects.uri_for("").rstrip("/")
+
+    assert main(["versions", root, *extra]) == 0
+    out = capsys.readouterr().out
+    assert "no versions yet" not in out
+    assert "proj-1" in out and "proj-2" in out and "--dataset" in out
+
+    assert main(["versions", root, "--json", *extra]) == 0
+    assert json.loads(capsys.readouterr().out)["datasets"] == ["proj-1", "proj-2"]
+
+    assert main(["versions", root, "--dataset", "proj-l", *extra]) == 1
+    err = capsys.readouterr().err
+    assert "proj-l" in err and "proj-1, proj-2" in err

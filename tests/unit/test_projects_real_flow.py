@@ -17,7 +17,8 @@ def _schema(deployment: Any) -> dict[str, Any]:
 
 
 def test_shipped_file_builds_with_the_real_sync_project() -> None:
-    (deployment,) = build_deployments(load_projects(), default_store="/data/datasets")
+    deployment, gc = build_deployments(load_projects(), default_store="/data/datasets")
+    assert gc.name == "seed-demo-gc"  # the shipped retention
     assert deployment.flow_name == "sync-project"
     assert deployment.entrypoint == "flows.sync_project.sync_project"
     assert deployment.parameters["project_id"] == "cltd3vkju021907u63w2odj69"
@@ -28,7 +29,7 @@ def test_shipped_file_builds_with_the_real_sync_project() -> None:
 
 
 def test_ui_form_has_descriptions_and_enums() -> None:
-    (deployment,) = build_deployments(load_projects(), default_store="/data")
+    deployment, _gc = build_deployments(load_projects(), default_store="/data")
     schema = _schema(deployment)
     properties = schema["properties"]
     undocumented = [name for name, spec in properties.items() if not spec.get("description")]
@@ -105,7 +106,7 @@ def test_shipped_model_run_example_builds_once_uncommented() -> None:
     text = "\n".join(lines[:start] + example).replace("<model run id>", "cmodelrun0001")
     config = parse_projects(tomllib.loads(text))
     deployments: list[Any] = build_deployments(config, default_store="/d")
-    _, model_run = deployments
+    _, model_run, _gc = deployments  # project, model run, the project's gc
     assert model_run.flow_name == "sync-model-run"
     assert [s.schedule.cron for s in model_run.schedules] == ["30 2 * * *"]
     assert model_run.triggers == []

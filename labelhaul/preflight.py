@@ -1,0 +1,69 @@
+"""Check what a sync needs before any orchestration starts, so a mistake fails in seconds.
+
+`labelhaul sync` calls `check_sync` before it starts Prefect: an unwritable or unknown
+store, a bad date or id filter, a refused API key or an unknown project or model run
+becomes one `TerminalError` naming the fix, instead of a flow run that fails (and used to
+retry) after Prefect's start-up. Transient trouble (a 5xx, a timeout) is not judged here:
+the flow's own retries deal with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labelhaul.errors import TransientError
+from labelhaul.export import call_graphql, make_client
+from labelhaul.export_params import ExportFilters, build_filter_dicts
+from labelhaul.http import RetryPolicy
+from labelhaul.storage import open_object_store
+
+# A check should answer in seconds; anything transient is left to the flow's retries.
+_POLICY = RetryPolicy(retries=1, base_s=0.2, cap_s=1.0)
+
+
+def check_sync(
+    settings: Any,
+    *,
+    store: str,
+    project_id: str | None = None,
+    model_run_id: str | None = None,
+    filters: ExportFilters | None = None,
+) -> None:
+    """Raise the first terminal problem a sync of this target into `store` would hit.
+
+    Order: what needs no network first (filters, then the store URI), then the store
+    itself, then Labelbox (key, then project or model run).
+
+    Raises:
+        ConfigError, FilterError, StoreUnavailableError, AuthError, NotFoundError.
+    """
+    if project_id is not None and filters is not None:
+        # Local validation only (naive dates, ids): the user's timezone is not needed.
+        build_filter_dicts(
+            filters, user_timezone="UTC", naive_dates_as_utc=settings.naive_dates_as_utc
+        )
+    open_object_store(store, settings, timeout_s=10, retries=2)
+    client = make_client(
+        settings.api_key_value(), settings.labelbox_endpoint, settings.labelbox_rest_endpoint
+    )
+    try:
+        if project_id is not None:
+            call_graphql(
+                lambda: client.get_project(project_id),
+                client,
+                what=f"open project {project_id}",
+                policy=_POLICY,
+                not_found=f"Project {project_id} not found: check the id (the Labelbox "
+                "project URL) and that the API key's user is a member of it.",
+            )
+        elif model_run_id is not None:
+            call_graphql(
+                lambda: client.get_model_run(model_run_id),
+                client,
+                what=f"open model run {model_run_id}",
+                policy=_POLICY,
+                not_found=f"Model run {model_run_id} not found: check the id and the API "
+                "key's organisation.",
+            )
+    except TransientError:
+        return  # not a verdict on the configuration: the flow retries it

@@ -1,0 +1,164 @@
+"""What a finished sync says about itself: its state name, its summary's lines, its progress.
+
+Pure functions over the run record (`flows/common.py: run_sync` builds it); the flows turn
+them into a Prefect state and artifacts. Nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def problem_count(record: Mapping[str, Any]) -> int:
+    """Return how many error records (errors and warnings) the run produced."""
+    return sum(int(n) for n in (record.get("errors_by_kind") or {}).values())
+
+
+def plural(n: int, word: str) -> str:
+    """Return "1 problem", "7 problems"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def completed_name(record: Mapping[str, Any]) -> str | None:
+    """Return the name of the run's Completed state when it landed with problems, else None.
+
+    A plain green "Completed" hid runs whose error records said some input did not land.
+    """
+    n = problem_count(record)
+    return f"Completed with {plural(n, 'problem')}" if n else None
+
+
+def completed_message(record: Mapping[str, Any]) -> str:
+    """Return one line saying what problems the run had and where to read them."""
+    kinds = record.get("errors_by_kind") or {}
+    listed = ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
+    return (
+        f"{plural(problem_count(record), 'problem')} ({listed}): see the run's errors "
+        "artifact and the version's run_errors file"
+    )
+
+
+def explain_mode(
+    *, asked_incremental: bool, ran_incremental: bool, kind: str, reason: str | None = None
+) -> str | None:
+    """Return why the run's mode differs from the one asked for, or None when it does not.
+
+    `reason` says why an incremental run with a parent version could not be one (no
+    watermark, blobs known lost); without it the parent is taken to be missing.
+    """
+    if not asked_incremental or ran_incremental:
+        return None
+    if kind != "project":
+        return "asked incremental, ran full: a model run is always exported whole"
+    return f"asked incremental, ran full: {reason or 'no parent version'}"
+
+
+def summary_title(dataset_id: str, record: Mapping[str, Any]) -> str:
+    """Return the summary artifact's first line: the problem count leads it."""
+    n = problem_count(record)
+    lead = plural(n, "problem") if n else "No problems"
+    return f"# {lead}: labelhaul sync of `{dataset_id}`"
+
+
+def md_counts(title: str, counts: Mapping[str, float], unit: str = "count") -> str:
+    """Return a two-column Markdown table of `counts`, its value column headed `unit`."""
+    if not counts:
+        return f"**{title}:** none\n"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
+    return f"**{title}**\n\n| | {unit} |\n|---|---|\n{rows}\n"
+
+
+# --------------------------------------------------------------------------- mask progress
+
+
+def _progress_path(staging: Path, part: str) -> Path:
+    return staging / "parts" / f"{part}.progress"
+
+
+def write_part_progress(staging: Path, part: str, done: int) -> None:
+    """Record that `done` composites of `part` are split (read by the flow for its artifact).
+
+    Written whole then renamed, so a reader never sees half a number. Only a worker that
+    shares the staging directory (threads, processes) is seen; a Dask worker elsewhere is
+    counted when its part ends.
+    """
+    path = _progress_path(staging, part)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(str(done))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # progress is a courtesy: never fail a mask part over it
+
+
+def read_mask_progress(staging: Path, parts: Iterable[str]) -> int:
+    """Return the composites the running parts have recorded as split so far."""
+    total = 0
+    for part in parts:
+        try:
+            total += int(_progress_path(staging, part).read_text() or 0)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+# --------------------------------------------------------------------------- source names
+
+# (id column, name column) per part of a source, as the data_rows table carries them.
+_NAME_COLUMNS = {
+    "project": (("project_id", "project_name"),),
+    "model_run": (("model_run_id", "model_run_name"), ("experiment_id", "experiment_name")),
+}
+
+
+def source_info(kind: str, dataset_id: str, tables: Mapping[str, Path]) -> dict[str, Any]:
+    """Return the manifest's `source`: kind, id, and the names Labelbox gave them.
+
+    The names come from the first data row that carries them (the export has no header);
+    an export without rows leaves them out rather than writing None.
+    """
+    import pyarrow.parquet as pq
+
+    info: dict[str, Any] = {"kind": kind, "id": dataset_id}
+    path = tables.get("data_rows")
+    pairs = _NAME_COLUMNS.get(kind, ())
+    if path is None or not pairs:
+        return info
+    pf = pq.ParquetFile(str(path))
+    columns = [c for pair in pairs for c in pair if c in pf.schema_arrow.names]
+    if not columns:
+        return info
+    wanted = {name: id_col for id_col, name in pairs}
+    for batch in pf.iter_batches(columns=columns, batch_size=1024):
+        for row in batch.to_pylist():
+            for name, id_col in list(wanted.items()):
+                if row.get(name):
+                    prefix = id_col.removesuffix("_id")
+                    info[f"{prefix}_name" if prefix != kind else "name"] = row[name]
+                    if prefix != kind and row.get(id_col):
+                        info[id_col] = row[id_col]
+                    del wanted[name]
+            if not wanted:
+                return info
+    return info
+
+
+def count_by_source(annotations: Path | None) -> dict[str, int]:
+    """Return annotation rows per `source` (`label` = ground truth, `prediction`)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts: dict[str, int] = {}
+    if annotations is None:
+        return counts
+    pf = pq.ParquetFile(str(annotations))
+    if "source" not in pf.schema_arrow.names:
+        return counts
+    for batch in pf.iter_batches(columns=["source"]):
+        for item in pc.value_counts(pc.fill_null(batch.column("source"), "unknown")).to_pylist():
+            key = str(item["values"])
+            counts[key] = counts.get(key, 0) + int(item["counts"])
+    return counts

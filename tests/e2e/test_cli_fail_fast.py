@@ -1,0 +1,138 @@
+"""Misconfiguration fails `labelhaul sync` before Prefect starts: one line naming the fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labelhaul.emulator import EmulatorServer
+
+LABELHAUL = [sys.executable, "-m", "labelhaul"]
+
+
+def _run(
+    tmp_path: Path, emu: EmulatorServer, args: list[str], **env: str
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LABELBOX_", "LABELHAUL_"))}
+    base.pop("PREFECT_API_URL", None)
+    base.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        DO_NOT_TRACK="1",
+        LABELBOX_API_KEY=emu.api_key,
+        LABELBOX_ENDPOINT=emu.graphql_url,
+        LABELBOX_REST_ENDPOINT=emu.rest_url,
+        AWS_EC2_METADATA_DISABLED="true",  # no instance-metadata probe for credentials
+    )
+    base.update(env)
+    for name, value in env.items():
+        if value == "":
+            base.pop(name, None)
+    return subprocess.run(
+        [*LABELHAUL, "sync", *args],
+        env=base,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    # Prefect never started: none of its run lines, no temporary server.
+    assert "prefect" not in proc.stderr.lower()
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("store", "fix"),
+    [("/dev/null/x", "writable path"), ("/proc/x", "writable path")],
+)
+def test_unwritable_store(emulator: EmulatorServer, tmp_path: Path, store: str, fix: str) -> None:
+    proc = _run(tmp_path, emulator, ["--project-id", emulator.seed_project_id, "--store", store])
+    line = _one_line(proc)
+    assert line.startswith("labelhaul: error:") and fix in line and store in line
+
+
+def test_s3_store_without_credentials(
+    emulator: EmulatorServer, tmp_path: Path, moto_server: str, s3_bucket: str
+) -> None:
+    proc = _run(
+        tmp_path,
+        emulator,
+        ["--project-id", emulator.seed_project_id, "--store", f"s3://{s3_bucket}/d"],
+        AWS_ENDPOINT_URL_S3=moto_server,
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+    )
+    assert "AWS_ACCESS_KEY_ID" in _one_line(proc)
+
+
+def test_s3_store_with_no_such_bucket(
+    emulator: EmulatorServer, tmp_path: Path, moto_server: str
+) -> None:
+    proc = _run(
+        tmp_path,
+        emulator,
+        ["--project-id", emulator.seed_project_id, "--store", "s3://no-such-bucket-lh/d"],
+        AWS_ENDPOINT_URL_S3=moto_server,
+    )
+    line = _one_line(proc)
+    assert "no-such-bucket-lh" in line and "create it" in line
+
+
+def test_wrong_key(emulator: EmulatorServer, tmp_path: Path) -> None:
+    proc = _run(
+        tmp_path,
+        emulator,
+        ["--project-id", emulator.seed_project_id, "--store", str(tmp_path / "s")],
+        LABELBOX_API_KEY="not-the-key",
+    )
+    line = _one_line(proc)
+    assert "LABELBOX_API_KEY" in line and "not-the-key" not in proc.stderr
+
+
+def test_unknown_project(emulator: EmulatorServer, tmp_path: Path) -> None:
+    proc = _run(
+        tmp_path,
+        emulator,
+        ["--project-id", "cnosuchproject0000000000", "--store", str(tmp_path / "s")],
+    )
+    line = _one_line(proc)
+    assert "cnosuchproject0000000000 not found" in line and "member" in line
+
+
+def test_unknown_model_run(emulator: EmulatorServer, tmp_path: Path) -> None:
+    proc = _run(
+        tmp_path,
+        emulator,
+        ["--model-run-id", "cnosuchrun00000000000000", "--store", str(tmp_path / "s")],
+    )
+    assert "cnosuchrun00000000000000 not found" in _one_line(proc)
+
+
+def test_both_id_filters(emulator: EmulatorServer, tmp_path: Path) -> None:
+    proc = _run(
+        tmp_path,
+        emulator,
+        [
+            "--project-id",
+            emulator.seed_project_id,
+            "--store",
+            str(tmp_path / "s"),
+            "--data-row-id",
+            "a",
+            "--global-key",
+            "b",
+        ],
+    )
+    assert "not both" in _one_line(proc)
