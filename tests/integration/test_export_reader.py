@@ -61,6 +61,22 @@ def _our_rows(client: Any, task_id: str, http: HttpClient, **kwargs: Any) -> lis
     return list(reader.iter_rows())
 
 
+def _unsigned(rows: list[Any]) -> list[Any]:
+    """Rows of an export without what every export changes (signatures, task ids)."""
+    import re
+
+    import orjson
+
+    from labelhaul.urls import strip_signing
+
+    out = []
+    for row in rows:
+        row = orjson.loads(re.sub(rb"/tasks/[^/]+/masks/", b"/tasks/T/masks/", orjson.dumps(row)))
+        row["data_row"]["row_data"] = strip_signing(row["data_row"]["row_data"])
+        out.append(row)
+    return out
+
+
 def test_reader_matches_sdk_on_the_seed_project(emulator: Any, lb_client: Any, http: Any) -> None:
     task_id = _export(lb_client, project_id=emulator.seed_project_id, params=ExportParams.all())
     ours = _our_rows(lb_client, task_id, http)
@@ -314,7 +330,7 @@ def test_workflow_status_filter(emulator: Any, lb_client: Any, http: Any, many_c
         ),
         http,
     )
-    assert rows == [r for r in whole if status(r) == "DONE"]
+    assert _unsigned(rows) == _unsigned([r for r in whole if status(r) == "DONE"])
 
 
 @pytest.mark.parametrize("user_tz", ["UTC", "America/New_York", "Asia/Kolkata"])
@@ -347,7 +363,7 @@ def test_date_filter_means_the_instant_given(
         http,
     )
     expected = [r for r in whole if low <= activity(r) <= high]
-    assert rows == expected and 0 < len(expected) < len(whole)
+    assert _unsigned(rows) == _unsigned(expected) and 0 < len(expected) < len(whole)
     sent = [e for e in emulator.request_log.entries() if e.operation == "CurrentUserPyApi"]
     assert sent, "the user's timezone was not asked for"
 

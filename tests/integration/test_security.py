@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -333,7 +334,8 @@ def test_authorization_reaches_only_the_configured_host(
 
         def serialize(row: dict[str, Any]) -> bytes:
             # Composite URLs move to `near`, which redirects to `far`, which serves the PNG.
-            data = original(row)
+            # Each export names its own task in composite URLs: the routes use one name.
+            data = re.sub(rb"/api/v1/tasks/[^/]+/masks/", b"/api/v1/tasks/T/masks/", original(row))
             prefix = canary.base_url.encode() + b"/api/v1/tasks/"
             return data.replace(prefix, near.url.encode() + b"/api/v1/tasks/")
 
@@ -350,7 +352,7 @@ def test_authorization_reaches_only_the_configured_host(
                 assert cid is not None
                 png = canary.composite_png(cid)
                 assert png is not None
-                path = "/api/v1/" + url.split("/api/v1/", 1)[1]
+                path = f"/api/v1/tasks/T/masks/{cid}/index/1"
                 served[path] = png
                 near.routes[path] = Route(302, b"", {"Location": f"{far.url}/moved{path}"})
                 far.routes[f"/moved{path}"] = Route(200, png, {"Content-Type": "image/png"})
