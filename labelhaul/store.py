@@ -579,11 +579,12 @@ class VersionWriter:
         etag = parent.etag if parent else None
         number = parse_version(parent_id) + 1 if parent_id else 1
         if parent_id is None:
-            # No pointer (a first version, or `_latest.json` lost): continue after the highest
-            # manifest, so a number gc freed is never given to other content.
+            # No pointer (a first version, or `_latest.json` lost): start at the highest
+            # manifest, so a number gc freed is never given to other content. The loop below
+            # finds it taken and either recognises the same content or rebases after it.
             committed = store.list_versions()
             if committed:
-                number = parse_version(committed[-1]) + 1
+                number = parse_version(committed[-1])
         original_parent = parent_id
         rebased = False
         for _ in range(MAX_COMMIT_ATTEMPTS):
