@@ -44,12 +44,22 @@ def _env(tmp_path: Path, emu: EmulatorServer, proxy: FaultProxy, key: str) -> di
     return env
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_all() -> Any:
+    yield
+    while _STARTED:
+        _reap(_STARTED.pop())
+
+
 def _sync(env: dict[str, str], pid: str, store: str, log: Path) -> subprocess.Popen[bytes]:
     # Each run its own Prefect database, as separate `labelhaul sync` invocations on
     # separate temporary servers: the killed run's sync slot cannot hold up the next one,
     # so the next run must tell the dead run from a live one by its owner process.
     env = {**env, "PREFECT_HOME": f"{env['PREFECT_HOME']}-{log.stem}"}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -65,7 +75,19 @@ def _sync(env: dict[str, str], pid: str, store: str, log: Path) -> subprocess.Po
         env=env,
         stdout=open(log, "wb"),  # noqa: SIM115 - the child owns it
         stderr=subprocess.STDOUT,
+        # Its own process group: the temporary Prefect server it starts is reaped with it.
+        start_new_session=True,
     )
+    _STARTED.append(proc)
+    return proc
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill what is left of a sync's process group (a killed CLI's temporary server)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _wait_for_commit_step(s3_client: Any, bucket: str, pid: str, proc: Any) -> None:
@@ -106,6 +128,7 @@ def test_sigterm_in_the_commit_is_cancelled_and_sigkill_is_cleaned_up_by_the_nex
         _wait_for_commit_step(s3_client, s3_bucket, pid, proc)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
+        _reap(proc)
         out = (tmp_path / "term.log").read_text(errors="replace")
         assert proc.returncode != 0, out
         assert "Task run is not set" not in out, out
@@ -129,8 +152,9 @@ def test_sigterm_in_the_commit_is_cancelled_and_sigkill_is_cleaned_up_by_the_nex
         ):
             assert proc.poll() is None and time.monotonic() < deadline, "never got that far"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)  # the CLI only: its temporary server is reaped below
         proc.wait(timeout=60)
+        _reap(proc)
         left = list((tmp_path / "tmp").glob("labelhaul-*"))
         assert left, "a killed run leaves its staging folder (the raw export)"
         killed = {
@@ -141,6 +165,7 @@ def test_sigterm_in_the_commit_is_cancelled_and_sigkill_is_cleaned_up_by_the_nex
         # 3. The next run cleans the dead run's staging and marks its record as killed.
         proc = _sync(env, pid, store, tmp_path / "next.log")
         proc.wait(timeout=600)
+        _reap(proc)
         out = (tmp_path / "next.log").read_text(errors="replace")
         assert proc.returncode == 0, out
         assert not [p for p in left if p.exists()], "the dead run's staging is still there"
