@@ -481,7 +481,6 @@ def run_sync(
                 "watermark": new_watermark.to_dict(),
                 "category_map": assembled.category_map,
                 "masks": {"instances": mask_instances, "errors": mask_errors},
-                "coco": {"skipped": assembled.coco_skipped},
                 "errors_by_kind": errors_by_kind,
                 "run_id": run_id,
                 "flow_run_id": str(flow_run.id) if flow_run.id else None,

@@ -693,6 +693,7 @@ def assemble_version(
             "annotations_of_other_labels": summary.labels_not_selected,
             "file_name_collisions": summary.file_name_collisions,
             "category_ids": "feature_schema_id",
+            "skipped": dict(summary.skipped),
         },
     )
 
