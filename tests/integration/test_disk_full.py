@@ -129,7 +129,7 @@ def test_part_files_of_dead_writers_are_cleaned_by_the_next_open_and_by_gc(
     assert not old[0].exists() and not old[1].exists()
     assert old[2].exists() and young.exists()  # maybe a live writer's: kept
     os.utime(old[2], (hours_ago, hours_ago))
-    report = collect_garbage(DatasetStore(objects, "p"), keep=1, grace_hours=1.0)
+    report = collect_garbage(DatasetStore(objects, "p"), keep=1, grace_hours=1.0, force=True)
     assert report.deleted_temp_files == 1
     assert not old[2].exists() and young.exists()
 
