@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from labelhaul.errors import ConfigError
 from labelhaul.export_params import WorkflowStatus
+from labelhaul.gc import MIN_GRACE_HOURS
 
 DEFAULT_PROJECTS_FILE = Path(__file__).with_name("projects.toml")
 
@@ -70,8 +71,12 @@ class Retention(BaseModel):
     older_than_days: float | None = Field(
         default=None, ge=0, description="Delete a version beyond `keep` only when this old."
     )
+    # gc refuses a shorter grace period (a sync in flight could lose its blobs): say so here,
+    # when `serve` reads the file, not at 05:30 in a failed gc run.
     grace_hours: float = Field(
-        default=24.0, ge=0, description="Keep unreferenced objects younger than this."
+        default=24.0,
+        ge=MIN_GRACE_HOURS,
+        description="Keep unreferenced objects younger than this (at least the longest sync).",
     )
     schedule: str = Field(default="30 5 * * *", description="Cron of the gc run.")
 

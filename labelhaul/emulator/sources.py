@@ -97,8 +97,11 @@ class RowSource(ABC):
     def find_data_row(self, data_row_id: str) -> dict[str, Any] | None:
         """Return the row of data row `data_row_id` (for `client.get_data_row`), or None."""
         for i in self.indices():
-            row = self.row(i)
-            if (row.get("data_row") or {}).get("id") == data_row_id:
+            try:
+                row = self.row(i)
+            except ValueError:  # a malformed line a bad-input test serves: not a data row
+                continue
+            if isinstance(row, dict) and (row.get("data_row") or {}).get("id") == data_row_id:
                 return row
         return None
 

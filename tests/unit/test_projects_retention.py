@@ -35,6 +35,7 @@ def test_entry_retention_merges_over_defaults() -> None:
         ({}, "retention.keep"),
         ({"keep": 3, "schedule": "daily"}, "cron"),
         ({"keep": 3, "older_than": 4}, "older_than"),
+        ({"keep": 3, "grace_hours": 1}, "retention.grace_hours"),
     ],
 )
 def test_bad_retention_names_the_key(retention: dict[str, object], fragment: str) -> None:
