@@ -27,11 +27,12 @@ def test_a_slowdown_burst_when_the_store_opens_is_waited_out(
 def test_45_percent_slowdown_loses_no_write(moto_server: str, s3_bucket: str) -> None:
     with FaultProxy(moto_server, rate=0.45, faults=("503",), seed=13) as proxy:
         objects = open_object_store(f"s3://{s3_bucket}/p", endpoint_url=proxy.url)
-        for n in range(40):
+        # Adaptive retries back off for real (the point of them): 32 requests keep it short.
+        for n in range(16):
             objects.put(f"obj/{n}", b"x" * n, if_none_match=True)
-        for n in range(40):
+        for n in range(16):
             assert objects.get(f"obj/{n}") == b"x" * n
-        assert proxy.counts.faults["503"] >= 20
+        assert proxy.counts.faults["503"] >= 6
 
 
 def test_a_bucket_is_unusable_only_on_403_404_or_no_such_bucket(moto_server: str) -> None:
