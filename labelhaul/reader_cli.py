@@ -149,11 +149,16 @@ def cmd_versions(args: argparse.Namespace) -> int:
     print(f"{'VERSION':<10} {'CREATED':<25} {'PARENT':<10} {'DATA ROWS':>10} {'ANNOTATIONS':>12}")
     for r in rows:
         mark = " *" if r["latest"] else ""
+        shown = {k: "-" if r[k] is None else str(r[k]) for k in _VERSION_COLUMNS}
         print(
-            f"{r['version_id']:<10} {str(r['created_at']):<25} {str(r['parent_version_id']):<10} "
-            f"{str(r['data_rows']):>10} {str(r['annotations']):>12}{mark}"
+            f"{r['version_id']:<10} {shown['created_at']:<25} {shown['parent_version_id']:<10} "
+            f"{shown['data_rows']:>10} {shown['annotations']:>12}{mark}"
         )
     return 0
+
+
+# Shown as "-" when a version has no value (a first version has no parent), never "None".
+_VERSION_COLUMNS = ("created_at", "parent_version_id", "data_rows", "annotations")
 
 
 def _no_versions(args: argparse.Namespace, datasets: list[str] | None) -> int:

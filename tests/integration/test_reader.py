@@ -233,6 +233,7 @@ def test_cli_json(
 
     code, out = run_cli(["versions", dataset_root, *extra], capsys)
     assert v1 in out and f"{v2}" in out and "*" in out
+    assert "None" not in out  # the first version's parent shows as "-"
 
 
 def test_empty_dataset_says_what_to_do(tmp_path: Path) -> None:
