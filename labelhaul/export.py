@@ -359,14 +359,7 @@ def plan_exports(
     filters = filters or ExportFilters()
     # Validate locally before any network call, so a bad filter fails fast.
     build_filter_dicts(filters, user_timezone="UTC", naive_dates_as_utc=naive_dates_as_utc)
-    project = call_graphql(
-        lambda: client.get_project(project_id),
-        client,
-        what=f"open project {project_id}",
-        policy=policy,
-        not_found=f"Project {project_id} not found: check the id and that the API key's "
-        "user is a member of it.",
-    )
+    project = open_project(client, project_id, policy=policy)
     user_tz = fetch_user_timezone(client, policy=policy) if filters.has_dates else None
     filter_dicts = build_filter_dicts(
         filters, user_timezone=user_tz, naive_dates_as_utc=naive_dates_as_utc
@@ -483,14 +476,7 @@ def _start_model_run_export(
     task_name: str | None,
     policy: RetryPolicy,
 ) -> ExportJob:
-    model_run = call_graphql(
-        lambda: client.get_model_run(model_run_id),
-        client,
-        what=f"open model run {model_run_id}",
-        policy=policy,
-        not_found=f"Model run {model_run_id} not found: check the id and the API key's "
-        "organisation.",
-    )
+    model_run = open_model_run(client, model_run_id, policy=policy)
     mr_params = params.to_model_run_params()
     task = call_graphql(
         lambda: model_run.export(task_name=task_name, params=mr_params),
@@ -935,3 +921,27 @@ def iter_export_lines(
         for offset, line in reader.iter_lines():
             yield base + offset, line
         base += reader.total_size
+
+
+def open_project(client: Any, project_id: str, *, policy: RetryPolicy) -> Any:
+    """Return the SDK's project `project_id`, or raise NotFoundError naming the fix."""
+    return call_graphql(
+        lambda: client.get_project(project_id),
+        client,
+        what=f"open project {project_id}",
+        policy=policy,
+        not_found=f"Project {project_id} not found: check the id (the Labelbox project URL) "
+        "and that the API key's user is a member of it.",
+    )
+
+
+def open_model_run(client: Any, model_run_id: str, *, policy: RetryPolicy) -> Any:
+    """Return the SDK's model run `model_run_id`, or raise NotFoundError naming the fix."""
+    return call_graphql(
+        lambda: client.get_model_run(model_run_id),
+        client,
+        what=f"open model run {model_run_id}",
+        policy=policy,
+        not_found=f"Model run {model_run_id} not found: check the id and the API key's "
+        "organisation.",
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from labelhaul.errors import TransientError
-from labelhaul.export import call_graphql, make_client
+from labelhaul.export import make_client, open_model_run, open_project
 from labelhaul.export_params import ExportFilters, build_filter_dicts
 from labelhaul.http import RetryPolicy
 from labelhaul.storage import open_object_store
@@ -48,22 +48,8 @@ def check_sync(
     )
     try:
         if project_id is not None:
-            call_graphql(
-                lambda: client.get_project(project_id),
-                client,
-                what=f"open project {project_id}",
-                policy=_POLICY,
-                not_found=f"Project {project_id} not found: check the id (the Labelbox "
-                "project URL) and that the API key's user is a member of it.",
-            )
+            open_project(client, project_id, policy=_POLICY)
         elif model_run_id is not None:
-            call_graphql(
-                lambda: client.get_model_run(model_run_id),
-                client,
-                what=f"open model run {model_run_id}",
-                policy=_POLICY,
-                not_found=f"Model run {model_run_id} not found: check the id and the API "
-                "key's organisation.",
-            )
+            open_model_run(client, model_run_id, policy=_POLICY)
     except TransientError:
         return  # not a verdict on the configuration: the flow retries it
