@@ -234,9 +234,6 @@ def _artifact_key(prefix: str, dataset_id: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{dataset_id}".lower())[:100]
 
 
-_md_counts = md_counts
-
-
 def run_sync(
     *,
     settings: Settings,
@@ -592,15 +589,15 @@ def _report(
         f"Mode: {mode}; data rows exported: {record.get('rows_exported')}.\n\n"
         + "".join(f"{note}\n\n" for note in [record.get("mode_note")] if note)
         + "".join(f"**Warning:** {w}\n\n" for w in record.get("warnings") or [])
-        + _md_counts("Tables (rows)", record.get("counts") or {})
+        + md_counts("Tables (rows)", record.get("counts") or {})
         + "\n"
-        + _md_counts("Objects by kind", record.get("counts_by_kind") or {})
+        + md_counts("Objects by kind", record.get("counts_by_kind") or {})
         + "\n"
-        + _md_counts("Errors by kind", record.get("errors_by_kind") or {})
+        + md_counts("Errors by kind", record.get("errors_by_kind") or {})
         + "\n"
-        + _md_counts("Skipped in COCO", record.get("coco_skipped") or {})
+        + md_counts("Skipped in COCO", record.get("coco_skipped") or {})
         + "\n"
-        + _md_counts("Seconds per stage", timings, unit="seconds")
+        + md_counts("Seconds per stage", timings, unit="seconds")
     )
     create_markdown_artifact(
         md,
