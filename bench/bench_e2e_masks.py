@@ -39,6 +39,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from labelhaul.config import Settings
 from PIL import Image
 
 from bench._common import (
@@ -50,7 +51,6 @@ from bench._common import (
     start_prefect_server,
 )
 from bench.summary import record
-from config import Settings
 from labelhaul.export import (
     ExportStreamReader,
     iter_export_lines,

@@ -4,6 +4,8 @@
 per-project parameters; `deployments/definitions.py` turns it into Prefect deployments.
 `load_projects(path)` reads it, merges `[defaults]` into every entry and validates the
 result, failing fast with a `ConfigError` that names the entry, the key and the fix.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Names other tools rely on (DESIGN.md section 6): `LABELBOX_API_KEY`, `LABELBOX_E
 `LABELBOX_REST_ENDPOINT`, `LABELHAUL_STORE`, `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
 Every other setting is `LABELHAUL_<NAME>`. Nothing is read at import time: call
 `load_settings()` where a value is needed and pass values on as arguments.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Both read the projects file (`--projects`, else LABELHAUL_PROJECTS_FILE, else the packaged
 config/projects.toml). Prefect is imported inside the commands only.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from config.projects import ProjectsConfig, load_projects
-from config.settings import Settings, load_settings
+from labelhaul.config.projects import ProjectsConfig, load_projects
+from labelhaul.config.settings import Settings, load_settings
+
 from labelhaul.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -44,7 +47,7 @@ def build_from_args(
     projects: str | None, settings: Settings, work_pool_name: str | None = None
 ) -> list[RunnerDeployment]:
     """Return the deployments of the projects file, as serve and deploy both build them."""
-    from deployments.definitions import build_deployments
+    from labelhaul.deployments.definitions import build_deployments
 
     config = load_config(projects, settings)
     if not config.targets():
@@ -89,9 +92,8 @@ def _serve(args: argparse.Namespace) -> int:
     if PREFECT_API_URL.value():
         _serve_deployments(deployments, args.limit)
         return 0
+    from labelhaul.deployments.local_server import local_prefect_server
     from prefect.settings import temporary_settings
-
-    from deployments.local_server import local_prefect_server
 
     with local_prefect_server() as url:
         print(NO_SERVER_NOTICE.format(url=url.removesuffix("/api")), file=sys.stderr)
@@ -109,9 +111,8 @@ def _serve_deployments(deployments: list[RunnerDeployment], limit: int | None) -
 
 def _webhook(args: argparse.Namespace) -> int:
     import uvicorn
+    from labelhaul.deployments.webhook import create_app
     from prefect.settings import PREFECT_API_URL
-
-    from deployments.webhook import create_app
 
     settings = load_settings()
     if settings.webhook_secret is None or not settings.webhook_secret.get_secret_value():

@@ -1,6 +1,6 @@
 """Prefect deployments built from the projects file: the one place schedules live.
 
-`labelhaul serve` (`prefect.serve`) and `python -m deployments.deploy --work-pool NAME`
+`labelhaul serve` (`prefect.serve`) and `python -m labelhaul.deployments.deploy --work-pool NAME`
 (`prefect.deploy`) both call `build_deployments`, so a process on a laptop and workers on
 a pool run exactly the same schedules, triggers and limits; there is no prefect.yaml to
 drift from them.
@@ -18,6 +18,8 @@ Per entry with `retention`, a `<name>-gc` deployment of `gc-dataset` on the rete
 (it takes the dataset's sync slot, so it never sweeps while a sync of it runs).
 
 The functions are pure: nothing here talks to a Prefect server.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import inspect
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from config.projects import ProjectsConfig, SyncTarget, project_resource_id
+from labelhaul.config.projects import ProjectsConfig, SyncTarget, project_resource_id
+
 from labelhaul.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,9 +41,9 @@ if TYPE_CHECKING:
     from prefect.schedules import Schedule
 
 EVENT_NAME = "labelbox.labels.changed"
-PROJECT_FLOW = "flows.sync_project:sync_project"
-MODEL_RUN_FLOW = "flows.sync_model_run:sync_model_run"
-GC_FLOW = "flows.gc_dataset:gc_dataset"
+PROJECT_FLOW = "labelhaul.flows.sync_project:sync_project"
+MODEL_RUN_FLOW = "labelhaul.flows.sync_model_run:sync_model_run"
+GC_FLOW = "labelhaul.flows.gc_dataset:gc_dataset"
 TAGS = ("labelhaul",)
 
 

@@ -1,12 +1,14 @@
 """Register the projects file's deployments with a work pool: the `prefect deploy` path.
 
-    python -m deployments.deploy --work-pool NAME [--projects PATH] [--image IMAGE]
-    python -m deployments.deploy --dry-run        # print what would be created
+    python -m labelhaul.deployments.deploy --work-pool NAME [--projects PATH] [--image IMAGE]
+    python -m labelhaul.deployments.deploy --dry-run        # print what would be created
 
 Builds the same deployments as `labelhaul serve` (deployments/definitions.py), so a pool of
 workers runs the same schedules, webhook triggers and concurrency limits. Entrypoints are
-module paths (`flows.sync_project.sync_project`): a worker needs labelhaul installed (or
+module paths (`labelhaul.flows.sync_project.sync_project`): a worker needs labelhaul installed (or
 an image that has it, `--image`); no code is uploaded.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from config.settings import load_settings
-from deployments.cli import build_from_args, describe
+from labelhaul.config.settings import load_settings
+from labelhaul.deployments.cli import build_from_args, describe
+
 from labelhaul.errors import LabelhaulError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Create or update the deployments on the Prefect server; return an exit code."""
     parser = argparse.ArgumentParser(
-        prog="python -m deployments.deploy", description=__doc__.splitlines()[0] if __doc__ else ""
+        prog="python -m labelhaul.deployments.deploy",
+        description=__doc__.splitlines()[0] if __doc__ else "",
     )
     parser.add_argument("--work-pool", help="Prefect work pool the runs go to")
     parser.add_argument("--projects", help="projects file (default: config/projects.toml)")

@@ -7,6 +7,8 @@ the same SQLite file ("database is locked"), and nothing said the schedules and 
 history would go with it. This starts one `prefect server start` in its own session on
 a free loopback port, points this process and every child at it through
 PREFECT_API_URL, and stops it only after serve has shut down.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ The deployment trigger built in `deployments/definitions.py` debounces these eve
 one run per burst. The secret is never logged nor echoed; refusals say what was wrong
 without repeating the signature. The emitting function is injectable so tests capture
 events without a Prefect server.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Export -> stage -> masks (a task run per part, on the flow's task runner) -> assemble ->
 land -> run record, under a per-dataset lock so two syncs of one dataset never interleave.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,19 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from labelhaul.config import Settings
+from labelhaul.tasks.export import stage_export_task, start_export_task, wait_export_task
+from labelhaul.tasks.masks import process_mask_part, workers_share_this_api
+from labelhaul.tasks.store import (
+    assemble_task,
+    begin_run_task,
+    known_blobs_task,
+    land_version_task,
+    open_store,
+    read_parent_task,
+    write_run_record_now,
+    write_run_record_task,
+)
 from prefect import State
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -32,7 +47,6 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from config import Settings
 from labelhaul.export_params import (
     DateRange,
     ExportFilters,
@@ -63,18 +77,6 @@ from labelhaul.runs import (
 from labelhaul.syncplan import empty_export_message, plan_sync
 from labelhaul.tables import compute_watermark, parse_timestamp
 from labelhaul.verify import MISSING_BLOBS_FULL, clear_noted_missing_blobs, noted_missing_blobs
-from tasks.export import stage_export_task, start_export_task, wait_export_task
-from tasks.masks import process_mask_part, workers_share_this_api
-from tasks.store import (
-    assemble_task,
-    begin_run_task,
-    known_blobs_task,
-    land_version_task,
-    open_store,
-    read_parent_task,
-    write_run_record_now,
-    write_run_record_task,
-)
 
 LOCK_TIMEOUT_S = 6 * 3600
 EMPTY_RUN_ERRORS_KEPT = 1000  # error records a run record keeps when no version is made

@@ -1,12 +1,14 @@
-"""Retention: delete a dataset's old versions and the data no kept version uses."""
+"""Retention: delete a dataset's old versions and the data no kept version uses.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
 
 from __future__ import annotations
 
+from labelhaul.config import load_settings
+from labelhaul.flows.common import dataset_lock
+from labelhaul.tasks.store import collect_garbage_task
 from prefect import flow
-
-from config import load_settings
-from flows.common import dataset_lock
-from tasks.store import collect_garbage_task
 
 
 @flow(name="gc-dataset")

@@ -1,4 +1,7 @@
-"""Parameter types the flows expose in the Prefect UI form."""
+"""Parameter types the flows expose in the Prefect UI form.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
 
 from __future__ import annotations
 

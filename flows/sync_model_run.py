@@ -1,14 +1,17 @@
-"""Export a Labelbox model run (ground truth and predictions) and land it as a dataset version."""
+"""Export a Labelbox model run (ground truth and predictions) and land it as a dataset version.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
+from labelhaul.config import load_settings
+from labelhaul.flows.common import completed_state, run_sync
 from prefect import State, flow
 
-from config import load_settings
-from flows.common import completed_state, run_sync
 from labelhaul.export_params import ExportParams
 from labelhaul.labelpolicy import LabelPolicy
 

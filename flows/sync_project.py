@@ -1,15 +1,18 @@
-"""The main flow: export a Labelbox project and land it as a dataset version."""
+"""The main flow: export a Labelbox project and land it as a dataset version.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
 
+from labelhaul.config import load_settings
+from labelhaul.flows.common import completed_state, run_sync
+from labelhaul.flows.params import SyncMode, WorkflowStatus
 from prefect import State, flow
 
-from config import load_settings
-from flows.common import completed_state, run_sync
-from flows.params import SyncMode, WorkflowStatus
 from labelhaul.export_params import (
     ExportParams,
     filters_from_parameters,

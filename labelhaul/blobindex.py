@@ -1,4 +1,7 @@
-"""A compact, bounded index of the mask blobs a worker process knows are in the store."""
+"""A compact, bounded index of the mask blobs a worker process knows are in the store.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@
 - `validate_latest(objects, dataset_id)`: check that the version `_latest.json` points at is
   whole: every file of its manifest exists with the listed sha256 and byte count, and every
   mask blob its annotations reference exists. A reader thread polls it during chaos runs.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

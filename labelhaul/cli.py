@@ -4,6 +4,8 @@ Each area registers its own sub-commands: a module listed in `_COMMAND_MODULES` 
 `register(subparsers)` function that adds its commands, each with `func` set to a
 callable taking the parsed arguments and returning an exit code. Commands that run
 flows import Prefect lazily, inside the command, so the library stays Prefect-free.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES: tuple[str, ...] = (
     "labelhaul.emulator.cli",  # emulator
     "labelhaul.commands",  # sync, demo
-    "deployments.cli",  # serve, webhook
+    "labelhaul.deployments.cli",  # serve, webhook
     "labelhaul.reader_cli",  # versions, show, diff, pull
     "labelhaul.ops_cli",  # gc, doctor
 )

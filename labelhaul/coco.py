@@ -39,6 +39,8 @@ Choices, so nobody has to guess:
   `pycocotools.COCO.loadRes` accepts. pycocotools picks the result type from the first
   entry, so one results file holds one iou type: "bbox" (boxes, polygons' and masks' boxes)
   or "segm" (masks and polygons as RLE; polygons rasterised exactly as pycocotools does).
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 These run flows, so they import Prefect and `flows/` lazily, inside each command: the rest
 of the library (and `labelhaul --help`) stays Prefect-free.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -239,7 +241,7 @@ def _preflight(args: argparse.Namespace, settings: Any) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Run one sync flow and exit non-zero when it fails."""
-    from config import load_settings
+    from labelhaul.config import load_settings
     from labelhaul.export_params import check_source_id
 
     # Ids first, then the key: both fail fast, before Prefect starts, naming the fix.
@@ -252,7 +254,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings.api_key_value()  # fail fast, before Prefect starts, naming the fix
     _preflight(args, settings)
     if args.model_run_id:
-        from flows.sync_model_run import sync_model_run
+        from labelhaul.flows.sync_model_run import sync_model_run
 
         state = sync_model_run(
             model_run_id=args.model_run_id,
@@ -264,8 +266,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             return_state=True,
         )
     else:
-        from flows.params import SyncMode, WorkflowStatus
-        from flows.sync_project import sync_project
+        from labelhaul.flows.params import SyncMode, WorkflowStatus
+        from labelhaul.flows.sync_project import sync_project
 
         state = sync_project(
             project_id=args.project_id,
@@ -308,9 +310,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         os.environ["LABELBOX_ENDPOINT"] = emu.graphql_url
         os.environ["LABELBOX_REST_ENDPOINT"] = emu.rest_url
         print(f"Labelbox emulator at {emu.base_url} (seed project {emu.seed_project_id})")
-        from flows.params import SyncMode
-        from flows.sync_model_run import sync_model_run
-        from flows.sync_project import sync_project
+        from labelhaul.flows.params import SyncMode
+        from labelhaul.flows.sync_model_run import sync_model_run
+        from labelhaul.flows.sync_project import sync_project
 
         targets: list[tuple[str, Any]] = [
             (

@@ -7,6 +7,8 @@ which proves the endpoint honours `IfNoneMatch`), and Prefect's API health endpo
 callable the command line passes in (this library never imports Prefect).
 
 The API key is never part of any message: every detail is scrubbed of it before it is kept.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

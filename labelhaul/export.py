@@ -10,6 +10,8 @@ lines as chunks arrive and holds about one chunk in memory.
 
 SDK exceptions are translated here, at the boundary, into `labelhaul.errors`, and no
 message carries the API key.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def _take_off_sdk_retry(client: Any) -> None:
 
 
 def client_from_settings(settings: Any) -> Any:
-    """Return a `labelbox.Client` from `config.Settings` (ConfigError without an API key)."""
+    """Return a `labelbox.Client` from `labelhaul.config.Settings` (ConfigError without a key)."""
     return make_client(
         settings.api_key_value(),
         settings.labelbox_endpoint,

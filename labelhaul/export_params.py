@@ -12,6 +12,8 @@ So an instant is converted into the user's timezone and sent as a naive wall clo
 there. A wall clock that zone shows twice (the hour repeated when DST ends) cannot name
 one instant; then both bounds of that range go as UTC with `+0000`, which the SDK keeps
 verbatim and labels `UTC`, so either reading of the offset names the right instant.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

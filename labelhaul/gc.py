@@ -29,6 +29,8 @@ Listing with LastModified is not part of `ObjectStore`, so this module lists wit
 helper: boto3's `list_objects_v2` for S3 (through the store's client), `os.scandir` +
 `stat` for a local directory. Memory: the retained file keys and blob digests are held in
 sets (a few dozen bytes each); listings and the annotations table are streamed.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

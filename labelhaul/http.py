@@ -5,6 +5,8 @@ exponential backoff with full jitter, `Retry-After` honoured on 429/503, 5xx and
 connection errors retried, 4xx other than 408/429 terminal. The `Authorization` header
 is attached only when the URL's origin is the configured Labelbox API origin; redirects
 are followed by hand so a hop to another host never carries it.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ Full keys are checked by `validate_key`, which refuses what could escape a prefi
 NFC folding means two different global keys (an NFC and an NFD spelling) give one segment,
 and a data row id can equal another row's global key: `mask_dir_names` gives every data row
 of a version its own mask folder all the same (see there).
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ chosen by a declared policy, or every label with `all`:
 
 Ties are broken by the label id, so the choice is deterministic. Only ground-truth labels
 (`source == "label"`) are chosen among; model-run predictions are all kept.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ Per instance we produce:
   which is what blob deduplication in the store relies on),
 - the COCO compressed RLE of the FULL-size mask, computed from the crop and its offset
   (identical bytes to `pycocotools.mask.encode` of the full mask, far cheaper).
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

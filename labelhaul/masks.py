@@ -15,6 +15,8 @@ black, the composite's background. When the fallback fails too,
 an `ErrorRecord` names the data row, label, feature and both reasons, and the rest of the
 batch goes on. Only a 401 (the API key itself is refused) stops the batch: every other
 mask would fail the same way.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

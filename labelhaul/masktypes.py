@@ -2,6 +2,8 @@
 
 They live in their own module so both sides can import them without importing each other;
 `labelhaul.masks` re-exports them. Shapes follow docs/ARCHITECTURE.md exactly.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

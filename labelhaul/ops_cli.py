@@ -2,6 +2,8 @@
 
 The doctor's Prefect check imports Prefect lazily, inside the command, like `sync` does:
 the library (`labelhaul/doctor.py`) only receives a health-check callable.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Run gc on one dataset and print what went (or would go)."""
-    from config.settings import load_settings
+    from labelhaul.config.settings import load_settings
     from labelhaul.errors import ConfigError
     from labelhaul.gc import collect_garbage, has_dataset
     from labelhaul.storage import open_object_store
@@ -154,7 +156,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a version's blobs, repair them on request, note what is still missing."""
-    from config.settings import load_settings
+    from labelhaul.config.settings import load_settings
     from labelhaul.http import HttpClient, RetryPolicy
     from labelhaul.storage import open_object_store
     from labelhaul.store import DatasetStore
@@ -210,7 +212,7 @@ def _prefect_api() -> tuple[str | None, Any]:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Run every check, print one line each, exit 1 if any failed."""
-    from config.settings import load_settings
+    from labelhaul.config.settings import load_settings
     from labelhaul.doctor import run_checks
 
     settings = load_settings()

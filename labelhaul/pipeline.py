@@ -16,6 +16,8 @@ Staging layout (one directory per run)::
 
 A part is a run of consecutive data rows holding at most `part_composites` composites (one
 Prefect task run each in the mask stage) or `part_rows` rows.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ store, a bad date or id filter, a refused API key or an unknown project or model
 becomes one `TerminalError` naming the fix, instead of a flow run that fails (and used to
 retry) after Prefect's start-up. Transient trouble (a 5xx, a timeout) is not judged here:
 the flow's own retries deal with it.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ URI names the dataset: either the dataset root itself (`s3://bucket/prefix/<proj
 datasets live under the model run id. VERSION is `latest` or an id such as `v000003`.
 S3 settings come from the usual places (AWS_* variables, LABELHAUL_S3_*), or
 `--endpoint-url` for an S3-compatible server. Every command takes `--json`.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def register(subparsers: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from config.settings import load_settings
+    from labelhaul.config.settings import load_settings
     from labelhaul.reader import open_dataset
 
     settings = load_settings()

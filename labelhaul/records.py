@@ -2,6 +2,8 @@
 
 A bad line, a corrupt mask or an expired URL never stops a run: it becomes an
 `ErrorRecord`, lands in the version's errors file and is reported at the end.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

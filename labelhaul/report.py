@@ -2,6 +2,8 @@
 
 Pure functions over the run record (`flows/common.py: run_sync` builds it); the flows turn
 them into a Prefect state and artifacts. Nothing here imports Prefect.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

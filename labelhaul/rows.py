@@ -32,6 +32,8 @@ What happens to bad input (each case gives an `ErrorRecord` of stage "parse" wit
   and no mask job (results join back by feature id).
 - a mask colour that is not three integers 0..255 (`bad_mask_color`) → the instance falls back
   to its `mask.url` (a warning).
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

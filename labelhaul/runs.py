@@ -10,6 +10,8 @@
 - `termination_signal` finds the signal behind an exception (Prefect raises
   `TerminationSignal` on SIGTERM, and its task engine may wrap it while unwinding), so
   the run is recorded as `cancelled`, with the step it stopped in.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

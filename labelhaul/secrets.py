@@ -11,6 +11,8 @@ and chained into tracebacks. So:
   factory that replaces every registered secret (and any `Bearer <token>`) in the message,
   the formatted traceback of the exception and all its chained causes, and the stack info,
   before any handler (the console, Prefect's API log handler) sees the record.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

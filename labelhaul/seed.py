@@ -4,6 +4,8 @@
 against: one example per annotation kind, a sample project export and a sample model-run
 export. Its JSON is not strict: embedding vectors are elided with `...` and one example has
 `//` comments. This module extracts each JSON object, cleaned so that it parses.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ would exceed `COMPACT_FRACTION` of the base's bytes, is written compacted (one b
 reads stay cheap and a version never depends on a long chain. Full syncs always compact.
 
 Old manifests, whose table entries carry no `segment`, read as a single base segment.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

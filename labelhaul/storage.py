@@ -19,6 +19,8 @@ race: both are mapped to `PreconditionFailed` too.
 Every S3 write carries the configured server-side encryption. Misconfiguration (no
 credentials, missing bucket, unreachable endpoint, unwritable directory) fails when the
 store is opened, with a message naming the fix.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from labelhaul.errors import (
 from labelhaul.keys import join_key, validate_key
 
 if TYPE_CHECKING:
-    from config.settings import Settings
+    from labelhaul.config.settings import Settings
 
 _CHUNK = 1024 * 1024
 # A full disk or an exhausted quota: retrying cannot help until someone frees space.
@@ -868,7 +870,7 @@ def open_object_store(
 
     Args:
         uri: a path (created unless `read_only`) or `s3://bucket[/prefix]`.
-        settings: optional `config.Settings`; explicit keyword arguments win over it.
+        settings: optional `labelhaul.config.Settings`; explicit keyword arguments win over it.
         endpoint_url: S3-compatible endpoint; boto3 also reads AWS_ENDPOINT_URL_S3 itself.
         sse: "AES256" or "aws:kms", applied to every write.
         read_only: for readers: do not create the directory.

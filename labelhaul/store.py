@@ -36,6 +36,8 @@ Commit protocol (crash-safe, safe under concurrency):
    leave it (never move backwards); older -> retry with the new etag.
 A crash before step 2 leaves only unreferenced files; between 2 and 3 a complete version
 that a re-run finds (same digest) and finishes. Readers never see a partial version.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ merges them like an incremental run, so `latest` never becomes a subset by accid
 Changing the defining filters is explicit (`redefine`), never a side effect.
 
 Pure logic: the flow passes in what it read; nothing here talks to Labelbox or a store.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

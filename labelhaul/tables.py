@@ -4,6 +4,8 @@ Every table has a fixed schema (`SCHEMAS`) so an empty table still has its colum
 table written from any number of parts has the same types. `TableSink` streams records into
 one Parquet file per table in fixed-size row groups, so memory is bounded by the row-group
 size, and the same records in the same order always give the same bytes.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ day), and users upload presigned URLs to their own buckets (`X-Amz-*`, `X-Goog-*
 A dataset keeps the URL without those parameters, so two exports of unchanged data give the
 same rows and the stored URL never pretends to be a working signed link; the signed URL
 stays in the version's raw export.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ the store about its parent's), so a lost blob would be listed by every later ver
   every blob it does not (`pipeline.write_known_blobs(verify=True)`), and clears the note.
 - `repair_missing_blobs` fetches those masks from Labelbox again (composite split, or the
   instance mask) and lands each whose content is the same blob; the others stay noted.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

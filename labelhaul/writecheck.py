@@ -11,6 +11,8 @@ the second must be refused; a write with a stale If-Match must be refused) and w
 `_labelhaul/conditional-writes.json` at the store root, so later runs pay one GET. The
 marker names the endpoint it was checked on: the same bucket behind another endpoint (a
 proxy, a new server) is probed again.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -1,1 +1,4 @@
-"""Prefect tasks: thin wrappers (retries, timeouts, logging, artifacts) over labelhaul/."""
+"""Prefect tasks: thin wrappers (retries, timeouts, logging, artifacts) over labelhaul/.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""

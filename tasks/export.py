@@ -1,4 +1,7 @@
-"""Prefect tasks of the export stage: start, wait, stream into staging."""
+"""Prefect tasks of the export stage: start, wait, stream into staging.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from labelhaul.config import Settings
 from prefect import task
 from prefect.logging import get_run_logger
 
-from config import Settings
 from labelhaul.errors import is_terminal
 from labelhaul.export import (
     ExportJob,

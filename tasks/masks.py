@@ -1,4 +1,7 @@
-"""Prefect task of the mask stage: one task run per part (a batch of composites)."""
+"""Prefect task of the mask stage: one task run per part (a batch of composites).
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,17 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+from labelhaul.config import Settings
+from labelhaul.tasks.export import _retry_unless_terminal
+from labelhaul.tasks.store import open_store
 from prefect import task
 from prefect.logging import get_run_logger
 
-from config import Settings
 from labelhaul.blobindex import KnownBlobs
 from labelhaul.http import HttpClient, RetryPolicy
 from labelhaul.masks import process_jobs
 from labelhaul.pipeline import MaskPartSummary, part_jobs, read_known_blobs, write_mask_results
 from labelhaul.report import write_part_progress
-from tasks.export import _retry_unless_terminal
-from tasks.store import open_store
 
 
 @contextmanager

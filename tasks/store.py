@@ -1,4 +1,7 @@
-"""Prefect tasks around the versioned store: read the parent, assemble, land, record."""
+"""Prefect tasks around the versioned store: read the parent, assemble, land, record.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from labelhaul.config import Settings
+from labelhaul.tasks.export import _retry_unless_terminal
 from prefect import task
 from prefect.logging import get_run_logger
 
-from config import Settings
 from labelhaul.pipeline import (
     AssembledVersion,
     assemble_version,
@@ -22,7 +26,6 @@ from labelhaul.runs import begin_run_record, end_run_record, mark_stale_runs
 from labelhaul.storage import open_object_store
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
 from labelhaul.writecheck import ensure_conditional_writes
-from tasks.export import _retry_unless_terminal
 
 
 def open_store(

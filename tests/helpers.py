@@ -7,8 +7,8 @@ from typing import Any
 
 def sync_project_ok(project_id: str, store: str, **kwargs: Any) -> dict[str, Any]:
     """Run the sync-project flow (full mode unless told otherwise); return its summary."""
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
 
     kwargs.setdefault("mode", SyncMode.full)
     state = sync_project(project_id, store=store, return_state=True, **kwargs)

@@ -18,6 +18,8 @@ with `ground_truth_masks(emu.synthetic_spec(pid), row)`), and export files made 
 (`load_project(export_path, masks_dir)`). Knobs: `chunk_bytes`, `split_lines`,
 `user_timezone`, `task_seconds`, `add_error_lines(source_id, lines)`, `faults`,
 `request_log`, `reset()`. `labelhaul emulator` runs one from the command line.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ then makes them as messy as real Labelbox projects are:
 - row 6 has no global key, and row 7's global key is row 6's data row id.
 
 Label ids of row 0 are `<row 0's label id>-A`, `-B`, `-C` (`case_label_id`).
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

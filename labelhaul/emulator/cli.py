@@ -6,6 +6,8 @@ the whole output can be sourced:
 
     labelhaul emulator --synthetic 100 > emulator.env &
     sleep 1; . ./emulator.env      # the SDK and labelhaul now talk to the emulator
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 An export is planned once, in a background thread: every row of the source is built,
 filtered and serialized, and only each chunk's byte/line/row ranges are kept. A chunk is
 rebuilt from its row range when someone downloads it, so the bytes never all sit in memory.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

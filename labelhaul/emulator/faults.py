@@ -17,6 +17,8 @@ matching requests. Faults:
 that text, e.g. `match="GetExportFileFromOffsetPyApi"`; task faults match the export
 mutation's name (`exportDataRowsInProjectPyApi` or `exportDataRowsInModelRunPyApi`).
 A task may be both slow and failed: it fails once its IN_PROGRESS time is over.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

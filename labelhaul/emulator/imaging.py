@@ -4,6 +4,8 @@ Every composite the emulator serves is drawn from an *instance map*: a uint16 ar
 is background and `j + 1` is the j-th mask instance of the label (in export order). The
 composite is the map painted with each instance's `color_rgb`; an instance mask is
 `map == j + 1`. Tests check decoded pixels against `instance_map` directly.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Routes (everything the export path of labelbox 7.17 touches):
 As Labelbox does, every export signs Labelbox-hosted `row_data` afresh and holds only the
 exported project's entry under `projects` (`only_this_project = False` reproduces an export
 that leaks other projects' entries, for tests of that guard).
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

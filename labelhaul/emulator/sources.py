@@ -3,6 +3,8 @@
 A `RowSource` is one project or model run: it gives row `i` as a fresh dict (the full row,
 every optional field present, mask URLs as stored) and knows its masks. Sources build rows
 on demand so a 50,000-row project costs a few bytes per row until it is exported.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

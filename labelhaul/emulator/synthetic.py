@@ -4,6 +4,8 @@ Everything about row `i` is a pure function of (`SyntheticSpec`, `i`): ids, time
 workflow status, batch, annotations, colours and the composite's instance layout. Nothing
 is stored per row, so a 50,000-row project costs nothing until exported, and
 `ground_truth_masks` gives tests the exact pixels a composite holds.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
 from __future__ import annotations

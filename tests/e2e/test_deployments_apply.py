@@ -11,10 +11,9 @@ import asyncio
 import uuid
 from typing import Any
 
+from labelhaul.config.projects import parse_projects
+from labelhaul.deployments.definitions import build_deployments
 from prefect import flow
-
-from config.projects import parse_projects
-from deployments.definitions import build_deployments
 
 PROJECT = "cltd3vkju021907u63w2odj69"
 

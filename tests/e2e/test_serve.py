@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-
-from deployments.webhook import sign
+from labelhaul.deployments.webhook import sign
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -205,7 +204,7 @@ def test_deploy_to_work_pool_uses_the_projects_file(
     with httpx.Client(base_url=prefect_server, timeout=10) as api:
         api.post("/work_pools/", json={"name": "e2e-pool", "type": "process"}).raise_for_status()
         done = subprocess.run(
-            [sys.executable, "-m", "deployments.deploy", "--work-pool", "e2e-pool"]
+            [sys.executable, "-m", "labelhaul.deployments.deploy", "--work-pool", "e2e-pool"]
             + ["--projects", str(projects)],
             env=env,
             capture_output=True,
@@ -216,7 +215,7 @@ def test_deploy_to_work_pool_uses_the_projects_file(
         deployment = _deployment(api, "e2e-seed")
         assert deployment is not None
         assert deployment["work_pool_name"] == "e2e-pool"
-        assert deployment["entrypoint"] == "flows.sync_project.sync_project"
+        assert deployment["entrypoint"] == "labelhaul.flows.sync_project.sync_project"
         _check_deployment(api, deployment, project_id)
         api.delete(f"/deployments/{deployment['id']}").raise_for_status()
 

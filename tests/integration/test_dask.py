@@ -58,7 +58,7 @@ def test_mask_stage_on_dask_lands_the_same_dataset(
 
 
 def test_workers_that_run_the_profiler_are_named(dask_cluster: str) -> None:
-    from flows.common import profiling_workers
+    from labelhaul.flows.common import profiling_workers
 
     dask = pytest.importorskip("dask")
     distributed = pytest.importorskip("distributed")

@@ -55,8 +55,8 @@ def _fill(disk: Path, leave_kib: int) -> None:
 
 
 def _run(project_id: str, store: str) -> Any:
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
 
     return sync_project(project_id, store=store, mode=SyncMode.full, return_state=True)
 

@@ -11,8 +11,8 @@ from typing import Any
 import labelbox
 import pytest
 from labelbox.schema.export_task import ExportTask, StreamType
+from labelhaul.config.settings import load_settings
 
-from config.settings import load_settings
 from labelhaul.errors import (
     AuthError,
     ConfigError,

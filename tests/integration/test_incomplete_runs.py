@@ -39,8 +39,8 @@ def _open(store: str, pid: str) -> Any:
 
 def sync_state(pid: str, store: str, **kwargs: Any) -> Any:
     """Run the sync flow and return its final state (completed or not)."""
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
 
     kwargs.setdefault("mode", SyncMode.full)
     return sync_project(pid, store=store, return_state=True, **kwargs)
@@ -50,7 +50,7 @@ def test_mask_outage_fails_the_run_and_the_next_run_fetches_those_rows(
     lb_env: EmulatorServer, store_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 1: masks lost to 5xx never reach `latest`; the rows are fetched again later."""
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
 
     monkeypatch.setenv("LABELHAUL_HTTP_RETRIES", "1")
     pid = lb_env.add_synthetic_project(n_rows=6, instances=2)
@@ -182,7 +182,7 @@ def test_verify_finds_and_repairs_missing_blobs_and_the_next_sync_runs_full(
     import subprocess
     import sys
 
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
 
     store = str(tmp_path / "store")
     pid = lb_env.add_synthetic_project(n_rows=3, instances=2)
@@ -217,8 +217,9 @@ def test_a_gc_during_the_sync_is_noticed_before_the_commit(
     """Item 3: gc deleting a sync's in-flight blobs fails the sync instead of a broken commit."""
     import inspect
 
-    import tasks.store
-    from flows.params import SyncMode
+    import labelhaul.tasks.store
+    from labelhaul.flows.params import SyncMode
+
     from labelhaul.gc import collect_garbage
     from labelhaul.storage import open_object_store
     from labelhaul.store import DatasetStore
@@ -226,7 +227,7 @@ def test_a_gc_during_the_sync_is_noticed_before_the_commit(
     pid = lb_env.add_synthetic_project(n_rows=4, instances=2)
     sync(pid, store_uri)
     lb_env.edit_rows(pid, [2])
-    real_land = tasks.store.land_version
+    real_land = labelhaul.tasks.store.land_version
     force = {"force": True} if "force" in inspect.signature(collect_garbage).parameters else {}
 
     collected: list[int] = []
@@ -237,12 +238,12 @@ def test_a_gc_during_the_sync_is_noticed_before_the_commit(
             collected.append(collect_garbage(store, keep=1, grace_hours=0, **force).deleted_blobs)
         return real_land(store, *args, **kwargs)
 
-    monkeypatch.setattr(tasks.store, "land_version", gc_then_land)
+    monkeypatch.setattr(labelhaul.tasks.store, "land_version", gc_then_land)
     state = sync_state(pid, store_uri, mode=SyncMode.incremental, overlap_minutes=0)
     assert collected[0] > 0
     assert state.is_failed()
     assert "started at" in state.message and "nothing committed" in state.message
-    monkeypatch.setattr(tasks.store, "land_version", real_land)
+    monkeypatch.setattr(labelhaul.tasks.store, "land_version", real_land)
     with _open(store_uri, pid) as ds:
         assert ds.versions() == ["v000001"]
     # Without gc in the way the re-run lands a whole version.
@@ -263,7 +264,7 @@ def test_a_row_stamped_in_the_future_does_not_stop_incremental_runs(
     import json
     from datetime import UTC, datetime
 
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
 
     store = str(tmp_path / "store")
     pid = lb_env.add_synthetic_project(n_rows=4, instances=1)

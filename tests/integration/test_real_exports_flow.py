@@ -80,7 +80,7 @@ def test_re_signed_exports_of_unchanged_data_make_one_version_with_stable_urls(
 def test_diff_and_incremental_merge_ignore_signatures_and_task_ids(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
 
     uri = str(tmp_path / "store")
     pid = lb_env.add_synthetic_project(n_rows=6, instances=2)
@@ -151,7 +151,7 @@ def base_digest(uri: str, pid: str, opts: dict[str, Any]) -> str:
 def test_pre_2024_export_lands_exact_instance_masks_without_false_errors(
     lb_env: EmulatorServer, store: tuple[str, dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
 
     uri, opts = store
     pid = lb_env.add_synthetic_project(n_rows=8, instances=3, legacy=True)

@@ -59,8 +59,8 @@ def canary(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
 
 
 def _run(project_id: str, store: str) -> Any:
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
 
     return sync_project(project_id, store=store, mode=SyncMode.full, return_state=True)
 
@@ -388,8 +388,7 @@ def _free_port() -> int:
 def webhook_server(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[str, str, list[Any]]]:
     """Serve the webhook app with uvicorn on a free port; yield (url, secret, events)."""
     import uvicorn
-
-    from deployments.webhook import create_app
+    from labelhaul.deployments.webhook import create_app
 
     secret = f"whsec-{uuid.uuid4().hex}"
     events: list[Any] = []

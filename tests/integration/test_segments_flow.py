@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from labelhaul.flows.params import SyncMode
 
-from flows.params import SyncMode
 from labelhaul.emulator import EmulatorServer
 from labelhaul.gc import collect_garbage
 from labelhaul.reader import diff_versions, open_dataset, pull_version
@@ -146,7 +146,7 @@ def test_incremental_lands_a_delta_that_reads_as_the_full_state(
 def test_a_parent_segment_gone_fails_incremental_naming_full_sync_and_full_recovers(
     lb_env: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from flows.sync_project import sync_project
+    from labelhaul.flows.sync_project import sync_project
 
     monkeypatch.setenv("LABELHAUL_COMPACT_FRACTION", "100")
     pid = lb_env.add_synthetic_project(n_rows=6, instances=1)

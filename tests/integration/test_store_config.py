@@ -6,8 +6,8 @@ import socket
 from pathlib import Path
 
 import pytest
+from labelhaul.config.settings import load_settings
 
-from config.settings import load_settings
 from labelhaul.errors import ConfigError, StoreUnavailableError
 from labelhaul.storage import S3ObjectStore, open_object_store
 

@@ -37,7 +37,7 @@ def _summary_artifact(flow_run_id: str) -> str:
 def test_a_filtered_or_empty_full_sync_never_shrinks_latest(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    from flows.params import SyncMode, WorkflowStatus
+    from labelhaul.flows.params import SyncMode, WorkflowStatus
 
     pid = lb_env.add_synthetic_project(n_rows=8, instances=2)  # rows 2 and 6 are Done
     store = str(tmp_path / "store")
@@ -93,8 +93,8 @@ def test_a_filtered_or_empty_full_sync_never_shrinks_latest(
 def test_a_date_without_timezone_is_refused_in_incremental_mode(
     lb_env: EmulatorServer, tmp_path: Path, dates: dict[str, str]
 ) -> None:
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
 
     pid = lb_env.add_synthetic_project(n_rows=3, instances=1)
     store = str(tmp_path / "store")
@@ -118,7 +118,7 @@ def test_naive_dates_read_as_utc_when_the_setting_asks(
 ) -> None:
     from datetime import datetime
 
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
 
     monkeypatch.setenv("LABELHAUL_NAIVE_DATES_AS_UTC", "true")
     pid = lb_env.add_synthetic_project(n_rows=3, instances=1)
@@ -134,10 +134,9 @@ def test_naive_dates_read_as_utc_when_the_setting_asks(
 
 
 def test_the_deployment_defaults_define_the_dataset(lb_env: EmulatorServer, tmp_path: Path) -> None:
+    from labelhaul.flows.sync_project import sync_project
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow
-
-    from flows.sync_project import sync_project
 
     pid = lb_env.add_synthetic_project(n_rows=8, instances=1)  # Done: 2, 6; InReview: 0, 4
     store = str(tmp_path / "store")

@@ -76,7 +76,7 @@ def test_second_sync_without_changes_makes_no_new_version(
 
 
 def test_model_run_lands_labels_and_predictions(lb_env: EmulatorServer, tmp_path: Path) -> None:
-    from flows.sync_model_run import sync_model_run
+    from labelhaul.flows.sync_model_run import sync_model_run
 
     store = str(tmp_path / "store")
     state = sync_model_run(lb_env.seed_model_run_id, store=store, return_state=True)
@@ -128,8 +128,8 @@ def test_api_key_never_lands_in_the_store_or_the_logs(
 
 
 def test_bad_filter_fails_fast_with_the_fix(lb_env: EmulatorServer, tmp_path: Path) -> None:
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
 
     state = sync_project(
         lb_env.seed_project_id,
@@ -147,7 +147,7 @@ def test_bad_filter_fails_fast_with_the_fix(lb_env: EmulatorServer, tmp_path: Pa
 
 
 def test_unknown_project_fails_naming_the_fix(lb_env: EmulatorServer, tmp_path: Path) -> None:
-    from flows.sync_project import sync_project
+    from labelhaul.flows.sync_project import sync_project
 
     state = sync_project("cnosuchproject000000000000", store=str(tmp_path), return_state=True)
     assert state.is_failed()
@@ -184,7 +184,7 @@ def _blob_names(store: Path) -> set[str]:
 def test_incremental_after_full_equals_a_full_sync_of_the_final_state(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
 
     pid = lb_env.add_synthetic_project(n_rows=10, instances=3)
     store = tmp_path / "store"
@@ -216,7 +216,7 @@ def test_incremental_after_full_equals_a_full_sync_of_the_final_state(
 
 
 def test_only_a_full_sync_sees_deletions(lb_env: EmulatorServer, tmp_path: Path) -> None:
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
 
     pid = lb_env.add_synthetic_project(n_rows=5, instances=2)
     store = str(tmp_path / "store")

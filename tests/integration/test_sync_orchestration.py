@@ -29,8 +29,8 @@ def _task_runs(state: Any) -> list[Any]:
 def test_terminal_errors_are_never_retried(
     lb_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
 
     project, store = lb_env.seed_project_id, str(tmp_path / "store")
     if case == "unwritable store":
@@ -63,7 +63,8 @@ def _landed(root: Path) -> set[str]:
 def test_a_sync_that_makes_no_version_leaves_nothing_new(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
+
     from tests.helpers import sync_project_ok
 
     pid = lb_env.add_synthetic_project(n_rows=5, instances=2)
@@ -78,7 +79,8 @@ def test_a_sync_that_makes_no_version_leaves_nothing_new(
 
 
 def test_gc_flow_applies_the_retention(lb_env: EmulatorServer, tmp_path: Path) -> None:
-    from flows.gc_dataset import gc_dataset
+    from labelhaul.flows.gc_dataset import gc_dataset
+
     from labelhaul.reader import open_dataset
     from tests.helpers import sync_project_ok
 
@@ -97,10 +99,9 @@ def test_gc_flow_applies_the_retention(lb_env: EmulatorServer, tmp_path: Path) -
 
 
 def test_gc_deployment_lands_on_the_server_with_its_schedule() -> None:
+    from labelhaul.config.projects import parse_projects
+    from labelhaul.deployments.definitions import build_deployments
     from prefect.client.orchestration import get_client
-
-    from config.projects import parse_projects
-    from deployments.definitions import build_deployments
 
     config = parse_projects(
         {"projects": [{"id": "cgcproject", "name": "gc-apply", "retention": {"keep": 4}}]}
@@ -130,10 +131,9 @@ def _artifact(key: str) -> Any:
 def test_a_run_with_problems_ends_in_a_named_completed_state(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
     from prefect.client.orchestration import get_client
-
-    from flows.params import SyncMode
-    from flows.sync_project import sync_project
 
     pid = lb_env.add_synthetic_project(n_rows=3, instances=1)
     lb_env.add_error_lines(
@@ -163,7 +163,8 @@ def test_a_run_with_problems_ends_in_a_named_completed_state(
 def test_summary_heads_seconds_and_explains_a_mode_change(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    from flows.params import SyncMode
+    from labelhaul.flows.params import SyncMode
+
     from tests.helpers import sync_project_ok
 
     pid = lb_env.add_synthetic_project(n_rows=2, instances=1)
@@ -214,7 +215,8 @@ def test_mask_progress_moves_during_the_mask_stage(
 def test_dataset_card_names_its_source_and_prints_no_none(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    from flows.sync_model_run import sync_model_run
+    from labelhaul.flows.sync_model_run import sync_model_run
+
     from labelhaul.reader import open_dataset
     from tests.helpers import sync_project_ok
 

@@ -117,7 +117,7 @@ def test_synthetic_project_coco_evaluates_in_both_libraries(
 def test_model_run_shipped_results_evaluate_in_both_libraries(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    from flows.sync_model_run import sync_model_run
+    from labelhaul.flows.sync_model_run import sync_model_run
 
     store = str(tmp_path / "store")
     run_id = lb_env.seed_model_run_id

@@ -279,11 +279,10 @@ def test_coco_writes_one_labels_objects_per_image(tmp_path: Path) -> None:
 
 
 def test_label_policy_setting_and_flow_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labelhaul.config import load_settings
+    from labelhaul.flows.sync_model_run import sync_model_run
+    from labelhaul.flows.sync_project import sync_project
     from prefect.utilities.callables import parameter_schema
-
-    from config import load_settings
-    from flows.sync_model_run import sync_model_run
-    from flows.sync_project import sync_project
 
     assert load_settings().label_policy is LabelPolicy.benchmark
     monkeypatch.setenv("LABELHAUL_LABEL_POLICY", "Latest")

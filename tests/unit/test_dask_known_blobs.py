@@ -6,12 +6,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from labelhaul.tasks.masks import _known_blobs
 
 from labelhaul.blobindex import KnownBlobs
 from labelhaul.pipeline import KNOWN_BLOBS
 from labelhaul.storage import LocalObjectStore
 from labelhaul.store import DatasetStore
-from tasks.masks import _known_blobs
 
 
 def sha(i: int) -> str:

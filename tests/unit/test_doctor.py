@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from labelhaul.config.settings import load_settings
 
-from config.settings import load_settings
 from labelhaul.doctor import check_api_key, check_prefect, check_store, run_checks
 
 

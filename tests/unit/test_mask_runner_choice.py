@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from config import Settings
-from flows.common import PROCESS_POOL_MIN_PARTS, use_mask_processes
+from labelhaul.config import Settings
+from labelhaul.flows.common import PROCESS_POOL_MIN_PARTS, use_mask_processes
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,8 @@ def test_assemble_joins_mask_results_and_merges_with_the_parent(tmp_path: Path) 
 def test_incremental_filter_starts_an_overlap_before_the_watermark(
     watermark: str | None, user_start: datetime | None, expected: datetime | None
 ) -> None:
-    from flows.common import incremental_filters
+    from labelhaul.flows.common import incremental_filters
+
     from labelhaul.export_params import DateRange, ExportFilters
 
     base = ExportFilters(last_activity_at=DateRange(user_start, None) if user_start else None)

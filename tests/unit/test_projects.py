@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from config.projects import (
+from labelhaul.config.projects import (
     DEFAULT_PROJECTS_FILE,
     SYNC_MODES,
     WORKFLOW_STATUSES,
     load_projects,
     parse_projects,
 )
+
 from labelhaul.errors import ConfigError
 
 SEED_PROJECT = "cltd3vkju021907u63w2odj69"
@@ -149,7 +149,7 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
 
 
 def test_vocabulary_matches_the_flow_parameter_enums() -> None:
-    from flows.params import SyncMode, WorkflowStatus
+    from labelhaul.flows.params import SyncMode, WorkflowStatus
 
     assert WORKFLOW_STATUSES == ("ToLabel", "InReview", "InRework", "Done")
     assert set(WORKFLOW_STATUSES) == {m.value for m in WorkflowStatus}

@@ -12,15 +12,15 @@ from enum import StrEnum
 from typing import Any
 
 import pytest
-from prefect import flow
-
-from config.projects import parse_projects
-from deployments.cli import describe, resolve_store
-from deployments.definitions import (
+from labelhaul.config.projects import parse_projects
+from labelhaul.deployments.cli import describe, resolve_store
+from labelhaul.deployments.definitions import (
     EVENT_NAME,
     build_deployments,
     webhook_trigger,
 )
+from prefect import flow
+
 from labelhaul.errors import ConfigError
 
 SEED = "cltd3vkju021907u63w2odj69"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from labelhaul.config.projects import WORKFLOW_STATUSES, load_projects, parse_projects
+from labelhaul.deployments.definitions import build_deployments
+from labelhaul.deployments.deploy import main as deploy_main
 
-from config.projects import WORKFLOW_STATUSES, load_projects, parse_projects
-from deployments.definitions import build_deployments
-from deployments.deploy import main as deploy_main
 from labelhaul.errors import ConfigError
 
 
@@ -20,7 +20,7 @@ def test_shipped_file_builds_with_the_real_sync_project() -> None:
     deployment, gc = build_deployments(load_projects(), default_store="/data/datasets")
     assert gc.name == "seed-demo-gc"  # the shipped retention
     assert deployment.flow_name == "sync-project"
-    assert deployment.entrypoint == "flows.sync_project.sync_project"
+    assert deployment.entrypoint == "labelhaul.flows.sync_project.sync_project"
     assert deployment.parameters["project_id"] == "cltd3vkju021907u63w2odj69"
     assert deployment.parameters["store"] == "/data/datasets"
     assert deployment.parameters["mode"] == "incremental"
@@ -75,7 +75,7 @@ def test_param_the_real_flow_lacks_fails_fast() -> None:
 def test_model_run_entry_builds_with_the_real_sync_model_run() -> None:
     data = {"model_runs": [{"id": "mr1", "name": "mr", "full_refresh_schedule": ""}]}
     (deployment,) = build_deployments(parse_projects(data), default_store="/d")
-    assert deployment.entrypoint == "flows.sync_model_run.sync_model_run"
+    assert deployment.entrypoint == "labelhaul.flows.sync_model_run.sync_model_run"
     assert deployment.parameters == {"model_run_id": "mr1", "store": "/d"}
     assert deployment.triggers == []
 
@@ -98,7 +98,7 @@ def test_deploy_without_work_pool_is_refused(capsys: pytest.CaptureFixture[str])
 def test_shipped_model_run_example_builds_once_uncommented() -> None:
     import tomllib
 
-    from config.projects import DEFAULT_PROJECTS_FILE
+    from labelhaul.config.projects import DEFAULT_PROJECTS_FILE
 
     lines = DEFAULT_PROJECTS_FILE.read_text(encoding="utf-8").splitlines()
     start = lines.index("# [[model_runs]]")

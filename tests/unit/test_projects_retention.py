@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from labelhaul.config.projects import load_projects, parse_projects
+from labelhaul.deployments.definitions import build_deployments
 
-from config.projects import load_projects, parse_projects
-from deployments.definitions import build_deployments
 from labelhaul.errors import ConfigError
 
 

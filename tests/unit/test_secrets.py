@@ -20,7 +20,7 @@ def test_surrounding_whitespace_is_stripped_and_inner_whitespace_refused() -> No
 
 
 def test_settings_strip_a_trailing_newline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from config import load_settings
+    from labelhaul.config import load_settings
 
     monkeypatch.setenv("LABELBOX_API_KEY", "abcdefgh-key\n")
     monkeypatch.setenv("LABELHAUL_WEBHOOK_SECRET", " whsec-123456 \n")

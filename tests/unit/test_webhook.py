@@ -11,9 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-
-from deployments.webhook import (
+from labelhaul.deployments.webhook import (
     EVENT_NAME,
     DeliveryLog,
     ProjectRateLimit,
@@ -21,6 +19,7 @@ from deployments.webhook import (
     find_project_id,
     sign,
 )
+from starlette.applications import Starlette
 
 SECRET = "s3cr3t-webhook-key"
 PROJECT = "cltd3vkju021907u63w2odj69"
