@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,8 +28,18 @@ USER_PACKAGES = ("config", "flows", "tasks", "deployments")
 
 
 def _build_wheel(out: Path) -> Path:
+    # From a copy: pip builds in the source tree, and a build/lib left in the checkout would
+    # carry modules deleted since into later wheels.
+    src = out.parent / "src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "datasets", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(src)],
         check=True,
         timeout=600,
     )
