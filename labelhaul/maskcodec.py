@@ -315,7 +315,7 @@ def _unfilter(rows: U8Array, w: int, bpp: int, color_type: int) -> bool:
     # copied in blocks instead of summed.
     live: BoolArray = np.zeros(h, dtype=np.bool_)  # filtered row not all zero
     # Average/Paeth rows go to libpng (kind 5), with the few rows between two of them: one
-    # call per cluster, as each call costs some Python under the GIL.
+    # call per cluster, as each call costs some Python (building a small PNG).
     kinds = types.copy()
     slow = np.flatnonzero(types >= 3)
     if slow.size:
@@ -355,9 +355,9 @@ def _unfilter_with_libpng(rows: U8Array, s: int, e: int, color_type: int) -> boo
     """Undo the filters of rows[s:e] with libpng, rows above already done; False on failure.
 
     Average and Paeth read the byte to the left as it comes out, so numpy cannot do a
-    row at once. libpng can, without the GIL (a Python loop here held it and made two
-    mask threads ~1x one): the rows go in a PNG of their own, stored without compression,
-    behind the finished row above them marked as filter None.
+    row at once. libpng can, in C, far faster than a Python loop per byte: the rows go in
+    a PNG of their own, stored without compression, behind the finished row above them
+    marked as filter None.
     """
     lo = max(s - 1, 0)
     n, w_bytes = e - lo, rows.shape[1] - 1
@@ -695,7 +695,7 @@ def rle_string(counts: npt.NDArray[np.int64] | list[int]) -> str:
     The C loop, per count i: x = counts[i] - counts[i-2] when i > 2; then emit 5-bit
     groups (low first) + 48, setting 0x20 on all but the last, until the rest is 0 (or
     -1 for a negative x whose last group has the sign bit 0x10). Done here for all
-    counts at once, a group position per step, so the GIL is free for other workers.
+    counts at once in numpy, a group position per step, not a Python loop per count.
     """
     x = np.array(counts, dtype=np.int64)
     if x.size == 0:
