@@ -91,13 +91,19 @@ HAND_COMMIT = "02a60d8"  # the last tree with the hand decoder in labelhaul/mask
 def hand_codec() -> types.ModuleType:
     """Return `labelhaul/maskcodec.py` as of HAND_COMMIT, loaded from git as a module."""
     root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(
-        ["git", "show", f"{HAND_COMMIT}:labelhaul/maskcodec.py"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{HAND_COMMIT}:labelhaul/maskcodec.py"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(
+            f"bench_maskcodec reads its baseline from git ({HAND_COMMIT}): run it in a clone "
+            f"with that commit ({exc})"
+        ) from exc
     module = types.ModuleType("maskcodec_hand")
     sys.modules[module.__name__] = module  # dataclasses look their module up
     exec(compile(source, f"maskcodec.py@{HAND_COMMIT}", "exec"), module.__dict__)
