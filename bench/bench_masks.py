@@ -36,15 +36,23 @@ MAX_PIXELS = 100_000_000
 Color = tuple[int, int, int]
 
 
-def make_composite(n: int, seed: int = 0, writer: str = "pillow") -> tuple[bytes, list[Color]]:
+def make_composite(
+    n: int,
+    seed: int = 0,
+    writer: str = "pillow",
+    width: int = WIDTH,
+    height: int = HEIGHT,
+) -> tuple[bytes, list[Color]]:
     """Draw `n` overlapping ellipses in distinct colours on black; return PNG bytes, colours.
 
     `writer` "pillow" is Pillow's default (zlib 6, adaptive filters: slow to unfilter);
     "fast" is imagecodecs at OpenCV's fast settings (zlib 1, RLE strategy, SUB filter).
+    The ellipses' radii scale with `width` (those of 2560x1707 at the default size).
     """
     rng = np.random.default_rng(seed)
-    labels = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
-    yy, xx = np.ogrid[:HEIGHT, :WIDTH]
+    labels = np.zeros((height, width), dtype=np.uint8)
+    yy, xx = np.ogrid[:height, :width]
+    scale = width / WIDTH
     colors: list[Color] = []
 
     def new_color() -> None:
@@ -55,8 +63,9 @@ def make_composite(n: int, seed: int = 0, writer: str = "pillow") -> tuple[bytes
                 return
 
     def draw(label: int) -> None:
-        cy, cx = rng.integers(0, HEIGHT), rng.integers(0, WIDTH)
-        ry, rx = rng.integers(40, 400), rng.integers(40, 500)
+        cy, cx = rng.integers(0, height), rng.integers(0, width)
+        ry = rng.integers(max(1, int(40 * scale)), max(2, int(400 * scale)))
+        rx = rng.integers(max(1, int(40 * scale)), max(2, int(500 * scale)))
         labels[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0] = label
 
     for _ in range(n):

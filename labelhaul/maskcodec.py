@@ -17,6 +17,31 @@ Per instance we produce:
 - the COCO compressed RLE of the FULL-size mask, computed from the crop and its offset
   (identical bytes to `pycocotools.mask.encode` of the full mask, far cheaper).
 
+Why a decode path of our own (issue 15): it was written to keep the GIL free for mask
+threads; the flow now runs mask parts in processes, so that reason is gone, but the path
+stays because it is faster where the time is. `python -m bench.bench_maskcodec`
+(composite -> keys of its non-black window, in 2 busy worker processes, arms interleaved
+over 7 rounds; ratio = median time of a library decoder over ours), 2026-12-01
+11:43-11:57 UTC, two runs, a 2-core AMD EPYC KVM guest shared with other engineers (load
+5-13), imagecodecs 2026.3.6 (libpng 1.6.55, libspng 0.7.4, both on zlib 1.2.13), pyspng
+0.1.4, Pillow 13.0.0; at 2560x1707, run 1 / run 2:
+
+    writer, instances    libpng       spng         pyspng       Pillow
+    Pillow-written, 1    3.71/3.91x   3.85/4.16x   3.50/3.41x   5.77/5.07x
+    Pillow-written, 8    1.71/1.51x   1.77/1.63x   1.79/1.36x   2.62/2.31x
+    Pillow-written, 30   1.05/0.94x   1.02/1.01x   0.94/0.86x   1.57/1.43x
+    fast-written, 1      5.78/4.09x   4.95/4.16x   4.53/4.24x   8.21/6.09x
+    fast-written, 8      2.50/1.98x   2.56/2.04x   2.28/1.98x   2.95/2.88x
+    fast-written, 30     2.08/2.39x   2.00/2.49x   2.04/2.42x   2.68/3.35x
+
+A 4.4-Mpixel mask is a size real projects send, and there the fastest library takes
+1.4-4.5x our time with 1 or 8 instances: zlib 1.2 copies a mask's long runs byte by byte
+(27 of libpng's 28 ms, quiet machine), zlib-ng does not. Below `DIRECT_MIN_BYTES`
+(320x240 to 1280x853) composites already go to libpng, and the libraries are 0.61-1.63x
+of that (noise, and their arms reading only the window's keys). Whole process, 2 workers
+x 20 decodes of the 8-instance Pillow-written composite, start-up included: 0.82x the
+wall time of libpng (medians 9.5 s / 12.6 s). Details: docs/performance.md, "Issue 15".
+
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
@@ -290,7 +315,7 @@ def _unfilter(rows: U8Array, w: int, bpp: int, color_type: int) -> bool:
     # copied in blocks instead of summed.
     live: BoolArray = np.zeros(h, dtype=np.bool_)  # filtered row not all zero
     # Average/Paeth rows go to libpng (kind 5), with the few rows between two of them: one
-    # call per cluster, as each call costs some Python under the GIL.
+    # call per cluster, as each call costs some Python (building a small PNG).
     kinds = types.copy()
     slow = np.flatnonzero(types >= 3)
     if slow.size:
@@ -330,9 +355,9 @@ def _unfilter_with_libpng(rows: U8Array, s: int, e: int, color_type: int) -> boo
     """Undo the filters of rows[s:e] with libpng, rows above already done; False on failure.
 
     Average and Paeth read the byte to the left as it comes out, so numpy cannot do a
-    row at once. libpng can, without the GIL (a Python loop here held it and made two
-    mask threads ~1x one): the rows go in a PNG of their own, stored without compression,
-    behind the finished row above them marked as filter None.
+    row at once. libpng can, in C, far faster than a Python loop per byte: the rows go in
+    a PNG of their own, stored without compression, behind the finished row above them
+    marked as filter None.
     """
     lo = max(s - 1, 0)
     n, w_bytes = e - lo, rows.shape[1] - 1
@@ -670,7 +695,7 @@ def rle_string(counts: npt.NDArray[np.int64] | list[int]) -> str:
     The C loop, per count i: x = counts[i] - counts[i-2] when i > 2; then emit 5-bit
     groups (low first) + 48, setting 0x20 on all but the last, until the rest is 0 (or
     -1 for a negative x whose last group has the sign bit 0x10). Done here for all
-    counts at once, a group position per step, so the GIL is free for other workers.
+    counts at once in numpy, a group position per step, not a Python loop per count.
     """
     x = np.array(counts, dtype=np.int64)
     if x.size == 0:

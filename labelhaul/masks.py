@@ -1,11 +1,12 @@
 """The mask stage: download each composite once, split it by colour, land one blob per instance.
 
 `process_jobs` works on one batch of `MaskJob`s (one job = one label's composite PNG)
-with a pool of `workers` threads. imagecodecs releases the GIL while decoding and zlib
-while compressing, so threads scale (DESIGN.md section 7). Memory is bounded by the
-composites in flight (one per worker), not by the batch: each worker drops the
-composite's pixels before taking the next job, and every instance PNG goes to
-`put_blob` as soon as it is encoded.
+with a pool of `workers` threads, so that many downloads are in flight at once. The pixel
+work does not scale on threads (its many short numpy calls hold the GIL: 2 threads gave
+1.45x one), so the flow runs a sync's parts in a process pool from 4 parts up
+(`use_mask_processes`). Memory is bounded by the composites in flight (one per worker),
+not by the batch: each worker drops the composite's pixels before taking the next job,
+and every instance PNG goes to `put_blob` as soon as it is encoded.
 
 When the composite is missing, expired (403/404), unreadable, the wrong size, or lacks an
 instance's colour, that instance falls back to its own `mask.url`. Two instances painted
@@ -112,7 +113,8 @@ def process_jobs(
         put_blob: `put_blob(sha256, png)` writes a blob create-only; called from worker
             threads, so it must be thread-safe. Its exceptions stop the batch.
         max_pixels: largest mask image accepted (decompression bombs).
-        workers: threads downloading and splitting composites at once.
+        workers: threads downloading and splitting composites at once (the downloads
+            overlap; the splits mostly take turns at the GIL).
         on_done: called with the number of jobs finished so far, after each (progress).
 
     Returns:
