@@ -24,12 +24,11 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
-import enum
-import inspect
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from labelhaul.config.projects import ProjectsConfig, SyncTarget, project_resource_id
+from labelhaul.flows.params import flow_parameters
 
 from labelhaul.errors import ConfigError
 
@@ -62,32 +61,21 @@ def load_flow(spec: str) -> Flow[..., Any]:
     return flow  # type: ignore[no-any-return]
 
 
-def _flow_parameters(flow: Flow[..., Any]) -> dict[str, inspect.Parameter]:
-    return dict(inspect.signature(flow.fn).parameters)
-
-
 def _check_mode(flow: Flow[..., Any], mode: str) -> None:
     """Fail fast when the flow's `mode` enum has no member with this value."""
-    parameter = _flow_parameters(flow).get("mode")
-    if parameter is None:
-        return
-    annotation = parameter.annotation
-    if isinstance(annotation, str):
-        hints = inspect.get_annotations(flow.fn, eval_str=True)
-        annotation = hints.get("mode", annotation)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        values = [member.value for member in annotation]
-        if mode not in values:
-            raise ConfigError(
-                f"mode {mode!r} is not one of the flow's modes {values}: fix the projects file"
-            )
+    parameter = flow_parameters(flow).get("mode")
+    values = parameter.choices if parameter is not None else None
+    if values is not None and mode not in values:
+        raise ConfigError(
+            f"mode {mode!r} is not one of the flow's modes {values}: fix the projects file"
+        )
 
 
 def deployment_parameters(
     target: SyncTarget, flow: Flow[..., Any], default_store: str | None = None
 ) -> dict[str, Any]:
     """Return the deployment's default parameters, checked against the flow's signature."""
-    accepted = _flow_parameters(flow)
+    accepted = flow_parameters(flow)
     id_param = "project_id" if target.kind == "project" else "model_run_id"
     parameters: dict[str, Any] = {id_param: target.id}
     store = target.store or default_store
@@ -123,7 +111,7 @@ def build_schedules(target: SyncTarget, flow: Flow[..., Any] | None = None) -> l
         )
     if target.full_refresh_schedule:
         if flow is not None:
-            if "mode" not in _flow_parameters(flow):
+            if "mode" not in flow_parameters(flow):
                 raise ConfigError(
                     f"{target.kind} {target.id!r}: full_refresh_schedule needs a flow with a "
                     f"`mode` parameter and {flow.name} has none; remove the schedule"

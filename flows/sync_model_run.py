@@ -33,7 +33,8 @@ def sync_model_run(
     """Export a Labelbox model run and land it as a new dataset version under its own id.
 
     Args:
-        model_run_id: The Labelbox model run to export.
+        model_run_id: The Labelbox model run to export (ground truth and predictions; always
+            in full).
         store: Where datasets land: a local path or s3://bucket/prefix (default: LABELHAUL_STORE).
         predictions: Include the model's predictions beside the ground-truth labels.
         attachments: Include data row attachments.

@@ -12,6 +12,7 @@ from labelhaul.config import load_settings
 from labelhaul.flows.common import completed_state, run_sync
 from labelhaul.flows.params import SyncMode, WorkflowStatus
 from prefect import State, flow
+from pydantic import NonNegativeInt
 
 from labelhaul.export_params import (
     ExportParams,
@@ -46,7 +47,7 @@ def sync_project(
     performance_details: bool = True,
     interpolated_frames: bool = True,
     embeddings: bool = True,
-    overlap_minutes: int = 60,
+    overlap_minutes: NonNegativeInt = 60,
     label_policy: LabelPolicy | None = None,
     redefine_filters: bool = False,
 ) -> dict[str, Any] | State[dict[str, Any]]:
@@ -55,10 +56,11 @@ def sync_project(
     Args:
         project_id: The Labelbox project to export.
         store: Where datasets land: a local path or s3://bucket/prefix (default: LABELHAUL_STORE).
-        mode: incremental exports only rows active since the last version (minus the overlap)
-            and merges them in; full re-exports everything and is the only mode that sees
-            data rows deleted or moved out of the filters.
-        workflow_status: Export only data rows in this workflow status.
+        mode: incremental: export only rows active since the latest version's watermark
+            minus overlap_minutes and merge them in (the first sync of a dataset is full);
+            full: export every row, the only mode that sees deletions (data rows deleted or
+            moved out of the filters).
+        workflow_status: Export only data rows in this workflow step.
         last_activity_start: Export rows active at or after this instant (with a timezone).
         last_activity_end: Export rows active at or before this instant (with a timezone).
         label_created_start: Export rows with a label created at or after this instant.

@@ -3,7 +3,10 @@
 Each area registers its own sub-commands: a module listed in `_COMMAND_MODULES` has a
 `register(subparsers)` function that adds its commands, each with `func` set to a
 callable taking the parsed arguments and returning an exit code. Commands that run
-flows import Prefect lazily, inside the command, so the library stays Prefect-free.
+flows import Prefect lazily, inside the command, so the library, `labelhaul --help` and
+the commands that only read a store stay Prefect-free. `labelhaul sync` reads its options
+from the flows' signatures, so it adds them when it is used (`DeferredParser`), not when
+the parser is built.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -16,7 +19,8 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 # module path -> registers these commands
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -24,8 +28,42 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "labelhaul.commands",  # sync, demo
     "labelhaul.deployments.cli",  # serve, webhook
     "labelhaul.reader_cli",  # versions, show, diff, pull
-    "labelhaul.ops_cli",  # gc, doctor
+    "labelhaul.ops_cli",  # gc, verify, doctor
 )
+
+
+class DeferredParser(argparse.ArgumentParser):
+    """A sub-command parser that adds some of its arguments only when it is first used.
+
+    `defer(add)` keeps `add(parser)` until the sub-command parses arguments or prints its
+    help or usage: arguments that need an expensive import (the flows import Prefect)
+    cost nothing to the other sub-commands.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Call `add(self)` before this parser is first used."""
+        self._deferred.append(add)
+
+    def complete(self) -> None:
+        """Add the deferred arguments now."""
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self.complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.complete()
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="labelhaul",
         description="Turn Labelbox exports into versioned, training-ready datasets.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=DeferredParser)
     for name in _COMMAND_MODULES:
         module = importlib.import_module(name)
         module.register(sub)

@@ -1,7 +1,13 @@
-"""`labelhaul sync`, `labelhaul demo` and `labelhaul doctor`.
+"""`labelhaul sync` and `labelhaul demo`: run the sync flows from the command line.
 
-These run flows, so they import Prefect and `flows/` lazily, inside each command: the rest
-of the library (and `labelhaul --help`) stays Prefect-free.
+The sync options are generated from the flows' signatures (`labelhaul.flows.params.
+flow_parameters`): one option per flow parameter, its choices from the parameter's enum,
+its help from the flow's docstring, so the CLI, the Prefect UI form and the deployments
+read the same definition. An option of one flow only (a project filter, a model run's
+`predictions`) given for the other is refused before anything runs.
+
+These run flows, so they import Prefect and `flows/` lazily, when `sync` is parsed or a
+command runs: the rest of the library (and `labelhaul --help`) stays Prefect-free.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -9,13 +15,23 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast, get_args, get_origin
+
+from labelhaul.cli import DeferredParser
+
+if TYPE_CHECKING:
+    from prefect import Flow, State
+
+    from labelhaul.flows.params import FlowParameter
 
 _SYNC_EPILOG = """\
 Dates must carry an offset (Z or +02:00): Labelbox would read a bare date in the API key
@@ -26,124 +42,29 @@ examples:
   labelhaul sync --project-id ckproject1 --mode full --store s3://bucket/datasets
   labelhaul sync --project-id ckproject1 --workflow-status Done \\
       --last-activity-start 2024-05-01T00:00:00Z --batch-id ckbatch1
-  labelhaul sync --model-run-id ckmodelrun1
+  labelhaul sync --model-run-id ckmodelrun1 --no-predictions
 """
+
+_ISO_HELP = "ISO 8601, offset required: e.g. 2024-05-01T00:00:00+02:00 or ...Z"
 
 
 def register(sub: Any) -> None:
-    """Add sync, demo and doctor to the `labelhaul` command line."""
+    """Add sync and demo to the `labelhaul` command line."""
     p = sub.add_parser(
         "sync",
         help="export a Labelbox project (or model run) and land a dataset version",
         description="Run the sync flow once, here, with Prefect's local API (or PREFECT_API_URL). "
         "The store, the dates, the API key and the project are checked before Prefect starts: "
         "a mistake fails in seconds with one line naming the fix. Exits non-zero when the run "
-        "fails.",
+        "fails. A model run exports its ground truth and predictions, always in full: the "
+        "project options do not apply to it.",
         epilog=_SYNC_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--project-id", metavar="ID", help="the Labelbox project to export")
-    target.add_argument(
-        "--model-run-id",
-        metavar="ID",
-        help="the Labelbox model run to export (ground truth and predictions; always full)",
-    )
-    p.add_argument("--store", help="local path or s3://bucket/prefix (default: LABELHAUL_STORE)")
-    p.add_argument(
-        "--mode",
-        choices=["incremental", "full"],
-        default="incremental",
-        help="incremental (default): export only rows active since the latest version's "
-        "watermark minus --overlap-minutes and merge them in (the first sync of a dataset is "
-        "full); full: export every row, the only mode that sees deletions",
-    )
-    p.add_argument(
-        "--workflow-status",
-        choices=["ToLabel", "InReview", "InRework", "Done"],
-        default=None,
-        help="export only data rows in this workflow step",
-    )
-    dates = "an ISO 8601 date-time with its offset, e.g. 2024-05-01T00:00:00+02:00 or ...Z"
-    p.add_argument(
-        "--last-activity-start",
-        type=_instant,
-        metavar="ISO8601",
-        help=f"export rows active at or after this instant ({dates})",
-    )
-    p.add_argument(
-        "--last-activity-end",
-        type=_instant,
-        metavar="ISO8601",
-        help="export rows active at or before this instant (offset required)",
-    )
-    p.add_argument(
-        "--label-created-start",
-        type=_instant,
-        metavar="ISO8601",
-        help="export rows with a label created at or after this instant (offset required)",
-    )
-    p.add_argument(
-        "--label-created-end",
-        type=_instant,
-        metavar="ISO8601",
-        help="export rows with a label created at or before this instant (offset required)",
-    )
-    p.add_argument(
-        "--batch-id",
-        action="append",
-        dest="batch_ids",
-        metavar="ID",
-        help="export only this batch (repeat for several)",
-    )
-    p.add_argument(
-        "--data-row-id",
-        action="append",
-        dest="data_row_ids",
-        metavar="ID",
-        help="export only this data row (repeat; more than 2,000 are split into several exports)",
-    )
-    p.add_argument(
-        "--global-key",
-        action="append",
-        dest="global_keys",
-        metavar="KEY",
-        help="export only the data row with this global key (repeat; not with --data-row-id)",
-    )
-    for name in (
-        "attachments",
-        "metadata-fields",
-        "data-row-details",
-        "project-details",
-        "label-details",
-        "performance-details",
-        "interpolated-frames",
-        "embeddings",
-    ):
-        p.add_argument(
-            f"--no-{name}",
-            dest=name.replace("-", "_"),
-            action="store_false",
-            help=f"leave {name.replace('-', ' ')} out of the export",
-        )
-    p.add_argument(
-        "--redefine-filters",
-        action="store_true",
-        help="make this run's filters the dataset's defining filters (without it, a full sync "
-        "with other filters merges the matching rows instead of replacing the dataset)",
-    )
-    p.add_argument(
-        "--overlap-minutes",
-        type=_minutes,
-        default=60,
-        metavar="N",
-        help="incremental mode re-exports this much activity before the watermark, to catch "
-        "rows updated while the previous sync ran (default 60, not negative)",
-    )
-    p.add_argument(
-        "--debug", action="store_true", help="show tracebacks and Prefect's own error output"
-    )
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    if isinstance(p, DeferredParser):
+        p.defer(add_sync_options)  # the options need the flows, and the flows need Prefect
+    else:
+        add_sync_options(p)
     p.set_defaults(func=cmd_sync)
 
     d = sub.add_parser(
@@ -159,6 +80,193 @@ def register(sub: Any) -> None:
     d.set_defaults(func=cmd_demo)
 
 
+@functools.cache
+def sync_flows() -> dict[str, Flow[..., Any]]:
+    """Return the flows `labelhaul sync` runs, by the parameter naming their target.
+
+    The target is each flow's one required parameter (`project_id`, `model_run_id`).
+    """
+    _prefect_defaults()  # before the flows import Prefect
+    from labelhaul.deployments.definitions import MODEL_RUN_FLOW, PROJECT_FLOW, load_flow
+    from labelhaul.flows.params import flow_parameters
+
+    flows: dict[str, Flow[..., Any]] = {}
+    for spec in (PROJECT_FLOW, MODEL_RUN_FLOW):
+        flow = load_flow(spec)
+        required = [p.name for p in flow_parameters(flow).values() if p.required]
+        if len(required) != 1:
+            raise TypeError(
+                f"{spec} requires {required or 'no parameter'}: labelhaul sync needs exactly "
+                "one required parameter per flow, the id of what it syncs"
+            )
+        flows[required[0]] = flow
+    return flows
+
+
+@functools.cache
+def _sync_parameters() -> dict[str, dict[str, FlowParameter]]:
+    """Return each sync flow's parameters, by its target parameter."""
+    from labelhaul.flows.params import flow_parameters
+
+    return {target: flow_parameters(flow) for target, flow in sync_flows().items()}
+
+
+def _options() -> dict[str, tuple[FlowParameter, list[str]]]:
+    """Return every sync parameter but the targets, with the targets of the flows taking it.
+
+    In signature order, the project flow's first. Where both flows take a parameter, its
+    type, default and docstring line are the project flow's.
+    """
+    by_target = _sync_parameters()
+    options: dict[str, tuple[FlowParameter, list[str]]] = {}
+    for target, params in by_target.items():
+        for name, parameter in params.items():
+            if name in by_target:
+                continue
+            options.setdefault(name, (parameter, []))[1].append(target)
+    return options
+
+
+def _what(target: str) -> str:
+    """Return "project" for `project_id`, "model run" for `model_run_id`."""
+    return target.removesuffix("_id").replace("_", " ")
+
+
+def option_name(parameter: FlowParameter) -> str:
+    """Return the option of a flow parameter: `--batch-id` (repeated) for `batch_ids`."""
+    name = parameter.name
+    if _is_list(parameter) and name.endswith("s"):
+        name = name[:-1]
+    return "--" + name.replace("_", "-")
+
+
+def _is_list(parameter: FlowParameter) -> bool:
+    return get_origin(parameter.value_type) is list
+
+
+def add_sync_options(p: argparse.ArgumentParser) -> None:
+    """Add one option per parameter of the sync flows, grouped by the flows that take it."""
+    by_target = _sync_parameters()
+    options = _options()
+    flags = {name: option_name(parameter) for name, (parameter, _) in options.items()}
+    flags.update({t: option_name(params[t]) for t, params in by_target.items()})
+
+    target = p.add_mutually_exclusive_group(required=True)
+    for name, params in by_target.items():
+        target.add_argument(flags[name], metavar="ID", help=_help(params[name], flags))
+    shared = p.add_argument_group(f"options of every sync ({', '.join(map(_what, by_target))})")
+    only = {t: p.add_argument_group(f"{_what(t)} syncs only ({flags[t]})") for t in by_target}
+    for parameter, takers in options.values():
+        group = shared if len(takers) == len(by_target) else only[takers[0]]
+        _add_option(group, parameter, flags)
+    p.add_argument(
+        "--debug", action="store_true", help="show tracebacks and Prefect's own error output"
+    )
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+
+def _add_option(group: Any, parameter: FlowParameter, flags: dict[str, str]) -> None:
+    """Add the option of one flow parameter; its default stays the flow's own."""
+    help_text = _help(parameter, flags)
+    kind = parameter.value_type
+    # Not given means not passed: the flow's default applies, and an option given for the
+    # other flow is told apart from one left alone.
+    common: dict[str, Any] = {"dest": parameter.name, "default": argparse.SUPPRESS}
+    flag = flags[parameter.name]
+    default = parameter.default
+    if parameter.choices is not None:
+        if default is not None:
+            help_text += f" (default: {getattr(default, 'value', default)})"
+        group.add_argument(flag, choices=parameter.choices, help=help_text, **common)
+    elif kind is bool:
+        help_text += f" (default: {'yes' if default else 'no'})"
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text, **common)
+    elif kind is int:
+        minimum = next((m.ge for m in parameter.metadata if hasattr(m, "ge")), None)
+        help_text += f" (default {default}" + (", not negative)" if minimum == 0 else ")")
+        group.add_argument(flag, type=_whole_number(minimum), metavar="N", help=help_text, **common)
+    elif kind is datetime:
+        help_text += f" ({_ISO_HELP})"
+        group.add_argument(flag, type=_instant, metavar="ISO8601", help=help_text, **common)
+    elif _is_list(parameter) and get_args(kind) == (str,):
+        help_text += " (repeat for several)"
+        metavar = flag.rsplit("-", 1)[-1].upper()
+        group.add_argument(flag, action="append", metavar=metavar, help=help_text, **common)
+    elif kind is str:
+        group.add_argument(flag, help=help_text, **common)
+    else:
+        raise TypeError(
+            f"flow parameter {parameter.name!r} has type {kind!r}, which labelhaul sync has "
+            "no option for: teach labelhaul/commands.py:_add_option that type"
+        )
+
+
+def _help(parameter: FlowParameter, flags: dict[str, str]) -> str:
+    """Return the docstring's line for a parameter as help: lower case, options for names."""
+    text = parameter.doc.strip().removesuffix(".")
+    if not text:
+        raise TypeError(
+            f"flow parameter {parameter.name!r} has no line in its flow's docstring Args: "
+            "write one there (it is the Prefect UI's and labelhaul sync's help)"
+        )
+    if text[:2].istitle():
+        text = text[0].lower() + text[1:]
+
+    def option(match: re.Match[str]) -> str:
+        return flags.get(match.group(0), match.group(0))
+
+    # Only names with an underscore: `store` or `mode` in a sentence is a plain word.
+    text = re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", option, text)
+    return text.replace("%", "%%")  # argparse %-formats help
+
+
+class SyncUsageError(Exception):
+    """Options that the chosen sync flow does not take (exit code 2, as argparse's)."""
+
+
+def sync_call(args: argparse.Namespace) -> tuple[Flow[..., Any], dict[str, Any]]:
+    """Return the flow to run and its keyword arguments: the target and the options given.
+
+    Raises:
+        SyncUsageError: an option of the other flow than the one the target picks.
+    """
+    flows = sync_flows()
+    target = next(t for t in flows if getattr(args, t, None) is not None)
+    given = {name: getattr(args, name) for name in _options() if hasattr(args, name)}
+    accepted = _sync_parameters()[target]
+    foreign = [name for name in given if name not in accepted]
+    if foreign:
+        raise SyncUsageError(_foreign_message(target, {n: given[n] for n in foreign}))
+    kwargs: dict[str, Any] = {target: getattr(args, target)}
+    for name, value in given.items():
+        parameter = accepted[name]
+        kwargs[name] = parameter.value_type(value) if parameter.choices is not None else value
+    return flows[target], kwargs
+
+
+def _foreign_message(target: str, foreign: dict[str, Any]) -> str:
+    """Return the one line refusing options that the flow of `target` does not take."""
+    options = _options()
+    # As typed: `--no-predictions` for predictions=False.
+    typed = [
+        option_name(options[name][0]).replace("--", "--no-", 1)
+        if value is False
+        else option_name(options[name][0])
+        for name, value in foreign.items()
+    ]
+    owners = {t for name in foreign for t in options[name][1]}
+    one = len(typed) == 1
+    text = (
+        f"{', '.join(typed)} {'does' if one else 'do'} not apply to a {_what(target)} sync "
+        f"({option_name(_sync_parameters()[target][target])}): drop {'it' if one else 'them'}"
+    )
+    if len(owners) == 1:
+        (owner,) = owners
+        flag = option_name(_sync_parameters()[owner][owner])
+        text += f", or sync a {_what(owner)} with {flag} instead"
+    return text
+
+
 def _prefect_defaults() -> None:
     """Settings for Prefect's local API, before Prefect is imported (it reads them once)."""
     # With no PREFECT_API_URL, Prefect starts a local server for the run; on a busy 2-core
@@ -170,14 +278,21 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "labelhaul,labelbox")
 
 
-def _minutes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of minutes") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more minutes")
-    return value
+def _whole_number(minimum: int | None) -> Callable[[str], int]:
+    """Return an argparse type that reads a whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+        if minimum is not None and value < minimum:
+            if minimum == 0:
+                raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}: give {minimum} or more")
+        return value
+
+    return parse
 
 
 def _instant(text: str) -> datetime:
@@ -212,30 +327,18 @@ def _print_summary(result: Any, as_json: bool, state_name: str | None = None) ->
         print(f"labelhaul: warning: {result.get('dataset_id')}: {warning}", file=sys.stderr)
 
 
-def _preflight(args: argparse.Namespace, settings: Any) -> None:
+def _preflight(kwargs: dict[str, Any], settings: Any) -> None:
     """Check store, filters, key and target before Prefect starts (labelhaul.preflight)."""
-    from labelhaul.export_params import DateRange, ExportFilters
+    from labelhaul.export_params import filters_from_parameters
     from labelhaul.preflight import check_sync
 
-    def span(start: datetime | None, end: datetime | None) -> DateRange | None:
-        return DateRange(start, end) if start or end else None
-
-    filters = None
-    if args.project_id:
-        filters = ExportFilters(
-            last_activity_at=span(args.last_activity_start, args.last_activity_end),
-            label_created_at=span(args.label_created_start, args.label_created_end),
-            workflow_status=args.workflow_status,
-            batch_ids=args.batch_ids or None,
-            data_row_ids=args.data_row_ids or None,
-            global_keys=args.global_keys or None,
-        )
+    project_id = kwargs.get("project_id")
     check_sync(
         settings,
-        store=args.store or settings.store,
-        project_id=args.project_id,
-        model_run_id=args.model_run_id,
-        filters=filters,
+        store=kwargs.get("store") or settings.store,
+        project_id=project_id,
+        model_run_id=kwargs.get("model_run_id"),
+        filters=filters_from_parameters(kwargs) if project_id is not None else None,
     )
 
 
@@ -244,55 +347,19 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from labelhaul.config import load_settings
     from labelhaul.export_params import check_source_id
 
+    try:
+        flow, kwargs = sync_call(args)
+    except SyncUsageError as exc:
+        print(f"labelhaul sync: error: {exc}", file=sys.stderr)
+        return 2
     # Ids first, then the key: both fail fast, before Prefect starts, naming the fix.
-    if args.model_run_id is not None:
-        check_source_id(args.model_run_id, option="--model-run-id")
-    else:
-        check_source_id(args.project_id, option="--project-id")
-    _prefect_defaults()
+    target = next(name for name in sync_flows() if name in kwargs)
+    check_source_id(kwargs[target], option=option_name(_sync_parameters()[target][target]))
     settings = load_settings()
     settings.api_key_value()  # fail fast, before Prefect starts, naming the fix
-    _preflight(args, settings)
-    if args.model_run_id:
-        from labelhaul.flows.sync_model_run import sync_model_run
-
-        state = sync_model_run(
-            model_run_id=args.model_run_id,
-            store=args.store,
-            attachments=args.attachments,
-            metadata_fields=args.metadata_fields,
-            data_row_details=args.data_row_details,
-            embeddings=args.embeddings,
-            return_state=True,
-        )
-    else:
-        from labelhaul.flows.params import SyncMode, WorkflowStatus
-        from labelhaul.flows.sync_project import sync_project
-
-        state = sync_project(
-            project_id=args.project_id,
-            store=args.store,
-            mode=SyncMode(args.mode),
-            workflow_status=WorkflowStatus(args.workflow_status) if args.workflow_status else None,
-            last_activity_start=args.last_activity_start,
-            last_activity_end=args.last_activity_end,
-            label_created_start=args.label_created_start,
-            label_created_end=args.label_created_end,
-            batch_ids=args.batch_ids,
-            data_row_ids=args.data_row_ids,
-            global_keys=args.global_keys,
-            attachments=args.attachments,
-            metadata_fields=args.metadata_fields,
-            data_row_details=args.data_row_details,
-            project_details=args.project_details,
-            label_details=args.label_details,
-            performance_details=args.performance_details,
-            interpolated_frames=args.interpolated_frames,
-            embeddings=args.embeddings,
-            overlap_minutes=args.overlap_minutes,
-            redefine_filters=args.redefine_filters,
-            return_state=True,
-        )
+    _preflight(kwargs, settings)
+    # Flow[..., Any] matches Prefect's NoReturn overload of __call__: say what comes back.
+    state = cast("State[Any]", flow(**kwargs, return_state=True))
     if not state.is_completed():
         print(f"labelhaul: sync failed: {state.message}", file=sys.stderr)
         return 1

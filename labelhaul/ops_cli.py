@@ -34,7 +34,7 @@ examples:
 
 
 def register(subparsers: Any) -> None:
-    """Add the `gc` and `doctor` commands."""
+    """Add the `gc`, `verify` and `doctor` commands."""
     g = subparsers.add_parser(
         "gc",
         help="delete old versions and the files and mask blobs no kept version uses",

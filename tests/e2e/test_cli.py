@@ -113,13 +113,13 @@ def test_sync_help_explains_the_flags() -> None:
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     for needle in (
-        "incremental (default): export only rows active since",
+        "incremental: export only rows active since",
         "the only mode that sees deletions",
         "export only data rows in this workflow step",
         "offset required",
         "2024-05-01T00:00:00+02:00",
-        "export only this batch",
-        "export only this data row",
+        "export only these batches",
+        "export only these data rows",
         "global key",
         "ground truth and predictions",
     ):
@@ -180,3 +180,42 @@ def test_hint_command_works_from_anywhere(tmp_path: Path) -> None:
     assert labelhaul_command(str(python), str(venv_bin), elsewhere) == "labelhaul"
     (venv_bin / "labelhaul").unlink()
     assert labelhaul_command(str(python), "/usr/bin", elsewhere) == f"{python} -m labelhaul"
+
+
+def test_project_filters_with_a_model_run_are_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """It used to drop the filters silently, exit 0 and land a full version of the run."""
+    store = tmp_path / "store"
+    proc = subprocess.run(
+        [
+            *LABELHAUL,
+            "sync",
+            "--model-run-id",
+            "ckmodelrun1",
+            "--store",
+            str(store),
+            "--workflow-status",
+            "Done",
+            "--batch-id",
+            "nope",
+            "--last-activity-start",
+            "2030-01-01T00:00:00Z",
+        ],
+        # A key and an endpoint nothing listens on: going any further would fail otherwise.
+        env=_env(tmp_path, LABELBOX_API_KEY="some-key", LABELBOX_ENDPOINT="http://127.0.0.1:9"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for flag in ("--workflow-status", "--batch-id", "--last-activity-start", "--project-id"):
+        assert flag in lines[0]
+    assert "drop them" in lines[0]
+    assert not store.exists()
+    assert not (tmp_path / "prefect-home").exists() or not any(
+        (tmp_path / "prefect-home").rglob("*.db")
+    )
