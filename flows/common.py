@@ -57,7 +57,15 @@ from labelhaul.export_params import (
 )
 from labelhaul.keys import safe_segment
 from labelhaul.pipeline import check_mask_failures, read_errors, why_not_incremental
-from labelhaul.report import (
+from labelhaul.runs import (
+    clean_dead_staging,
+    disk_full_error,
+    make_staging,
+    stopped_stage,
+    termination_signal,
+)
+from labelhaul.sync.plan import empty_export_message, plan_sync
+from labelhaul.sync.report import (
     completed_message,
     completed_name,
     count_by_source,
@@ -67,14 +75,6 @@ from labelhaul.report import (
     source_info,
     summary_title,
 )
-from labelhaul.runs import (
-    clean_dead_staging,
-    disk_full_error,
-    make_staging,
-    stopped_stage,
-    termination_signal,
-)
-from labelhaul.syncplan import empty_export_message, plan_sync
 from labelhaul.tables import compute_watermark, parse_timestamp
 from labelhaul.verify import MISSING_BLOBS_FULL, clear_noted_missing_blobs, noted_missing_blobs
 
@@ -252,7 +252,7 @@ def run_sync(
     """Run one sync of a project (`kind="project"`) or a model run; return its summary.
 
     `deployment_filters` (`filters_key` of the deployment's defaults) and `redefine_filters`
-    decide, with the parent's recorded filters, what the run does (labelhaul.syncplan).
+    decide, with the parent's recorded filters, what the run does (labelhaul.sync.plan).
     """
     # Before any lock, staging folder or run record: a bad id must leave nothing behind.
     check_source_id(dataset_id, option="--model-run-id" if kind == "model_run" else "--project-id")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labelhaul.report import (
+from labelhaul.sync.report import (
     completed_name,
     explain_mode,
     md_counts,
