@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from labelhaul.pipeline import append_errors
+from labelhaul.records import ErrorRecord
 from labelhaul.sync.report import (
     completed_name,
     explain_mode,
+    first_error_rows,
     md_counts,
     read_mask_progress,
+    summary_markdown,
     summary_title,
     write_part_progress,
 )
@@ -42,3 +46,66 @@ def test_progress_files_sum_over_running_parts(tmp_path: Path) -> None:
     write_part_progress(tmp_path, "part-2", 2)
     write_part_progress(tmp_path, "part-2", 4)
     assert read_mask_progress(tmp_path, ["part-1", "part-2", "part-3"]) == 7
+
+
+def test_the_summary_says_what_landed_where_and_in_what_mode() -> None:
+    record = {
+        "mode": "full",
+        "mode_reason": "asked incremental, ran full: v000001 has no watermark",
+        "mode_note": "Defining filters redefined by this run.",
+        "warnings": ["the export returned 0 data rows"],
+        "created": True,
+        "version_id": "v000002",
+        "current_version_id": "v000002",
+        "rows_exported": 12,
+        "counts": {"data_rows": 12},
+        "errors_by_kind": {"mask_404": 2},
+    }
+    md = summary_markdown("p1", "s3://b/ds/", record, {"masks": 1.25})
+    assert md.startswith("# 2 problems: labelhaul sync of `p1`\n\n")
+    assert "New version **v000002**, at `s3://b/ds/p1/versions/v000002/manifest.json`." in md
+    assert (
+        "Mode: full (asked incremental, ran full: v000001 has no watermark); "
+        "data rows exported: 12." in md
+    )
+    assert "Defining filters redefined by this run.\n\n" in md
+    assert "**Warning:** the export returned 0 data rows\n\n" in md
+    assert "| data_rows | 12 |" in md and "| mask_404 | 2 |" in md
+    assert "**Objects by kind:** none" in md and "| masks | 1.25 |" in md
+
+
+def test_the_summary_of_a_run_that_made_no_version_says_why() -> None:
+    record = {
+        "mode": "incremental",
+        "created": False,
+        "reason": "no data row changed since the watermark",
+        "current_version_id": "v000004",
+        "rows_exported": 0,
+    }
+    md = summary_markdown("p1", "/data", record, {})
+    assert (
+        "No new version (no data row changed since the watermark), at "
+        "`/data/p1/versions/v000004/manifest.json`." in md
+    )
+    assert "Mode: incremental; data rows exported: 0." in md and "Warning" not in md
+
+
+def test_the_errors_artifact_shows_the_first_error_records(tmp_path: Path) -> None:
+    assert first_error_rows(tmp_path) == []
+    append_errors(
+        tmp_path,
+        (
+            ErrorRecord(stage="mask", kind="mask_404", message=f"m{i}", data_row_id=f"dr{i}")
+            for i in range(60)
+        ),
+    )
+    rows = first_error_rows(tmp_path)
+    assert len(rows) == 50
+    assert rows[0] == {
+        "kind": "mask_404",
+        "data_row_id": "dr0",
+        "label_id": None,
+        "feature_id": None,
+        "message": "m0",
+    }
+    assert [r["data_row_id"] for r in first_error_rows(tmp_path, limit=3)] == ["dr0", "dr1", "dr2"]
