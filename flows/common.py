@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from labelhaul.config import Settings
+from labelhaul.config import Settings, load_settings
 from labelhaul.tasks.export import stage_export_task, start_export_task, wait_export_task
 from labelhaul.tasks.masks import process_mask_part, workers_share_this_api
 from labelhaul.tasks.store import (
@@ -53,6 +53,7 @@ from labelhaul.export_params import (
     filters_key,
     resolve_filter_dates,
 )
+from labelhaul.labelpolicy import LabelPolicy
 from labelhaul.pipeline import AssembledVersion, StageSummary, check_mask_failures
 from labelhaul.runs import clean_dead_staging, make_staging
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
@@ -193,6 +194,14 @@ def profiling_workers(client: Any) -> list[str]:
     except Exception:  # noqa: BLE001 - a warning's probe must not fail the sync
         return []
     return sorted(str(w) for w, on in found.items() if on)
+
+
+def run_settings(label_policy: LabelPolicy | str | None) -> Settings:
+    """Load the settings a sync runs with; a flow's `label_policy` overrides the configured."""
+    settings = load_settings()
+    if label_policy is None:
+        return settings
+    return settings.model_copy(update={"label_policy": LabelPolicy(label_policy)})
 
 
 @dataclass

@@ -6,7 +6,7 @@ artifacts; every choice it makes comes from these modules, unit-tested without P
 - `plan`: what a run does to the dataset (refresh, merge, incremental), from its filters.
 - `incremental`: the watermark cursor: the export's filter since it, the full sync a run
   falls back to without one, the next one.
-- `request`: what a run asks for: what its export is of, how its errors name it.
+- `request`: what a flow run asks for, from the flow's parameters by name.
 - `record`: the run record (`runs/<run_id>.json`) step by step, and the stage timings.
 - `version`: the new version's manifest fields.
 - `mask_stage`: the mask stage's runner, the parts it runs and its progress.
