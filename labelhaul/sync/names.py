@@ -20,6 +20,6 @@ def artifact_key(prefix: str, dataset_id: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{prefix}-{dataset_id}".lower())[:100]
 
 
-def manifest_address(store: str, dataset_id: str, version_id: str | None) -> str:
+def manifest_address(store: str, dataset_id: str, version_id: str) -> str:
     """Return where a version's manifest is, as the run's summary shows it."""
     return f"{store.rstrip('/')}/{safe_segment(dataset_id)}/versions/{version_id}/manifest.json"

@@ -79,16 +79,22 @@ def md_counts(title: str, counts: Mapping[str, float], unit: str = "count") -> s
 def summary_markdown(
     dataset_id: str, store: str, record: Mapping[str, Any], timings: Mapping[str, float]
 ) -> str:
-    """Return the run's summary artifact: the version made (or why not), mode, counts."""
-    where = manifest_address(store, dataset_id, record.get("current_version_id"))
+    """Return the run's summary artifact: the version made (or why not), mode, counts.
+
+    A run that made no version and found none (a first run whose export was empty) points
+    at no manifest: there is none to read.
+    """
+    version = record.get("current_version_id")
     made = (
         f"New version **{record['version_id']}**"
         if record.get("created")
         else f"No new version ({record.get('reason')})"
     )
+    if version:
+        made += f", at `{manifest_address(store, dataset_id, version)}`"
     mode = record["mode"] + (f" ({record['mode_reason']})" if record.get("mode_reason") else "")
     return (
-        f"{summary_title(dataset_id, record)}\n\n{made}, at `{where}`.\n\n"
+        f"{summary_title(dataset_id, record)}\n\n{made}.\n\n"
         f"Mode: {mode}; data rows exported: {record.get('rows_exported')}.\n\n"
         + "".join(f"{note}\n\n" for note in [record.get("mode_note")] if note)
         + "".join(f"**Warning:** {w}\n\n" for w in record.get("warnings") or [])

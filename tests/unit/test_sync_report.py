@@ -109,3 +109,19 @@ def test_the_errors_artifact_shows_the_first_error_records(tmp_path: Path) -> No
         "message": "m0",
     }
     assert [r["data_row_id"] for r in first_error_rows(tmp_path, limit=3)] == ["dr0", "dr1", "dr2"]
+
+
+def test_the_summary_of_a_first_run_that_made_nothing_points_at_no_manifest() -> None:
+    record = {
+        "mode": "full",
+        "created": False,
+        "reason": "the export returned 0 data rows: no new version, the dataset has no version yet",
+        "current_version_id": None,
+        "rows_exported": 0,
+    }
+    md = summary_markdown("p1", "/data", record, {})
+    assert "versions/None" not in md and "manifest.json" not in md
+    assert (
+        "No new version (the export returned 0 data rows: no new version, the dataset has no "
+        "version yet).\n\nMode: full; data rows exported: 0." in md
+    )
