@@ -8,12 +8,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from labelhaul.config import load_settings
-from labelhaul.flows.common import completed_state, run_sync
+from labelhaul.flows.common import completed_state, run_settings, run_sync
 from prefect import State, flow
 
-from labelhaul.export_params import ExportParams
 from labelhaul.labelpolicy import LabelPolicy
+from labelhaul.sync.request import export_params_from
 
 
 @flow(
@@ -47,17 +46,8 @@ def sync_model_run(
             every label. Default: LABELHAUL_LABEL_POLICY (benchmark).
         model_run_details: Include model-run details (split, run data row id).
     """
-    settings = load_settings()
-    if label_policy is not None:
-        settings = settings.model_copy(update={"label_policy": LabelPolicy(label_policy)})
-    params = ExportParams(
-        attachments=attachments,
-        metadata_fields=metadata_fields,
-        data_row_details=data_row_details,
-        embeddings=embeddings,
-        predictions=predictions,
-        model_run_details=model_run_details,
-    )
+    parameters = dict(locals())  # every parameter by name, before any other local exists
+    settings = run_settings(label_policy)
     # Model-run exports take no filters: every sync is a full one.
     return completed_state(
         run_sync(
@@ -66,7 +56,7 @@ def sync_model_run(
             dataset_id=model_run_id,
             store=store or settings.store,
             incremental=False,
-            params=params,
+            params=export_params_from(parameters),
             filters=None,
             overlap=timedelta(0),
         )

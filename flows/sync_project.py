@@ -8,19 +8,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from labelhaul.config import load_settings
-from labelhaul.flows.common import completed_state, run_sync
+from labelhaul.flows.common import completed_state, run_settings, run_sync
 from labelhaul.flows.params import SyncMode, WorkflowStatus
 from prefect import State, flow
 from pydantic import NonNegativeInt
 
-from labelhaul.export_params import (
-    ExportParams,
-    filters_from_parameters,
-    filters_key,
-    resolve_filter_dates,
-)
 from labelhaul.labelpolicy import LabelPolicy
+from labelhaul.sync.request import deployment_filters, export_params_from, project_filters
 
 
 @flow(
@@ -86,44 +80,9 @@ def sync_project(
             a full sync with other filters than the dataset's (the deployment's defaults)
             merges the matching rows instead of replacing the dataset with them.
     """
-    settings = load_settings()
-    if label_policy is not None:
-        settings = settings.model_copy(update={"label_policy": LabelPolicy(label_policy)})
-    filters = resolve_filter_dates(
-        filters_from_parameters(
-            {
-                "workflow_status": workflow_status,
-                "last_activity_start": last_activity_start,
-                "last_activity_end": last_activity_end,
-                "label_created_start": label_created_start,
-                "label_created_end": label_created_end,
-                "batch_ids": batch_ids,
-                "data_row_ids": data_row_ids,
-                "global_keys": global_keys,
-            }
-        ),
-        naive_dates_as_utc=settings.naive_dates_as_utc,
-    )
-    defaults = _deployment_defaults()
-    deployment_filters = (
-        filters_key(
-            resolve_filter_dates(
-                filters_from_parameters(defaults), naive_dates_as_utc=settings.naive_dates_as_utc
-            )
-        )
-        if defaults is not None
-        else None
-    )
-    params = ExportParams(
-        attachments=attachments,
-        metadata_fields=metadata_fields,
-        data_row_details=data_row_details,
-        project_details=project_details,
-        label_details=label_details,
-        performance_details=performance_details,
-        interpolated_frames=interpolated_frames,
-        embeddings=embeddings,
-    )
+    parameters = dict(locals())  # every parameter by name, before any other local exists
+    settings = run_settings(label_policy)
+    naive_utc = settings.naive_dates_as_utc
     return completed_state(
         run_sync(
             settings=settings,
@@ -131,10 +90,12 @@ def sync_project(
             dataset_id=project_id,
             store=store or settings.store,
             incremental=mode == SyncMode.incremental,
-            params=params,
-            filters=filters,
+            params=export_params_from(parameters),
+            filters=project_filters(parameters, naive_dates_as_utc=naive_utc),
             overlap=timedelta(minutes=overlap_minutes),
-            deployment_filters=deployment_filters,
+            deployment_filters=deployment_filters(
+                _deployment_defaults(), naive_dates_as_utc=naive_utc
+            ),
             redefine_filters=redefine_filters,
         )
     )

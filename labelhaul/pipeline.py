@@ -387,6 +387,11 @@ def part_jobs(staging: Path, part: str) -> list[MaskJob]:
     ]
 
 
+def has_mask_jobs(staging: Path, part: str) -> bool:
+    """Say whether staging wrote any mask job for `part` (a part without one needs no task)."""
+    return (staging / "parts" / f"{part}.jobs.ndjson").stat().st_size > 0
+
+
 def write_mask_results(
     staging: Path, part: str, results: Iterable[MaskResult], errors: Iterable[ErrorRecord]
 ) -> tuple[int, int]:

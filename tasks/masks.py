@@ -20,7 +20,7 @@ from labelhaul.blobindex import KnownBlobs
 from labelhaul.http import HttpClient, RetryPolicy
 from labelhaul.masks import process_jobs
 from labelhaul.pipeline import MaskPartSummary, part_jobs, read_known_blobs, write_mask_results
-from labelhaul.report import write_part_progress
+from labelhaul.sync.report import write_part_progress
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -112,31 +112,6 @@ def test_assemble_joins_mask_results_and_merges_with_the_parent(tmp_path: Path) 
     )
     assert merged.counts == full.counts
     assert merged.content_digest == full.content_digest
-
-
-@pytest.mark.parametrize(
-    ("watermark", "user_start", "expected"),
-    [
-        ("2024-04-08T16:34:01.000Z", None, datetime(2024, 4, 8, 15, 34, 1, tzinfo=UTC)),
-        (None, None, None),
-        (
-            "2024-04-08T16:34:01.000Z",
-            datetime(2024, 5, 1, tzinfo=UTC),
-            datetime(2024, 5, 1, tzinfo=UTC),
-        ),
-    ],
-)
-def test_incremental_filter_starts_an_overlap_before_the_watermark(
-    watermark: str | None, user_start: datetime | None, expected: datetime | None
-) -> None:
-    from labelhaul.flows.common import incremental_filters
-
-    from labelhaul.export_params import DateRange, ExportFilters
-
-    base = ExportFilters(last_activity_at=DateRange(user_start, None) if user_start else None)
-    out = incremental_filters(base, watermark, timedelta(hours=1))
-    start = out.last_activity_at.start if out.last_activity_at else None
-    assert start == expected
 
 
 def test_export_errors_stream_lines_become_error_records(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from labelhaul.syncplan import empty_export_message, plan_sync
+from labelhaul.sync.plan import empty_export_message, plan_sync
 
 DONE = {"workflow_status": "Done"}
 TYPO = {"batch_ids": ["nosuchbatch"]}

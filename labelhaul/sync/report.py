@@ -1,6 +1,6 @@
 """What a finished sync says about itself: its state name, its summary's lines, its progress.
 
-Pure functions over the run record (`flows/common.py: run_sync` builds it); the flows turn
+Pure functions over the run record (`labelhaul.sync.record` fills it in); the flows turn
 them into a Prefect state and artifacts. Nothing here imports Prefect.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
@@ -12,6 +12,9 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from labelhaul.pipeline import read_errors
+from labelhaul.sync.names import manifest_address
 
 
 def problem_count(record: Mapping[str, Any]) -> int:
@@ -71,6 +74,54 @@ def md_counts(title: str, counts: Mapping[str, float], unit: str = "count") -> s
         return f"**{title}:** none\n"
     rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items()))
     return f"**{title}**\n\n| | {unit} |\n|---|---|\n{rows}\n"
+
+
+def summary_markdown(
+    dataset_id: str, store: str, record: Mapping[str, Any], timings: Mapping[str, float]
+) -> str:
+    """Return the run's summary artifact: the version made (or why not), mode, counts.
+
+    A run that made no version and found none (a first run whose export was empty) points
+    at no manifest: there is none to read.
+    """
+    version = record.get("current_version_id")
+    made = (
+        f"New version **{record['version_id']}**"
+        if record.get("created")
+        else f"No new version ({record.get('reason')})"
+    )
+    if version:
+        made += f", at `{manifest_address(store, dataset_id, version)}`"
+    mode = record["mode"] + (f" ({record['mode_reason']})" if record.get("mode_reason") else "")
+    return (
+        f"{summary_title(dataset_id, record)}\n\n{made}.\n\n"
+        f"Mode: {mode}; data rows exported: {record.get('rows_exported')}.\n\n"
+        + "".join(f"{note}\n\n" for note in [record.get("mode_note")] if note)
+        + "".join(f"**Warning:** {w}\n\n" for w in record.get("warnings") or [])
+        + md_counts("Tables (rows)", record.get("counts") or {})
+        + "\n"
+        + md_counts("Objects by kind", record.get("counts_by_kind") or {})
+        + "\n"
+        + md_counts("Errors by kind", record.get("errors_by_kind") or {})
+        + "\n"
+        + md_counts("Skipped in COCO", record.get("coco_skipped") or {})
+        + "\n"
+        + md_counts("Seconds per stage", timings, unit="seconds")
+    )
+
+
+ERROR_ROWS_SHOWN = 50  # error records the run's errors artifact shows
+_ERROR_COLUMNS = ("kind", "data_row_id", "label_id", "feature_id", "message")
+
+
+def first_error_rows(staging: Path, limit: int = ERROR_ROWS_SHOWN) -> list[dict[str, Any]]:
+    """Return the run's first error records, as the rows of its errors artifact."""
+    rows: list[dict[str, Any]] = []
+    for err in read_errors(staging):
+        rows.append({k: err.get(k) for k in _ERROR_COLUMNS})
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 # --------------------------------------------------------------------------- mask progress
