@@ -20,7 +20,8 @@ have to be uploaded again. Content-named files at the dataset root are uploaded 
 again by a re-run after a crash, and shared by every version whose table did not change (an
 unchanged table costs one HEAD, not an upload). Readers resolve every file through the
 manifest, which lists full keys (relative to the dataset root), so nothing depends on the
-directory a file sits in.
+directory a file sits in. The manifest's schema, its validation on read and its one writer
+are `labelhaul.manifest`.
 
 Commit protocol (crash-safe, safe under concurrency):
 1. files and blobs first, create-only and content-named (HEAD first; 412 means present;
