@@ -46,6 +46,7 @@ from typing import Any
 
 from labelhaul.errors import ConfigError, StoreError
 from labelhaul.keys import parse_version
+from labelhaul.manifest import FileEntry, Manifest
 from labelhaul.storage import TEMP_MAX_AGE_S, LocalObjectStore, S3ObjectStore
 from labelhaul.store import LATEST, DatasetStore, FileMissingError
 
@@ -230,18 +231,12 @@ def _parse_instant(text: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _annotations_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def _annotations_entries(manifest: Manifest) -> list[FileEntry]:
     """Return the manifest entries of a version's annotations table files (every segment)."""
-    return [
-        dict(entry)
-        for entry in manifest.get("files", [])
-        if entry.get("role") == "table" and entry.get("name") == "annotations"
-    ]
+    return [f for f in manifest.files if f.role == "table" and f.name == "annotations"]
 
 
-def _manifest_blobs(
-    store: DatasetStore, manifest: dict[str, Any], entry: dict[str, Any]
-) -> Iterator[str]:
+def _manifest_blobs(store: DatasetStore, manifest: Manifest, entry: FileEntry) -> Iterator[str]:
     """Yield the `mask_sha256` values of one annotations file of a version, batch by batch.
 
     Every segment's blobs count as referenced (a superset of the logical table's): a blob a
@@ -254,7 +249,7 @@ def _manifest_blobs(
             path = store.local_copy(entry, Path(cache))
         except FileMissingError as exc:
             raise StoreError(
-                f"{manifest.get('version_id')} lists {entry['key']} but it is missing, so gc "
+                f"{manifest.version_id} lists {entry.key} but it is missing, so gc "
                 "cannot tell which blobs it needs: nothing was swept. Restore the file or "
                 "delete that version's manifest by hand."
             ) from exc
@@ -281,11 +276,11 @@ class _References:
     def add_version(self, store: DatasetStore, version_id: str) -> None:
         if version_id in self.versions:
             return
-        manifest = store.read_manifest(version_id)
-        keys = [str(entry["key"]) for entry in manifest.get("files", [])]
+        manifest = store.load_manifest(version_id)
+        keys = [entry.key for entry in manifest.files]
         # Versions share unchanged annotations files (same content-named key): read each once.
         for entry in _annotations_entries(manifest):
-            if entry["key"] not in self.files:
+            if entry.key not in self.files:
                 self.blobs.update(_manifest_blobs(store, manifest, entry))
         self.files.update(keys)
         self.versions.add(version_id)
@@ -361,7 +356,7 @@ def collect_garbage(
         beyond = published[: max(0, len(published) - keep)]
         for version_id in beyond:
             if age_cutoff is not None:
-                created = _parse_instant(store.read_manifest(version_id).get("created_at"))
+                created = _parse_instant(store.load_manifest(version_id).created_at)
                 if created is None or created > age_cutoff:
                     continue  # unknown or too young: keep (safe side)
             doomed.append(version_id)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from labelhaul.manifest import FileEntry, Manifest, as_manifest
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
 from labelhaul.records import ErrorRecord
 from labelhaul.store import CommitResult, FileMissingError, VersionWriter, file_sha256
@@ -288,7 +289,7 @@ def stage_export(
     return summary
 
 
-def why_not_incremental(parent_manifest: dict[str, Any] | None) -> str | None:
+def why_not_incremental(parent_manifest: Manifest | Mapping[str, Any] | None) -> str | None:
     """Return why an incremental sync onto `parent_manifest` cannot be one, or None if it can.
 
     An incremental export asks for rows active since the parent's watermark; a parent whose
@@ -297,10 +298,11 @@ def why_not_incremental(parent_manifest: dict[str, Any] | None) -> str | None:
     """
     if parent_manifest is None:
         return None
-    if (parent_manifest.get("watermark") or {}).get("value"):
+    parent = as_manifest(parent_manifest)
+    if parent.watermark is not None and parent.watermark.value:
         return None
     return (
-        f"cannot sync incrementally: {parent_manifest.get('version_id')} has no watermark "
+        f"cannot sync incrementally: {parent.version_id} has no watermark "
         "(its rows carry no data_row.details.last_activity_at); running a full sync. Keep "
         "data_row_details on in the export params so the next run can be incremental."
     )
@@ -538,7 +540,7 @@ class DeltaSegment:
     """A version landed as its parent's segments plus one delta (see labelhaul.segments)."""
 
     segment: int  # the new segment's number
-    reused: list[dict[str, Any]]  # the parent's table and overrides entries, listed again
+    reused: list[FileEntry]  # the parent's table and overrides entries, listed again
     tables: dict[str, Path]  # this run's rows, per table that has any
     counts: dict[str, int]
     overrides: Path  # the data row ids the delta supersedes in earlier segments
@@ -584,7 +586,7 @@ def assemble_version(
     replaced_data_row_ids: set[str] | None = None,
     category_map: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
-    parent_manifest: dict[str, Any] | None = None,
+    parent_manifest: Manifest | Mapping[str, Any] | None = None,
     max_segments: int = 8,
     compact_fraction: float = 0.25,
     label_policy: str = "benchmark",
@@ -642,7 +644,7 @@ def assemble_version(
     delta = None
     if delta_sink is not None and parent_manifest is not None:
         delta = _plan_delta(
-            parent_manifest,
+            as_manifest(parent_manifest),
             delta_paths,
             delta_sink.counts(),
             replaced,
@@ -730,7 +732,7 @@ def select_labels_in(labels_table: Path | None, policy: str) -> dict[str, str]:
 
 
 def _plan_delta(
-    parent: dict[str, Any],
+    parent: Manifest,
     tables: dict[str, Path],
     counts: dict[str, int],
     replaced: set[str],
@@ -748,7 +750,7 @@ def _plan_delta(
     if needs_compaction(parent, size, max_segments=max_segments, compact_fraction=compact_fraction):
         return None
     segments = manifest_segments(parent)
-    reused: list[dict[str, Any]] = []
+    reused: list[FileEntry] = []
     for seg in segments:
         reused.extend(seg.tables.values())
         if seg.overrides is not None:
@@ -775,7 +777,7 @@ def gzip_file(src: Path, dest: Path) -> Path:
 
 def fetch_parent_tables(
     store: Any,
-    manifest: dict[str, Any],
+    manifest: Manifest | Mapping[str, Any],
     dest: Path,
     names: Iterable[str] | None = None,
 ) -> dict[str, Path]:
@@ -787,28 +789,29 @@ def fetch_parent_tables(
     Args:
         names: the tables wanted (default: all the version lists).
     """
-    from labelhaul.segments import manifest_segments, materialize_table, table_names
+    from labelhaul.segments import manifest_segments, materialize_table
 
+    version = as_manifest(manifest)
     dest.mkdir(parents=True, exist_ok=True)
-    listed = table_names(manifest)
+    listed = version.table_names()
     wanted = listed if names is None else sorted(set(names) & set(listed))
 
-    def local(entry: Any) -> Path:
+    def local(entry: FileEntry) -> Path:
         try:
             path: Path = store.local_copy(entry, dest / "files")
         except FileMissingError as exc:
             raise FileMissingError(
-                f"{manifest.get('version_id')} lists {store.uri_for(str(entry['key']))} but "
+                f"{version.version_id} lists {store.uri_for(entry.key)} but "
                 "it is missing, so an incremental sync cannot merge onto it: run a full "
                 "sync (mode=full), which lands a new base without reading the parent."
             ) from exc
         return path
 
-    segments = manifest_segments(manifest)
+    segments = manifest_segments(version)
     if len(segments) == 1:  # one file per table: use it as it is
         return {name: local(segments[0].tables[name]) for name in wanted}
     return {
-        name: materialize_table(manifest, name, local, dest / f"{name}.parquet") for name in wanted
+        name: materialize_table(version, name, local, dest / f"{name}.parquet") for name in wanted
     }
 
 
@@ -825,7 +828,11 @@ def iter_store_blobs(store: Any) -> Iterator[str]:
 
 
 def write_known_blobs(
-    store: Any, manifest: dict[str, Any] | None, staging: Path, *, verify: bool = False
+    store: Any,
+    manifest: Manifest | Mapping[str, Any] | None,
+    staging: Path,
+    *,
+    verify: bool = False,
 ) -> int:
     """List the blobs the mask stage may skip in the staging directory; return the lines.
 

@@ -33,13 +33,8 @@ import pyarrow.parquet as pq
 from labelhaul.errors import NotFoundError, StoreError
 from labelhaul.keys import mask_dir_names, safe_segment
 from labelhaul.labelpolicy import is_selected
-from labelhaul.segments import (
-    entry_segment,
-    is_single_file,
-    materialize_table,
-    table_fingerprint,
-    table_names,
-)
+from labelhaul.manifest import DerivedFile, FileEntry, Manifest, encode_manifest
+from labelhaul.segments import is_single_file, materialize_table, table_fingerprint
 from labelhaul.storage import open_object_store
 from labelhaul.store import LATEST, DatasetStore
 
@@ -65,7 +60,7 @@ class Dataset:
     def __init__(self, store: DatasetStore) -> None:
         self.store = store
         self._cache = Path(tempfile.mkdtemp(prefix="labelhaul-read-"))
-        self._manifests: dict[str, dict[str, Any]] = {}
+        self._manifests: dict[str, Manifest] = {}
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._cache, True)
 
     def close(self) -> None:
@@ -89,31 +84,42 @@ class Dataset:
         pointer = self.store.latest()
         return None if pointer is None else pointer.version_id
 
-    def manifest(self, version: str = "latest") -> dict[str, Any]:
-        """Return the manifest of `version` (`latest` or a version id).
+    def load_manifest(self, version: str = "latest") -> Manifest:
+        """Return the manifest of `version` (`latest` or a version id), typed and validated.
 
         A committed manifest never changes, so each is fetched once per `Dataset` (`latest`
         is still resolved every time: the pointer moves).
+
+        Raises:
+            StoreError: the stored manifest is not valid (names the version and the field).
         """
         version_id = self.store.resolve(version)
         if version_id not in self._manifests:
-            self._manifests[version_id] = self.store.read_manifest(version_id)
-        return dict(self._manifests[version_id])
+            self._manifests[version_id] = self.store.load_manifest(version_id)
+        return self._manifests[version_id]
 
-    def file_entry(self, role: str, name: str, version: str = "latest") -> dict[str, Any]:
+    def manifest(self, version: str = "latest") -> dict[str, Any]:
+        """Return the manifest of `version` as its JSON document (a fresh dict each call)."""
+        return self.load_manifest(version).to_dict()
+
+    def file_entry(self, role: str, name: str, version: str = "latest") -> FileEntry:
         """Return the manifest entry of one file, or raise NotFoundError listing what exists."""
-        manifest = self.manifest(version)
-        files = manifest.get("files", [])
-        for entry in files:
-            if entry.get("role") == role and entry.get("name") == name:
-                return dict(entry)
-        known = sorted(str(e.get("name")) for e in files if e.get("role") == role)
+        manifest = self.load_manifest(version)
+        entry = manifest.file(role, name)
+        if entry is not None:
+            return entry
+        known = sorted(e.name for e in manifest.files if e.role == role)
         raise NotFoundError(
-            f"{manifest.get('version_id')} has no {role} {name!r}; it has: {', '.join(known)}"
+            f"{manifest.version_id} has no {role} {name!r}; it has: {', '.join(known)}"
         )
 
-    def local_file(self, entry: Mapping[str, Any]) -> Path:
-        """Return a local path holding the file of a manifest entry (downloaded once)."""
+    def local_file(self, entry: FileEntry | Mapping[str, Any]) -> Path:
+        """Return a local path holding the file of a manifest entry (downloaded once).
+
+        `entry` is a `FileEntry` or, as `manifest()["files"]` lists them, its JSON dict.
+        """
+        if not isinstance(entry, FileEntry):
+            entry = FileEntry.model_validate(dict(entry), strict=False)
         return self.store.local_copy(entry, self._cache)
 
     # ------------------------------------------------------------------ tables
@@ -124,10 +130,10 @@ class Dataset:
         A table stored as a base plus delta segments (labelhaul.segments) is merged into one
         cached local file, streamed batch by batch.
         """
-        manifest = self.manifest(version)
+        manifest = self.load_manifest(version)
         if is_single_file(manifest):
             return self.local_file(self.file_entry("table", name, version))
-        if name not in table_names(manifest):
+        if name not in manifest.table_names():
             self.file_entry("table", name, version)  # raises, listing the tables there are
         stamp = hashlib.sha256(repr(table_fingerprint(manifest, name)).encode()).hexdigest()
         path = self._cache / f"merged-{safe_segment(name)}-{stamp[:24]}.parquet"
@@ -187,27 +193,27 @@ class Dataset:
         (`derived_files` in the manifest): it is rebuilt here, streamed from the tables, and
         checked byte for byte against the sha256 the sync recorded.
         """
-        manifest = self.manifest(version)
-        for entry in manifest.get("derived_files") or []:
-            if entry.get("role") == "coco" and entry.get("name") == name:
-                return self._derived_coco(manifest, entry)
+        manifest = self.load_manifest(version)
+        derived = manifest.derived("coco", name)
+        if derived is not None:
+            return self._derived_coco(manifest, derived)
         return self.local_file(self.file_entry("coco", name, version))
 
-    def _derived_coco(self, manifest: Mapping[str, Any], entry: Mapping[str, Any]) -> Path:
+    def _derived_coco(self, manifest: Manifest, entry: DerivedFile) -> Path:
         from labelhaul.coco import write_coco, write_coco_legacy
         from labelhaul.store import file_sha256
         from labelhaul.tables import iter_parquet_records
 
-        path = self._cache / f"{entry['sha256']}.json"
+        path = self._cache / f"{entry.sha256}.json"
         if path.exists():
             return path
-        version = str(manifest["version_id"])
+        version = manifest.version_id
         tmp = path.with_name(path.name + ".part")
         data_rows = iter_parquet_records(self.table_path("data_rows", version))
         annotations = iter_parquet_records(self.table_path("annotations", version))
-        category_map = dict(manifest.get("category_map") or {})
-        info = dict(manifest.get("coco_info") or {})
-        if "coco" in manifest:
+        category_map = dict(manifest.category_map or {})
+        info = dict(manifest.coco_info or {})
+        if manifest.coco is not None:
             write_coco(
                 tmp,
                 data_rows,
@@ -221,11 +227,11 @@ class Dataset:
             # that release wrote it, or its recorded digest could never match.
             write_coco_legacy(tmp, data_rows, annotations, category_map, info=info)
         sha, size = file_sha256(tmp)
-        if sha != entry.get("sha256") or size != entry.get("bytes"):
+        if sha != entry.sha256 or size != entry.bytes:
             tmp.unlink(missing_ok=True)
             raise StoreError(
                 f"The COCO file rebuilt for {version} differs from the one its sync recorded "
-                f"(sha256 {sha[:16]} vs {str(entry.get('sha256'))[:16]}): this labelhaul writes "
+                f"(sha256 {sha[:16]} vs {entry.sha256[:16]}): this labelhaul writes "
                 "COCO differently from the one that made the version. Read it with that "
                 "labelhaul release, or run a full sync (it stores the COCO file whole)."
             )
@@ -240,11 +246,11 @@ class Dataset:
         """
         from labelhaul.pipeline import select_labels_in
 
-        manifest = self.manifest(version)
-        policy = (manifest.get("coco") or {}).get("label_policy") or "all"
-        if policy == "all" or "labels" not in table_names(manifest):
+        manifest = self.load_manifest(version)
+        policy = (manifest.coco.label_policy if manifest.coco else None) or "all"
+        if policy == "all" or "labels" not in manifest.table_names():
             return {}
-        return select_labels_in(self.table_path("labels", version), str(policy))
+        return select_labels_in(self.table_path("labels", version), policy)
 
     def coco(self, version: str = "latest", name: str = "instances") -> dict[str, Any]:
         """Return the COCO file `name` of a version, parsed."""
@@ -350,27 +356,27 @@ def _row_hashes(
 
 def diff_versions(ds: Dataset, old: str, new: str, *, sample: int = 20) -> dict[str, Any]:
     """Compare two versions: rows added/removed/changed per table, by id and row hash."""
-    m_old, m_new = ds.manifest(old), ds.manifest(new)
+    m_old, m_new = ds.load_manifest(old), ds.load_manifest(new)
     result: dict[str, Any] = {
-        "old": m_old["version_id"],
-        "new": m_new["version_id"],
+        "old": m_old.version_id,
+        "new": m_new.version_id,
         "tables": {},
     }
     for table, key in DIFF_KEYS.items():
-        e_old = table_fingerprint(m_old, table) if table in table_names(m_old) else None
-        e_new = table_fingerprint(m_new, table) if table in table_names(m_new) else None
+        e_old = table_fingerprint(m_old, table) if table in m_old.table_names() else None
+        e_new = table_fingerprint(m_new, table) if table in m_new.table_names() else None
         if e_old is not None and e_old == e_new:
             result["tables"][table] = {
                 "key": key,
                 "added": 0,
                 "removed": 0,
                 "changed": 0,
-                "unchanged": (m_new.get("counts") or {}).get(table),
+                "unchanged": (m_new.counts or {}).get(table),
                 "same_file": True,
             }
             continue
-        h_old = _row_hashes(ds, table, m_old["version_id"], key) if e_old else {}
-        h_new = _row_hashes(ds, table, m_new["version_id"], key) if e_new else {}
+        h_old = _row_hashes(ds, table, m_old.version_id, key) if e_old else {}
+        h_new = _row_hashes(ds, table, m_new.version_id, key) if e_new else {}
         added = sorted(set(h_new) - set(h_old))
         removed = sorted(set(h_old) - set(h_new))
         changed = sorted(k for k in h_new.keys() & h_old.keys() if h_new[k] != h_old[k])
@@ -395,13 +401,13 @@ def diff_versions(ds: Dataset, old: str, new: str, *, sample: int = 20) -> dict[
     return result
 
 
-def _file_shas(manifest: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, ...]]:
+def _file_shas(manifest: Manifest) -> dict[tuple[str, str], tuple[str, ...]]:
     """Return (role, name) -> the sha256 of each of its files (segments in order)."""
     out: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    for f in [*manifest.get("files", []), *(manifest.get("derived_files") or [])]:
-        out.setdefault((str(f["role"]), str(f["name"])), []).append(
-            (entry_segment(f), str(f["sha256"]))
-        )
+    for f in manifest.files:
+        out.setdefault((f.role, f.name), []).append((f.segment_index, f.sha256))
+    for d in manifest.derived_files or []:
+        out.setdefault((d.role, d.name), []).append((0, d.sha256))
     return {k: tuple(sha for _, sha in sorted(v)) for k, v in out.items()}
 
 
@@ -505,32 +511,35 @@ def pull_version(
     # A folder pulled by a labelhaul that kept no record: its stale files cannot be told
     # from a user's, so they stay; say so.
     unrecorded = not previous and (out / "manifest.json").exists()
-    manifest = ds.manifest(version)
-    version_id = manifest["version_id"]
+    manifest = ds.load_manifest(version)
+    version_id = manifest.version_id
     summary: dict[str, Any] = {"version_id": version_id, "dir": str(out), "files": [], "masks": 0}
     written: set[str] = set()
-    for name in table_names(manifest):
+    for name in manifest.table_names():
         # One file per table, whatever the stored layout (segments are merged).
         target = out / "tables" / f"{safe_segment(name)}.parquet"
         _copy_atomic(ds.table_path(name, version_id), target)
         summary["files"].append(str(target.relative_to(out)))
-    for entry in [*manifest.get("files", []), *(manifest.get("derived_files") or [])]:
-        role, name = str(entry["role"]), str(entry["name"])
-        if role in ("table", "overrides"):
+    listed: list[FileEntry | DerivedFile] = [*manifest.files, *(manifest.derived_files or [])]
+    for entry in listed:
+        if entry.role in ("table", "overrides"):
             continue
-        if role == "coco":
-            target = out / "coco" / f"{safe_segment(name)}.json"
-            source = ds.coco_path(version_id, name)
-        else:
-            target = out / safe_segment(role) / Path(str(entry["key"])).name
+        if entry.role == "coco":
+            target = out / "coco" / f"{safe_segment(entry.name)}.json"
+            source = ds.coco_path(version_id, entry.name)
+        elif isinstance(entry, FileEntry):
+            target = out / safe_segment(entry.role) / Path(entry.key).name
             source = ds.local_file(entry)
+        else:
+            continue  # a derived file of a role this labelhaul cannot rebuild
         _copy_atomic(source, target)
         summary["files"].append(str(target.relative_to(out)))
-    _write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+    # The stored bytes: a pulled manifest.json is the version's own.
+    _write_atomic(out / "manifest.json", encode_manifest(manifest))
     written.update(summary["files"])
     written.add("manifest.json")
 
-    has_annotations = "annotations" in table_names(manifest)
+    has_annotations = "annotations" in manifest.table_names()
     if masks and has_annotations:
         chosen = ds.selected_labels(version_id)
         present = pq.read_schema(ds.table_path("annotations", version_id)).names

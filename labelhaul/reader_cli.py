@@ -16,6 +16,10 @@ import json
 import sys
 from typing import Any
 
+from pydantic import BaseModel
+
+from labelhaul.manifest import Manifest
+
 _EPILOG = """\
 examples:
   labelhaul versions s3://bucket/datasets/ckproject1
@@ -110,14 +114,12 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _total_rows(manifest: dict[str, Any], name: str) -> Any:
-    counts = manifest.get("counts") or {}
+def _total_rows(manifest: Manifest, name: str) -> int | None:
+    counts = manifest.counts or {}
     if name in counts:
         return counts[name]  # the logical table's rows (a delta segment holds only changes)
-    for entry in manifest.get("files", []):
-        if entry.get("role") == "table" and entry.get("name") == name:
-            return entry.get("rows")
-    return None
+    entry = manifest.file("table", name)
+    return None if entry is None else entry.rows
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
@@ -127,14 +129,14 @@ def cmd_versions(args: argparse.Namespace) -> int:
         rows = []
         datasets = None
         for version in ds.versions():
-            m = ds.manifest(version)
+            m = ds.load_manifest(version)
             rows.append(
                 {
                     "version_id": version,
                     "latest": version == latest,
-                    "created_at": m.get("created_at"),
-                    "parent_version_id": m.get("parent_version_id"),
-                    "content_digest": m.get("content_digest"),
+                    "created_at": m.created_at,
+                    "parent_version_id": m.parent_version_id,
+                    "content_digest": m.content_digest,
                     "data_rows": _total_rows(m, "data_rows"),
                     "annotations": _total_rows(m, "annotations"),
                 }
@@ -188,28 +190,41 @@ def _no_versions(args: argparse.Namespace, datasets: list[str] | None) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Print one version's manifest (text summary or JSON)."""
     with _open(args) as ds:
-        manifest = ds.manifest(args.version)
+        manifest = ds.load_manifest(args.version)
     if args.json:
-        _print_json(manifest)
+        _print_json(manifest.to_dict())
         return 0
-    print(f"version:  {manifest.get('version_id')}")
-    print(f"dataset:  {manifest.get('dataset_id')}")
-    print(f"created:  {manifest.get('created_at')}")
-    print(f"parent:   {manifest.get('parent_version_id')}")
-    print(f"digest:   {manifest.get('content_digest')}")
-    if manifest.get("watermark") is not None:
-        print(f"watermark: {json.dumps(manifest['watermark'], sort_keys=True)}")
-    for name in ("export", "counts", "changes"):
-        if manifest.get(name):
-            print(f"{name}: {json.dumps(manifest[name], sort_keys=True)}")
+    print(f"version:  {manifest.version_id}")
+    print(f"dataset:  {manifest.dataset_id}")
+    print(f"created:  {manifest.created_at}")
+    print(f"parent:   {manifest.parent_version_id}")
+    print(f"digest:   {manifest.content_digest}")
+    if manifest.watermark is not None:
+        print(f"watermark: {json.dumps(_doc(manifest.watermark), sort_keys=True)}")
+    parts: dict[str, BaseModel | dict[str, int] | None] = {
+        "export": manifest.export,
+        "counts": manifest.counts,
+        "changes": manifest.changes,
+    }
+    for name, part in parts.items():
+        doc = _doc(part)
+        if doc:
+            print(f"{name}: {json.dumps(doc, sort_keys=True)}")
     print("files:")
-    for f in manifest.get("files", []):
-        rows = f" rows={f['rows']}" if f.get("rows") is not None else ""
-        seg = f" segment={f['segment']}" if f.get("segment") is not None else ""
-        print(f"  {f['role']:<8} {f['name']:<20} {f['key']} bytes={f['bytes']}{rows}{seg}")
-    for f in manifest.get("derived_files") or []:
-        print(f"  {f['role']:<8} {f['name']:<20} (rebuilt from the {f['from']}) bytes={f['bytes']}")
+    for f in manifest.files:
+        rows = f" rows={f.rows}" if f.rows is not None else ""
+        seg = f" segment={f.segment}" if f.segment is not None else ""
+        print(f"  {f.role:<8} {f.name:<20} {f.key} bytes={f.bytes}{rows}{seg}")
+    for d in manifest.derived_files or []:
+        print(f"  {d.role:<8} {d.name:<20} (rebuilt from the {d.derived_from}) bytes={d.bytes}")
     return 0
+
+
+def _doc(part: BaseModel | dict[str, int] | None) -> dict[str, Any] | None:
+    """Return a manifest part as its JSON document (None stays None)."""
+    if isinstance(part, BaseModel):
+        return part.model_dump(mode="json", by_alias=True)
+    return None if part is None else dict(part)
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

@@ -26,14 +26,15 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from labelhaul.manifest import FileEntry, Manifest
 
 MAX_SEGMENTS = 8
 COMPACT_FRACTION = 0.25
@@ -45,44 +46,32 @@ class Segment:
     """One segment of a version: its table files and the ids it overrides."""
 
     index: int
-    tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # table -> manifest entry
-    overrides: dict[str, Any] | None = None  # manifest entry of the id list (deltas only)
+    tables: dict[str, FileEntry] = field(default_factory=dict)  # table -> manifest entry
+    overrides: FileEntry | None = None  # manifest entry of the id list (deltas only)
 
 
-def entry_segment(entry: Mapping[str, Any]) -> int:
-    """Return a manifest entry's segment number (0 when it has none: a single-file table)."""
-    value = entry.get("segment")
-    return int(value) if value is not None else 0
-
-
-def manifest_segments(manifest: Mapping[str, Any]) -> list[Segment]:
+def manifest_segments(manifest: Manifest) -> list[Segment]:
     """Return a version's table segments in order (empty when it lists no table)."""
     by_index: dict[int, Segment] = {}
-    for entry in manifest.get("files", []):
-        role = entry.get("role")
-        if role not in ("table", "overrides"):
+    for entry in manifest.files:
+        if entry.role not in ("table", "overrides"):
             continue
-        index = entry_segment(entry)
+        index = entry.segment_index
         seg = by_index.setdefault(index, Segment(index))
-        if role == "table":
-            seg.tables[str(entry["name"])] = dict(entry)
+        if entry.role == "table":
+            seg.tables[entry.name] = entry
         else:
-            seg.overrides = dict(entry)
+            seg.overrides = entry
     segments = [by_index[i] for i in sorted(by_index)]
     for seg in segments[1:]:
         if seg.overrides is None:
             raise ValueError(
-                f"{manifest.get('version_id')}: table segment {seg.index} has no overrides file"
+                f"{manifest.version_id}: table segment {seg.index} has no overrides file"
             )
     return segments
 
 
-def table_names(manifest: Mapping[str, Any]) -> list[str]:
-    """Return the names of the tables a version lists (in any segment)."""
-    return sorted({str(e["name"]) for e in manifest.get("files", []) if e.get("role") == "table"})
-
-
-def table_fingerprint(manifest: Mapping[str, Any], name: str) -> tuple[tuple[int, str], ...]:
+def table_fingerprint(manifest: Manifest, name: str) -> tuple[tuple[int, str], ...]:
     """Return what identifies a table's stored form: its segments' (number, sha256).
 
     Two versions with equal fingerprints list the very same files for the table (and the same
@@ -91,18 +80,18 @@ def table_fingerprint(manifest: Mapping[str, Any], name: str) -> tuple[tuple[int
     out: list[tuple[int, str]] = []
     for seg in manifest_segments(manifest):
         entry = seg.tables.get(name)
-        overrides = seg.overrides["sha256"] if seg.overrides else ""
-        out.append((seg.index, f"{entry['sha256'] if entry else ''}/{overrides}"))
+        overrides = seg.overrides.sha256 if seg.overrides else ""
+        out.append((seg.index, f"{entry.sha256 if entry else ''}/{overrides}"))
     return tuple(out)
 
 
-def is_single_file(manifest: Mapping[str, Any]) -> bool:
+def is_single_file(manifest: Manifest) -> bool:
     """Return True when every table of the version is one file (no deltas)."""
     return len(manifest_segments(manifest)) <= 1
 
 
 def needs_compaction(
-    parent: Mapping[str, Any] | None,
+    parent: Manifest | None,
     delta_bytes: int,
     *,
     max_segments: int = MAX_SEGMENTS,
@@ -123,9 +112,9 @@ def needs_compaction(
         return True
     if len(segments) + 1 > max_segments:
         return True
-    base = sum(int(e.get("bytes") or 0) for e in segments[0].tables.values())
+    base = sum(e.bytes for e in segments[0].tables.values())
     deltas = delta_bytes + sum(
-        int(e.get("bytes") or 0)
+        e.bytes
         for seg in segments[1:]
         for e in [*seg.tables.values(), *([seg.overrides] if seg.overrides else [])]
     )
@@ -206,9 +195,9 @@ def iter_merged_batches(
 
 
 def materialize_table(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     name: str,
-    local_file: Callable[[Mapping[str, Any]], Path],
+    local_file: Callable[[FileEntry], Path],
     dest: Path,
 ) -> Path:
     """Write a version's logical table `name` to one Parquet file at `dest`.
@@ -227,7 +216,7 @@ def materialize_table(
     if schema is None:
         first = next((p for p, _ in parts if p is not None), None)
         if first is None:
-            raise ValueError(f"no segment of {manifest.get('version_id')} holds table {name!r}")
+            raise ValueError(f"no segment of {manifest.version_id} holds table {name!r}")
         schema = pq.ParquetFile(str(first)).schema_arrow
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")

@@ -20,7 +20,8 @@ have to be uploaded again. Content-named files at the dataset root are uploaded 
 again by a re-run after a crash, and shared by every version whose table did not change (an
 unchanged table costs one HEAD, not an upload). Readers resolve every file through the
 manifest, which lists full keys (relative to the dataset root), so nothing depends on the
-directory a file sits in.
+directory a file sits in. The manifest's schema, its validation on read and its one writer
+are `labelhaul.manifest`.
 
 Commit protocol (crash-safe, safe under concurrency):
 1. files and blobs first, create-only and content-named (HEAD first; 412 means present;
@@ -48,10 +49,12 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, MutableSet
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from labelhaul.errors import ConflictError, NotFoundError, StoreError
 from labelhaul.keys import (
@@ -62,9 +65,18 @@ from labelhaul.keys import (
     parse_version,
     safe_segment,
 )
+from labelhaul.manifest import (
+    SCHEMA_VERSION,
+    CocoFacts,
+    FileEntry,
+    Manifest,
+    Source,
+    build_manifest,
+    encode_manifest,
+    parse_manifest,
+)
 from labelhaul.storage import LocalObjectStore, ObjectStore, PreconditionFailed
 
-SCHEMA_VERSION = 1
 LATEST = "_latest.json"
 MAX_COMMIT_ATTEMPTS = 20
 _RESERVED = frozenset(
@@ -101,25 +113,6 @@ class LatestPointer:
     etag: str
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a version, as listed in its manifest."""
-
-    role: str  # table, coco, raw, errors, ...
-    name: str  # e.g. the table name "annotations"
-    key: str  # relative to the dataset root
-    sha256: str
-    bytes: int
-    rows: int | None = None
-    segment: int | None = None  # table segments only (labelhaul.segments); None: not segmented
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.segment is None:
-            del out["segment"]
-        return out
-
-
 class FileMissingError(StoreError):
     """A file an earlier version lists is no longer in the store."""
 
@@ -134,7 +127,7 @@ class CommitResult:
     current_version_id: str | None  # the version holding this content (new or existing)
     parent_version_id: str | None
     latest_moved: bool = False
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None  # None when the content equals the parent's
 
 
 def file_sha256(path: str | os.PathLike[str]) -> tuple[str, int]:
@@ -161,12 +154,15 @@ def digest_entries(entries: Iterable[FileEntry | Mapping[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
-def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
-    """Serialise a manifest deterministically (same dict -> same bytes)."""
+def encode_json(doc: Mapping[str, Any]) -> bytes:
+    """Serialise a pointer or run record deterministically (same dict -> same bytes).
+
+    Manifests have their own writer, `labelhaul.manifest.encode_manifest`.
+    """
     try:
-        text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False)
+        text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False)
     except TypeError as exc:
-        raise ValueError(f"manifest fields must be JSON-serialisable: {exc}") from exc
+        raise ValueError(f"JSON documents must be JSON-serialisable: {exc}") from exc
     return (text + "\n").encode("utf-8")
 
 
@@ -264,16 +260,28 @@ class DatasetStore:
             raise NotFoundError(f"{exc}; use `latest` or an id from `labelhaul versions`") from exc
         return version
 
-    def read_manifest(self, version: str = "latest") -> dict[str, Any]:
-        """Return the manifest of `version` (`latest` or e.g. `v000003`)."""
+    def load_manifest(self, version: str = "latest") -> Manifest:
+        """Return the manifest of `version` (`latest` or e.g. `v000003`), validated.
+
+        Raises:
+            NotFoundError: there is no such version.
+            StoreError: its manifest is not valid (names the version and the field).
+        """
         version_id = self.resolve(version)
-        data = self.objects.get(self.key(self.manifest_key(version_id)))
+        key = self.manifest_key(version_id)
+        data = self.objects.get(self.key(key))
         if data is None:
             raise NotFoundError(
                 f"No version {version_id} in {self.uri_for('')}: `labelhaul versions` lists them."
             )
-        manifest: dict[str, Any] = json.loads(data)
-        return manifest
+        return parse_manifest(data, self.uri_for(key))
+
+    def read_manifest(self, version: str = "latest") -> dict[str, Any]:
+        """Return the manifest of `version` as its JSON document (validated as `load_manifest`).
+
+        For callers that still pass manifests around as dicts (the Prefect layer).
+        """
+        return self.load_manifest(version).to_dict()
 
     # ------------------------------------------------------------------ blobs
 
@@ -382,7 +390,7 @@ class DatasetStore:
     def write_run_record(self, run_id: str, record: Mapping[str, Any]) -> str:
         """Write `runs/<run_id>.json` (overwritten as the run progresses); return its URI."""
         key = self.key(f"runs/{safe_segment(run_id)}.json")
-        self.objects.put(key, encode_manifest(dict(record)))
+        self.objects.put(key, encode_json(dict(record)))
         return self.objects.uri_for(key)
 
     def read_run_record(self, run_id: str) -> dict[str, Any] | None:
@@ -390,7 +398,7 @@ class DatasetStore:
         data = self.objects.get(self.key(f"runs/{safe_segment(run_id)}.json"))
         return None if data is None else dict(json.loads(data))
 
-    def local_copy(self, entry: Mapping[str, Any], cache: Path) -> Path:
+    def local_copy(self, entry: FileEntry, cache: Path) -> Path:
         """Return a local path holding the file of a manifest entry.
 
         A local store gives the object itself; S3 downloads it once into `cache`, named by
@@ -399,15 +407,15 @@ class DatasetStore:
         Raises:
             FileMissingError: the manifest lists the file but the store does not have it.
         """
-        key = self.key(str(entry["key"]))
+        key = self.key(entry.key)
         objects = self.objects
         if isinstance(objects, LocalObjectStore):
             path = Path(objects.uri_for(key))
             if not path.is_file():
                 raise FileMissingError(f"{path} is listed in the manifest but missing.")
             return path
-        suffix = "".join(Path(str(entry["key"])).suffixes[-2:])
-        path = cache / f"{entry['sha256']}{suffix}"
+        suffix = "".join(Path(entry.key).suffixes[-2:])
+        path = cache / f"{entry.sha256}{suffix}"
         if not path.exists():
             cache.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".part")
@@ -484,9 +492,19 @@ class VersionWriter:
                 self.store.objects.put_file(full, local_path, if_none_match=True)
             except PreconditionFailed:
                 self.store._present(full)  # freshen it if old
-        return self._record(FileEntry(role, name or name_stem, key, sha, size, rows, segment))
+        return self._record(
+            FileEntry(
+                role=role,
+                name=name or name_stem,
+                key=key,
+                sha256=sha,
+                bytes=size,
+                rows=rows,
+                segment=segment,
+            )
+        )
 
-    def reuse_file(self, entry: Mapping[str, Any]) -> FileEntry:
+    def reuse_file(self, entry: FileEntry) -> FileEntry:
         """List a file an earlier version lists (a table segment), without uploading it.
 
         The file is checked (and freshened when old, so `gc`'s grace period restarts for it).
@@ -494,22 +512,11 @@ class VersionWriter:
         Raises:
             FileMissingError: the file is gone (e.g. collected after its versions expired).
         """
-        key = str(entry["key"])
-        if not self.store._present(self.store.key(key)):
-            raise FileMissingError(f"{self.store.uri_for(key)} is listed by the parent but gone")
-        segment = entry.get("segment")
-        rows = entry.get("rows")
-        return self._record(
-            FileEntry(
-                role=str(entry["role"]),
-                name=str(entry["name"]),
-                key=key,
-                sha256=str(entry["sha256"]),
-                bytes=int(entry["bytes"]),
-                rows=None if rows is None else int(rows),
-                segment=None if segment is None else int(segment),
+        if not self.store._present(self.store.key(entry.key)):
+            raise FileMissingError(
+                f"{self.store.uri_for(entry.key)} is listed by the parent but gone"
             )
-        )
+        return self._record(entry)
 
     def add_bytes(
         self,
@@ -530,7 +537,11 @@ class VersionWriter:
                 self.store.objects.put(full, data, if_none_match=True)
             except PreconditionFailed:
                 self.store._present(full)  # freshen it if old
-        return self._record(FileEntry(role, name or name_stem, key, sha, len(data), rows))
+        return self._record(
+            FileEntry(
+                role=role, name=name or name_stem, key=key, sha256=sha, bytes=len(data), rows=rows
+            )
+        )
 
     def _record(self, entry: FileEntry) -> FileEntry:
         with self._lock:
@@ -542,10 +553,16 @@ class VersionWriter:
         return entry
 
     def _manifest(
-        self, version_id: str, parent_id: str | None, content_digest: str, fields: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        manifest: dict[str, Any] = dict(fields)
-        manifest.update(
+        self,
+        version_id: str,
+        parent_id: str | None,
+        content_digest: str,
+        fields: Mapping[str, Any],
+        rebased_from: str | None,
+        rebased: bool,
+    ) -> Manifest:
+        doc: dict[str, Any] = dict(fields)
+        doc.update(
             schema_version=SCHEMA_VERSION,
             dataset_id=self.store.dataset_id,
             version_id=version_id,
@@ -554,13 +571,21 @@ class VersionWriter:
             content_digest=content_digest,
             files=[e.to_dict() for e in self.files],
         )
-        return manifest
+        if rebased:
+            # The pipeline computed `changes` against this one, not the new parent.
+            doc["rebased_from"] = rebased_from
+        return build_manifest(doc)
 
     def commit(self, content_digest: str, fields: Mapping[str, Any] | None = None) -> CommitResult:
         """Make the version visible, or make none when the content equals the parent's.
 
+        Args:
+            fields: the sync's manifest fields (`labelhaul.manifest.Manifest` beyond the
+                store's own: source, export, counts, watermark, ...), as JSON values.
+
         Raises:
             ConflictError: when other runs keep taking the next version number.
+            ValueError: `fields` set a store's field, or do not fit the manifest.
         """
         fields = dict(fields or {})
         clash = _RESERVED.intersection(fields)
@@ -591,10 +616,9 @@ class VersionWriter:
         rebased = False
         for _ in range(MAX_COMMIT_ATTEMPTS):
             version_id = format_version(number)
-            manifest = self._manifest(version_id, parent_id, content_digest, fields)
-            if rebased:
-                # The pipeline computed `changes` against this one, not the new parent.
-                manifest["rebased_from"] = original_parent
+            manifest = self._manifest(
+                version_id, parent_id, content_digest, fields, original_parent, rebased
+            )
             body = encode_manifest(manifest)
             mkey = store.key(store.manifest_key(version_id))
             readme = store.key(f"versions/{version_id}/README.md")
@@ -629,19 +653,19 @@ class VersionWriter:
                 )
             if existing is None:
                 continue  # deleted between calls: try the same number again
-            other = json.loads(existing)
+            other = parse_manifest(existing, store.uri_for(store.manifest_key(version_id)))
             # We may have overwritten the winner's card before learning we lost: restore it.
             card = render_dataset_card(other).encode("utf-8")
             if objects.get(readme) != card:
                 objects.put(readme, card)
-            if other.get("content_digest") == content_digest:
+            if other.content_digest == content_digest:
                 moved = self._advance_latest(version_id, content_digest, etag)
                 return CommitResult(
                     version_id=None,
                     created=False,
                     reason=f"same content already committed as {version_id}",
                     current_version_id=version_id,
-                    parent_version_id=other.get("parent_version_id"),
+                    parent_version_id=other.parent_version_id,
                     latest_moved=moved,
                     manifest=other,
                 )
@@ -658,7 +682,7 @@ class VersionWriter:
         """Move `_latest.json` to `version_id` by CAS; never move it backwards."""
         store = self.store
         key = store.key(LATEST)
-        body = encode_manifest(
+        body = encode_json(
             {
                 "version_id": version_id,
                 "manifest": store.manifest_key(version_id),
@@ -718,17 +742,15 @@ def _named(what: str, name: Any, ident: Any) -> str:
     return f"{what} **{name}** (`{ident}`)" if name else f"{what} `{ident}`"
 
 
-def _source_lines(source: Mapping[str, Any], by_source: Any) -> list[str]:
+def _source_lines(source: Source, by_source: Mapping[str, int] | None) -> list[str]:
     """Say what the data came from, by name and id; for a model run, what is which."""
-    kind = source.get("kind")
-    ident = source.get("id", "?")
-    if kind == "model_run":
-        line = "- Source: " + _named("Labelbox model run", source.get("name"), ident)
-        if source.get("experiment_name") or source.get("experiment_id"):
+    if source.kind == "model_run":
+        line = "- Source: " + _named("Labelbox model run", source.name, source.id)
+        if source.experiment_name or source.experiment_id:
             line += " of " + _named(
-                "experiment", source.get("experiment_name"), source.get("experiment_id", "?")
+                "experiment", source.experiment_name, source.experiment_id or "?"
             )
-        counts = by_source if isinstance(by_source, Mapping) else {}
+        counts = by_source or {}
         return [
             line,
             f"- Ground truth: {counts.get('label', 0)} annotations with `source = label` "
@@ -736,68 +758,65 @@ def _source_lines(source: Mapping[str, Any], by_source: Any) -> list[str]:
             f"- Predictions: {counts.get('prediction', 0)} annotations with "
             "`source = prediction` (COCO `results_bbox`, `results_segm`)",
         ]
-    what = "Labelbox project" if kind == "project" else f"Labelbox {kind}"
-    return ["- Source: " + _named(what, source.get("name"), ident)]
+    what = "Labelbox project" if source.kind == "project" else f"Labelbox {source.kind}"
+    return ["- Source: " + _named(what, source.name, source.id)]
 
 
-def render_dataset_card(manifest: Mapping[str, Any]) -> str:
+def _json_lines(part: BaseModel) -> list[str]:
+    """List a part's keys with their JSON values, sorted (every key, known or not)."""
+    doc = part.model_dump(mode="json", by_alias=True)
+    return [f"- {name}: {_json_inline(doc[name])}" for name in sorted(doc)]
+
+
+def render_dataset_card(manifest: Manifest) -> str:
     """Return the dataset card (`README.md`) of a version, rendered only from its manifest."""
-    dataset = manifest.get("dataset_id") or "dataset"
-    version = manifest.get("version_id", "?")
-    source = manifest.get("source")
-    named = source.get("name") if isinstance(source, Mapping) else None
+    m = manifest
+    dataset = m.dataset_id or "dataset"
+    version = m.version_id
+    named = m.source.name if m.source else None
     lines = [f"# {named or dataset} — {version}", ""]
     lines += [
-        f"- Created: {manifest.get('created_at', '?')}",
-        f"- Parent version: {manifest.get('parent_version_id') or 'none (first version)'}",
-        f"- Content digest: `{manifest.get('content_digest', '?')}`",
+        f"- Created: {m.created_at}",
+        f"- Parent version: {m.parent_version_id or 'none (first version)'}",
+        f"- Content digest: `{m.content_digest}`",
     ]
-    if isinstance(source, Mapping):
-        lines += _source_lines(source, manifest.get("counts_by_source"))
-    elif source:
-        lines.append(f"- Source: {source}")
-    if manifest.get("mode"):
-        lines.append(f"- Mode: {manifest['mode']}")
-    if manifest.get("mode_note"):
-        lines.append(f"- Note: {manifest['mode_note']}")
-    if isinstance(manifest.get("defining_filters"), Mapping):
-        defining = manifest["defining_filters"]
+    if m.source is not None:
+        lines += _source_lines(m.source, m.counts_by_source)
+    if m.mode:
+        lines.append(f"- Mode: {m.mode}")
+    if m.mode_note:
+        lines.append(f"- Note: {m.mode_note}")
+    if m.defining_filters is not None:
+        defining = m.defining_filters
         shown = _json_inline(defining) if defining else "none (the whole project)"
         lines.append(f"- Defining filters: {shown}")
-    watermark = manifest.get("watermark")
-    if isinstance(watermark, Mapping) and "value" in watermark and watermark["value"] is None:
+    if m.watermark is not None and m.watermark.value is None:
         lines.append("- Watermark: none (no exported data row had a last activity)")
-    elif watermark is not None:
-        lines.append(f"- Watermark: {_json_inline(watermark)}")
-    export = manifest.get("export")
-    if isinstance(export, Mapping):
+    elif m.watermark is not None:
+        lines.append(f"- Watermark: {_json_inline(m.watermark.model_dump(mode='json'))}")
+    if m.export is not None:
         lines += ["", "## Export", ""]
+        export = m.export.model_dump(mode="json")
         for name in sorted(export):
             value = export[name]
             shown = "none" if value is None or value == {} else _json_inline(value)
             lines.append(f"- {name}: {shown}")
-    counts = manifest.get("counts")
-    if isinstance(counts, Mapping):
+    if m.counts is not None:
         lines += ["", "## Counts", ""]
-        scalars = [(k, v) for k, v in sorted(counts.items()) if not isinstance(v, Mapping)]
-        if scalars:
-            lines += _md_table(["what", "count"], scalars)
-        for name, value in sorted(counts.items()):
-            if isinstance(value, Mapping):
-                lines += ["", f"### {name.replace('_', ' ')}", ""]
-                items: list[tuple[Any, Any]] = sorted(value.items(), key=lambda kv: str(kv[0]))
-                lines += _md_table(["key", "count"], items)
-    # The flow passes breakdowns as top-level `counts_by_<what>` maps (kind, class, ...).
-    breakdowns = [k for k in sorted(manifest) if k.startswith("counts_by_")]
-    for name in [*breakdowns, "errors_by_kind"]:
-        value = manifest.get(name)
-        if isinstance(value, Mapping) and value:
+        if m.counts:
+            lines += _md_table(["what", "count"], sorted(m.counts.items()))
+    breakdowns = {
+        "counts_by_class": m.counts_by_class,
+        "counts_by_kind": m.counts_by_kind,
+        "counts_by_source": m.counts_by_source,
+        "errors_by_kind": m.errors_by_kind,
+    }
+    for name, value in breakdowns.items():
+        if value:
             lines += ["", f"## {name.replace('_', ' ').capitalize()}", ""]
-            rows: list[tuple[Any, Any]] = sorted(value.items(), key=lambda kv: str(kv[0]))
-            lines += _md_table(["key", "count"], rows)
-    coco = manifest.get("coco")
-    if isinstance(coco, Mapping) and isinstance(coco.get("skipped"), Mapping):
-        skipped = coco["skipped"]
+            lines += _md_table(["key", "count"], sorted(value.items()))
+    if m.coco is not None and m.coco.skipped is not None:
+        skipped = m.coco.skipped
         lines += ["", "## Left out of COCO", ""]
         if skipped:
             lines.append(
@@ -808,39 +827,32 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
             lines += _md_table(["reason", "count"], sorted(skipped.items()))
         else:
             lines.append("none")
-    masks = manifest.get("masks")
-    if isinstance(masks, Mapping):
+    if m.masks is not None:
         lines += ["", "## Masks", ""]
-        lines += [f"- {k}: {_json_inline(masks[k])}" for k in sorted(masks)]
-    lines += _coco_card_lines(manifest)
-    changes = manifest.get("changes")
-    if changes and manifest.get("parent_version_id"):  # a first version changes nothing
-        lines += ["", f"## Changes since {manifest['parent_version_id']}", ""]
-        if isinstance(changes, Mapping):
-            for name in sorted(changes):
-                lines.append(f"- {name}: {_json_inline(changes[name])}")
-        else:
-            lines.append(_json_inline(changes))
+        lines += _json_lines(m.masks)
+    lines += _coco_card_lines(m.coco)
+    if m.changes is not None and m.parent_version_id:  # a first version changes nothing
+        changes = _json_lines(m.changes)
+        if changes:
+            lines += ["", f"## Changes since {m.parent_version_id}", "", *changes]
     lines += ["", "## Media URLs", "", *_MEDIA_URLS_NOTE]
-    files = manifest.get("files") or []
     lines += ["", "## Files", ""]
     lines += _md_table(
         ["role", "name", "segment", "key", "rows", "bytes", "sha256"],
         (
             (
-                f.get("role"),
-                f.get("name"),
-                f.get("segment", ""),
-                f.get("key"),
-                f.get("rows"),
-                f.get("bytes"),
-                str(f.get("sha256", ""))[:16],
+                f.role,
+                f.name,
+                "" if f.segment is None else f.segment,
+                f.key,
+                f.rows,
+                f.bytes,
+                f.sha256[:16],
             )
-            for f in files
+            for f in m.files
         ),
     )
-    derived = manifest.get("derived_files") or []
-    if derived:
+    if m.derived_files:
         lines += [
             "",
             "Not stored, rebuilt by the reader from the tables and checked against the sha256 "
@@ -849,9 +861,9 @@ def render_dataset_card(manifest: Mapping[str, Any]) -> str:
         ]
         lines += _md_table(
             ["role", "name", "bytes", "sha256"],
-            ((f.get("role"), f.get("name"), f.get("bytes"), f.get("sha256")) for f in derived),
+            ((f.role, f.name, f.bytes, f.sha256) for f in m.derived_files),
         )
-    if any(f.get("segment") for f in files):
+    if any(f.segment for f in m.files):
         lines += [
             "",
             "Tables are stored as a base segment plus delta segments: the rows of segment k "
@@ -888,24 +900,23 @@ _LABEL_POLICY_TEXT = {
 }
 
 
-def _coco_card_lines(manifest: Mapping[str, Any]) -> list[str]:
+def _coco_card_lines(coco: CocoFacts | None) -> list[str]:
     """Say what the training outputs hold: which label per data row, names, category ids."""
-    coco = manifest.get("coco")
-    if not isinstance(coco, Mapping):
+    if coco is None:
         return []
-    policy = str(coco.get("label_policy"))
+    policy = str(coco.label_policy)
     lines = ["", "## Training outputs (COCO, pulled masks)", ""]
     lines.append(
         f"- Label policy `{policy}`: a data row with several labels contributes "
         f"{_LABEL_POLICY_TEXT.get(policy, policy)}; the tables keep every label."
     )
     lines.append(
-        f"- Data rows with several labels: {coco.get('data_rows_with_several_labels', 0)}; "
-        f"annotations of the labels left out: {coco.get('annotations_of_other_labels', 0)}."
+        f"- Data rows with several labels: {coco.data_rows_with_several_labels}; "
+        f"annotations of the labels left out: {coco.annotations_of_other_labels}."
     )
     lines.append(
         "- `images[].file_name`: global key, else external id, else the row data's file name; "
-        f"{coco.get('file_name_collisions', 0)} made unique with a `~<hash>` suffix "
+        f"{coco.file_name_collisions} made unique with a `~<hash>` suffix "
         "(`file_name_collision` holds the plain name)."
     )
     lines.append(

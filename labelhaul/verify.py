@@ -58,8 +58,8 @@ def find_missing_blobs(
 
     from labelhaul.pipeline import fetch_parent_tables, missing_version_blobs
 
-    manifest = store.read_manifest(version)
-    report = VerifyReport(store.uri_for(""), str(manifest["version_id"]))
+    manifest = store.load_manifest(version)
+    report = VerifyReport(store.uri_for(""), manifest.version_id)
     with tempfile.TemporaryDirectory(prefix="labelhaul-verify-") as tmp:
         tables = fetch_parent_tables(store, manifest, cache or Path(tmp), ["annotations"])
         if "annotations" in tables:
@@ -179,7 +179,7 @@ def repair_missing_blobs(
     if not report.missing:
         return report
     wanted = set(report.missing)
-    manifest = store.read_manifest(report.version)
+    manifest = store.load_manifest(report.version)
     with tempfile.TemporaryDirectory(prefix="labelhaul-verify-") as tmp:
         tables = fetch_parent_tables(store, manifest, cache or Path(tmp), ["annotations"])
         for job, shas in _repair_jobs(tables["annotations"], wanted):

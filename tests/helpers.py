@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from labelhaul.manifest import SCHEMA_VERSION, Manifest
+
 
 def sync_project_ok(project_id: str, store: str, **kwargs: Any) -> dict[str, Any]:
     """Run the sync-project flow (full mode unless told otherwise); return its summary."""
@@ -15,3 +17,18 @@ def sync_project_ok(project_id: str, store: str, **kwargs: Any) -> dict[str, Any
     assert state.is_completed(), state.message
     result: dict[str, Any] = state.result()
     return result
+
+
+def make_manifest(**fields: Any) -> Manifest:
+    """Return a valid `labelhaul.manifest.Manifest`: the store's fields defaulted, `fields` set."""
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset_id": "cproject1",
+        "version_id": "v000001",
+        "parent_version_id": None,
+        "created_at": "2026-01-02T03:04:05Z",
+        "content_digest": "d" * 64,
+        "files": [],
+    }
+    doc.update(fields)
+    return Manifest.model_validate(doc, strict=False)

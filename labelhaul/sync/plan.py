@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from labelhaul.manifest import Manifest, as_manifest
+
 FULL = "full"
 INCREMENTAL = "incremental"
 MERGE = "merge"
@@ -55,7 +57,7 @@ def plan_sync(
     *,
     incremental: bool,
     kind: str,
-    parent_manifest: Mapping[str, Any] | None,
+    parent_manifest: Manifest | Mapping[str, Any] | None,
     run_filters: Mapping[str, Any],
     deployment_filters: Mapping[str, Any] | None = None,
     redefine: bool = False,
@@ -75,14 +77,15 @@ def plan_sync(
     run = dict(run_filters)
     if kind != "project":
         return SyncPlan(FULL, False, False, {}, True)
-    recorded = (parent_manifest or {}).get("defining_filters")
+    parent = None if parent_manifest is None else as_manifest(parent_manifest)
+    recorded = parent.defining_filters if parent is not None else None
     if redefine:
         defining = run
-    elif isinstance(recorded, Mapping):
+    elif recorded is not None:
         defining = dict(recorded)
     elif deployment_filters is not None:
         defining = dict(deployment_filters)
-    elif parent_manifest is not None:
+    elif parent is not None:
         # A version from before filters were recorded: read it as the whole project, so a
         # filtered full run merges (keeps rows) rather than shrinking the dataset.
         defining = {}
@@ -91,7 +94,7 @@ def plan_sync(
     match = run == defining
     redefined = (
         f"Defining filters redefined by this run: {_show(run)} (were {_show(recorded or {})})."
-        if redefine and isinstance(recorded, Mapping) and dict(recorded) != run
+        if redefine and recorded is not None and dict(recorded) != run
         else None
     )
     differs = (
@@ -100,7 +103,7 @@ def plan_sync(
         else f"This run's filters {_show(run)} are not the dataset's defining filters "
         f"{_show(defining)}"
     )
-    if parent_manifest is None:
+    if parent is None:
         asked = "Asked incremental, ran full: no parent version." if incremental else None
         subset = f"{differs}: this first version holds only the matching rows." if differs else None
         note = " ".join(n for n in (asked, subset, redefined) if n) or None
@@ -110,11 +113,10 @@ def plan_sync(
         return SyncPlan(INCREMENTAL, True, True, defining, match, note)
     if match:
         return SyncPlan(FULL, False, False, defining, match, redefined)
-    parent = parent_manifest.get("version_id") or "the parent version"
     note = (
         f"Full sync with other filters, merged: {differs}, so the matching rows were "
-        f"re-exported and merged onto {parent}; rows outside them were kept. To make these "
-        "filters the dataset's own, sync again with redefine_filters (--redefine-filters)."
+        f"re-exported and merged onto {parent.version_id}; rows outside them were kept. To make "
+        "these filters the dataset's own, sync again with redefine_filters (--redefine-filters)."
     )
     return SyncPlan(MERGE, True, False, defining, match, note)
 

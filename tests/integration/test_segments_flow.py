@@ -73,11 +73,11 @@ def test_incremental_lands_a_delta_that_reads_as_the_full_state(
     _sync(pid, ref_uri, mode=SyncMode.full)
     with _open(object_store_uri, endpoint, pid) as ds, open_dataset(ref_uri, pid) as ref:
         manifest = ds.manifest()
-        segs = manifest_segments(manifest)
+        segs = manifest_segments(ds.load_manifest())
         assert [s.index for s in segs] == [0, 1]
         # The delta holds only the relabelled row; its overrides name exactly that row.
         drid = lb_env.synthetic_spec(pid).data_row_id(4)
-        assert segs[1].tables["data_rows"]["rows"] == 1
+        assert segs[1].tables["data_rows"].rows == 1
         assert manifest["counts"]["data_rows"] == 12
         # COCO is not uploaded again: listed as derived, with its digest.
         assert not [f for f in manifest["files"] if f["role"] == "coco"]
@@ -131,13 +131,13 @@ def test_incremental_lands_a_delta_that_reads_as_the_full_state(
     lb_env.edit_rows(pid, [7])
     _sync(pid, object_store_uri, mode=SyncMode.incremental, overlap_minutes=0)
     with _open(object_store_uri, endpoint, pid) as ds:
-        assert [s.index for s in manifest_segments(ds.manifest())] == [0, 1, 2]
+        assert [s.index for s in manifest_segments(ds.load_manifest())] == [0, 1, 2]
     lb_env.edit_rows(pid, [9])
     _sync(pid, object_store_uri, mode=SyncMode.incremental, overlap_minutes=0)
     _sync(pid, ref_uri, mode=SyncMode.full)
     with _open(object_store_uri, endpoint, pid) as ds, open_dataset(ref_uri, pid) as ref:
         manifest = ds.manifest()
-        assert [s.index for s in manifest_segments(manifest)] == [0]
+        assert [s.index for s in manifest_segments(ds.load_manifest())] == [0]
         assert "derived_files" not in manifest
         assert [f["name"] for f in manifest["files"] if f["role"] == "coco"] == ["instances"]
         assert manifest["content_digest"] == ref.manifest()["content_digest"]
@@ -155,8 +155,8 @@ def test_a_parent_segment_gone_fails_incremental_naming_full_sync_and_full_recov
     lb_env.edit_rows(pid, [2])
     _sync(pid, str(store), mode=SyncMode.incremental, overlap_minutes=0)
     with open_dataset(str(store), pid) as ds:
-        base = manifest_segments(ds.manifest())[0].tables["data_rows"]
-    (store / pid / base["key"]).unlink()  # lost (a bucket rule, a hand-made delete, ...)
+        base = manifest_segments(ds.load_manifest())[0].tables["data_rows"]
+    (store / pid / base.key).unlink()  # lost (a bucket rule, a hand-made delete, ...)
 
     # Reusing a listed file checks it is there.
     writer = DatasetStore(open_object_store(str(store)), pid).begin()
@@ -174,5 +174,5 @@ def test_a_parent_segment_gone_fails_incremental_naming_full_sync_and_full_recov
     full = _sync(pid, str(store), mode=SyncMode.full)
     assert full["created"]
     with open_dataset(str(store), pid) as ds:
-        assert [s.index for s in manifest_segments(ds.manifest())] == [0]
+        assert [s.index for s in manifest_segments(ds.load_manifest())] == [0]
         assert len(ds.table("data_rows")) == 6

@@ -155,11 +155,12 @@ def test_commit_versions_and_idempotence(object_store: ObjectStore, tmp_path: Pa
     assert again.current_version_id == "v000001"
     assert store.list_versions() == ["v000001"]
     b = write_inputs(tmp_path / "b", "b")
-    second = commit_inputs(store, b, {"counts": {"annotations": 3}, "watermark": "2026-01-01"})
+    mark = {"cursor": "data_row.details.last_activity_at", "value": "2026-01-01T00:00:00.000Z"}
+    second = commit_inputs(store, b, {"counts": {"annotations": 3}, "watermark": mark})
     assert second.version_id == "v000002" and second.parent_version_id == "v000001"
     manifest = store.read_manifest("latest")
     assert manifest == store.read_manifest("v000002")
-    assert manifest["watermark"] == "2026-01-01"
+    assert manifest["watermark"] == mark
     assert manifest["dataset_id"] == "proj-1"
     assert {f["role"] for f in manifest["files"]} == {"table", "coco", "raw"}
     table = next(f for f in manifest["files"] if f["role"] == "table")

@@ -158,10 +158,14 @@ def test_stage_lands_only_the_exported_source(tmp_path: Path) -> None:
 
 def test_why_not_incremental() -> None:
     from labelhaul.pipeline import why_not_incremental
+    from tests.helpers import make_manifest
 
+    cursor = "data_row.details.last_activity_at"
     assert why_not_incremental(None) is None
-    assert why_not_incremental({"watermark": {"value": "2024-01-01T00:00:00Z"}}) is None
-    reason = why_not_incremental({"version_id": "v000003", "watermark": {"value": None}})
+    marked = make_manifest(watermark={"cursor": cursor, "value": "2024-01-01T00:00:00Z"})
+    assert why_not_incremental(marked) is None
+    unmarked = make_manifest(version_id="v000003", watermark={"cursor": cursor, "value": None})
+    reason = why_not_incremental(unmarked)
     assert reason is not None and "v000003" in reason and "running a full sync" in reason
 
 

@@ -19,6 +19,7 @@ from labelhaul.segments import (
     write_overrides,
 )
 from labelhaul.tables import SCHEMAS, TableSink
+from tests.helpers import make_manifest
 
 
 def _write(path: Path, rows: list[tuple[str | None, str]]) -> Path:
@@ -83,39 +84,39 @@ def _entry(role: str, name: str, sha: str, size: int, segment: int | None = None
 
 
 def test_manifest_segments_group_files_and_need_overrides_for_deltas() -> None:
-    manifest = {
-        "version_id": "v000003",
-        "files": [
+    manifest = make_manifest(
+        version_id="v000003",
+        files=[
             _entry("table", "annotations", "a0", 1000),
             _entry("table", "data_rows", "d0", 500),
             _entry("table", "annotations", "a1", 50, segment=1),
             _entry("overrides", "overrides", "o1", 10, segment=1),
             _entry("coco", "instances", "c0", 99),
         ],
-    }
+    )
     segs = manifest_segments(manifest)
     assert [s.index for s in segs] == [0, 1]
     assert set(segs[0].tables) == {"annotations", "data_rows"} and segs[0].overrides is None
     assert set(segs[1].tables) == {"annotations"} and segs[1].overrides is not None
     assert table_fingerprint(manifest, "data_rows") == ((0, "d0/"), (1, "/o1"))
-    broken = {"version_id": "v9", "files": manifest["files"][:3]}
+    broken = make_manifest(version_id="v9", files=manifest.files[:3])
     with pytest.raises(ValueError, match="no overrides"):
         manifest_segments(broken)
 
 
 def test_compaction_rule() -> None:
-    base = {"files": [_entry("table", "annotations", "a0", 1000)]}
+    base = make_manifest(files=[_entry("table", "annotations", "a0", 1000)])
     assert needs_compaction(None, 1)
     assert not needs_compaction(base, 100)
     assert needs_compaction(base, 300)  # deltas over a quarter of the base
     assert needs_compaction(base, 100, compact_fraction=0.05)
-    chain = {
-        "files": [
+    chain = make_manifest(
+        files=[
             _entry("table", "annotations", "a0", 1000),
             *[_entry("table", "annotations", f"a{i}", 10, segment=i) for i in range(1, 8)],
             *[_entry("overrides", "overrides", f"o{i}", 5, segment=i) for i in range(1, 8)],
         ]
-    }
+    )
     assert needs_compaction(chain, 10)  # an 9th segment is one too many
     assert not needs_compaction(chain, 10, max_segments=9)
     assert needs_compaction(chain, 10, max_segments=9, compact_fraction=0.1)  # 105+10 > 100
@@ -134,9 +135,9 @@ def test_materialize_conforms_an_older_base_to_the_current_schema(tmp_path: Path
         "tables/delta": delta,
         "tables/o1": tmp_path / "o1.parquet",
     }
-    manifest = {
-        "version_id": "v000002",
-        "files": [
+    manifest = make_manifest(
+        version_id="v000002",
+        files=[
             {"role": "table", "name": "data_rows", "key": "tables/base", "sha256": "x", "bytes": 1},
             {
                 "role": "table",
@@ -155,8 +156,8 @@ def test_materialize_conforms_an_older_base_to_the_current_schema(tmp_path: Path
                 "segment": 1,
             },
         ],
-    }
-    out = materialize_table(manifest, "data_rows", lambda e: files[e["key"]], tmp_path / "m.pq")
+    )
+    out = materialize_table(manifest, "data_rows", lambda e: files[e.key], tmp_path / "m.pq")
     table = pq.read_table(out)
     assert table.schema == SCHEMAS["data_rows"]
     assert table.column("data_row_id").to_pylist() == ["a", "b"]

@@ -6,39 +6,36 @@ from pathlib import Path
 
 import pytest
 
+from labelhaul.manifest import Manifest
 from labelhaul.storage import LocalObjectStore, PreconditionFailed
 from labelhaul.store import (
     DatasetStore,
     FileEntry,
     digest_entries,
-    encode_manifest,
+    encode_json,
     render_dataset_card,
 )
+from tests.helpers import make_manifest
 
-MANIFEST = {
+DOC = {
     "schema_version": 1,
     "dataset_id": "ckproject1",
     "version_id": "v000002",
     "parent_version_id": "v000001",
     "created_at": "2026-01-02T03:04:05Z",
     "content_digest": "d" * 64,
-    "source": "Labelbox project ckproject1",
-    "watermark": {"last_activity_at": "2026-01-01T00:00:00Z"},
+    "source": {"kind": "project", "id": "ckproject1"},
+    "watermark": {"cursor": "last_activity_at", "value": "2026-01-01T00:00:00Z"},
     "export": {
         "task_ids": ["task-1"],
         "filters": {"workflow_status": "Done"},
         "params": {"label_details": True},
     },
-    "counts": {
-        "data_rows": 10,
-        "annotations": 42,
-        "annotations_by_kind": {"ImageBoundingBox": 30, "ImageSegmentationMask": 12},
-        "annotations_by_class": {"cat": 20, "dog": 22},
-    },
+    "counts": {"data_rows": 10, "annotations": 42},
     "changes": {"data_rows_added": 2, "annotations_removed": 1},
     "mode": "incremental",
-    "counts_by_kind": {"ImagePolygon": 3},
-    "counts_by_class": {"zebra": 7},
+    "counts_by_kind": {"ImagePolygon": 3, "ImageBoundingBox": 30, "ImageSegmentationMask": 12},
+    "counts_by_class": {"zebra": 7, "cat": 20, "dog": 22},
     "errors_by_kind": {"mask_404": 1},
     "masks": {"instances": 12, "errors": 1},
     "files": [
@@ -52,6 +49,7 @@ MANIFEST = {
         }
     ],
 }
+MANIFEST = Manifest.model_validate(DOC)
 
 
 def test_card_says_what_a_user_needs() -> None:
@@ -81,24 +79,25 @@ def test_card_says_what_a_user_needs() -> None:
 
 
 def test_card_is_deterministic_and_handles_a_bare_manifest() -> None:
-    assert render_dataset_card(MANIFEST) == render_dataset_card(dict(reversed(MANIFEST.items())))
-    bare = render_dataset_card({"version_id": "v000001", "files": []})
+    reordered = Manifest.model_validate(dict(reversed(DOC.items())))
+    assert render_dataset_card(MANIFEST) == render_dataset_card(reordered)
+    bare = render_dataset_card(make_manifest(version_id="v000001", files=[]))
     assert "first version" in bare
 
 
 def test_digest_is_order_independent_and_content_sensitive() -> None:
-    a = FileEntry("table", "annotations", "k1", "a" * 64, 1)
-    b = FileEntry("coco", "instances", "k2", "b" * 64, 1)
+    a = FileEntry(role="table", name="annotations", key="k1", sha256="a" * 64, bytes=1)
+    b = FileEntry(role="coco", name="instances", key="k2", sha256="b" * 64, bytes=1)
     assert digest_entries([a, b]) == digest_entries([b, a])
     assert digest_entries([a, b]) == digest_entries([a.to_dict(), b.to_dict()])
-    c = FileEntry("coco", "instances", "k2", "c" * 64, 1)
+    c = FileEntry(role="coco", name="instances", key="k2", sha256="c" * 64, bytes=1)
     assert digest_entries([a, b]) != digest_entries([a, c])
 
 
-def test_manifest_encoding_is_stable_and_strict() -> None:
-    assert encode_manifest({"b": 1, "a": "é"}) == encode_manifest({"a": "é", "b": 1})
+def test_json_encoding_is_stable_and_strict() -> None:
+    assert encode_json({"b": 1, "a": "é"}) == encode_json({"a": "é", "b": 1})
     with pytest.raises(ValueError, match="JSON"):
-        encode_manifest({"a": object()})
+        encode_json({"a": object()})
 
 
 def test_bad_suffix_and_sha_are_refused(tmp_path: Path) -> None:

@@ -6,17 +6,18 @@ from typing import Any
 
 import pytest
 
+from labelhaul.manifest import Manifest
 from labelhaul.sync.plan import empty_export_message, plan_sync
+from tests.helpers import make_manifest
 
 DONE = {"workflow_status": "Done"}
 TYPO = {"batch_ids": ["nosuchbatch"]}
 
 
-def _parent(defining: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    manifest: dict[str, Any] = {"version_id": "v000001", **extra}
+def _parent(defining: dict[str, Any] | None = None, **extra: Any) -> Manifest:
     if defining is not None:
-        manifest["defining_filters"] = defining
-    return manifest
+        extra["defining_filters"] = defining
+    return make_manifest(version_id="v000001", **extra)
 
 
 def test_full_sync_with_the_defining_filters_is_a_refresh() -> None:
