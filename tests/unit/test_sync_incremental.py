@@ -16,12 +16,16 @@ from labelhaul.sync.incremental import (
 )
 from labelhaul.sync.plan import plan_sync
 from labelhaul.verify import MISSING_BLOBS_FULL
+from tests.helpers import make_manifest
 
 MARK = "2024-04-08T16:34:01.000Z"
 
 
 def _parent(watermark: str | None = MARK) -> dict[str, Any]:
-    return {"version_id": "v000004", "defining_filters": {}, "watermark": {"value": watermark}}
+    cursor = "data_row.details.last_activity_at"
+    return make_manifest(
+        version_id="v000004", defining_filters={}, watermark={"cursor": cursor, "value": watermark}
+    ).to_dict()
 
 
 def _never() -> bool:

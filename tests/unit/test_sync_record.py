@@ -26,8 +26,9 @@ from labelhaul.sync.record import (
     note_landed,
     note_plan,
 )
+from tests.helpers import make_manifest
 
-PARENT = {"version_id": "v000002", "defining_filters": {"workflow_status": "Done"}}
+PARENT = make_manifest(version_id="v000002", defining_filters={"workflow_status": "Done"}).to_dict()
 
 
 def _errors(staging: Path, kinds: list[str]) -> None:

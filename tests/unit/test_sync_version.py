@@ -18,6 +18,7 @@ from labelhaul.sync.version import (
     next_watermark,
     version_info,
 )
+from tests.helpers import make_manifest
 
 
 def test_coco_info_names_the_source_and_the_start() -> None:
@@ -85,15 +86,15 @@ def test_changes_are_row_deltas_against_the_parent() -> None:
 
 
 def test_manifest_fields_of_an_incremental_run(tmp_path: Path) -> None:
-    parent: dict[str, Any] = {
-        "version_id": "v000001",
-        "defining_filters": {},
-        "watermark": {
+    parent: dict[str, Any] = make_manifest(
+        version_id="v000001",
+        defining_filters={},
+        watermark={
             "cursor": "data_row.details.last_activity_at",
             "value": "2024-05-01T00:00:00.000Z",
         },
-        "counts": {"data_rows": 2},
-    }
+        counts={"data_rows": 2},
+    ).to_dict()
     plan = plan_sync(incremental=True, kind="project", parent_manifest=parent, run_filters={})
     summary = StageSummary(
         rows=3, bad_lines=1, export_errors=2, max_last_activity_at="2024-05-03T00:00:00Z"
