@@ -479,6 +479,8 @@ class ExportTask:
         self.error_lines: list[bytes] = []
         self.plans: dict[str, StreamPlan] = {}
         self.plan_error: str | None = None
+        # Bytes the first RESULT header reports (EmulatorServer.cut_stream_once), then None.
+        self.cut_once: int | None = None
         self._planned = threading.Event()
         threading.Thread(target=self._plan, name=f"plan-{self.task_id}", daemon=True).start()
 

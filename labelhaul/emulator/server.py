@@ -15,6 +15,8 @@ Routes (everything the export path of labelbox 7.17 touches):
 As Labelbox does, every export signs Labelbox-hosted `row_data` afresh and holds only the
 exported project's entry under `projects` (`only_this_project = False` reproduces an export
 that leaks other projects' entries, for tests of that guard).
+`cut_stream_once` serves each new export's RESULT stream short once (its first header ends
+it early but counts every line), then whole: a reader must resume, not start over.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -90,6 +92,7 @@ class RequestLogEntry:
     operation: str | None = None
     status: int | None = None  # None: no response was sent (reset) or not yet
     at: float = field(default_factory=time.time)
+    variables: dict[str, Any] | None = None  # of a GraphQL request (e.g. a stream offset)
 
 
 class RequestLog:
@@ -215,6 +218,10 @@ class EmulatorServer:
         self.only_this_project = True
         # A stream cut short: RESULT headers count this many lines more than the files hold.
         self.header_extra_lines = 0
+        # A stream cut short once: the first RESULT header of each export task made while
+        # this is set ends the stream after this many bytes (rounded up to a chunk end)
+        # though it counts every line; later headers of that task give the whole stream.
+        self.cut_stream_once: int | None = None
         self.faults = FaultPlan(fault_seed)
         self.request_log = RequestLog(log_size)
         self.user_id = "cemulatoruser0000000000001"
@@ -282,6 +289,7 @@ class EmulatorServer:
         self.chunk_bytes, self.split_lines, self.user_timezone, self.task_seconds = self._defaults
         self.only_this_project = True
         self.header_extra_lines = 0
+        self.cut_stream_once = None
 
     # --- addresses -------------------------------------------------------------------
 
@@ -532,6 +540,8 @@ class EmulatorServer:
             other_projects=self._other_projects(src),
             only_this_project=self.only_this_project,
         )
+        if self.cut_stream_once is not None:
+            task.cut_once = self.cut_stream_once
         with self._lock:
             self._tasks[task.task_id] = task
             # A long-running emulator forgets its oldest exports, as Labelbox expires them.
@@ -700,7 +710,8 @@ class EmulatorServer:
             )
         try:
             flt = parse_search_query(
-                (filters.get("searchQuery") or {}).get("query"), self.user_timezone
+                (filters.get("searchQuery") or {}).get("query"),
+                self.user_timezone,
             )
         except ExportInputError as exc:
             raise _GraphQLError(str(exc), "MALFORMED_REQUEST", errors=str(exc)) from exc
@@ -773,8 +784,14 @@ class EmulatorServer:
         task, stream = self._ready(v)
         plan = task.plans[stream]
         extra = self.header_extra_lines if stream == "RESULT" else 0
+        size = plan.total_size
+        if stream == RESULT and task.cut_once is not None:
+            cut, task.cut_once = task.cut_once, None
+            found = task.chunk_at(stream, min(max(cut, 0), max(size - 1, 0)))
+            if found is not None:
+                size = found[1].end + 1
         header = (
-            {"totalSize": plan.total_size, "totalLines": plan.total_lines + extra}
+            {"totalSize": size, "totalLines": plan.total_lines + extra}
             if plan.total_size > 0
             else None
         )
@@ -954,6 +971,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, AttributeError):
             payload = None
         entry = self._log("graphql", op)
+        entry.variables = variables if isinstance(variables, dict) else None
         handled, truncate = self._apply_faults(entry, "graphql", f"{path} {op}")
         if handled:
             return
