@@ -411,16 +411,21 @@ def start_export(
     naive_dates_as_utc: bool = False,
     task_name: str | None = None,
     policy: RetryPolicy | None = None,
+    wait_timeout_s: float | None = None,
+    poll_s: float = 2.0,
 ) -> list[ExportJob]:
     """Start the export(s) of a project or a model run now and return their jobs.
 
     More than 2,000 data row ids or global keys start one export per 2,000; stream
-    them as one with `iter_export_lines`. Above `MAX_RUNNING_EXPORTS` parts use
-    `run_exports`, which keeps only a few running. Model-run exports take no filters.
+    them as one with `iter_export_lines`. Labelbox runs at most `MAX_RUNNING_EXPORTS` per
+    project at once: with more parts than that (over 20,000 ids), give `wait_timeout_s`
+    and they run through `run_exports`, at most that many at a time, each waited for
+    (the jobs returned are then all COMPLETE). Model-run exports take no filters.
 
     Raises:
         ConfigError: neither or both of project_id and model_run_id.
-        AuthError, NotFoundError, FilterError, TransientError.
+        FilterError: more parts than Labelbox runs at once and no `wait_timeout_s`.
+        AuthError, NotFoundError, FilterError, TransientError, ExportTimeoutError.
     """
     starters = plan_exports(
         client,
@@ -432,12 +437,29 @@ def start_export(
         task_name=task_name,
         policy=policy,
     )
-    if len(starters) > MAX_RUNNING_EXPORTS:
+    if len(starters) <= MAX_RUNNING_EXPORTS:
+        return [start() for start in starters]
+    if wait_timeout_s is None:
         raise FilterError(
             f"These ids need {len(starters)} exports and Labelbox runs at most "
-            f"{MAX_RUNNING_EXPORTS} per project at once: use run_exports(), or fewer ids."
+            f"{MAX_RUNNING_EXPORTS} per project at once: pass wait_timeout_s, or use "
+            "run_exports()."
         )
-    return [start() for start in starters]
+    logger.info(
+        "The ids need %d exports: running them at most %d at a time",
+        len(starters),
+        MAX_RUNNING_EXPORTS,
+    )
+    return list(
+        _run_starters(
+            client,
+            starters,
+            timeout_s=wait_timeout_s,
+            poll_s=poll_s,
+            max_running=MAX_RUNNING_EXPORTS,
+            policy=policy,
+        )
+    )
 
 
 def run_exports(
@@ -466,6 +488,22 @@ def run_exports(
     if not 1 <= max_running <= MAX_RUNNING_EXPORTS:
         raise ValueError(f"max_running must be between 1 and {MAX_RUNNING_EXPORTS}")
     starters = plan_exports(client, policy=policy, **request)
+    return _run_starters(
+        client, starters, timeout_s=timeout_s, poll_s=poll_s, max_running=max_running, policy=policy
+    )
+
+
+def _run_starters(
+    client: Any,
+    starters: list[Callable[[], ExportJob]],
+    *,
+    timeout_s: float,
+    poll_s: float,
+    max_running: int,
+    policy: RetryPolicy | None,
+) -> Iterator[ExportJob]:
+    # Jobs are waited for in the order started: the one popped is COMPLETE, so the ones
+    # left plus the next started are never more than `max_running` at once.
     running: list[ExportJob] = []
     next_part = 0
     while running or next_part < len(starters):

@@ -48,7 +48,8 @@ def client_for(settings: Settings) -> Any:
 
 
 # No Prefect retries: every GraphQL call inside is retried by the policy already, and a
-# retry of the task would start the exports again.
+# retry of the task would start the exports again (and double LABELHAUL_EXPORT_TIMEOUT_S
+# for parts run in waves).
 @task(name="start-export", retries=0)
 def start_export_task(
     settings: Settings,
@@ -58,7 +59,11 @@ def start_export_task(
     params: ExportParams,
     filters: ExportFilters | None,
 ) -> list[ExportJob]:
-    """Start the Labelbox export(s) and return their task ids."""
+    """Start the Labelbox export(s) and return their task ids.
+
+    More than 10 exports (over 20,000 ids) run at most 10 at a time, as Labelbox allows,
+    each waited for here.
+    """
     logger = get_run_logger()
     jobs = start_export(
         client_for(settings),
@@ -68,6 +73,8 @@ def start_export_task(
         filters=filters,
         naive_dates_as_utc=settings.naive_dates_as_utc,
         task_name=f"labelhaul-{project_id or model_run_id}",
+        wait_timeout_s=settings.export_timeout_s,
+        poll_s=settings.export_poll_s,
     )
     logger.info("Started %d export task(s): %s", len(jobs), ", ".join(j.task_id for j in jobs))
     return jobs

@@ -1,7 +1,7 @@
-"""Retries in one place, a stage that resumes (issue 15.3).
+"""Retries in one place, a stage that resumes, and exports past Labelbox's limits (issue 15.3).
 
-Against the emulator over HTTP (its fault knobs count the attempts) and, for the stage,
-through the real sync flow under Prefect's engine.
+Against the emulator over HTTP (its fault knobs count the attempts) and, for the stage and
+the id limits, through the real sync flow under Prefect's engine.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from labelhaul.emulator import EmulatorServer
-from labelhaul.errors import LabelboxUnavailableError, TransientError
+from labelhaul.errors import LabelboxUnavailableError, TerminalError, TransientError
 from labelhaul.export import ExportStreamReader, StagedStream, make_client, start_export
+from labelhaul.export_params import ExportFilters
 from labelhaul.http import HttpClient
 from labelhaul.reader import open_dataset
 from labelhaul.retry import RetryPolicy
@@ -253,3 +254,67 @@ def test_a_stream_shorter_than_its_header_is_retried_from_the_offset_reached(
         lines = [line for _, line in ExportStreamReader(client, task_id, http=http).iter_lines()]
     assert len(lines) == 30
     assert raw["sha256"] == hashlib.sha256(_gzip_lines(lines, tmp_path)).hexdigest()
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_the_emulator_refuses_an_eleventh_running_export(emulator: EmulatorServer) -> None:
+    """Labelbox runs at most 10 exports per project: one more is refused until one ends."""
+    emulator.task_seconds = 30.0
+    client = make_client(emulator.api_key, emulator.graphql_url, graphql_policy=FAST)
+    pid = emulator.seed_project_id
+    for _ in range(10):
+        start_export(client, project_id=pid)
+    with pytest.raises(TerminalError, match="10 exports in progress"):
+        start_export(client, project_id=pid)
+    assert emulator.peak_running_exports[pid] == 10
+
+
+def test_labelbox_limits_are_the_defaults() -> None:
+    from labelhaul import export, export_params
+    from labelhaul.emulator import exports as emulated
+
+    assert export_params.MAX_IDS_PER_EXPORT == emulated.MAX_IDS == 2_000
+    assert export.MAX_RUNNING_EXPORTS == emulated.MAX_RUNNING_EXPORTS == 10
+    assert len(export_params.build_filter_dicts(ExportFilters(data_row_ids=["a"] * 1))) == 1
+    ids = [f"dr{i}" for i in range(20_001)]
+    assert len(export_params.build_filter_dicts(ExportFilters(data_row_ids=ids))) == 11
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_more_ids_than_ten_exports_hold_run_ten_at_a_time(
+    lb_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over 10 x the id limit (20,000 ids at Labelbox's): the sync runs them in waves.
+
+    The limit is lowered to 3 ids per export in both the code and the emulator, so 35 ids
+    need 12 exports; each stays IN_PROGRESS 5 s, so starting all 12 at once would be refused.
+    """
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
+
+    from labelhaul import export_params
+
+    monkeypatch.setattr(export_params, "MAX_IDS_PER_EXPORT", 3)
+    lb_env.max_ids_per_export = 3
+    lb_env.task_seconds = 5.0
+    monkeypatch.setenv("LABELHAUL_EXPORT_POLL_S", "0.1")
+    pid = lb_env.add_synthetic_project(n_rows=36, instances=1)
+    spec = lb_env.synthetic_spec(pid)
+    ids = [spec.data_row_id(i) for i in range(35)]
+    state = sync_project(
+        pid,
+        store=str(tmp_path / "store"),
+        mode=SyncMode.full,
+        data_row_ids=ids,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    started = [
+        e for e in lb_env.request_log.entries() if e.operation == "exportDataRowsInProjectPyApi"
+    ]
+    assert len(started) == 12 and all(e.status == 200 for e in started)
+    assert lb_env.peak_running_exports[pid] == 10
+    with open_dataset(str(tmp_path / "store"), pid) as ds:
+        assert sorted(ds.table("data_rows")["data_row_id"]) == sorted(ids)
