@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labelhaul.labelpolicy import LabelPolicy, parse_label_policy
+from labelhaul.retry import RetryPolicy
 
 DEFAULT_GRAPHQL = "https://api.labelbox.com/graphql"
 DEFAULT_REST = "https://api.labelbox.com/api/v1"
@@ -73,6 +74,17 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="How long to wait for an export task before failing."
     )
     export_poll_s: float = Field(default=2.0, gt=0, description="Export task polling interval.")
+    # The retry policy (labelhaul/retry.py) of the two kinds of operation, in one place:
+    # each GraphQL call and each HTTP GET is retried here and nowhere around it.
+    graphql_retries: int = Field(
+        default=6, ge=0, description="Retries of one Labelbox GraphQL call (429, 5xx, resets)."
+    )
+    graphql_backoff_s: float = Field(
+        default=0.5, gt=0, description="First backoff of a GraphQL retry (doubles, jittered)."
+    )
+    graphql_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="Longest backoff between two GraphQL attempts."
+    )
     graphql_deadline_s: float = Field(
         default=120.0,
         gt=0,
@@ -81,6 +93,18 @@ class Settings(BaseSettings):
     )
     http_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
     http_retries: int = Field(default=6, ge=0, description="Retries of one HTTP request.")
+    http_backoff_s: float = Field(
+        default=0.25, gt=0, description="First backoff of an HTTP retry (doubles, jittered)."
+    )
+    http_backoff_max_s: float = Field(
+        default=20.0, gt=0, description="Longest backoff between two HTTP attempts."
+    )
+    http_deadline_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Longest one HTTP GET (a mask, an export chunk) is retried before it "
+        "counts as failed (plus one request's own timeout).",
+    )
     mask_workers: int = Field(default=8, ge=1, description="Threads downloading/splitting masks.")
     label_policy: LabelPolicy = Field(
         default=LabelPolicy.benchmark,
@@ -180,6 +204,24 @@ class Settings(BaseSettings):
         key = clean_secret(self.labelbox_api_key.get_secret_value(), name="LABELBOX_API_KEY")
         register_secret(key)
         return key
+
+    def http_retry_policy(self) -> RetryPolicy:
+        """Return the retry policy of one HTTP GET (mask PNGs, export chunk files)."""
+        return RetryPolicy(
+            retries=self.http_retries,
+            base_s=self.http_backoff_s,
+            cap_s=self.http_backoff_max_s,
+            deadline_s=self.http_deadline_s,
+        )
+
+    def graphql_retry_policy(self) -> RetryPolicy:
+        """Return the retry policy of one Labelbox GraphQL call."""
+        return RetryPolicy(
+            retries=self.graphql_retries,
+            base_s=self.graphql_backoff_s,
+            cap_s=self.graphql_backoff_max_s,
+            deadline_s=self.graphql_deadline_s,
+        )
 
     @field_validator("label_policy", mode="before")
     @classmethod

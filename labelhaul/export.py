@@ -16,6 +16,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -23,7 +24,8 @@ import time
 import types
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 
@@ -40,8 +42,9 @@ from labelhaul.errors import (
     TransientError,
 )
 from labelhaul.export_params import ExportFilters, ExportParams, build_filter_dicts
-from labelhaul.http import HttpClient, HttpError, RetryPolicy
+from labelhaul.http import HttpClient, HttpError
 from labelhaul.records import ErrorRecord
+from labelhaul.retry import GaveUp, RetryPolicy
 from labelhaul.secrets import clean_secret, register_secret
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "ExportParams",
     "ExportStreamReader",
     "LineSplitter",
+    "StagedStream",
     "StreamHeader",
     "TaskState",
     "call_graphql",
@@ -102,13 +106,14 @@ def make_client(
     rest_endpoint: str | None = None,
     *,
     graphql_deadline_s: float | None = DEFAULT_GRAPHQL_DEADLINE_S,
+    graphql_policy: RetryPolicy | None = None,
 ) -> Any:
     """Return a `labelbox.Client`, failing fast when there is no API key.
 
     The SDK's own retry of 5xx and timeouts (google-api-core, 120 s per call, ending in a
     bare `RetryError`) is taken off this client: `call_graphql` retries instead, with
-    labelhaul's policy, at most `graphql_deadline_s` seconds per operation, and says which
-    operation failed, how often, and what to do.
+    `graphql_policy` (default: `DEFAULT_GRAPHQL_POLICY`), at most `graphql_deadline_s`
+    seconds per operation, and says which operation failed, how often, and what to do.
 
     Raises:
         ConfigError: no API key, or one with whitespace or control characters inside.
@@ -128,6 +133,7 @@ def make_client(
     client = labelbox.Client(**kwargs)
     _take_off_sdk_retry(client)
     client.labelhaul_graphql_deadline_s = graphql_deadline_s
+    client.labelhaul_graphql_policy = graphql_policy
     return client
 
 
@@ -147,6 +153,7 @@ def client_from_settings(settings: Any) -> Any:
         settings.labelbox_endpoint,
         settings.labelbox_rest_endpoint,
         graphql_deadline_s=settings.graphql_deadline_s,
+        graphql_policy=settings.graphql_retry_policy(),
     )
 
 
@@ -169,33 +176,46 @@ def _endpoint_of(client: Any) -> str:
     return str(getattr(client, "endpoint", "the Labelbox endpoint"))
 
 
+def graphql_policy_of(client: Any, policy: RetryPolicy | None = None) -> RetryPolicy:
+    """Return the retry policy of one GraphQL operation: `policy`, else the client's.
+
+    The client's comes from the settings (`make_client`); its deadline bounds a given
+    policy that has none.
+    """
+    chosen = policy or getattr(client, "labelhaul_graphql_policy", None) or DEFAULT_GRAPHQL_POLICY
+    deadline_s = getattr(client, "labelhaul_graphql_deadline_s", None)
+    if chosen.deadline_s is None and deadline_s is not None:
+        chosen = dataclasses.replace(chosen, deadline_s=float(deadline_s))
+    return chosen
+
+
 def call_graphql(
     fn: Callable[[], T],
     client: Any,
     *,
     what: str,
-    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+    policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     not_found: str | None = None,
     bad_input_is_filter: bool = False,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """Run one SDK call, retrying what the SDK does not, and translate its errors.
+    """Run one SDK call under the retry policy (the only retry around it), translating errors.
 
-    The SDK retries 5xx and timeouts itself; 429 (`ApiLimitError`) and connection
-    errors it raises at once, so they are retried here with backoff and jitter.
+    The SDK's own retry is taken off the client (`make_client`); 429 (`ApiLimitError`),
+    connection errors, timeouts and 5xx are retried here with backoff and jitter, within
+    the policy's attempts and deadline (LABELHAUL_GRAPHQL_DEADLINE_S).
 
     Args:
         fn: the SDK call.
         client: the `labelbox.Client` (to name the endpoint and scrub the key).
         what: what the call does, for messages ("start the export of project X").
-        policy: retries and backoff.
+        policy: retries and backoff (None: the client's, from the settings).
         sleep: injectable for tests.
         not_found: message for `ResourceNotFoundError` (None: a generic one).
         bad_input_is_filter: the call sends filters, so a `ValueError` (the SDK's own
             filter validation) is a FilterError rather than a bug.
-        clock: injectable for tests; retries stop once the client's
-            `labelhaul_graphql_deadline_s` (see `make_client`) would be passed.
+        clock: injectable for tests; no retry starts past the policy's deadline.
 
     Raises:
         AuthError, NotFoundError, FilterError, TransientError, TerminalError
@@ -204,81 +224,67 @@ def call_graphql(
     from google.api_core.exceptions import RetryError
     from lbox import exceptions as lbx
 
-    deadline_s = getattr(client, "labelhaul_graphql_deadline_s", None)
+    chosen = graphql_policy_of(client, policy)
+    transient = (lbx.ApiLimitError, lbx.NetworkError, lbx.TimeoutError, lbx.InternalServerError)
     started = clock()
-    last: BaseException | None = None
-    attempts = 0
-    for attempt in range(policy.retries + 1):
-        attempts = attempt + 1
-        try:
-            return fn()
-        except LabelhaulError:
-            raise
-        except RetryError as exc:
-            # The SDK's own retry gave up (a client whose retry we could not take off).
-            raise _unavailable(what, client, exc, attempts, clock() - started, deadline_s) from exc
-        except lbx.AuthenticationError as exc:
-            raise AuthError(
-                f"Labelbox refused the API key while trying to {what}: check "
-                "LABELBOX_API_KEY (a key from the right organisation, not revoked)."
-            ) from exc
-        except lbx.AuthorizationError as exc:
-            raise AuthError(
-                f"The API key may not {what}: {_scrub(exc.message, client)}. Use a key whose "
-                "user has access to it."
-            ) from exc
-        except lbx.ResourceNotFoundError as exc:
-            raise NotFoundError(
-                not_found or f"Labelbox found nothing to {what}: {_scrub(str(exc), client)}"
-            ) from exc
-        except (lbx.InvalidQueryError, lbx.MalformedQueryException) as exc:
-            raise FilterError(
-                f"Labelbox refused the request to {what}: {_scrub(str(exc), client)}"
-            ) from exc
-        except ValueError as exc:
-            if not bad_input_is_filter:
-                raise TerminalError(
-                    f"Unexpected answer from Labelbox while trying to {what}: "
-                    f"{_scrub(str(exc), client)}"
-                ) from exc
-            raise FilterError(
-                f"The labelbox SDK refused the filters to {what}: {_scrub(str(exc), client)}"
-            ) from exc
-        except (
-            lbx.ApiLimitError,
-            lbx.NetworkError,
-            lbx.TimeoutError,
-            lbx.InternalServerError,
-        ) as exc:
-            last = exc
-            if attempt < policy.retries:
-                delay = policy.delay(attempt)
-                if deadline_s is not None and clock() - started + delay > deadline_s:
-                    break
-                logger.warning(
-                    "Labelbox call to %s failed (%s); retry %d/%d in %.1fs",
-                    what,
-                    type(exc).__name__,
-                    attempt + 1,
-                    policy.retries,
-                    delay,
-                )
-                sleep(delay)
-        except lbx.LabelboxError as exc:
-            raise TerminalError(f"Labelbox failed to {what}: {_scrub(str(exc), client)}") from exc
-    assert last is not None
-    if isinstance(last, lbx.InternalServerError | lbx.TimeoutError):
-        raise _unavailable(what, client, last, attempts, clock() - started, deadline_s) from last
-    if type(last).__name__ == "NetworkError":
+    try:
+        return chosen.call(
+            fn,
+            retry_on=lambda exc: isinstance(exc, transient),
+            what=f"Labelbox call to {what}",
+            sleep=sleep,
+            clock=clock,
+        )
+    except GaveUp as gave_up:
+        last = gave_up.last
+        if isinstance(last, lbx.InternalServerError | lbx.TimeoutError):
+            raise _unavailable(
+                what, client, last, gave_up.attempts, gave_up.elapsed_s, chosen.deadline_s
+            ) from last
+        if type(last).__name__ == "NetworkError":
+            raise TransientError(
+                f"Cannot reach Labelbox at {_endpoint_of(client)} to {what} after "
+                f"{gave_up.attempts} attempts ({_scrub(str(last), client)}): check "
+                "LABELBOX_ENDPOINT and the network."
+            ) from last
         raise TransientError(
-            f"Cannot reach Labelbox at {_endpoint_of(client)} to {what} after "
-            f"{policy.retries + 1} attempts ({_scrub(str(last), client)}): check "
-            "LABELBOX_ENDPOINT and the network."
+            f"Labelbox kept failing to {what} after {gave_up.attempts} attempts "
+            f"({type(last).__name__}: {_scrub(str(last), client)}); try again later."
         ) from last
-    raise TransientError(
-        f"Labelbox kept failing to {what} after {policy.retries + 1} attempts "
-        f"({type(last).__name__}: {_scrub(str(last), client)}); try again later."
-    ) from last
+    except LabelhaulError:
+        raise
+    except RetryError as exc:
+        # The SDK's own retry gave up (a client whose retry we could not take off).
+        raise _unavailable(what, client, exc, 1, clock() - started, chosen.deadline_s) from exc
+    except lbx.AuthenticationError as exc:
+        raise AuthError(
+            f"Labelbox refused the API key while trying to {what}: check "
+            "LABELBOX_API_KEY (a key from the right organisation, not revoked)."
+        ) from exc
+    except lbx.AuthorizationError as exc:
+        raise AuthError(
+            f"The API key may not {what}: {_scrub(exc.message, client)}. Use a key whose "
+            "user has access to it."
+        ) from exc
+    except lbx.ResourceNotFoundError as exc:
+        raise NotFoundError(
+            not_found or f"Labelbox found nothing to {what}: {_scrub(str(exc), client)}"
+        ) from exc
+    except (lbx.InvalidQueryError, lbx.MalformedQueryException) as exc:
+        raise FilterError(
+            f"Labelbox refused the request to {what}: {_scrub(str(exc), client)}"
+        ) from exc
+    except ValueError as exc:
+        if not bad_input_is_filter:
+            raise TerminalError(
+                f"Unexpected answer from Labelbox while trying to {what}: "
+                f"{_scrub(str(exc), client)}"
+            ) from exc
+        raise FilterError(
+            f"The labelbox SDK refused the filters to {what}: {_scrub(str(exc), client)}"
+        ) from exc
+    except lbx.LabelboxError as exc:
+        raise TerminalError(f"Labelbox failed to {what}: {_scrub(str(exc), client)}") from exc
 
 
 def _unavailable(
@@ -312,7 +318,7 @@ class ExportJob:
     parts: int = 1
 
 
-def fetch_user_timezone(client: Any, *, policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY) -> str:
+def fetch_user_timezone(client: Any, *, policy: RetryPolicy | None = None) -> str:
     """Return the API-key owner's timezone, the zone Labelbox reads naive dates in."""
     res = call_graphql(
         lambda: client.execute(CURRENT_USER_TIMEZONE_QUERY),
@@ -336,7 +342,7 @@ def plan_exports(
     filters: ExportFilters | None = None,
     naive_dates_as_utc: bool = False,
     task_name: str | None = None,
-    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+    policy: RetryPolicy | None = None,
 ) -> list[Callable[[], ExportJob]]:
     """Check the request with Labelbox and return one starter per export it needs.
 
@@ -404,17 +410,22 @@ def start_export(
     filters: ExportFilters | None = None,
     naive_dates_as_utc: bool = False,
     task_name: str | None = None,
-    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+    policy: RetryPolicy | None = None,
+    wait_timeout_s: float | None = None,
+    poll_s: float = 2.0,
 ) -> list[ExportJob]:
     """Start the export(s) of a project or a model run now and return their jobs.
 
     More than 2,000 data row ids or global keys start one export per 2,000; stream
-    them as one with `iter_export_lines`. Above `MAX_RUNNING_EXPORTS` parts use
-    `run_exports`, which keeps only a few running. Model-run exports take no filters.
+    them as one with `iter_export_lines`. Labelbox runs at most `MAX_RUNNING_EXPORTS` per
+    project at once: with more parts than that (over 20,000 ids), give `wait_timeout_s`
+    and they run through `run_exports`, at most that many at a time, each waited for
+    (the jobs returned are then all COMPLETE). Model-run exports take no filters.
 
     Raises:
         ConfigError: neither or both of project_id and model_run_id.
-        AuthError, NotFoundError, FilterError, TransientError.
+        FilterError: more parts than Labelbox runs at once and no `wait_timeout_s`.
+        AuthError, NotFoundError, FilterError, TransientError, ExportTimeoutError.
     """
     starters = plan_exports(
         client,
@@ -426,12 +437,29 @@ def start_export(
         task_name=task_name,
         policy=policy,
     )
-    if len(starters) > MAX_RUNNING_EXPORTS:
+    if len(starters) <= MAX_RUNNING_EXPORTS:
+        return [start() for start in starters]
+    if wait_timeout_s is None:
         raise FilterError(
             f"These ids need {len(starters)} exports and Labelbox runs at most "
-            f"{MAX_RUNNING_EXPORTS} per project at once: use run_exports(), or fewer ids."
+            f"{MAX_RUNNING_EXPORTS} per project at once: pass wait_timeout_s, or use "
+            "run_exports()."
         )
-    return [start() for start in starters]
+    logger.info(
+        "The ids need %d exports: running them at most %d at a time",
+        len(starters),
+        MAX_RUNNING_EXPORTS,
+    )
+    return list(
+        _run_starters(
+            client,
+            starters,
+            timeout_s=wait_timeout_s,
+            poll_s=poll_s,
+            max_running=MAX_RUNNING_EXPORTS,
+            policy=policy,
+        )
+    )
 
 
 def run_exports(
@@ -440,7 +468,7 @@ def run_exports(
     timeout_s: float,
     poll_s: float = 2.0,
     max_running: int = 2,
-    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+    policy: RetryPolicy | None = None,
     **request: Any,
 ) -> Iterator[ExportJob]:
     """Start, wait for and yield each export of a request in order, a few at a time.
@@ -460,6 +488,22 @@ def run_exports(
     if not 1 <= max_running <= MAX_RUNNING_EXPORTS:
         raise ValueError(f"max_running must be between 1 and {MAX_RUNNING_EXPORTS}")
     starters = plan_exports(client, policy=policy, **request)
+    return _run_starters(
+        client, starters, timeout_s=timeout_s, poll_s=poll_s, max_running=max_running, policy=policy
+    )
+
+
+def _run_starters(
+    client: Any,
+    starters: list[Callable[[], ExportJob]],
+    *,
+    timeout_s: float,
+    poll_s: float,
+    max_running: int,
+    policy: RetryPolicy | None,
+) -> Iterator[ExportJob]:
+    # Jobs are waited for in the order started: the one popped is COMPLETE, so the ones
+    # left plus the next started are never more than `max_running` at once.
     running: list[ExportJob] = []
     next_part = 0
     while running or next_part < len(starters):
@@ -476,7 +520,7 @@ def _start_model_run_export(
     model_run_id: str,
     params: ExportParams,
     task_name: str | None,
-    policy: RetryPolicy,
+    policy: RetryPolicy | None,
 ) -> ExportJob:
     model_run = open_model_run(client, model_run_id, policy=policy)
     mr_params = params.to_model_run_params()
@@ -523,7 +567,7 @@ def wait_for_export(
     *,
     timeout_s: float,
     poll_s: float = 2.0,
-    policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+    policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> TaskState:
@@ -689,7 +733,7 @@ class ExportStreamReader:
         http: HttpClient | None = None,
         *,
         start_offset: int = 0,
-        graphql_policy: RetryPolicy = DEFAULT_GRAPHQL_POLICY,
+        graphql_policy: RetryPolicy | None = None,
         prefetch: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -785,33 +829,39 @@ class ExportStreamReader:
         return dict(info)
 
     def _fetch_chunk(self, offset: int) -> tuple[int, bytes]:
-        """Return (stream offset of the returned bytes, bytes) for the chunk holding `offset`."""
-        problem = ""
-        for attempt in range(self.graphql_policy.retries + 1):
+        """Return (stream offset of the returned bytes, bytes) for the chunk holding `offset`.
+
+        No retry loop here: the GraphQL call and the GET are each one operation of the
+        retry policy. Only a refused GET (403/404: the signed URL expired between the
+        GraphQL answer and the GET) asks for a fresh URL, once. A failure that outlasts the
+        policy fails the stage, whose retry resumes at this chunk (`StagedStream`).
+        """
+        for fresh_url in (False, True):
             info = self._file_info(offset)
             start = int(info["offsets"]["start"])
             end = int(info["offsets"]["end"])
             try:
                 body = self.http.get_bytes(str(info["file"]))
             except HttpError as exc:
-                if exc.transient or attempt == self.graphql_policy.retries:
+                if exc.transient or fresh_url or exc.status not in (403, 404):
                     raise TransientError(
                         f"Cannot download chunk at byte {offset} of export task "
                         f"{self.task_id}: {exc}"
                     ) from exc
-                # A signed URL can expire between the GraphQL answer and the GET: ask again.
-                problem = str(exc)
-            else:
-                if len(body) == end - start + 1 and start <= offset <= end:
-                    return start, body
-                problem = f"got {len(body)} bytes for byte range {start}-{end} (asked for {offset})"
-            logger.warning(
-                "Chunk at byte %d of export task %s: %s; refetching", offset, self.task_id, problem
+                logger.warning(
+                    "Chunk at byte %d of export task %s: %s; asking for a fresh URL",
+                    offset,
+                    self.task_id,
+                    exc,
+                )
+                continue
+            if len(body) == end - start + 1 and start <= offset <= end:
+                return start, body
+            raise TransientError(
+                f"Chunk at byte {offset} of export task {self.task_id}: got {len(body)} bytes "
+                f"for byte range {start}-{end}; retry the run (it resumes at this chunk)."
             )
-            self._sleep(self.graphql_policy.delay(attempt))
-        raise TransientError(
-            f"Chunk at byte {offset} of export task {self.task_id} kept failing: {problem}"
-        )
+        raise AssertionError("unreachable")
 
     def iter_chunks(self) -> Generator[tuple[int, bytes], None, None]:
         """Yield (stream offset, bytes) of each chunk from `start_offset` on."""
@@ -911,9 +961,16 @@ def _prefetch_one(source: Iterator[T], name: str) -> Generator[T, None, None]:
         stop.set()
 
 
-def iter_export_lines(
-    readers: Iterable[ExportStreamReader],
-) -> Iterator[tuple[int, bytes]]:
+class LineSource(Protocol):
+    """One export stream as lines: an `ExportStreamReader` or a `StagedStream`."""
+
+    @property
+    def total_size(self) -> int: ...
+
+    def iter_lines(self) -> Iterator[tuple[int, bytes]]: ...
+
+
+def iter_export_lines(readers: Iterable[LineSource]) -> Iterator[tuple[int, bytes]]:
     """Yield the lines of several exports (ids split by 2,000) as one stream.
 
     Offsets run on across exports, so each line keeps a unique offset in the whole.
@@ -925,7 +982,124 @@ def iter_export_lines(
         base += reader.total_size
 
 
-def open_project(client: Any, project_id: str, *, policy: RetryPolicy) -> Any:
+_JOURNAL_BLOCK = 1 << 20
+
+
+class StagedStream:
+    """One export stream kept in a staging file as it arrives, so a retry resumes.
+
+    The file (the journal) holds the stream's bytes exactly as served, from byte 0 to as
+    far as an attempt got. A new `StagedStream` on the same file keeps its complete lines,
+    drops a partial last line, and opens the stream at that byte offset
+    (`ExportStreamReader(start_offset=...)`): `iter_lines` yields the kept lines from the
+    file and the rest from Labelbox, with the offsets of one uninterrupted read, so what a
+    stage makes of them is byte-identical whatever the number of attempts.
+
+    The whole (kept plus new) must match the stream's header in bytes and lines: a stream
+    that ends short fails (TransientError) with the journal kept, and the retry goes on
+    from where it stopped.
+
+    Args:
+        client: a `labelbox.Client`.
+        task_id: the export task, COMPLETE.
+        stream: "RESULT" or "ERRORS".
+        journal: the staging file of this stream (created).
+        http: fetches chunk files.
+        prefetch: as `ExportStreamReader`.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        task_id: str,
+        stream: StreamName,
+        journal: Path,
+        http: HttpClient | None = None,
+        *,
+        prefetch: bool = True,
+    ) -> None:
+        self.journal = journal
+        self.resumed_at = _keep_complete_lines(journal)
+        self.reader = ExportStreamReader(
+            client, task_id, stream, http, start_offset=self.resumed_at, prefetch=prefetch
+        )
+
+    @property
+    def total_size(self) -> int:
+        """Return the stream's size in bytes (0 when there is none)."""
+        return self.reader.total_size
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def iter_lines(self) -> Iterator[tuple[int, bytes]]:
+        """Yield (byte offset, line) of the whole stream: kept lines first, then new ones."""
+        reader = self.reader
+        header = reader.header()
+        splitter = LineSplitter(0)
+        lines = 0
+        with open(self.journal, "rb") as kept:
+            while block := kept.read(_JOURNAL_BLOCK):
+                for item in splitter.feed(block):
+                    lines += 1
+                    yield item
+        if self.resumed_at:
+            logger.info(
+                "Resuming the %s stream of export task %s at byte %d (%d lines staged before)",
+                reader.stream,
+                reader.task_id,
+                self.resumed_at,
+                lines,
+            )
+        size = self.resumed_at
+        with open(self.journal, "ab") as out:
+            for _, body in reader.iter_chunks():
+                out.write(body)
+                out.flush()
+                size += len(body)
+                for item in splitter.feed(body):
+                    lines += 1
+                    yield item
+        last = splitter.finish()
+        if last is not None:
+            lines += 1
+            yield last
+        if header is not None and (lines != header.total_lines or size != header.total_size):
+            # Committing what was read would make a version silently missing rows: the stage
+            # fails (transient: its retry resumes from the journal) and nothing is committed.
+            raise TransientError(
+                f"The {reader.stream} stream of export task {reader.task_id} held "
+                f"{lines} lines where its header counts {header.total_lines} "
+                f"({size} of {header.total_size} bytes read): the stream is incomplete, so "
+                "nothing is committed; retry the run (a new export) if it persists."
+            )
+
+
+def _keep_complete_lines(journal: Path) -> int:
+    """Cut a journal back to its last newline (a failed attempt may end mid-line); its size."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.touch()
+    size = journal.stat().st_size
+    if size == 0:
+        return 0
+    with open(journal, "r+b") as fh:
+        pos = size
+        while pos > 0:
+            step = min(_JOURNAL_BLOCK, pos)
+            fh.seek(pos - step)
+            block = fh.read(step)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                keep = pos - step + nl + 1
+                break
+            pos -= step
+        else:
+            keep = 0
+        fh.truncate(keep)
+    return keep
+
+
+def open_project(client: Any, project_id: str, *, policy: RetryPolicy | None = None) -> Any:
     """Return the SDK's project `project_id`, or raise NotFoundError naming the fix."""
     return call_graphql(
         lambda: client.get_project(project_id),
@@ -937,7 +1111,7 @@ def open_project(client: Any, project_id: str, *, policy: RetryPolicy) -> Any:
     )
 
 
-def open_model_run(client: Any, model_run_id: str, *, policy: RetryPolicy) -> Any:
+def open_model_run(client: Any, model_run_id: str, *, policy: RetryPolicy | None = None) -> Any:
     """Return the SDK's model run `model_run_id`, or raise NotFoundError naming the fix."""
     return call_graphql(
         lambda: client.get_model_run(model_run_id),

@@ -271,8 +271,12 @@ def format_range(
     )
 
 
-def split_ids(ids: Sequence[str], limit: int = MAX_IDS_PER_EXPORT) -> list[list[str]]:
-    """Split `ids` into slices Labelbox accepts in one export, dropping repeats, order kept."""
+def split_ids(ids: Sequence[str], limit: int | None = None) -> list[list[str]]:
+    """Split `ids` into slices Labelbox accepts in one export, dropping repeats, order kept.
+
+    `limit` defaults to `MAX_IDS_PER_EXPORT`, read when called (tests lower it).
+    """
+    limit = MAX_IDS_PER_EXPORT if limit is None else limit
     if limit < 1:
         raise ValueError("limit must be positive")
     unique = list(dict.fromkeys(ids))
@@ -284,7 +288,7 @@ def build_filter_dicts(
     *,
     user_timezone: str | None = None,
     naive_dates_as_utc: bool = False,
-    id_limit: int = MAX_IDS_PER_EXPORT,
+    id_limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Return one SDK `filters` dict per export needed (more than one when ids are split).
 
@@ -293,7 +297,7 @@ def build_filter_dicts(
         user_timezone: the API-key owner's timezone (`CurrentUserPyApi`); needed when
             `filters.has_dates`.
         naive_dates_as_utc: read dates without an offset as UTC instead of refusing them.
-        id_limit: ids per export (Labelbox's limit).
+        id_limit: ids per export (None: Labelbox's limit, `MAX_IDS_PER_EXPORT`).
 
     Raises:
         FilterError: a filter Labelbox would refuse or misread.
@@ -336,8 +340,9 @@ def _id_filter(filters: ExportFilters) -> tuple[str, Sequence[str] | None]:
     return "global_keys", filters.global_keys
 
 
-def export_count(filters: ExportFilters, id_limit: int = MAX_IDS_PER_EXPORT) -> int:
+def export_count(filters: ExportFilters, id_limit: int | None = None) -> int:
     """Return how many exports `filters` needs."""
+    id_limit = MAX_IDS_PER_EXPORT if id_limit is None else id_limit
     _, ids = _id_filter(filters)
     return 1 if ids is None else max(1, math.ceil(len(dict.fromkeys(ids)) / id_limit))
 

@@ -1,8 +1,9 @@
 """HTTP with retries that respect Labelbox, and an API key that stays on its own host.
 
-One policy for every plain GET labelhaul makes (export chunk files, mask PNGs):
-exponential backoff with full jitter, `Retry-After` honoured on 429/503, 5xx and
-connection errors retried, 4xx other than 408/429 terminal. The `Authorization` header
+Every plain GET labelhaul makes (export chunk files, mask PNGs) is one operation of the
+retry policy (`labelhaul.retry.RetryPolicy`, retried here and nowhere around it):
+`Retry-After` honoured on 429/503, 5xx and connection errors retried, 4xx other than
+408/429 terminal. The `Authorization` header
 is attached only when the URL's origin is the configured Labelbox API origin; redirects
 are followed by hand so a hop to another host never carries it.
 
@@ -12,39 +13,20 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import email.utils
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from labelhaul.retry import GaveUp, RetryPolicy
+
+__all__ = ["HttpClient", "HttpError", "RetryPolicy", "origin", "parse_retry_after"]
+
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry one request."""
-
-    retries: int = 6
-    base_s: float = 0.25
-    cap_s: float = 20.0
-    # A server asking for more than this is treated as a failure, not waited for.
-    max_retry_after_s: float = 120.0
-
-    def delay(
-        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
-    ) -> float:
-        """Return seconds to sleep before retry number `attempt` (0-based)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after_s)
-        r: float = (rng or random).random()
-        ceiling: float = min(self.cap_s, self.base_s * float(2**attempt))
-        return r * ceiling
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -76,8 +58,7 @@ class HttpError(Exception):
 
     def __init__(self, url: str, status: int | None, reason: str, *, transient: bool) -> None:
         # Only scheme, host and path: query strings may carry signed tokens.
-        parts = urlsplit(url)
-        safe = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        safe = _safe(url)
         super().__init__(f"GET {safe} failed: {reason}")
         self.url = safe
         self.status = status
@@ -171,14 +152,13 @@ class HttpClient:
         raise HttpError(url, None, "too many redirects", transient=False)
 
     def get_bytes(self, url: str, *, max_bytes: int | None = None) -> bytes:
-        """GET `url` and return its body, retrying transient failures.
+        """GET `url` and return its body, retrying transient failures (one policy, here).
 
         Raises:
             HttpError: a terminal status (e.g. 401, 403, 404) or retries exhausted.
         """
-        last: HttpError | None = None
-        for attempt in range(self.policy.retries + 1):
-            retry_after: float | None = None
+
+        def attempt() -> bytes:
             try:
                 resp = self._get_once(url, max_bytes)
             except (
@@ -186,29 +166,50 @@ class HttpClient:
                 requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
-                last = HttpError(url, None, f"{type(exc).__name__}", transient=True)
-            else:
-                if resp.status_code == 200:
-                    return resp.content
-                status = resp.status_code
-                resp.close()
-                if status not in RETRY_STATUSES:
-                    raise HttpError(url, status, f"HTTP {status}", transient=False)
-                retry_after = parse_retry_after(resp.headers.get("retry-after"))
-                if retry_after is not None and retry_after > self.policy.max_retry_after_s:
-                    raise HttpError(
-                        url,
-                        status,
-                        f"HTTP {status}, Retry-After {retry_after:.0f}s",
-                        transient=True,
-                    )
-                last = HttpError(url, status, f"HTTP {status}", transient=True)
-            if attempt < self.policy.retries:
-                self._sleep(self.policy.delay(attempt, retry_after))
-        assert last is not None
-        raise HttpError(
-            last.url,
-            last.status,
-            f"{last} after {self.policy.retries + 1} attempts",
-            transient=True,
-        )
+                raise _TransientGet(url, None, type(exc).__name__) from exc
+            if resp.status_code == 200:
+                return resp.content
+            status = resp.status_code
+            resp.close()
+            if status not in RETRY_STATUSES:
+                raise HttpError(url, status, f"HTTP {status}", transient=False)
+            retry_after = parse_retry_after(resp.headers.get("retry-after"))
+            if retry_after is not None and retry_after > self.policy.max_retry_after_s:
+                raise HttpError(
+                    url, status, f"HTTP {status}, Retry-After {retry_after:.0f}s", transient=True
+                )
+            raise _TransientGet(url, status, f"HTTP {status}", retry_after)
+
+        try:
+            return self.policy.call(
+                attempt,
+                retry_on=lambda exc: isinstance(exc, _TransientGet),
+                what=f"GET {_safe(url)}",
+                sleep=self._sleep,
+            )
+        except GaveUp as gave_up:
+            last = gave_up.last
+            assert isinstance(last, _TransientGet)
+            raise HttpError(
+                url,
+                last.status,
+                f"{last.reason} after {gave_up.attempts} attempts",
+                transient=True,
+            ) from None
+
+
+def _safe(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+class _TransientGet(Exception):
+    """One failed attempt worth another (5xx, 429, reset, timeout, truncated body)."""
+
+    def __init__(
+        self, url: str, status: int | None, reason: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"GET {_safe(url)} failed: {reason}")
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after

@@ -5,6 +5,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,20 @@ from prefect.logging import get_run_logger
 from labelhaul.errors import is_terminal
 from labelhaul.export import (
     ExportJob,
-    ExportStreamReader,
+    StagedStream,
+    StreamName,
     client_from_settings,
     iter_export_lines,
     start_export,
     wait_for_export,
 )
 from labelhaul.export_params import ExportFilters, ExportParams
-from labelhaul.http import HttpClient, RetryPolicy
+from labelhaul.http import HttpClient
 from labelhaul.pipeline import StageSummary, stage_export, stage_export_errors
+
+# Where the stage keeps each export stream as it arrives (one file per task and stream):
+# a retry of the stage resumes from there instead of from byte 0.
+STREAMS_DIR = "streams"
 
 
 def _retry_unless_terminal(task: Any, task_run: Any, state: Any) -> bool:
@@ -41,12 +47,10 @@ def client_for(settings: Settings) -> Any:
     return client_from_settings(settings)
 
 
-@task(
-    name="start-export",
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=_retry_unless_terminal,
-)
+# No Prefect retries: every GraphQL call inside is retried by the policy already, and a
+# retry of the task would start the exports again (and double LABELHAUL_EXPORT_TIMEOUT_S
+# for parts run in waves).
+@task(name="start-export", retries=0)
 def start_export_task(
     settings: Settings,
     *,
@@ -55,7 +59,11 @@ def start_export_task(
     params: ExportParams,
     filters: ExportFilters | None,
 ) -> list[ExportJob]:
-    """Start the Labelbox export(s) and return their task ids."""
+    """Start the Labelbox export(s) and return their task ids.
+
+    More than 10 exports (over 20,000 ids) run at most 10 at a time, as Labelbox allows,
+    each waited for here.
+    """
     logger = get_run_logger()
     jobs = start_export(
         client_for(settings),
@@ -65,6 +73,8 @@ def start_export_task(
         filters=filters,
         naive_dates_as_utc=settings.naive_dates_as_utc,
         task_name=f"labelhaul-{project_id or model_run_id}",
+        wait_timeout_s=settings.export_timeout_s,
+        poll_s=settings.export_poll_s,
     )
     logger.info("Started %d export task(s): %s", len(jobs), ", ".join(j.task_id for j in jobs))
     return jobs
@@ -85,6 +95,13 @@ def wait_export_task(settings: Settings, jobs: list[ExportJob]) -> None:
         )
 
 
+def _journal(staging: Path, job: ExportJob, stream: StreamName) -> Path:
+    return staging / STREAMS_DIR / f"{job.task_id}.{stream}.ndjson"
+
+
+# Retried (transient failures only): the stage is idempotent, and it is the one place a
+# stream cut short (fewer lines than its header counts) can be retried. Its GraphQL calls
+# and chunk GETs retry inside (the policy); a retry resumes from the staged offset.
 @task(
     name="stage-export",
     retries=2,
@@ -99,10 +116,14 @@ def stage_export_task(
 ) -> StageSummary:
     """Stream RESULT and ERRORS of every export into the staging directory.
 
-    `not_after` is when the export was started: the watermark never passes it.
+    Each stream is kept as it arrives (`StagedStream`): a retry keeps what an earlier
+    attempt staged and opens the stream at the byte offset it reached; the staged files
+    come out byte-identical to those of an uninterrupted run. `not_after` is when the
+    export was started: the watermark never passes it.
     """
     logger = get_run_logger()
-    # A retry starts the staging over: every file below is rewritten from the first line.
+    # What the stage derives from the streams is rebuilt from them on every attempt; the
+    # streams themselves (STREAMS_DIR) are kept and resumed.
     for leftover in (
         "raw-export.ndjson.gz",
         "raw-errors.ndjson.gz",
@@ -114,10 +135,12 @@ def stage_export_task(
         for f in (staging / "parts").iterdir():
             f.unlink()
     client = client_for(settings)
-    policy = RetryPolicy(retries=settings.http_retries)
-    with HttpClient(timeout_s=settings.http_timeout_s, policy=policy) as http:
+    with HttpClient(timeout_s=settings.http_timeout_s, policy=settings.http_retry_policy()) as http:
         # Chunk files are signed URLs on storage hosts: fetched without the API key.
-        readers = [ExportStreamReader(client, j.task_id, "RESULT", http=http) for j in jobs]
+        readers = [
+            StagedStream(client, j.task_id, "RESULT", _journal(staging, j, "RESULT"), http=http)
+            for j in jobs
+        ]
 
         def progress(rows: int) -> None:
             if rows % 10_000 == 0:
@@ -131,8 +154,22 @@ def stage_export_task(
             source_id=jobs[0].source_id if jobs else None,
             not_after=not_after,
         )
-        error_readers = [ExportStreamReader(client, j.task_id, "ERRORS", http=http) for j in jobs]
+        error_readers = [
+            StagedStream(client, j.task_id, "ERRORS", _journal(staging, j, "ERRORS"), http=http)
+            for j in jobs
+        ]
         summary.export_errors = stage_export_errors(iter_export_lines(error_readers), staging)
+    resumed = [r for r in (*readers, *error_readers) if r.resumed_at]
+    if resumed:
+        logger.info(
+            "Resumed %d stream(s) from their staged offset: %s",
+            len(resumed),
+            ", ".join(
+                f"{r.reader.task_id} {r.reader.stream} at byte {r.resumed_at}" for r in resumed
+            ),
+        )
+    # The raw files hold the streams now; the copies would only double the disk used.
+    shutil.rmtree(staging / STREAMS_DIR, ignore_errors=True)
     logger.info(
         "Staged %d data rows in %d part(s): %d mask instances (%d composite masks to split, "
         "%d instance-only masks), %d bad lines, %d export errors",

@@ -11,13 +11,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from labelhaul.config import Settings
-from labelhaul.tasks.export import _retry_unless_terminal
 from labelhaul.tasks.store import open_store
 from prefect import task
 from prefect.logging import get_run_logger
 
 from labelhaul.blobindex import KnownBlobs
-from labelhaul.http import HttpClient, RetryPolicy
+from labelhaul.http import HttpClient
 from labelhaul.masks import process_jobs
 from labelhaul.pipeline import MaskPartSummary, part_jobs, read_known_blobs, write_mask_results
 from labelhaul.sync.report import write_part_progress
@@ -54,13 +53,10 @@ def _known_blobs(staging: str) -> KnownBlobs | None:
     return read_known_blobs(Path(staging))
 
 
-@task(
-    name="split-masks",
-    retries=3,
-    retry_delay_seconds=[2, 5, 15],
-    retry_condition_fn=_retry_unless_terminal,
-    task_run_name="split-masks-{part}",
-)
+# No Prefect retries: each mask GET retries inside (the HTTP policy; what still fails is a
+# record, and a transient one fails the run), and each blob PUT too (botocore's adaptive
+# mode), so a task retry would only multiply them.
+@task(name="split-masks", retries=0, task_run_name="split-masks-{part}")
 def process_mask_part(
     settings: Settings, store_uri: str, dataset_id: str, staging: Path, part: str
 ) -> MaskPartSummary:
@@ -77,12 +73,11 @@ def process_mask_part(
     if known is not None:
         # No HEAD per blob: the parent's blobs are known, new ones go to a create-only PUT.
         store.share_blob_index(known)
-    policy = RetryPolicy(retries=settings.http_retries)
     with HttpClient(
         auth_origin_url=settings.labelbox_rest_endpoint,
         api_key=settings.api_key_value(),
         timeout_s=settings.http_timeout_s,
-        policy=policy,
+        policy=settings.http_retry_policy(),
         pool_size=settings.mask_workers,
     ) as http:
         results, errors = process_jobs(

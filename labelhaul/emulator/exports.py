@@ -29,7 +29,10 @@ import orjson
 from labelhaul.emulator.sources import MODEL_RUN, RowSource, iter_label_lists, iter_mask_objects
 from labelhaul.urls import LABELBOX_HOSTED, hosting_of, strip_signing
 
+# Labelbox's limits: ids in one export's filter, and exports running at once per project
+# (20 per organisation; the emulator has one user and checks the project's).
 MAX_IDS = 2_000
+MAX_RUNNING_EXPORTS = 10
 WORKFLOW_STATUSES = {
     "InReview": "IN_REVIEW",
     "InRework": "IN_REWORK",
@@ -148,12 +151,13 @@ class RowFilter:
         return True
 
 
-def parse_search_query(clauses: Any, default_tz: str) -> RowFilter:
+def parse_search_query(clauses: Any, default_tz: str, max_ids: int = MAX_IDS) -> RowFilter:
     """Validate and parse a project export's search query, as Labelbox's server does.
 
     Raises:
         ExportInputError: on an unknown clause, workflow status or operator, more than
-            2,000 ids in one clause, or data row ids together with global keys.
+            `max_ids` (Labelbox: 2,000) ids in one clause, or data row ids together with
+            global keys.
     """
     if clauses is None:
         clauses = []
@@ -172,9 +176,9 @@ def parse_search_query(clauses: Any, default_tz: str) -> RowFilter:
             ids = clause.get("ids")
             if not isinstance(ids, list) or not ids:
                 raise ExportInputError(f"{kind} filter expects a non-empty list of ids")
-            if len(ids) > MAX_IDS:
+            if len(ids) > max_ids:
                 raise ExportInputError(
-                    f"{kind} filter only supports a max of {MAX_IDS} items, got {len(ids)}"
+                    f"{kind} filter only supports a max of {max_ids} items, got {len(ids)}"
                 )
             if clause.get("operator", "is") != "is":
                 raise ExportInputError(f"unsupported operator {clause.get('operator')!r}")
@@ -479,6 +483,8 @@ class ExportTask:
         self.error_lines: list[bytes] = []
         self.plans: dict[str, StreamPlan] = {}
         self.plan_error: str | None = None
+        # Bytes the first RESULT header reports (EmulatorServer.cut_stream_once), then None.
+        self.cut_once: int | None = None
         self._planned = threading.Event()
         threading.Thread(target=self._plan, name=f"plan-{self.task_id}", daemon=True).start()
 

@@ -14,7 +14,11 @@ Routes (everything the export path of labelbox 7.17 touches):
 
 As Labelbox does, every export signs Labelbox-hosted `row_data` afresh and holds only the
 exported project's entry under `projects` (`only_this_project = False` reproduces an export
-that leaks other projects' entries, for tests of that guard).
+that leaks other projects' entries, for tests of that guard). Labelbox's export limits hold
+too: at most 2,000 ids in one export's filter (`max_ids_per_export`), at most 10 exports
+running per project (`max_running_exports`; one more is refused with RESOURCE_CONFLICT).
+`cut_stream_once` serves each new export's RESULT stream short once (its first header ends
+it early but counts every line), then whole: a reader must resume, not start over.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -40,6 +44,8 @@ from urllib.parse import parse_qs, urlsplit
 from labelhaul import seed
 from labelhaul.emulator.exports import (
     ERRORS,
+    MAX_IDS,
+    MAX_RUNNING_EXPORTS,
     RESULT,
     SIGNED_URL_SECONDS,
     ExportInputError,
@@ -90,6 +96,7 @@ class RequestLogEntry:
     operation: str | None = None
     status: int | None = None  # None: no response was sent (reset) or not yet
     at: float = field(default_factory=time.time)
+    variables: dict[str, Any] | None = None  # of a GraphQL request (e.g. a stream offset)
 
 
 class RequestLog:
@@ -215,6 +222,16 @@ class EmulatorServer:
         self.only_this_project = True
         # A stream cut short: RESULT headers count this many lines more than the files hold.
         self.header_extra_lines = 0
+        # A stream cut short once: the first RESULT header of each export task made while
+        # this is set ends the stream after this many bytes (rounded up to a chunk end)
+        # though it counts every line; later headers of that task give the whole stream.
+        self.cut_stream_once: int | None = None
+        # Labelbox's limits (DESIGN.md section 5): ids in one export, exports running at once
+        # per project (a start past it is refused with RESOURCE_CONFLICT).
+        self.max_ids_per_export = MAX_IDS
+        self.max_running_exports = MAX_RUNNING_EXPORTS
+        # The most exports of one source that were running at once (source id -> count).
+        self.peak_running_exports: dict[str, int] = {}
         self.faults = FaultPlan(fault_seed)
         self.request_log = RequestLog(log_size)
         self.user_id = "cemulatoruser0000000000001"
@@ -282,6 +299,10 @@ class EmulatorServer:
         self.chunk_bytes, self.split_lines, self.user_timezone, self.task_seconds = self._defaults
         self.only_this_project = True
         self.header_extra_lines = 0
+        self.cut_stream_once = None
+        self.max_ids_per_export = MAX_IDS
+        self.max_running_exports = MAX_RUNNING_EXPORTS
+        self.peak_running_exports = {}
 
     # --- addresses -------------------------------------------------------------------
 
@@ -512,6 +533,19 @@ class EmulatorServer:
     def _new_task(
         self, op: str, src: RowSource, flt: Any, params: ExportParams, name: str | None
     ) -> ExportTask:
+        with self._lock:
+            running = sum(
+                1
+                for t in self._tasks.values()
+                if t.source.source_id == src.source_id and t.status()[0] == "IN_PROGRESS"
+            )
+        if running >= self.max_running_exports:
+            # As Labelbox: a project runs at most 10 exports at once.
+            raise _GraphQLError(
+                f"{src.kind} {src.source_id} already has {running} exports in progress, the "
+                f"most Labelbox runs at once: wait for one to finish before starting another",
+                "RESOURCE_CONFLICT",
+            )
         seconds = self.task_seconds
         fail: str | None = None
         # Drawn separately, so a task can be both slow and then fail.
@@ -532,8 +566,12 @@ class EmulatorServer:
             other_projects=self._other_projects(src),
             only_this_project=self.only_this_project,
         )
+        if self.cut_stream_once is not None:
+            task.cut_once = self.cut_stream_once
         with self._lock:
             self._tasks[task.task_id] = task
+            peak = self.peak_running_exports.get(src.source_id, 0)
+            self.peak_running_exports[src.source_id] = max(peak, running + 1)
             # A long-running emulator forgets its oldest exports, as Labelbox expires them.
             while len(self._tasks) > MAX_TASKS:
                 del self._tasks[next(iter(self._tasks))]
@@ -700,7 +738,9 @@ class EmulatorServer:
             )
         try:
             flt = parse_search_query(
-                (filters.get("searchQuery") or {}).get("query"), self.user_timezone
+                (filters.get("searchQuery") or {}).get("query"),
+                self.user_timezone,
+                self.max_ids_per_export,
             )
         except ExportInputError as exc:
             raise _GraphQLError(str(exc), "MALFORMED_REQUEST", errors=str(exc)) from exc
@@ -773,8 +813,14 @@ class EmulatorServer:
         task, stream = self._ready(v)
         plan = task.plans[stream]
         extra = self.header_extra_lines if stream == "RESULT" else 0
+        size = plan.total_size
+        if stream == RESULT and task.cut_once is not None:
+            cut, task.cut_once = task.cut_once, None
+            found = task.chunk_at(stream, min(max(cut, 0), max(size - 1, 0)))
+            if found is not None:
+                size = found[1].end + 1
         header = (
-            {"totalSize": plan.total_size, "totalLines": plan.total_lines + extra}
+            {"totalSize": size, "totalLines": plan.total_lines + extra}
             if plan.total_size > 0
             else None
         )
@@ -954,6 +1000,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, AttributeError):
             payload = None
         entry = self._log("graphql", op)
+        entry.variables = variables if isinstance(variables, dict) else None
         handled, truncate = self._apply_faults(entry, "graphql", f"{path} {op}")
         if handled:
             return
