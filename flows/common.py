@@ -54,6 +54,7 @@ from labelhaul.export_params import (
     resolve_filter_dates,
 )
 from labelhaul.labelpolicy import LabelPolicy
+from labelhaul.manifest import Manifest
 from labelhaul.pipeline import AssembledVersion, StageSummary, check_mask_failures
 from labelhaul.runs import clean_dead_staging, make_staging
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
@@ -322,7 +323,7 @@ def _plan(
     *,
     incremental: bool,
     parent: LatestPointer | None,
-    parent_manifest: dict[str, Any] | None,
+    parent_manifest: Manifest | None,
     run_filters: dict[str, Any],
     deployment_filters: dict[str, Any] | None,
     redefine: bool,
@@ -356,7 +357,7 @@ def _export(
     run: _Run,
     plan: SyncPlan,
     parent: LatestPointer | None,
-    parent_manifest: dict[str, Any] | None,
+    parent_manifest: Manifest | None,
     params: ExportParams,
     filters: ExportFilters | None,
     overlap: timedelta,
@@ -403,7 +404,7 @@ class _Assembled:
 def _assemble(
     run: _Run,
     plan: SyncPlan,
-    parent_manifest: dict[str, Any] | None,
+    parent_manifest: Manifest | None,
     params: ExportParams,
     filters: ExportFilters | None,
     summary: StageSummary,

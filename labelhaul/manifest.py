@@ -262,24 +262,6 @@ def _schema_of(data: bytes | str) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def as_manifest(value: Manifest | Mapping[str, Any]) -> Manifest:
-    """Return `value` as a `Manifest`, validating a plain JSON document (a dict).
-
-    For the manifests the Prefect layer still hands over as dicts (`DatasetStore.read_manifest`).
-
-    Raises:
-        StoreError: the document is not a valid manifest, naming the field.
-    """
-    if isinstance(value, Manifest):
-        return value
-    where = f"manifest {value.get('version_id', '(no version_id)')}"
-    try:
-        text = json.dumps(dict(value))
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"{where} is not JSON: {exc}") from exc
-    return parse_manifest(text, where)
-
-
 def build_manifest(doc: Mapping[str, Any]) -> Manifest:
     """Return the manifest a commit is about to write, from its JSON-able fields.
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from labelhaul.manifest import FileEntry, Manifest, as_manifest
+from labelhaul.manifest import FileEntry, Manifest
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
 from labelhaul.records import ErrorRecord
 from labelhaul.store import CommitResult, FileMissingError, VersionWriter, file_sha256
@@ -289,7 +289,7 @@ def stage_export(
     return summary
 
 
-def why_not_incremental(parent_manifest: Manifest | Mapping[str, Any] | None) -> str | None:
+def why_not_incremental(parent_manifest: Manifest | None) -> str | None:
     """Return why an incremental sync onto `parent_manifest` cannot be one, or None if it can.
 
     An incremental export asks for rows active since the parent's watermark; a parent whose
@@ -298,7 +298,7 @@ def why_not_incremental(parent_manifest: Manifest | Mapping[str, Any] | None) ->
     """
     if parent_manifest is None:
         return None
-    parent = as_manifest(parent_manifest)
+    parent = parent_manifest
     if parent.watermark is not None and parent.watermark.value:
         return None
     return (
@@ -586,7 +586,7 @@ def assemble_version(
     replaced_data_row_ids: set[str] | None = None,
     category_map: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
-    parent_manifest: Manifest | Mapping[str, Any] | None = None,
+    parent_manifest: Manifest | None = None,
     max_segments: int = 8,
     compact_fraction: float = 0.25,
     label_policy: str = "benchmark",
@@ -644,7 +644,7 @@ def assemble_version(
     delta = None
     if delta_sink is not None and parent_manifest is not None:
         delta = _plan_delta(
-            as_manifest(parent_manifest),
+            parent_manifest,
             delta_paths,
             delta_sink.counts(),
             replaced,
@@ -777,7 +777,7 @@ def gzip_file(src: Path, dest: Path) -> Path:
 
 def fetch_parent_tables(
     store: Any,
-    manifest: Manifest | Mapping[str, Any],
+    manifest: Manifest,
     dest: Path,
     names: Iterable[str] | None = None,
 ) -> dict[str, Path]:
@@ -791,7 +791,7 @@ def fetch_parent_tables(
     """
     from labelhaul.segments import manifest_segments, materialize_table
 
-    version = as_manifest(manifest)
+    version = manifest
     dest.mkdir(parents=True, exist_ok=True)
     listed = version.table_names()
     wanted = listed if names is None else sorted(set(names) & set(listed))
@@ -829,7 +829,7 @@ def iter_store_blobs(store: Any) -> Iterator[str]:
 
 def write_known_blobs(
     store: Any,
-    manifest: Manifest | Mapping[str, Any] | None,
+    manifest: Manifest | None,
     staging: Path,
     *,
     verify: bool = False,

@@ -14,6 +14,7 @@ from labelhaul.tasks.export import _retry_unless_terminal
 from prefect import task
 from prefect.logging import get_run_logger
 
+from labelhaul.manifest import Manifest
 from labelhaul.pipeline import (
     AssembledVersion,
     assemble_version,
@@ -46,7 +47,7 @@ def open_store(
 )
 def read_parent_task(
     settings: Settings, store_uri: str, dataset_id: str
-) -> tuple[LatestPointer | None, dict[str, Any] | None]:
+) -> tuple[LatestPointer | None, Manifest | None]:
     """Read `_latest.json` (with its etag, for the commit's compare-and-swap) and its manifest.
 
     First makes sure the store honours conditional writes (checked once, remembered there).
@@ -60,7 +61,7 @@ def read_parent_task(
             store_uri,
         )
     parent = store.latest()
-    manifest = store.read_manifest(parent.version_id) if parent else None
+    manifest = store.load_manifest(parent.version_id) if parent else None
     return parent, manifest
 
 
@@ -74,7 +75,7 @@ def known_blobs_task(
     settings: Settings,
     store_uri: str,
     dataset_id: str,
-    parent_manifest: dict[str, Any] | None,
+    parent_manifest: Manifest | None,
     staging: Path,
     verify: bool = False,
 ) -> int:
@@ -100,7 +101,7 @@ def assemble_task(
     dataset_id: str,
     staging: Path,
     parts: list[str],
-    parent_manifest: dict[str, Any] | None,
+    parent_manifest: Manifest | None,
     incremental: bool,
     info: dict[str, Any],
 ) -> AssembledVersion:
@@ -111,7 +112,7 @@ def assemble_task(
         store = open_store(settings, store_uri, dataset_id, check=False)
         parent_tables = fetch_parent_tables(store, parent_manifest, staging / "parent")
         replaced = read_data_row_ids(staging)
-    category_map = dict((parent_manifest or {}).get("category_map") or {})
+    category_map = dict(parent_manifest.category_map or {}) if parent_manifest else {}
     return assemble_version(
         staging,
         parts,

@@ -16,16 +16,18 @@ from datetime import timedelta
 from typing import Any
 
 from labelhaul.export_params import DateRange, ExportFilters
+from labelhaul.manifest import Manifest
 from labelhaul.pipeline import why_not_incremental
 from labelhaul.sync.plan import SyncPlan, plan_sync
 from labelhaul.tables import parse_timestamp
 from labelhaul.verify import MISSING_BLOBS_FULL
 
 
-def parent_watermark(parent_manifest: Mapping[str, Any] | None) -> str | None:
+def parent_watermark(parent_manifest: Manifest | None) -> str | None:
     """Return the parent version's watermark value; None without a parent or a watermark."""
-    value = ((parent_manifest or {}).get("watermark") or {}).get("value")
-    return None if value is None else str(value)
+    if parent_manifest is None or parent_manifest.watermark is None:
+        return None
+    return parent_manifest.watermark.value
 
 
 def incremental_filters(
@@ -54,7 +56,7 @@ def incremental_filters(
 def export_filters(
     plan: SyncPlan,
     filters: ExportFilters | None,
-    parent_manifest: Mapping[str, Any] | None,
+    parent_manifest: Manifest | None,
     overlap: timedelta,
 ) -> ExportFilters | None:
     """Return the filters the export runs with: the run's, narrowed when the plan says so."""
@@ -85,7 +87,7 @@ def plan_run(
     incremental: bool,
     kind: str,
     parent_version_id: str | None,
-    parent_manifest: dict[str, Any] | None,
+    parent_manifest: Manifest | None,
     run_filters: Mapping[str, Any],
     deployment_filters: Mapping[str, Any] | None,
     redefine: bool,

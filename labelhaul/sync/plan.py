@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from labelhaul.manifest import Manifest, as_manifest
+from labelhaul.manifest import Manifest
 
 FULL = "full"
 INCREMENTAL = "incremental"
@@ -57,7 +57,7 @@ def plan_sync(
     *,
     incremental: bool,
     kind: str,
-    parent_manifest: Manifest | Mapping[str, Any] | None,
+    parent_manifest: Manifest | None,
     run_filters: Mapping[str, Any],
     deployment_filters: Mapping[str, Any] | None = None,
     redefine: bool = False,
@@ -77,7 +77,7 @@ def plan_sync(
     run = dict(run_filters)
     if kind != "project":
         return SyncPlan(FULL, False, False, {}, True)
-    parent = None if parent_manifest is None else as_manifest(parent_manifest)
+    parent = parent_manifest
     recorded = parent.defining_filters if parent is not None else None
     if redefine:
         defining = run

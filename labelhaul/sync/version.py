@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from labelhaul.export_params import ExportFilters, ExportParams
+from labelhaul.manifest import Manifest
 from labelhaul.pipeline import AssembledVersion, StageSummary
 from labelhaul.sync.incremental import parent_watermark
 from labelhaul.sync.plan import SyncPlan
@@ -29,7 +30,7 @@ def version_info(kind: str, dataset_id: str, started: datetime) -> dict[str, Any
     }
 
 
-def next_watermark(summary: StageSummary, parent_manifest: dict[str, Any] | None) -> Watermark:
+def next_watermark(summary: StageSummary, parent_manifest: Manifest | None) -> Watermark:
     """Return the new version's watermark: the latest activity exported, or the parent's."""
     return compute_watermark([summary.max_last_activity_at], parent_watermark(parent_manifest))
 
@@ -46,7 +47,7 @@ def manifest_fields(
     export_task_ids: Sequence[str],
     summary: StageSummary,
     assembled: AssembledVersion,
-    parent_manifest: dict[str, Any] | None,
+    parent_manifest: Manifest | None,
     masks: dict[str, int],
     errors_by_kind: dict[str, int],
 ) -> dict[str, Any]:
@@ -108,13 +109,13 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def changes(parent_manifest: dict[str, Any] | None, counts: dict[str, int]) -> dict[str, Any]:
+def changes(parent_manifest: Manifest | None, counts: dict[str, int]) -> dict[str, Any]:
     """Return the manifest's `changes`: the parent version and each table's row delta."""
     if parent_manifest is None:
         return {"parent": None, "counts_delta": dict(counts)}
-    before = parent_manifest.get("counts") or {}
+    before = parent_manifest.counts or {}
     return {
-        "parent": parent_manifest.get("version_id"),
+        "parent": parent_manifest.version_id,
         "counts_delta": {
             t: counts.get(t, 0) - int(before.get(t, 0)) for t in sorted(set(counts) | set(before))
         },

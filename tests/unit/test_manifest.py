@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from labelhaul.errors import StoreError
-from labelhaul.manifest import Manifest, as_manifest, encode_manifest, parse_manifest
+from labelhaul.manifest import encode_manifest, parse_manifest
 from labelhaul.reader import Dataset, pull_version
 from labelhaul.storage import LocalObjectStore
 from labelhaul.store import DatasetStore, digest_entries, encode_json
@@ -277,16 +277,6 @@ def test_commit_refuses_fields_that_do_not_fit_the_manifest(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="JSON-serialisable"):
         writer.commit(digest, {"export": {"params": object()}})
     assert store.list_versions() == []  # nothing was written
-
-
-def test_as_manifest_validates_a_dict_and_passes_a_manifest_through() -> None:
-    manifest = as_manifest(FIRST_RELEASE)
-    assert isinstance(manifest, Manifest) and as_manifest(manifest) is manifest
-    with pytest.raises(StoreError, match="v000009.*`created_at`"):
-        as_manifest(
-            {k: v for k, v in FIRST_RELEASE.items() if k != "created_at"}
-            | {"version_id": "v000009"}
-        )
 
 
 def test_pull_writes_the_stored_manifest_bytes(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from labelhaul.export_params import DateRange, ExportFilters
+from labelhaul.manifest import Manifest
 from labelhaul.sync.incremental import (
     export_filters,
     incremental_filters,
@@ -21,11 +22,11 @@ from tests.helpers import make_manifest
 MARK = "2024-04-08T16:34:01.000Z"
 
 
-def _parent(watermark: str | None = MARK) -> dict[str, Any]:
+def _parent(watermark: str | None = MARK) -> Manifest:
     cursor = "data_row.details.last_activity_at"
     return make_manifest(
         version_id="v000004", defining_filters={}, watermark={"cursor": cursor, "value": watermark}
-    ).to_dict()
+    )
 
 
 def _never() -> bool:
@@ -34,8 +35,8 @@ def _never() -> bool:
 
 def test_parent_watermark_is_the_manifests_value() -> None:
     assert parent_watermark(None) is None
-    assert parent_watermark({"version_id": "v000001"}) is None
-    assert parent_watermark({"watermark": None}) is None
+    assert parent_watermark(make_manifest(version_id="v000001")) is None
+    assert parent_watermark(make_manifest(watermark=None)) is None
     assert parent_watermark(_parent()) == MARK
 
 
@@ -77,12 +78,12 @@ def test_export_filters_narrow_only_when_the_plan_says_so() -> None:
 
 
 def _plan_run(
-    parent: dict[str, Any] | None, *, incremental: bool = True, blobs_lost: Any = _never
+    parent: Manifest | None, *, incremental: bool = True, blobs_lost: Any = _never
 ) -> Any:
     return plan_run(
         incremental=incremental,
         kind="project",
-        parent_version_id=parent["version_id"] if parent else None,
+        parent_version_id=parent.version_id if parent else None,
         parent_manifest=parent,
         run_filters={},
         deployment_filters=None,

@@ -28,7 +28,7 @@ from labelhaul.sync.record import (
 )
 from tests.helpers import make_manifest
 
-PARENT = make_manifest(version_id="v000002", defining_filters={"workflow_status": "Done"}).to_dict()
+PARENT = make_manifest(version_id="v000002", defining_filters={"workflow_status": "Done"})
 
 
 def _errors(staging: Path, kinds: list[str]) -> None:
@@ -86,7 +86,7 @@ def test_the_plan_sets_the_mode_and_says_why_it_is_not_the_one_asked() -> None:
         incremental=False,
         kind="project",
         parent_manifest=PARENT,
-        run_filters=PARENT["defining_filters"],
+        run_filters=PARENT.defining_filters or {},
     )
     note_plan(
         record,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -42,7 +41,7 @@ def test_coco_info_names_the_source_and_the_start() -> None:
 def test_the_watermark_moves_forward_only(
     exported: str | None, parent: str | None, expected: str | None
 ) -> None:
-    manifest = None if parent is None else {"watermark": {"cursor": "x", "value": parent}}
+    manifest = None if parent is None else make_manifest(watermark={"cursor": "x", "value": parent})
     mark = next_watermark(StageSummary(max_last_activity_at=exported), manifest)
     assert mark.value == expected
     assert mark.to_dict()["value"] == expected
@@ -78,7 +77,7 @@ def test_params_and_filters_become_json_without_their_unset_fields() -> None:
 
 def test_changes_are_row_deltas_against_the_parent() -> None:
     assert changes(None, {"data_rows": 3}) == {"parent": None, "counts_delta": {"data_rows": 3}}
-    parent = {"version_id": "v000007", "counts": {"data_rows": 5, "embeddings": 2}}
+    parent = make_manifest(version_id="v000007", counts={"data_rows": 5, "embeddings": 2})
     assert changes(parent, {"data_rows": 6, "annotations": 4}) == {
         "parent": "v000007",
         "counts_delta": {"annotations": 4, "data_rows": 1, "embeddings": -2},
@@ -86,7 +85,7 @@ def test_changes_are_row_deltas_against_the_parent() -> None:
 
 
 def test_manifest_fields_of_an_incremental_run(tmp_path: Path) -> None:
-    parent: dict[str, Any] = make_manifest(
+    parent = make_manifest(
         version_id="v000001",
         defining_filters={},
         watermark={
@@ -94,7 +93,7 @@ def test_manifest_fields_of_an_incremental_run(tmp_path: Path) -> None:
             "value": "2024-05-01T00:00:00.000Z",
         },
         counts={"data_rows": 2},
-    ).to_dict()
+    )
     plan = plan_sync(incremental=True, kind="project", parent_manifest=parent, run_filters={})
     summary = StageSummary(
         rows=3, bad_lines=1, export_errors=2, max_last_activity_at="2024-05-03T00:00:00Z"
