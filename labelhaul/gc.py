@@ -47,6 +47,7 @@ from labelhaul.errors import ConfigError, StoreError
 from labelhaul.keys import parse_version
 from labelhaul.storage import TEMP_MAX_AGE_S, ObjectInfo
 from labelhaul.store import LATEST, DatasetStore, FileMissingError
+from labelhaul.timestamps import parse_timestamp
 
 # The longest plausible sync: the flow holds a dataset's slot for at most 6 h. A shorter
 # grace period lets gc delete the files and blobs a running sync has written but not yet
@@ -132,16 +133,6 @@ class _Deleter:
 
 
 # --------------------------------------------------------------------------- references
-
-
-def _parse_instant(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _annotations_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -275,7 +266,7 @@ def collect_garbage(
         beyond = published[: max(0, len(published) - keep)]
         for version_id in beyond:
             if age_cutoff is not None:
-                created = _parse_instant(store.read_manifest(version_id).get("created_at"))
+                created = parse_timestamp(store.read_manifest(version_id).get("created_at"))
                 if created is None or created > age_cutoff:
                     continue  # unknown or too young: keep (safe side)
             doomed.append(version_id)
@@ -389,8 +380,8 @@ def gc_started_since(store: DatasetStore, since: datetime) -> datetime | None:
         return None
     try:
         doc = json.loads(data)
-        started = _parse_instant(doc.get("started_at"))
-        finished = _parse_instant(doc.get("finished_at"))
+        started = parse_timestamp(doc.get("started_at"))
+        finished = parse_timestamp(doc.get("finished_at"))
     except (ValueError, AttributeError):
         return since  # unreadable: assume the worst
     if started is None:

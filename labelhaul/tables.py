@@ -14,7 +14,7 @@ import hashlib
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelhaul.masktypes import MaskResult
+from labelhaul.timestamps import format_timestamp
+from labelhaul.timestamps import parse_timestamp as parse_timestamp  # flows/common.py reads it here
 
 _S = pa.string()
 _F = pa.float64()
@@ -552,24 +554,6 @@ class Watermark:
 
     def to_dict(self) -> dict[str, Any]:
         return {"cursor": self.cursor, "value": self.value}
-
-
-def parse_timestamp(value: str) -> datetime | None:
-    """Parse an export timestamp (`...Z`, `...+00:00`, naive = UTC) or return None."""
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def format_timestamp(dt: datetime) -> str:
-    """Format an instant as ISO 8601 UTC with milliseconds and a `Z`."""
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def compute_watermark(
