@@ -5,15 +5,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from labelhaul.export_params import WorkflowStatus
+from labelhaul.syncplan import SyncMode
 
 __all__ = ["SyncMode", "WorkflowStatus"]
-
-
-class SyncMode(StrEnum):
-    """How much to export."""
-
-    incremental = "incremental"
-    full = "full"
