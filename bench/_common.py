@@ -4,8 +4,7 @@
   the code measured), with a line protocol on stdin for what the CLI cannot do: add
   synthetic projects, relabel rows, set the mask latency, count requests.
 - `start_moto()`: `python -m moto.server` on a free loopback port.
-- `CountingProxy`: an HTTP reverse proxy in front of moto that counts requests and bytes
-  sent to S3 (what issue 4 measures), whoever the client is.
+- S3 traffic is counted by `bench.harness.FaultProxy` (without faults) in front of moto.
 - `start_prefect_server()`: one `prefect server start` shared by every sync of a bench, so
   no sync pays for (or carries the memory of) an ephemeral API server.
 - `run_sync()`: `labelhaul sync` as a subprocess; wall time and peak RSS (psutil samples of
@@ -16,7 +15,6 @@ Run the emulator host on its own: `python -m bench._common` (reads commands on s
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import platform
@@ -28,8 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -331,151 +328,6 @@ def create_bucket(endpoint: str, bucket: str) -> None:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     ).create_bucket(Bucket=bucket)
-
-
-@dataclass
-class Traffic:
-    """Requests and bytes that went through the proxy (both directions, headers included)."""
-
-    requests: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    by_method: dict[str, int] = field(default_factory=dict)
-    # Bytes sent by PUTs per area of the store (`blobs`, `tables`, `coco`, `raw`, ...).
-    put_bytes_by_area: dict[str, int] = field(default_factory=dict)
-    # Requests per "METHOD area" (`HEAD tables`, `PUT blobs`, ...).
-    requests_by_area: dict[str, int] = field(default_factory=dict)
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _ProxyServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is not None:
-            return self.rfile.read(int(length))
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            out = bytearray()
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(out)
-                out.extend(self.rfile.read(size))
-                self.rfile.readline()
-        return b""
-
-    def _forward(self) -> None:
-        body = self._body()
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding",)}
-        if body or self.command in ("PUT", "POST"):
-            headers["Content-Length"] = str(len(body))
-        sent = len(self.requestline) + 2 + sum(len(k) + len(v) + 4 for k, v in headers.items())
-        sent += 2 + len(body)
-        conn = self.server.upstream()
-        try:
-            conn.request(self.command, self.path, body=body or None, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException):
-            self.server.drop_upstream()
-            raise
-        self.send_response_only(resp.status, resp.reason)
-        received = 0
-        for k, v in resp.getheaders():
-            if k.lower() in ("transfer-encoding", "connection", "content-length"):
-                continue
-            self.send_header(k, v)
-            received += len(k) + len(v) + 4
-        if self.command == "HEAD":
-            length = resp.getheader("Content-Length")
-            if length is not None:
-                self.send_header("Content-Length", length)
-        else:
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        received += len(data) + 20
-        self.server.count(self.command, sent, received, self.path)
-
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
-
-
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        host, port = upstream.removeprefix("http://").split(":")
-        self._up = (host, int(port))
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self.traffic = Traffic()
-
-    def upstream(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(*self._up, timeout=120)
-            self._local.conn = conn
-        return conn
-
-    def drop_upstream(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-        self._local.conn = None
-
-    def count(self, method: str, sent: int, received: int, path: str) -> None:
-        with self._lock:
-            t = self.traffic
-            t.requests += 1
-            t.bytes_sent += sent
-            t.bytes_received += received
-            t.by_method[method] = t.by_method.get(method, 0) + 1
-            what = f"{method} {store_area(path)}"
-            t.requests_by_area[what] = t.requests_by_area.get(what, 0) + 1
-            if method == "PUT":
-                area = store_area(path)
-                t.put_bytes_by_area[area] = t.put_bytes_by_area.get(area, 0) + sent
-
-
-def store_area(path: str) -> str:
-    """Name the part of a dataset store a path-style S3 request is for (`tables`, `blobs`...).
-
-    Keys look like `/<bucket>/<prefix>/<dataset>/<area>/...`; the area is the first
-    segment after the dataset's that the store layout names.
-    """
-    segments = path.split("?")[0].strip("/").split("/")
-    for seg in segments[1:]:
-        if seg in ("blobs", "tables", "coco", "raw", "errors", "versions", "runs"):
-            return seg
-    return segments[-1] if len(segments) > 1 else "(bucket)"
-
-
-class CountingProxy:
-    """A reverse proxy on a free loopback port that counts what clients send to `upstream`."""
-
-    def __init__(self, upstream: str) -> None:
-        self._server = _ProxyServer(upstream)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def take(self) -> Traffic:
-        """Return the traffic counted so far and start counting afresh."""
-        with self._server._lock:
-            t, self._server.traffic = self._server.traffic, Traffic()
-        return t
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 # --------------------------------------------------------------------------- Prefect

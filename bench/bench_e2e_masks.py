@@ -59,7 +59,7 @@ from labelhaul.export import (
     wait_for_export,
 )
 from labelhaul.http import HttpClient
-from labelhaul.masks import plan_batches, process_jobs
+from labelhaul.masks import process_jobs
 from labelhaul.masktypes import MaskJob
 from labelhaul.records import ErrorRecord
 from labelhaul.rows import parse_export_line
@@ -125,8 +125,10 @@ def ours(jobs: list[MaskJob], emu: EmulatorProcess, store_dir: Path, settings: S
             raise RuntimeError(f"mask errors: {errors[:3]}")
         return len(results)
 
+    size = settings.mask_batch_size  # jobs per part, as the staged export cuts them
+    batches = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     with ThreadPoolExecutor(settings.mask_parallel_parts) as pool:
-        return sum(pool.map(part, plan_batches(jobs, settings.mask_batch_size)))
+        return sum(pool.map(part, batches))
 
 
 def _cpu() -> float:

@@ -26,10 +26,8 @@ from pathlib import Path
 
 from bench._common import (
     AWS_ENV,
-    CountingProxy,
     EmulatorProcess,
     SyncRun,
-    Traffic,
     clean_env,
     create_bucket,
     load_average,
@@ -38,6 +36,7 @@ from bench._common import (
     start_moto,
     start_prefect_server,
 )
+from bench.harness import FaultProxy, Traffic
 from bench.summary import record
 
 
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
     emu = EmulatorProcess(workdir)
     moto, moto_url = start_moto(workdir)
-    proxy = CountingProxy(moto_url)
+    proxy = FaultProxy(moto_url).start()  # no faults: it only counts
     prefect = None
     results: list[tuple[str, SyncRun, Traffic, int]] = []
     try:

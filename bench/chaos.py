@@ -9,7 +9,7 @@ waiting on it, and the wait itself is measured).
 
 Scenarios (figures printed as a table; `--write-doc` puts them into docs/reliability.md):
 - faults: >=10% of GraphQL, chunk and mask requests fail (429 + Retry-After, 5xx, reset,
-  truncated body) and >=10% of S3 requests fail through `labelhaul.chaos.FaultProxy` (503,
+  truncated body) and >=10% of S3 requests fail through `bench.harness.FaultProxy` (503,
   reset, and PUTs that land upstream but whose response is lost). The content digest must
   equal the fault-free run's.
 - slowdown: S3 answers a burst of 20 requests, then 45% of them, with 503 SlowDown (the
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import create_bucket
-from labelhaul.chaos import FaultProxy, VersionCheck, validate_latest
+from bench.harness import FaultProxy, VersionCheck, validate_latest
 from labelhaul.emulator import EmulatorServer
 from labelhaul.storage import ObjectStore, open_object_store
 

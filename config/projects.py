@@ -21,13 +21,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from labelhaul.errors import ConfigError
 from labelhaul.export_params import WorkflowStatus
 from labelhaul.gc import MIN_GRACE_HOURS
+from labelhaul.sync.plan import SyncMode
 
 DEFAULT_PROJECTS_FILE = Path(__file__).with_name("projects.toml")
 
 # Labelbox's workflow queues: the only values its export filter takes (the same enum the
 # flow's `workflow_status` parameter uses, so the file and the UI form cannot disagree).
 WORKFLOW_STATUSES = tuple(status.value for status in WorkflowStatus)
-SYNC_MODES = ("incremental", "full")
+SYNC_MODES = tuple(mode.value for mode in SyncMode)
+
+# The Prefect event the webhook (deployments/webhook.py) emits for a project's label change
+# and its deployment's trigger (deployments/definitions.py) waits for.
+LABELS_CHANGED_EVENT = "labelbox.labels.changed"
 
 # Parameters a deployment sets from the entry's own keys; `params` must not repeat them.
 _RESERVED_PARAMS = frozenset({"project_id", "model_run_id", "store", "mode"})
@@ -99,8 +104,8 @@ class _Common(BaseModel):
     schedule: str = Field(default="0 2 * * *", description="Cron of the incremental sync.")
     timezone: str = Field(default="UTC", description="IANA timezone of the crons.")
     full_refresh_schedule: str = Field(default="", description="Cron of a full refresh.")
-    mode: Literal["incremental", "full"] = Field(
-        default="incremental", description="Mode of scheduled and manual runs."
+    mode: SyncMode = Field(
+        default=SyncMode.incremental, description="Mode of scheduled and manual runs."
     )
     webhook: bool = Field(default=False, description="Trigger a sync on label webhooks.")
     debounce_seconds: int = Field(
@@ -210,7 +215,10 @@ class ProjectsConfig(BaseModel):
 
 
 def project_resource_id(project_id: str) -> str:
-    """Return the Prefect resource id of a Labelbox project (`labelbox.project.<id>`)."""
+    """Return the Prefect resource id of a Labelbox project (`labelbox.project.<id>`).
+
+    The webhook emits `LABELS_CHANGED_EVENT` for it; a project's trigger matches it.
+    """
     return f"labelbox.project.{project_id}"
 
 

@@ -27,10 +27,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from labelhaul.config.projects import ProjectsConfig, SyncTarget, project_resource_id
+from labelhaul.config.projects import (
+    LABELS_CHANGED_EVENT,
+    ProjectsConfig,
+    SyncTarget,
+    project_resource_id,
+)
 from labelhaul.flows.params import flow_parameters
 
 from labelhaul.errors import ConfigError
+from labelhaul.sync.plan import SyncMode
 
 if TYPE_CHECKING:
     from prefect import Flow
@@ -39,7 +45,6 @@ if TYPE_CHECKING:
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.schedules import Schedule
 
-EVENT_NAME = "labelbox.labels.changed"
 PROJECT_FLOW = "labelhaul.flows.sync_project:sync_project"
 MODEL_RUN_FLOW = "labelhaul.flows.sync_model_run:sync_model_run"
 GC_FLOW = "labelhaul.flows.gc_dataset:gc_dataset"
@@ -83,7 +88,7 @@ def deployment_parameters(
         parameters["store"] = store
     if "mode" in accepted:
         _check_mode(flow, target.mode)
-        parameters["mode"] = target.mode
+        parameters["mode"] = target.mode.value
     parameters.update(target.params)
     unknown = sorted(set(parameters) - set(accepted))
     if unknown:
@@ -116,14 +121,14 @@ def build_schedules(target: SyncTarget, flow: Flow[..., Any] | None = None) -> l
                     f"{target.kind} {target.id!r}: full_refresh_schedule needs a flow with a "
                     f"`mode` parameter and {flow.name} has none; remove the schedule"
                 )
-            _check_mode(flow, "full")
+            _check_mode(flow, SyncMode.full)
         schedules.append(
             Cron(
                 target.full_refresh_schedule,
                 timezone=target.timezone,
                 slug=f"{target.name}-full-refresh",
                 active=not target.paused,
-                parameters={"mode": "full"},
+                parameters={"mode": SyncMode.full.value},
             )
         )
     return schedules
@@ -161,14 +166,14 @@ def webhook_trigger(target: SyncTarget) -> DeploymentEventTrigger | None:
         enabled=True,
         match={"prefect.resource.id": project_resource_id(target.id)},
         for_each={"prefect.resource.id"},
-        after={EVENT_NAME},
-        expect={EVENT_NAME},
+        after={LABELS_CHANGED_EVENT},
+        expect={LABELS_CHANGED_EVENT},
         posture=Posture.Proactive,
         threshold=1,
         within=timedelta(seconds=target.debounce_seconds),
         # Static values only: no templating needed, so Prefect 3.9's rewrite of a bare
         # "{{ expr }}" into tojson cannot change what the flow receives.
-        parameters={"mode": "incremental"},
+        parameters={"mode": SyncMode.incremental.value},
     )
 
 

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from labelhaul.config.projects import LABELS_CHANGED_EVENT, project_resource_id
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -46,7 +47,6 @@ from starlette.routing import Route
 
 logger = logging.getLogger("labelhaul.webhook")
 
-EVENT_NAME = "labelbox.labels.changed"
 SIGNATURE_HEADER = "X-Hub-Signature"
 DELIVERY_HEADER = "X-Labelbox-Id"
 TOPIC_HEADER = "X-Labelbox-Event"
@@ -344,8 +344,8 @@ class WebhookReceiver:
         event_id = uuid.uuid5(_EVENT_NAMESPACE, delivery_id)
         try:
             self.emit(
-                event=EVENT_NAME,
-                resource={"prefect.resource.id": f"labelbox.project.{project_id}"},
+                event=LABELS_CHANGED_EVENT,
+                resource={"prefect.resource.id": project_resource_id(project_id)},
                 payload=event_payload,
                 id=event_id,
             )

@@ -17,19 +17,12 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from labelhaul.export_params import WorkflowStatus
+from labelhaul.sync.plan import SyncMode
 
 __all__ = ["FlowParameter", "SyncMode", "WorkflowStatus", "flow_parameters"]
-
-
-class SyncMode(StrEnum):
-    """How much to export."""
-
-    incremental = "incremental"
-    full = "full"
 
 
 @dataclass(frozen=True)

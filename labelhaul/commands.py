@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast, get_args, get_origin
 
 from labelhaul.cli import DeferredParser
+from labelhaul.timestamps import parse_iso8601
 
 if TYPE_CHECKING:
     from prefect import Flow, State
@@ -297,7 +298,7 @@ def _whole_number(minimum: int | None) -> Callable[[str], int]:
 
 def _instant(text: str) -> datetime:
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso8601(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 date-time (e.g. 2024-05-01T00:00:00+02:00)"

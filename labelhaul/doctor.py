@@ -2,8 +2,8 @@
 
 Each check returns a `Check` (OK or FAIL, and on failure what to fix). The checks use the
 real systems: the labelbox SDK against the configured endpoint, the store through
-`open_object_store` plus a create-only probe written twice (the second write must be refused,
-which proves the endpoint honours `IfNoneMatch`), and Prefect's API health endpoint through a
+`open_object_store` plus the conditional-write probe of `writecheck` (a create-only write
+twice and a stale If-Match: both must be refused), and Prefect's API health endpoint through a
 callable the command line passes in (this library never imports Prefect).
 
 The API key is never part of any message: every detail is scrubbed of it before it is kept.
@@ -13,7 +13,6 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 from labelhaul.errors import LabelhaulError
 from labelhaul.export import call_graphql, make_client
 from labelhaul.http import RetryPolicy
-from labelhaul.storage import LocalObjectStore, ObjectStore, PreconditionFailed, open_object_store
+from labelhaul.storage import ObjectStore, open_object_store
+from labelhaul.writecheck import probe_conditional_writes
 
 # A doctor should answer in seconds: one retry, short backoff.
 _POLICY = RetryPolicy(retries=1, base_s=0.2, cap_s=1.0)
@@ -109,49 +109,32 @@ def check_store(uri: str, settings: Any | None = None) -> Check:
 
 
 def probe_store(objects: ObjectStore) -> Check:
-    """Write a probe create-only twice (the second must fail), then with a stale If-Match."""
+    """Check the store refuses a second create-only write and a stale If-Match (a probe)."""
     name = "store"
-    key = f"{PROBE_DIR}/probe-{uuid.uuid4().hex}.txt"
-    where = objects.uri_for(key)
-    written = False
     try:
-        try:
-            etag = objects.put(key, b"labelhaul doctor probe\n", if_none_match=True)
-            written = True
-        except LabelhaulError as exc:
-            return Check(
-                name,
-                False,
-                f"cannot write {where}: {exc} (the sync needs s3:PutObject on the prefix)",
-            )
-        try:
-            objects.put(key, b"second\n", if_none_match=True)
-        except PreconditionFailed:
-            pass
-        else:
-            return Check(
-                name,
-                False,
-                f"{objects.uri_for('')} accepted a create-only write over an existing object: this "
-                "endpoint ignores If-None-Match, so concurrent runs could overwrite versions. "
-                "Use AWS S3 or an S3-compatible store with conditional writes.",
-            )
-        try:
-            objects.put(key, b"third\n", if_match=etag + "-stale")
-        except PreconditionFailed:
-            pass
-        else:
-            return Check(
-                name,
-                False,
-                f"{objects.uri_for('')} accepted a write with a stale If-Match: this endpoint "
-                "ignores If-Match, so `_latest.json` cannot be moved safely. Use AWS S3 or an "
-                "S3-compatible store with conditional writes.",
-            )
+        result = probe_conditional_writes(objects, prefix=f"{PROBE_DIR}/probe-")
     except LabelhaulError as exc:
-        return Check(name, False, f"probe at {where} failed: {exc}")
+        return Check(
+            name,
+            False,
+            f"cannot write a probe under {objects.uri_for(PROBE_DIR)}: {exc} (the sync needs "
+            "s3:PutObject on the prefix)",
+        )
     finally:
-        cleanup = _delete_probe(objects, key) if written else ""
+        _remove_probe_dir(objects)
+    if result.problem is not None:
+        return Check(
+            name,
+            False,
+            f"{objects.uri_for('')}: {result.problem}. Use AWS S3 or an S3-compatible store "
+            "with conditional writes.",
+        )
+    cleanup = ""
+    if result.left_behind is not None:
+        cleanup = (
+            f" (could not delete {result.left_behind}: without s3:DeleteObject the sync "
+            "still works, `labelhaul gc` does not)"
+        )
     return Check(
         name,
         True,
@@ -160,20 +143,14 @@ def probe_store(objects: ObjectStore) -> Check:
     )
 
 
-def _delete_probe(objects: ObjectStore, key: str) -> str:
-    try:
-        objects.delete(key)
-    except LabelhaulError:
-        return (
-            f" (could not delete {objects.uri_for(key)}: without s3:DeleteObject the sync "
-            "still works, `labelhaul gc` does not)"
-        )
-    if isinstance(objects, LocalObjectStore):
-        try:  # leave no empty probe directory behind
-            (objects.root / PROBE_DIR).rmdir()
+def _remove_probe_dir(objects: ObjectStore) -> None:
+    """Leave no empty probe directory behind in a local store."""
+    directory = objects.local_path(PROBE_DIR)
+    if directory is not None:
+        try:
+            directory.rmdir()
         except OSError:
-            pass
-    return ""
+            pass  # absent, or not empty: someone else's probe is in it
 
 
 def check_prefect(api_url: str | None, healthcheck: Callable[[], str | None] | None) -> Check:

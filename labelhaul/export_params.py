@@ -29,6 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from labelhaul.errors import ConfigError, FilterError
+from labelhaul.timestamps import parse_iso8601
 
 # Labelbox refuses more ids than this in one export (SDK: SEARCH_LIMIT_PER_EXPORT_V2).
 MAX_IDS_PER_EXPORT = 2_000
@@ -206,9 +207,8 @@ def parse_instant(value: datetime | str, *, naive_dates_as_utc: bool = False) ->
     if isinstance(value, datetime):
         when = value
     else:
-        text = value.strip()
         try:
-            when = datetime.fromisoformat(text)
+            when = parse_iso8601(value)
         except ValueError as exc:
             raise FilterError(
                 f"Date {value!r} is not ISO 8601: write it like 2024-05-01T00:00:00+02:00."

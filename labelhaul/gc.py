@@ -25,10 +25,10 @@ periods under `MIN_GRACE_HOURS` are refused unless forced, and gc records its st
 in `_gc.json` before its first delete: a sync that overlaps a gc checks, before committing,
 that every file and blob its version lists is still there (`pipeline.check_after_gc`).
 
-Listing with LastModified is not part of `ObjectStore`, so this module lists with its own
-helper: boto3's `list_objects_v2` for S3 (through the store's client), `os.scandir` +
-`stat` for a local directory. Memory: the retained file keys and blob digests are held in
-sets (a few dozen bytes each); listings and the annotations table are streamed.
+Only the `ObjectStore` interface is used: `list_info` (keys with LastModified and size),
+`delete_many` (batched: one DeleteObjects per 1,000 keys on S3) and `clean_temp`. Memory:
+the retained file keys and blob digests are held in sets (a few dozen bytes each); listings
+and the annotations table are streamed.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -36,7 +36,6 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -47,8 +46,9 @@ from typing import Any
 from labelhaul.errors import ConfigError, StoreError
 from labelhaul.keys import parse_version
 from labelhaul.manifest import FileEntry, Manifest
-from labelhaul.storage import TEMP_MAX_AGE_S, LocalObjectStore, S3ObjectStore
+from labelhaul.storage import TEMP_MAX_AGE_S, ObjectInfo
 from labelhaul.store import LATEST, DatasetStore, FileMissingError
+from labelhaul.timestamps import parse_timestamp
 
 # The longest plausible sync: the flow holds a dataset's slot for at most 6 h. A shorter
 # grace period lets gc delete the files and blobs a running sync has written but not yet
@@ -61,16 +61,7 @@ GC_MARKER = "_gc.json"
 # Directories of content-named data files (store._ROLE_DIRS) and of blobs.
 DATA_DIRS = ("tables", "coco", "raw")
 BLOB_DIR = "blobs/sha256"
-_S3_DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """One listed object: its key relative to the dataset root, age and size."""
-
-    key: str
-    last_modified: datetime
-    size: int
+DELETE_BATCH = 1000  # keys per `delete_many` call: what one S3 DeleteObjects takes
 
 
 @dataclass
@@ -105,71 +96,18 @@ OnDelete = Callable[[str, str, int], None]
 
 
 def iter_objects(store: DatasetStore, prefix: str) -> Iterator[ObjectInfo]:
-    """Yield the objects under `prefix` (relative to the dataset root) with LastModified.
-
-    Raises:
-        ConfigError: the object store is neither a local directory nor S3.
-    """
-    objects = store.objects
+    """Yield the objects under `prefix` (relative to the dataset root) with LastModified."""
     full_prefix = store.key(prefix.rstrip("/")) + "/"
     strip = len(store.key("x")) - 1  # length of the dataset root prefix, with its slash
-    if isinstance(objects, S3ObjectStore):
-        yield from _iter_s3(objects, full_prefix, strip)
-    elif isinstance(objects, LocalObjectStore):
-        yield from _iter_local(objects, full_prefix, strip)
-    else:
-        raise ConfigError(f"gc cannot list {objects!r}: only local directories and S3 are known.")
-
-
-def _iter_s3(objects: S3ObjectStore, full_prefix: str, strip: int) -> Iterator[ObjectInfo]:
-    bucket_prefix = f"{objects.prefix}/{full_prefix}" if objects.prefix else full_prefix
-    cut = (len(objects.prefix) + 1 if objects.prefix else 0) + strip
-    paginator = objects.client.get_paginator("list_objects_v2")
-    try:
-        for page in paginator.paginate(Bucket=objects.bucket, Prefix=bucket_prefix):
-            for item in page.get("Contents", []):
-                modified = item["LastModified"]
-                if modified.tzinfo is None:
-                    modified = modified.replace(tzinfo=UTC)
-                yield ObjectInfo(str(item["Key"])[cut:], modified, int(item.get("Size", 0)))
-    except Exception as exc:
-        if isinstance(exc, GeneratorExit):
-            raise
-        raise StoreError(f"Listing {objects.uri_for(full_prefix)} failed: {exc}") from exc
-
-
-def _iter_local(objects: LocalObjectStore, full_prefix: str, strip: int) -> Iterator[ObjectInfo]:
-    base = objects.root / full_prefix.rstrip("/")
-    if not base.is_dir():
-        return
-    # Depth-first with a stack of directories: a listing never holds more than one
-    # directory's entries (blobs/sha256/ has 256 subdirectories of bounded size).
-    stack = [base]
-    while stack:
-        directory = stack.pop()
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
-        except FileNotFoundError:
-            continue  # removed meanwhile
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
-            elif entry.is_file(follow_symlinks=False):
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:
-                    continue
-                rel = Path(entry.path).relative_to(objects.root).as_posix()
-                yield ObjectInfo(
-                    rel[strip:], datetime.fromtimestamp(st.st_mtime, UTC), int(st.st_size)
-                )
+    for info in store.objects.list_info(full_prefix):
+        yield ObjectInfo(info.key[strip:], info.last_modified, info.size)
 
 
 # --------------------------------------------------------------------------- deleting
 
 
 class _Deleter:
-    """Delete objects (batched for S3), or only count them in a dry run."""
+    """Delete objects in batches (one S3 request per 1,000), or only count them in a dry run."""
 
     def __init__(self, store: DatasetStore, dry_run: bool) -> None:
         self.store = store
@@ -179,14 +117,9 @@ class _Deleter:
     def delete(self, relative: str) -> None:
         if self.dry_run:
             return
-        objects = self.store.objects
-        full = self.store.key(relative)
-        if isinstance(objects, S3ObjectStore):
-            self._batch.append(full)
-            if len(self._batch) >= _S3_DELETE_BATCH:
-                self.flush()
-            return
-        objects.delete(full)
+        self._batch.append(self.store.key(relative))
+        if len(self._batch) >= DELETE_BATCH:
+            self.flush()
 
     def delete_now(self, relative: str) -> None:
         """Delete one object before anything else happens (manifests: the order matters)."""
@@ -195,40 +128,12 @@ class _Deleter:
             self.store.objects.delete(self.store.key(relative))
 
     def flush(self) -> None:
-        objects = self.store.objects
-        if not self._batch or not isinstance(objects, S3ObjectStore):
-            return
         batch, self._batch = self._batch, []
-        keys = [{"Key": f"{objects.prefix}/{k}" if objects.prefix else k} for k in batch]
-        try:
-            resp = objects.client.delete_objects(
-                Bucket=objects.bucket, Delete={"Objects": keys, "Quiet": True}
-            )
-        except Exception as exc:
-            raise StoreError(
-                f"Deleting {len(keys)} objects from {objects.uri_for('')} failed: {exc}. "
-                "gc needs s3:DeleteObject on the store prefix."
-            ) from exc
-        errors = resp.get("Errors") or []
-        if errors:
-            first = errors[0]
-            raise StoreError(
-                f"S3 refused to delete {len(errors)} objects (first: {first.get('Key')}: "
-                f"{first.get('Code')} {first.get('Message')}): gc needs s3:DeleteObject."
-            )
+        if batch:
+            self.store.objects.delete_many(batch)
 
 
 # --------------------------------------------------------------------------- references
-
-
-def _parse_instant(text: Any) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _annotations_entries(manifest: Manifest) -> list[FileEntry]:
@@ -356,7 +261,7 @@ def collect_garbage(
         beyond = published[: max(0, len(published) - keep)]
         for version_id in beyond:
             if age_cutoff is not None:
-                created = _parse_instant(store.load_manifest(version_id).created_at)
+                created = parse_timestamp(store.load_manifest(version_id).created_at)
                 if created is None or created > age_cutoff:
                     continue  # unknown or too young: keep (safe side)
             doomed.append(version_id)
@@ -437,8 +342,8 @@ def collect_garbage(
                 report.deleted_runs += 1
     deleter.flush()
 
-    # 4. A local store's `.part` temp files left by writers that died (a kill, a full disk).
-    if isinstance(store.objects, LocalObjectStore) and not dry_run:
+    # 4. Temp files left by writers that died (a kill, a full disk): a local store's `.part`s.
+    if not dry_run:
         report.deleted_temp_files = store.objects.clean_temp(
             min(TEMP_MAX_AGE_S, grace_hours * 3600.0)
         )
@@ -470,8 +375,8 @@ def gc_started_since(store: DatasetStore, since: datetime) -> datetime | None:
         return None
     try:
         doc = json.loads(data)
-        started = _parse_instant(doc.get("started_at"))
-        finished = _parse_instant(doc.get("finished_at"))
+        started = parse_timestamp(doc.get("started_at"))
+        finished = parse_timestamp(doc.get("finished_at"))
     except (ValueError, AttributeError):
         return since  # unreadable: assume the worst
     if started is None:

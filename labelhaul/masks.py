@@ -23,7 +23,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -51,7 +51,6 @@ __all__ = [
     "MaskJob",
     "MaskResult",
     "PutBlob",
-    "plan_batches",
     "process_job",
     "process_jobs",
 ]
@@ -67,24 +66,6 @@ class BytesFetcher(Protocol):
     """What the mask stage needs from an HTTP client (`labelhaul.http.HttpClient` fits)."""
 
     def get_bytes(self, url: str, *, max_bytes: int | None = None) -> bytes: ...
-
-
-def plan_batches(jobs: Iterable[MaskJob], batch_size: int) -> Iterator[list[MaskJob]]:
-    """Cut a stream of jobs into lists of at most `batch_size` jobs, in order, lazily.
-
-    One batch becomes one task run: a run per composite would cost more in orchestration
-    than in pixels (DESIGN.md section 7: ~35 ms per task run vs ~14 ms per composite).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    batch: list[MaskJob] = []
-    for job in jobs:
-        batch.append(job)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def max_png_bytes(max_pixels: int) -> int:
@@ -108,7 +89,7 @@ def process_jobs(
     """Split every job's composite into instance masks and land each as a blob.
 
     Args:
-        jobs: one batch (see `plan_batches`).
+        jobs: one batch (a staged part's jobs, `pipeline.part_jobs`).
         http: fetches mask URLs (retries, and the API key only to the Labelbox origin).
         put_blob: `put_blob(sha256, png)` writes a blob create-only; called from worker
             threads, so it must be thread-safe. Its exceptions stop the batch.

@@ -176,7 +176,8 @@ def stage_export(
             that does not parse, gets a `timestamp_out_of_range` warning and no say in it.
     """
     from labelhaul.rows import parse_export_line
-    from labelhaul.tables import compute_watermark, format_timestamp, parse_timestamp
+    from labelhaul.tables import compute_watermark
+    from labelhaul.timestamps import format_timestamp, parse_timestamp
 
     staging.mkdir(parents=True, exist_ok=True)
     parts_dir = staging / "parts"

@@ -39,7 +39,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -919,9 +919,3 @@ def _value_type(md: dict[str, Any]) -> str | None:
     if isinstance(value, list | dict):
         return "json"
     return None
-
-
-def iter_table_records(rows: list[ParsedRow], table: str) -> Iterator[dict[str, Any]]:
-    """Yield the records of one table across parsed rows, in order."""
-    for row in rows:
-        yield from row.tables.get(table, ())

@@ -104,14 +104,3 @@ def sample_project_export() -> dict[str, Any]:
 def sample_model_run_export() -> dict[str, Any]:
     """The seed's sample model-run export: one data row (a fresh copy)."""
     return _by_title(MODEL_RUN_EXPORT_TITLE)
-
-
-def annotation_examples() -> dict[str, dict[str, Any]]:
-    """The seed's per-kind annotation examples, by their heading (e.g. "Polygon")."""
-    skip = {PROJECT_EXPORT_TITLE, MODEL_RUN_EXPORT_TITLE}
-    out: dict[str, dict[str, Any]] = {}
-    for title, obj in seed_objects():
-        if title in skip or "feature_id" not in obj:
-            continue
-        out[title] = json.loads(json.dumps(obj))
-    return out

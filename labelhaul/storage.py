@@ -35,7 +35,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from labelhaul.config.settings import Settings
 
 _CHUNK = 1024 * 1024
+_DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
 # A full disk or an exhausted quota: retrying cannot help until someone frees space.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # `.part` files older than this are a dead writer's: a live one renames its file in seconds.
@@ -64,6 +65,15 @@ _NO_HARDLINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, err
 
 class PreconditionFailed(StoreError):  # noqa: N818 - the name S3 uses for HTTP 412
     """A conditional write failed: the object exists (create-only) or changed (CAS)."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the store root), last-modified time and size."""
+
+    key: str
+    last_modified: datetime  # UTC
+    size: int
 
 
 @runtime_checkable
@@ -106,8 +116,31 @@ class ObjectStore(Protocol):
         """Yield the keys under `prefix`, in lexicographic order."""
         ...
 
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield the objects under `prefix` with last-modified time and size, in key order.
+
+        Streamed: memory holds one listing page (S3) or one directory's entries (local).
+        """
+        ...
+
     def delete(self, key: str) -> None:
         """Delete the object (no error if absent)."""
+        ...
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete objects (no error for absent ones) in as few requests as the backend takes."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """Return where the object (or key prefix) is on this machine, or None (not local)."""
+        ...
+
+    def clean_temp(self, older_than_s: float = TEMP_MAX_AGE_S) -> int:
+        """Delete temp files older than `older_than_s` that dead writers left; return how many."""
+        ...
+
+    def endpoint(self) -> str:
+        """Return what identifies the server behind the store: its S3 endpoint, or `local`."""
         ...
 
     def open(self, key: str) -> IO[bytes]:
@@ -360,8 +393,52 @@ class LocalObjectStore:
                     keys.append(key)
         yield from sorted(keys)
 
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._path(head) if head else self.root
+        yield from self._walk_info(start, head, prefix)
+
+    def _walk_info(self, directory: Path, rel_dir: str, prefix: str) -> Iterator[ObjectInfo]:
+        """Yield the regular files below `directory` whose key starts with `prefix`, in order.
+
+        One directory's entries in memory per level (`blobs/sha256/` has 256 subdirectories
+        of bounded size). A directory sorts as `name/`, so keys come out in S3's order.
+        Symlinks are not followed nor listed: gc must not delete through them.
+        """
+        try:
+            with os.scandir(directory) as scan:
+                entries = [
+                    (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in scan
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return  # removed meanwhile, or never there
+        entries.sort(key=lambda pair: pair[0])
+        for name, entry in entries:
+            key = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if name.endswith("/"):
+                if not rel_dir and entry.name.startswith(".labelhaul-"):
+                    continue  # the store's own temp and lock files
+                if key.startswith(prefix) or prefix.startswith(key + "/"):
+                    yield from self._walk_info(Path(entry.path), key, prefix)
+            elif entry.is_file(follow_symlinks=False) and key.startswith(prefix):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield ObjectInfo(key, datetime.fromtimestamp(st.st_mtime, UTC), int(st.st_size))
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.delete(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key) if key else self.root
+
+    def endpoint(self) -> str:
+        return "local"
 
     def open(self, key: str) -> IO[bytes]:
         return open(self._path(key), "rb")
@@ -717,11 +794,68 @@ class S3ObjectStore:
         except Exception as exc:
             raise _translate(exc, self.uri_for(prefix)) from exc
 
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for item in page.get("Contents", []):
+                    modified = item["LastModified"]
+                    if modified.tzinfo is None:
+                        modified = modified.replace(tzinfo=UTC)
+                    yield ObjectInfo(
+                        str(item["Key"])[strip:], modified.astimezone(UTC), int(item.get("Size", 0))
+                    )
+        except Exception as exc:
+            raise _translate(exc, self.uri_for(prefix)) from exc
+
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             raise _translate(exc, self.uri_for(key)) from exc
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        batch: list[str] = []
+        for key in keys:
+            batch.append(self._key(key))
+            if len(batch) == _DELETE_BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, full_keys: Sequence[str]) -> None:
+        try:
+            resp = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in full_keys], "Quiet": True},
+            )
+        except Exception as exc:
+            raise StoreError(
+                f"Deleting {len(full_keys)} objects from {self.uri_for('')} failed: {exc}. "
+                "Deleting needs s3:DeleteObject on the store prefix."
+            ) from exc
+        errors = resp.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise StoreError(
+                f"S3 refused to delete {len(errors)} objects (first: {first.get('Key')}: "
+                f"{first.get('Code')} {first.get('Message')}): deleting needs s3:DeleteObject "
+                "on the store prefix."
+            )
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def clean_temp(self, older_than_s: float = TEMP_MAX_AGE_S) -> int:
+        """Return 0: S3 writes leave no temp objects (a bucket lifecycle rule aborts stale
+        multipart uploads)."""
+        return 0
+
+    def endpoint(self) -> str:
+        return str(self.client.meta.endpoint_url)
 
     def open(self, key: str) -> IO[bytes]:
         try:

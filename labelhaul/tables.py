@@ -14,10 +14,10 @@ import hashlib
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -25,9 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from labelhaul.masktypes import MaskResult
-
-if TYPE_CHECKING:
-    from labelhaul.rows import ParsedRow
+from labelhaul.timestamps import format_timestamp, parse_timestamp
 
 _S = pa.string()
 _F = pa.float64()
@@ -352,12 +350,6 @@ class TableSink:
         """Append an Arrow table or batch (its columns are selected and cast to the schema)."""
         self._stream(table).add_arrow(data)
 
-    def add_row(self, row: ParsedRow) -> None:
-        """Append every table's records of one parsed row."""
-        for name, records in row.tables.items():
-            if records:
-                self.add(name, records)
-
     def counts(self) -> dict[str, int]:
         """Return rows added so far per table (written plus buffered)."""
         return {name: s.rows + s.buffered for name, s in self._streams.items()}
@@ -435,18 +427,6 @@ def apply_mask_results(
             }
         )
     return out
-
-
-def assemble(rows: Iterable[ParsedRow], results: Iterable[MaskResult], sink: TableSink) -> None:
-    """Write one part's parsed rows into `sink`, with mask results joined into annotations."""
-    result_list = list(results)
-    for row in rows:
-        for name, records in row.tables.items():
-            if not records:
-                continue
-            if name == "annotations":
-                records = apply_mask_results(records, result_list)
-            sink.add(name, records)
 
 
 # -- digests -----------------------------------------------------------------------------------
@@ -573,24 +553,6 @@ class Watermark:
 
     def to_dict(self) -> dict[str, Any]:
         return {"cursor": self.cursor, "value": self.value}
-
-
-def parse_timestamp(value: str) -> datetime | None:
-    """Parse an export timestamp (`...Z`, `...+00:00`, naive = UTC) or return None."""
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def format_timestamp(dt: datetime) -> str:
-    """Format an instant as ISO 8601 UTC with milliseconds and a `Z`."""
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
 def compute_watermark(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,40 +31,53 @@ PROBE_PREFIX = "_labelhaul/probe-"
 SINGLE_WRITER_SETTING = "LABELHAUL_SINGLE_WRITER"
 
 
-def endpoint_of(objects: ObjectStore) -> str:
-    """Return what identifies the server behind a store (its S3 endpoint, or `local`)."""
-    client = getattr(objects, "client", None)
-    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
-    return str(endpoint) if endpoint else "local"
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a conditional-write probe found."""
+
+    problem: str | None  # what the store does wrong; None: it honours both conditions
+    left_behind: str | None = None  # URI of a probe that could not be deleted
 
 
-def probe_conditional_writes(objects: ObjectStore, *, prefix: str = PROBE_PREFIX) -> str | None:
-    """Write a probe create-only twice, then with a stale If-Match; return the problem or None.
+def probe_conditional_writes(objects: ObjectStore, *, prefix: str = PROBE_PREFIX) -> ProbeResult:
+    """Write a probe create-only twice, then with a stale If-Match; return what went wrong.
+
+    Both later writes must be refused. The probe is deleted afterwards; without
+    s3:DeleteObject it stays (tiny and harmless) and `left_behind` names it.
 
     Raises:
         LabelhaulError: the probe could not be written at all (permissions, network).
     """
     key = f"{prefix}{uuid.uuid4().hex}.txt"
     etag = objects.put(key, b"labelhaul conditional-write probe\n", if_none_match=True)
+    problem: str | None = None
     try:
         try:
             objects.put(key, b"second\n", if_none_match=True)
         except PreconditionFailed:
             pass
         else:
-            return "it accepted a create-only write (If-None-Match: *) over an existing object"
-        try:
-            objects.put(key, b"third\n", if_match=etag + "-stale")
-        except PreconditionFailed:
-            pass
-        else:
-            return "it accepted a write with a stale If-Match"
-        return None
+            problem = (
+                "it ignores If-None-Match (a create-only write over an existing object was "
+                "accepted), so concurrent runs could overwrite each other's versions"
+            )
+        if problem is None:
+            try:
+                objects.put(key, b"third\n", if_match=etag + "-stale")
+            except PreconditionFailed:
+                pass
+            else:
+                problem = (
+                    "it ignores If-Match (a write with a stale If-Match was accepted), so "
+                    "`_latest.json` cannot be moved safely"
+                )
     finally:
         try:
             objects.delete(key)
+            left_behind = None
         except LabelhaulError:
-            pass  # without s3:DeleteObject the probe stays; it is tiny and harmless
+            left_behind = objects.uri_for(key)
+    return ProbeResult(problem, left_behind)
 
 
 def ensure_conditional_writes(objects: ObjectStore, *, single_writer: bool = False) -> str:
@@ -79,7 +93,7 @@ def ensure_conditional_writes(objects: ObjectStore, *, single_writer: bool = Fal
     """
     if single_writer:
         return "single-writer"
-    endpoint = endpoint_of(objects)
+    endpoint = objects.endpoint()
     cached = objects.get(MARKER)
     if cached is not None:
         try:
@@ -89,11 +103,11 @@ def ensure_conditional_writes(objects: ObjectStore, *, single_writer: bool = Fal
         if isinstance(doc, dict) and doc.get("supported") is True:
             if doc.get("endpoint") == endpoint:
                 return "cached"
-    problem = probe_conditional_writes(objects)
+    problem = probe_conditional_writes(objects).problem
     if problem is not None:
         raise StoreUnavailableError(
             f"{objects.uri_for('')} (endpoint {endpoint}) ignores conditional writes: "
-            f"{problem}. Two syncs could then overwrite each other's versions. Use a store "
+            f"{problem}. Use a store "
             "that honours If-None-Match and If-Match (AWS S3, or an S3-compatible server "
             f"that supports them), or, if only one sync ever writes this store, set "
             f"{SINGLE_WRITER_SETTING}=true."

@@ -42,11 +42,6 @@ def _retry_unless_terminal(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
-def client_for(settings: Settings) -> Any:
-    """A labelbox.Client for the configured endpoints (fails fast without an API key)."""
-    return client_from_settings(settings)
-
-
 # No Prefect retries: every GraphQL call inside is retried by the policy already, and a
 # retry of the task would start the exports again (and double LABELHAUL_EXPORT_TIMEOUT_S
 # for parts run in waves).
@@ -66,7 +61,7 @@ def start_export_task(
     """
     logger = get_run_logger()
     jobs = start_export(
-        client_for(settings),
+        client_from_settings(settings),
         project_id=project_id,
         model_run_id=model_run_id,
         params=params,
@@ -85,7 +80,7 @@ def start_export_task(
 @task(name="wait-export", retries=0)
 def wait_export_task(settings: Settings, jobs: list[ExportJob]) -> None:
     """Wait for every export task; a timeout raises, a FAILED task carries Labelbox's message."""
-    client = client_for(settings)
+    client = client_from_settings(settings)
     for job in jobs:
         wait_for_export(
             client,
@@ -134,7 +129,7 @@ def stage_export_task(
     if (staging / "parts").exists():
         for f in (staging / "parts").iterdir():
             f.unlink()
-    client = client_for(settings)
+    client = client_from_settings(settings)
     with HttpClient(timeout_s=settings.http_timeout_s, policy=settings.http_retry_policy()) as http:
         # Chunk files are signed URLs on storage hosts: fetched without the API key.
         readers = [

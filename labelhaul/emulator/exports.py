@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from labelhaul.emulator.sources import MODEL_RUN, RowSource, iter_label_lists, iter_mask_objects
+from labelhaul.timestamps import parse_timestamp
 from labelhaul.urls import LABELBOX_HOSTED, hosting_of, strip_signing
 
 # Labelbox's limits: ids in one export's filter, and exports running at once per project
@@ -69,16 +70,6 @@ def _parse_bound(value: Any, tz_name: str) -> datetime:
     raise ExportInputError(
         f"invalid date {value!r}: use YYYY-MM-DD, YYYY-MM-DD hh:mm:ss or YYYY-MM-DDThh:mm:ss+hhmm"
     )
-
-
-def _parse_row_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -138,12 +129,12 @@ class RowFilter:
         ):
             return False
         if self.last_activity is not None:
-            t = _parse_row_time((dr.get("details") or {}).get("last_activity_at"))
+            t = parse_timestamp((dr.get("details") or {}).get("last_activity_at"))
             if not self.last_activity.contains(t):
                 return False
         if self.labeled_at is not None:
             times = [
-                _parse_row_time((lb.get("label_details") or {}).get("created_at"))
+                parse_timestamp((lb.get("label_details") or {}).get("created_at"))
                 for lb in proj.get("labels") or []
             ]
             if not any(self.labeled_at.contains(t) for t in times):

@@ -514,12 +514,6 @@ class EmulatorServer:
             raise KeyError(f"no project or model run {source_id!r} in this emulator")
         return src
 
-    @property
-    def source_ids(self) -> list[str]:
-        """Ids of every project and model run served."""
-        with self._lock:
-            return list(self._sources)
-
     def composite_png(self, composite_id: str) -> bytes | None:
         """Return a composite PNG by id, or None."""
         for src in list(self._sources.values()):

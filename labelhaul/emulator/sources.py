@@ -228,10 +228,6 @@ class InMemorySource(RowSource):
         result: NDArray[np.bool_] = inst == j + 1
         return result
 
-    def composite_info(self, composite_id: str) -> CompositeInfo | None:
-        """Return the layout facts of one composite, or None."""
-        return self._composites.get(composite_id)
-
 
 class FileSource(RowSource):
     """An export NDJSON file plus a folder of mask PNGs: composites `<composite id>.png`,

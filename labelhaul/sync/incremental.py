@@ -19,7 +19,7 @@ from labelhaul.export_params import DateRange, ExportFilters
 from labelhaul.manifest import Manifest
 from labelhaul.pipeline import why_not_incremental
 from labelhaul.sync.plan import SyncPlan, plan_sync
-from labelhaul.tables import parse_timestamp
+from labelhaul.timestamps import parse_timestamp
 from labelhaul.verify import MISSING_BLOBS_FULL
 
 

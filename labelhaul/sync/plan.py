@@ -18,13 +18,26 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from labelhaul.manifest import Manifest
 
-FULL = "full"
-INCREMENTAL = "incremental"
-MERGE = "merge"
+
+class SyncMode(StrEnum):
+    """How much to export: rows active since the watermark, or every row (a refresh).
+
+    The one list of modes: the flow parameter, the projects file's `mode` and the
+    deployments' schedules all read it.
+    """
+
+    incremental = "incremental"
+    full = "full"
+
+
+FULL = SyncMode.full.value
+INCREMENTAL = SyncMode.incremental.value
+MERGE = "merge"  # a plan's mode, not one a run asks for: a full export of other filters, merged
 
 
 @dataclass(frozen=True)

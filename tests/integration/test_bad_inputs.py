@@ -31,7 +31,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from labelhaul.chaos import RecordingServer, Route
+from bench.harness import RecordingServer, Route
 from labelhaul.emulator import EmulatorServer
 from labelhaul.reader import open_dataset
 from labelhaul.seed import sample_project_export

@@ -3,7 +3,7 @@
 `labelhaul sync` runs as a subprocess against the session's Prefect test server (the kill loop
 uses a project per kill point, so no re-run waits for a killed run's slot lease), the emulator
 in this process, and a moto S3 server of its own; S3 faults go through
-`labelhaul.chaos.FaultProxy`. The full run with the figures is `python -m bench.chaos`.
+`bench.harness.FaultProxy`. The full run with the figures is `python -m bench.chaos`.
 """
 
 from __future__ import annotations

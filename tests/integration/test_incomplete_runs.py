@@ -111,7 +111,7 @@ def test_a_store_that_ignores_conditional_writes_is_refused_with_the_fix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Item 7: `sync` checks conditional writes once (remembered in the store) and refuses."""
-    from labelhaul.chaos import FaultProxy
+    from bench.harness import FaultProxy
     from labelhaul.writecheck import MARKER
 
     pid = lb_env.add_synthetic_project(n_rows=2, instances=1)
@@ -250,7 +250,7 @@ def test_a_gc_during_the_sync_is_noticed_before_the_commit(
     after = sync(pid, store_uri, mode=SyncMode.incremental, overlap_minutes=0)
     assert after["version_id"] == "v000002"
     objects = open_object_store(store_uri)
-    from labelhaul.chaos import validate_latest
+    from bench.harness import validate_latest
 
     assert validate_latest(objects, pid).problems == []
     assert DatasetStore(objects, pid).latest() is not None

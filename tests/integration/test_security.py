@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import requests
 
-from labelhaul.chaos import RecordingServer, Route
+from bench.harness import RecordingServer, Route
 from labelhaul.emulator import EmulatorServer
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

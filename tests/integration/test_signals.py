@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from labelhaul.chaos import FaultProxy, validate_latest
+from bench.harness import FaultProxy, validate_latest
 from labelhaul.emulator import EmulatorServer
 from labelhaul.storage import open_object_store
 

@@ -1,6 +1,6 @@
 """S3 throttling (503 SlowDown) is transient: waited out with backoff, never "unusable".
 
-Through `labelhaul.chaos.FaultProxy` in front of moto's server: a burst of SlowDown answers
+Through `bench.harness.FaultProxy` in front of moto's server: a burst of SlowDown answers
 to every request, then a steady 45 % of requests throttled.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from labelhaul.chaos import FaultProxy
+from bench.harness import FaultProxy
 from labelhaul.errors import StoreThrottledError, StoreUnavailableError, is_terminal
 from labelhaul.storage import _translate, open_object_store
 

@@ -10,7 +10,6 @@ import hashlib
 import io
 import threading
 from collections import Counter
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -23,7 +22,6 @@ from labelhaul.masks import (
     MaskInstance,
     MaskJob,
     MaskResult,
-    plan_batches,
     process_job,
     process_jobs,
 )
@@ -317,25 +315,6 @@ def test_process_jobs_validates_workers() -> None:
     with pytest.raises(ValueError):
         process_jobs([], DictFetcher({}), Blobs(), max_pixels=1, workers=0)
     assert process_jobs([], DictFetcher({}), Blobs(), max_pixels=1, workers=4) == ([], [])
-
-
-def test_plan_batches_is_lazy_and_complete() -> None:
-    made: list[int] = []
-
-    def gen() -> Iterator[MaskJob]:
-        for i in range(7):
-            made.append(i)
-            yield job(label=f"L{i}")
-
-    batches = plan_batches(gen(), 3)
-    first = next(batches)
-    assert [j.label_id for j in first] == ["L0", "L1", "L2"]
-    assert made == [0, 1, 2]  # nothing read ahead of the batch
-    rest = list(batches)
-    assert [[j.label_id for j in b] for b in rest] == [["L3", "L4", "L5"], ["L6"]]
-    assert list(plan_batches([], 5)) == []
-    with pytest.raises(ValueError):
-        list(plan_batches([], 0))
 
 
 def test_max_png_bytes_admits_any_png_within_the_pixel_limit() -> None:

@@ -156,6 +156,20 @@ def test_vocabulary_matches_the_flow_parameter_enums() -> None:
     assert set(SYNC_MODES) == {m.value for m in SyncMode}
 
 
+def test_one_list_of_sync_modes_for_the_flow_the_file_and_the_plan() -> None:
+    from labelhaul.config.projects import SyncTarget
+    from labelhaul.flows.params import SyncMode
+
+    import labelhaul.sync.plan
+    from labelhaul.sync.plan import FULL, INCREMENTAL
+
+    assert SyncMode is labelhaul.sync.plan.SyncMode
+    assert SyncTarget.model_fields["mode"].annotation is SyncMode
+    assert (FULL, INCREMENTAL) == (SyncMode.full, SyncMode.incremental)
+    (entry,) = parse_projects({"projects": [{"id": "p1", "mode": "full"}]}).projects
+    assert entry.mode is SyncMode.full
+
+
 def test_model_runs_do_not_inherit_project_only_defaults() -> None:
     config = parse_projects(
         {

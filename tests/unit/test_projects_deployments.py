@@ -12,10 +12,9 @@ from enum import StrEnum
 from typing import Any
 
 import pytest
-from labelhaul.config.projects import parse_projects
+from labelhaul.config.projects import LABELS_CHANGED_EVENT, parse_projects
 from labelhaul.deployments.cli import describe, resolve_store
 from labelhaul.deployments.definitions import (
-    EVENT_NAME,
     build_deployments,
     webhook_trigger,
 )
@@ -102,8 +101,8 @@ def test_project_deployment_has_cron_timezone_trigger_and_concurrency() -> None:
 
     (trigger,) = deployment.triggers
     assert trigger.match.model_dump() == {"prefect.resource.id": f"labelbox.project.{SEED}"}
-    assert trigger.expect == {EVENT_NAME} == {"labelbox.labels.changed"}
-    assert trigger.after == {EVENT_NAME}
+    assert trigger.expect == {LABELS_CHANGED_EVENT} == {"labelbox.labels.changed"}
+    assert trigger.after == {LABELS_CHANGED_EVENT}
     # Bucketed per resource: only a change opens a window, so no run without one.
     assert trigger.for_each == {"prefect.resource.id"}
     assert trigger.posture.value == "Proactive"

@@ -18,7 +18,6 @@ from labelhaul.tables import (
     TableSink,
     Watermark,
     apply_mask_results,
-    assemble,
     compute_watermark,
     copy_rows_except,
     dataset_digest,
@@ -41,10 +40,16 @@ def _rows(n: int) -> list[ParsedRow]:
     return out
 
 
+def _add(sink: TableSink, row: ParsedRow) -> None:
+    """Add one parsed row's records, table by table (as `pipeline.assemble_version` does)."""
+    for table, records in row.tables.items():
+        sink.add(table, records)
+
+
 def _write(directory: Path, rows: list[ParsedRow], row_group_size: int) -> dict[str, Path]:
     with TableSink(directory, row_group_size=row_group_size) as sink:
         for row in rows:
-            sink.add_row(row)
+            _add(sink, row)
     return sink.close()
 
 
@@ -138,7 +143,7 @@ def test_copy_rows_except_streams_the_parent_minus_replaced(tmp_path: Path) -> N
         # The replaced rows come back re-exported (here: unchanged) after the copy.
         for row in rows:
             if row.data_row_id in replaced:
-                sink.add_row(row)
+                _add(sink, row)
     child = sink.close()
     kept = [r for r in _records(rows, "annotations") if r["data_row_id"] not in replaced]
     assert copied == len(kept)
@@ -190,7 +195,7 @@ def test_apply_mask_results_fills_mask_columns_by_feature_id(tmp_path: Path) -> 
     )
     assert all(r["mask_sha256"] is None for r in out if r is not filled)
     with TableSink(tmp_path) as sink:
-        assemble([row], [res], sink)
+        sink.add("annotations", out)
     got = pq.read_table(sink.close()["annotations"]).to_pylist()
     assert [r["mask_rle"] for r in got if r["mask_rle"]] == ["abc"]
 

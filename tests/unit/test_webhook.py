@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from labelhaul.config.projects import LABELS_CHANGED_EVENT
 from labelhaul.deployments.webhook import (
-    EVENT_NAME,
     DeliveryLog,
     ProjectRateLimit,
     create_app,
@@ -110,7 +110,7 @@ def test_valid_delivery_emits_one_event(client: AppClient, emitted: Captured) ->
     assert response.json()["status"] == "accepted"
     assert len(emitted.events) == 1
     event = emitted.events[0]
-    assert event["event"] == EVENT_NAME == "labelbox.labels.changed"
+    assert event["event"] == LABELS_CHANGED_EVENT == "labelbox.labels.changed"
     assert event["resource"] == {"prefect.resource.id": f"labelbox.project.{PROJECT}"}
     assert event["payload"]["topic"] == "LABEL_CREATED"
     assert event["payload"]["delivery_id"] == "delivery-1"

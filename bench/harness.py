@@ -1,16 +1,18 @@
-"""Tools for proving the sync under bad networks, crashes and concurrency (no Prefect here).
+"""Loopback rigs the tests and benches share to prove the sync (bad networks, crashes, races).
 
 - `RecordingServer`: a loopback HTTP server that records every request's headers and answers
   from a table of routes (a "foreign host" for mask URLs, a redirect target).
-- `FaultProxy`: a loopback HTTP forwarder put between a client and an S3 endpoint (moto's
-  server) that fails a share of requests: 503 SlowDown, a reset before forwarding, and a
-  request that reaches the server but whose response is lost (forward, then drop); with
-  `drop_conditions` it strips If-None-Match / If-Match, as a store without them would.
+- `FaultProxy`: the one loopback HTTP forwarder put between a client and an S3 endpoint
+  (moto's server). It counts what goes through (`take()`: requests and bytes per method
+  and store area, what the incremental bench measures) and, when asked, fails a share of
+  requests: 503 SlowDown, a reset before forwarding, and a request that reaches the server
+  but whose response is lost (forward, then drop); with `drop_conditions` it strips
+  If-None-Match / If-Match, as a store without them would.
 - `validate_latest(objects, dataset_id)`: check that the version `_latest.json` points at is
   whole: every file of its manifest exists with the listed sha256 and byte count, and every
   mask blob its annotations reference exists. A reader thread polls it during chaos runs.
 
-Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+Test and bench code only: no production path imports it.
 """
 
 from __future__ import annotations
@@ -146,9 +148,44 @@ class FaultCounts:
     forwarded: int = 0
     faults: dict[str, int] = field(default_factory=dict)
 
-    def total_faults(self) -> int:
-        """Return the number of injected faults of every kind."""
-        return sum(self.faults.values())
+
+@dataclass
+class Traffic:
+    """Requests and bytes forwarded upstream (both directions, headers included)."""
+
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+    # Bytes sent by PUTs per area of the store (`blobs`, `tables`, `coco`, `raw`, ...).
+    put_bytes_by_area: dict[str, int] = field(default_factory=dict)
+    # Requests per "METHOD area" (`HEAD tables`, `PUT blobs`, ...).
+    requests_by_area: dict[str, int] = field(default_factory=dict)
+
+    def count(self, method: str, path: str, sent: int, received: int) -> None:
+        """Add one forwarded request."""
+        self.requests += 1
+        self.bytes_sent += sent
+        self.bytes_received += received
+        self.by_method[method] = self.by_method.get(method, 0) + 1
+        area = store_area(path)
+        what = f"{method} {area}"
+        self.requests_by_area[what] = self.requests_by_area.get(what, 0) + 1
+        if method == "PUT":
+            self.put_bytes_by_area[area] = self.put_bytes_by_area.get(area, 0) + sent
+
+
+def store_area(path: str) -> str:
+    """Name the part of a dataset store a path-style S3 request is for (`tables`, `blobs`...).
+
+    Keys look like `/<bucket>/<prefix>/<dataset>/<area>/...`; the area is the first
+    segment after the dataset's that the store layout names.
+    """
+    segments = path.split("?")[0].strip("/").split("/")
+    for seg in segments[1:]:
+        if seg in ("blobs", "tables", "coco", "raw", "errors", "versions", "runs"):
+            return seg
+    return segments[-1] if len(segments) > 1 else "(bucket)"
 
 
 class _ProxyHTTPServer(ThreadingHTTPServer):
@@ -201,28 +238,42 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":  # a body after a HEAD answer would poison the socket
+                self.wfile.write(payload)
             return
         dropped = _HOP_HEADERS | (_CONDITIONS if proxy.drop_conditions else frozenset())
         headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
         if body or self.command in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
+        sent = len(self.requestline) + 2 + sum(len(k) + len(v) + 4 for k, v in headers.items())
+        sent += 2 + len(body)
         conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
         try:
             conn.request(self.command, self.path, body=body or None, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            answer = [
+                (name, value)
+                for name, value in resp.getheaders()
+                if name.lower() not in _HOP_HEADERS and name.lower() != "content-length"
+            ]
+            received = sum(len(k) + len(v) + 4 for k, v in answer) + len(data) + 20
             with proxy.lock:
                 proxy.counts.forwarded += 1
+                proxy.traffic.count(self.command, self.path, sent, received)
             if fault == "lost_response":
                 # The request landed upstream; the client never hears about it.
                 self._drop()
                 return
             self.send_response(resp.status, resp.reason)
-            for name, value in resp.getheaders():
-                if name.lower() not in _HOP_HEADERS and name.lower() != "content-length":
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
+            for name, value in answer:
+                self.send_header(name, value)
+            if self.command == "HEAD":  # no body: pass on the object's length
+                length = resp.getheader("Content-Length")
+                if length is not None:
+                    self.send_header("Content-Length", length)
+            else:
+                self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
@@ -237,7 +288,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 class FaultProxy:
-    """A fault-injecting HTTP forwarder on loopback in front of `upstream` (e.g. moto).
+    """A counting, fault-injecting HTTP forwarder on loopback in front of `upstream` (moto).
+
+    With the defaults it injects nothing and only counts (`take()`).
 
     Args:
         upstream: `http://host:port` of the real server.
@@ -279,6 +332,7 @@ class FaultProxy:
         self.delay_s = delay_s
         self.delay_methods = delay_methods
         self.counts = FaultCounts()
+        self.traffic = Traffic()
         self.lock = threading.Lock()
         self._rng = random.Random(seed)
         self._httpd = _ProxyHTTPServer(("127.0.0.1", 0), _ProxyHandler)
@@ -309,6 +363,12 @@ class FaultProxy:
             fault = self._rng.choice(choices)
             self.counts.faults[fault] = self.counts.faults.get(fault, 0) + 1
             return fault
+
+    def take(self) -> Traffic:
+        """Return the traffic forwarded so far and start counting afresh."""
+        with self.lock:
+            taken, self.traffic = self.traffic, Traffic()
+        return taken
 
     def start(self) -> FaultProxy:
         """Serve in a daemon thread; return self."""
