@@ -126,7 +126,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _wait_for(
             "the Prefect server",
             lambda: True if httpx.get(f"{api}/health", timeout=2).status_code == 200 else None,
-            timeout=90,
+            timeout=180,  # as serve's own: migrations on a loaded 2-core machine took > 90 s
             proc=server,
         )
         yield api
