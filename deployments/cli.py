@@ -157,13 +157,13 @@ class StopGuard:
             self._timer.start()
 
     def force(self, why: str) -> NoReturn:
+        logging.disable(logging.CRITICAL)  # the runner's threads see the server go: no word
         print(
             f"labelhaul serve: stopped at once by {why}, before the runner had shut down; "
             "for a slow Prefect server, raise LABELHAUL_SERVE_STOP_TIMEOUT_S",
             file=sys.stderr,
             flush=True,
         )
-        logging.disable(logging.CRITICAL)  # the runner's threads see the server go: no word
         try:
             self.on_force()
         finally:
