@@ -176,6 +176,11 @@ class Settings(BaseSettings):
     projects_file: str | None = Field(
         default=None, description="Projects file for serve/deploy/webhook (default: packaged)."
     )
+    serve_stop_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest graceful stop of `serve` after Ctrl-C/SIGTERM; then it exits at once.",
+    )
 
     @field_validator("labelbox_api_key", "webhook_secret", mode="before")
     @classmethod

@@ -9,11 +9,16 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import re
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from labelhaul.config.projects import ProjectsConfig, load_projects
 from labelhaul.config.settings import Settings, load_settings
@@ -22,6 +27,7 @@ from labelhaul.errors import ConfigError
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
+    from prefect.runner import Runner
 
 DEFAULT_WEBHOOK_PORT = 8787
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -87,26 +93,125 @@ def _serve(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
     settings = load_settings()
+    guard = StopGuard(settings.serve_stop_timeout_s)
+    guard.install()  # before the server starts: a Ctrl-C there is bounded too
     deployments = build_from_args(args.projects, settings)
     print(describe(deployments), file=sys.stderr)
     if PREFECT_API_URL.value():
-        _serve_deployments(deployments, args.limit)
+        _serve_deployments(deployments, args.limit, guard)
         return 0
     from labelhaul.deployments.local_server import local_prefect_server
     from prefect.settings import temporary_settings
 
-    with local_prefect_server() as url:
+    with local_prefect_server() as server:
+        guard.on_force = server.kill  # a forced exit takes serve's server with it
+        url = server.url
         print(NO_SERVER_NOTICE.format(url=url.removesuffix("/api")), file=sys.stderr)
         os.environ["PREFECT_API_URL"] = url  # flow runs and their workers inherit it
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            _serve_deployments(deployments, args.limit)
+            _serve_deployments(deployments, args.limit, guard)
     return 0
 
 
-def _serve_deployments(deployments: list[RunnerDeployment], limit: int | None) -> None:
-    from prefect import serve
+class StopGuard:
+    """Bounds how long `serve` takes to stop once asked.
 
-    serve(*deployments, limit=limit)
+    Prefect's `serve` stops on Ctrl-C by cancelling its runner's task, which then pauses the
+    schedules and closes its clients over the API; serve's own server is stopped after that.
+    Each step waits on a server that may not answer (a stalled server on a loaded machine
+    held serve for minutes after Ctrl-C, logging nothing), so: the first Ctrl-C (or SIGTERM)
+    starts that graceful stop and a timer of `timeout_s`; a second Ctrl-C, or the timer,
+    ends serve at once (its own server killed, exit code 130) with one line saying why.
+    Installed in the main thread before anything starts, so no Ctrl-C finds it missing.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.on_force: Callable[[], None] = lambda: None
+        self.interrupts = 0
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: threading.Timer | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.interrupts += 1
+        if self.interrupts > 1:
+            self.force("a second Ctrl-C")
+        self.begin()
+        task, loop = self._task, self._loop
+        if task is not None and loop is not None and not task.done():
+            # What asyncio.run does on Ctrl-C: cancel the main task, so the runner unwinds.
+            loop.call_soon_threadsafe(task.cancel)
+            return
+        raise KeyboardInterrupt  # not serving yet (or any more): unwind from here
+
+    def begin(self) -> None:
+        """Start the stop timer (once)."""
+        if self._timer is None:
+            why = f"its stop timeout ({self.timeout_s:g} s)"
+            self._timer = threading.Timer(self.timeout_s, self.force, args=(why,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def force(self, why: str) -> NoReturn:
+        logging.disable(logging.CRITICAL)  # the runner's threads see the server go: no word
+        print(
+            f"labelhaul serve: stopped at once by {why}, before the runner had shut down; "
+            "for a slow Prefect server, raise LABELHAUL_SERVE_STOP_TIMEOUT_S",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            self.on_force()
+        finally:
+            os._exit(130)
+
+    async def run(self, runner: Runner) -> None:
+        """Run `runner.start()` as the task a Ctrl-C cancels; SIGTERM starts the timer too."""
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+        # Runner.start installs its SIGTERM handler before its first await; wrap it then.
+        self._loop.call_soon(self._wrap_sigterm)
+        await runner.start()
+
+    def _wrap_sigterm(self) -> None:
+        prefects = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.begin()
+            if callable(prefects):
+                prefects(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _serve_deployments(
+    deployments: list[RunnerDeployment], limit: int | None, guard: StopGuard
+) -> None:
+    """What `prefect.serve` does, with the Ctrl-C handling of `guard` instead of asyncio's."""
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True, limit=limit)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
+    print(
+        f"labelhaul serve: {len(deployments)} deployment(s) being served and polling for "
+        f"scheduled runs: {names}. Run one with `prefect deployment run NAME` or the UI's "
+        "Run button; Ctrl-C stops (twice: at once).",
+        flush=True,
+    )
+    try:
+        with asyncio.Runner() as loop:
+            loop.run(guard.run(runner))
+    except asyncio.CancelledError:
+        if not guard.interrupts:
+            raise
+    if guard.interrupts:
+        print("labelhaul serve: stopped (Ctrl-C)", file=sys.stderr)
 
 
 def _webhook(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from labelhaul.errors import ConfigError
@@ -56,9 +57,26 @@ def _healthy(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class LocalServer:
+    """The running server: its API URL, and a way to stop it at once."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        """SIGKILL the server (it may be stopped or stuck) and reap it; for a forced exit."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
 @contextmanager
-def local_prefect_server(timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[str]:
-    """Run `prefect server start` on loopback until the block ends; yield its API URL.
+def local_prefect_server(timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[LocalServer]:
+    """Run `prefect server start` on loopback until the block ends; yield it.
 
     Raises:
         ConfigError: the server did not come up (the message names its log).
@@ -88,7 +106,7 @@ def local_prefect_server(timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[str]:
                     "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
                 )
             time.sleep(0.5)
-        yield url
+        yield LocalServer(url, proc)
     finally:
         proc.terminate()
         try:
