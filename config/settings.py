@@ -1,6 +1,6 @@
 """Typed settings: environment variables, an optional `.env`, then defaults.
 
-Names other tools rely on (DESIGN.md section 6): `LABELBOX_API_KEY`, `LABELBOX_ENDPOINT`,
+Names other tools rely on (docs/ARCHITECTURE.md): `LABELBOX_API_KEY`, `LABELBOX_ENDPOINT`,
 `LABELBOX_REST_ENDPOINT`, `LABELHAUL_STORE`, `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
 Every other setting is `LABELHAUL_<NAME>`. Nothing is read at import time: call
 `load_settings()` where a value is needed and pass values on as arguments.

@@ -2,7 +2,7 @@
 
 The labelbox SDK starts the export (`project.export` / `model_run.export`) and answers the
 GraphQL; everything after that is ours, because the SDK's own path falls short
-(DESIGN.md section 2): `wait_till_done` returns silently on timeout, and
+(docs/ARCHITECTURE.md): `wait_till_done` returns silently on timeout, and
 `get_buffered_stream` downloads the whole export to a temp file before the first row and
 never retries a chunk. `ExportStreamReader` sends the same GraphQL queries as the SDK,
 fetches each chunk file through `HttpClient` (retries, backoff, Retry-After), yields

@@ -1,7 +1,7 @@
 """Typed export params and filters, and the dicts the labelbox SDK's `export` takes.
 
 Pure logic, no network: `labelhaul.export` asks Labelbox for the user's timezone and
-passes it in. Two Labelbox quirks shape the date handling (DESIGN.md section 5):
+passes it in. Two Labelbox quirks shape the date handling (docs/ARCHITECTURE.md):
 
 - the server reads a naive date string in the API-key owner's timezone (the SDK sends
   that zone, from `CurrentUserPyApi`, next to the value);

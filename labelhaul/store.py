@@ -1,6 +1,6 @@
 """The versioned dataset store: content-addressed files, create-only manifests, a CAS'd pointer.
 
-Layout under `<store root>/<safe dataset id>/` (DESIGN.md section 3, with one change):
+Layout under `<store root>/<safe dataset id>/` (docs/ARCHITECTURE.md, "Store"):
 
 ```
 _latest.json                        {"version_id", "manifest", "content_digest"}: moved by CAS
@@ -13,7 +13,7 @@ versions/v000124/README.md          dataset card rendered from the manifest
 runs/<run_id>.json                  one record per run
 ```
 
-Change from DESIGN.md: data files do NOT live under `versions/vN/`. The version number is
+Why not the design notes' layout: data files do NOT live under `versions/vN/`. The version number is
 only known for sure at commit time (a concurrent run may take vN and we rebase to vN+1), so
 files uploaded under `versions/vN/` before the commit would sit under the wrong version or
 have to be uploaded again. Content-named files at the dataset root are uploaded once, found

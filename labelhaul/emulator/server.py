@@ -226,7 +226,7 @@ class EmulatorServer:
         # this is set ends the stream after this many bytes (rounded up to a chunk end)
         # though it counts every line; later headers of that task give the whole stream.
         self.cut_stream_once: int | None = None
-        # Labelbox's limits (DESIGN.md section 5): ids in one export, exports running at once
+        # Labelbox's limits (docs/ARCHITECTURE.md): ids in one export, exports running at once
         # per project (a start past it is refused with RESOURCE_CONFLICT).
         self.max_ids_per_export = MAX_IDS
         self.max_running_exports = MAX_RUNNING_EXPORTS

@@ -217,7 +217,7 @@ def _question(spec: SyntheticSpec, row: int, n: int, name: str, **answer: Any) -
 def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
     """Build row `row` of a synthetic project with every optional field present.
 
-    A legacy project's rows look like exports from before 2024 (DESIGN.md section 8):
+    A legacy project's rows look like exports from before 2024 (docs/ARCHITECTURE.md):
     segmentation masks with only `mask.url` (both URL shapes, no composite), each
     relationship listed in `objects[]` and in `relationships[]`, no `details` and no global
     key (an external id instead), points without `feature_schema_id`, labels without objects

@@ -1,6 +1,6 @@
 """Real Labelbox export shapes (issue 12, sections 1-3) through the real sync flow.
 
-The emulator reproduces each shape (DESIGN.md section 8); the flow runs under Prefect's
+The emulator reproduces each shape (docs/ARCHITECTURE.md); the flow runs under Prefect's
 engine against it, landing on the local store and on moto's S3 server.
 """
 
