@@ -784,15 +784,8 @@ class S3ObjectStore:
             raise _translate(exc, self.uri_for(key)) from exc
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
-                for item in page.get("Contents", []):
-                    yield str(item["Key"])[strip:]
-        except Exception as exc:
-            raise _translate(exc, self.uri_for(prefix)) from exc
+        for info in self.list_info(prefix):
+            yield info.key
 
     def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix

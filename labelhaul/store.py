@@ -75,7 +75,7 @@ from labelhaul.manifest import (
     encode_manifest,
     parse_manifest,
 )
-from labelhaul.storage import LocalObjectStore, ObjectStore, PreconditionFailed
+from labelhaul.storage import ObjectStore, PreconditionFailed
 
 LATEST = "_latest.json"
 MAX_COMMIT_ATTEMPTS = 20
@@ -409,8 +409,8 @@ class DatasetStore:
         """
         key = self.key(entry.key)
         objects = self.objects
-        if isinstance(objects, LocalObjectStore):
-            path = Path(objects.uri_for(key))
+        path = objects.local_path(key)
+        if path is not None:
             if not path.is_file():
                 raise FileMissingError(f"{path} is listed in the manifest but missing.")
             return path

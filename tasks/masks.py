@@ -62,9 +62,9 @@ def process_mask_part(
 ) -> MaskPartSummary:
     """Download each composite of the part once, split it, land its instance masks as blobs.
 
-    Runs where the task runner puts it (a thread here, a Dask worker there): it opens its
-    own HTTP session and store, uploads its blobs itself, and writes only small result
-    records back to the staging directory, so no mask bytes travel back to the flow.
+    Runs where the task runner puts it (a worker process, a thread, or a Dask worker): it
+    opens its own HTTP session and store, uploads its blobs itself, and writes only small
+    result records back to the staging directory, so no mask bytes travel back to the flow.
     """
     logger = get_run_logger()
     jobs = part_jobs(staging, part)
