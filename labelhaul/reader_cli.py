@@ -197,7 +197,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"version:  {manifest.version_id}")
     print(f"dataset:  {manifest.dataset_id}")
     print(f"created:  {manifest.created_at}")
-    print(f"parent:   {manifest.parent_version_id}")
+    print(f"parent:   {manifest.parent_version_id or '-'}")  # a first version has none
     print(f"digest:   {manifest.content_digest}")
     if manifest.watermark is not None:
         print(f"watermark: {json.dumps(_doc(manifest.watermark), sort_keys=True)}")

@@ -218,7 +218,9 @@ def test_cli_json(
     code, out = run_cli(["show", dataset_root, v1, "--json", *extra], capsys)
     assert json.loads(out)["version_id"] == v1
     code, out = run_cli(["show", dataset_root, *extra], capsys)
-    assert f"version:  {v2}" in out
+    assert f"version:  {v2}" in out and f"parent:   {v1}" in out
+    code, out = run_cli(["show", dataset_root, v1, *extra], capsys)
+    assert "parent:   -\n" in out and "None" not in out  # a first version has no parent
 
     code, out = run_cli(["diff", dataset_root, v1, v2, "--json", *extra], capsys)
     assert json.loads(out)["tables"]["annotations"]["changed_ids"] == ["f-box"]
