@@ -145,11 +145,6 @@ def unsigned_url(url: str | None) -> str | None:
     return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
-def file_name_for(image: Mapping[str, Any]) -> str:
-    """Return an image's file name: global key, else external id, else row data's name, else id."""
-    return file_name_and_source(image)[0]
-
-
 def file_name_and_source(image: Mapping[str, Any]) -> tuple[str, str]:
     """Return (file name, which field it came from) for a data_rows record."""
     for column in ("global_key", "external_id"):

@@ -157,7 +157,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a version's blobs, repair them on request, note what is still missing."""
     from labelhaul.config.settings import load_settings
-    from labelhaul.http import HttpClient, RetryPolicy
+    from labelhaul.http import HttpClient
     from labelhaul.storage import open_object_store
     from labelhaul.store import DatasetStore
     from labelhaul.verify import find_missing_blobs, note_missing_blobs, repair_missing_blobs
@@ -171,7 +171,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             auth_origin_url=settings.labelbox_rest_endpoint,
             api_key=settings.api_key_value(),
             timeout_s=settings.http_timeout_s,
-            policy=RetryPolicy(retries=settings.http_retries),
+            policy=settings.http_retry_policy(),
         ) as http:
             report = repair_missing_blobs(store, report, http, max_pixels=settings.max_mask_pixels)
     note_missing_blobs(store, report)

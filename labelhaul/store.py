@@ -279,7 +279,8 @@ class DatasetStore:
     def read_manifest(self, version: str = "latest") -> dict[str, Any]:
         """Return the manifest of `version` as its JSON document (validated as `load_manifest`).
 
-        For callers that still pass manifests around as dicts (the Prefect layer).
+        For callers that want the stored JSON as a dict (scripts, tests); the library reads
+        the typed `Manifest`.
         """
         return self.load_manifest(version).to_dict()
 
