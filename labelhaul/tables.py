@@ -134,6 +134,24 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("mask_source", _S),
         ("image_width", _I),
         ("image_height", _I),
+        # Frames (video, DICOM): one row per object per frame; null for a still image.
+        ("frame", _I),
+        ("keyframe", _B),  # key_frame_feature_map: true = key frame, false = interpolated
+        ("segment_index", _I),  # which of the feature's `segments` the frame is in
+        ("plane", _S),  # DICOM group: "Axial" | "Sagittal" | "Coronal"
+        # Text, documents, conversations: character offsets, covered text, tokens, pages.
+        ("message_id", _S),
+        ("text_start", _I),
+        ("text_end", _I),
+        ("text", _S),
+        ("token_ids", pa.list_(_S)),
+        ("page_number", _I),
+        ("page_width", _F),
+        ("page_height", _F),
+        # Geospatial: the geometry in its coordinate reference system.
+        ("geometry_geojson", _S),
+        ("geometry_wkb", pa.binary()),
+        ("crs", _S),  # e.g. "EPSG:4326"
         ("valid", _B),
         ("error_kind", _S),
         ("raw_json", _S),
@@ -157,6 +175,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("answer_value", _S),
         ("text", _S),
         ("confidence", _F),
+        # Where the answer applies, when not to the whole data row.
+        ("frame_start", _I),  # video/DICOM frame-based classification: one row per range
+        ("frame_end", _I),
+        ("plane", _S),
+        ("message_id", _S),  # conversational / multimodal chat: message-scoped answers
+        ("time_start_ms", _I),  # audio: temporal classifications
+        ("time_end_ms", _I),
+        ("raw_json", _S),  # an answer shape labelhaul does not know, kept whole
     ),
     "relationships": _schema(
         *_ROW_IDS,

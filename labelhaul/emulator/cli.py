@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from labelhaul.emulator.server import DEFAULT_API_KEY, DEFAULT_CHUNK_BYTES, EmulatorServer
+from labelhaul.emulator.synthetic import MEDIA_KINDS
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +43,12 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help="mask PNGs for --export: composites <composite id>.png, instance masks "
         "<feature id>.png (exports from before composite masks)",
+    )
+    p.add_argument(
+        "--media",
+        default="image",
+        help="media kind(s) of the synthetic rows, comma-separated and cycled row by row: "
+        f"{', '.join(MEDIA_KINDS)} (default: image)",
     )
     p.add_argument("--instances", type=int, default=4, help="mask instances per synthetic row")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic project")
@@ -94,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 width=args.width,
                 height=args.height,
+                media=[k.strip() for k in args.media.split(",") if k.strip()],
             )
-            extra.append((pid, f"synthetic, {args.synthetic} rows x {args.instances} instances"))
+            extra.append(
+                (pid, f"synthetic {args.media}, {args.synthetic} rows x {args.instances} instances")
+            )
     except (OSError, ValueError) as exc:
         print(f"labelhaul emulator: {exc}", file=sys.stderr)
         return 2

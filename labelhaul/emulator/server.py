@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -380,6 +380,7 @@ class EmulatorServer:
         stored_masks: bool = False,
         distinct_masks: bool = False,
         legacy: bool = False,
+        media: Iterable[str] = ("image",),
     ) -> str:
         """Add a generated project (every annotation kind of the seed); return its id.
 
@@ -404,6 +405,7 @@ class EmulatorServer:
             number=number,
             distinct_masks=distinct_masks,
             legacy=legacy,
+            media=media,
         )
         source = SyntheticSource(spec)
         if stored_masks:

@@ -11,6 +11,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import random
 import re
 from collections.abc import Iterable
@@ -32,6 +33,22 @@ MASK_NAMES = ("car", "person", "tree", "road")
 # Where instance masks and composites live; the server rewrites this to its own base URL.
 _API = "https://api.labelbox.com/api/v1"
 ORG_ID = "cemulatororg00000000000001"
+# Every media kind a synthetic project can hold. "image" is built here (`build_row`); each
+# other kind by `labelhaul.emulator.media.<kind>.build(spec, row, base)`, which turns the
+# image-shaped `base` row (ids, details, project envelope) into a row of its kind.
+MEDIA_KINDS = (
+    "image",
+    "video",
+    "dicom",
+    "text",
+    "document",
+    "conversational",
+    "audio",
+    "html",
+    "geospatial",
+    "llm",
+    "mmc",
+)
 _ID = re.compile(r"^c(?P<tag>[0-9a-f]{8})(?P<kind>[a-z]{2})(?P<row>\d{9})(?P<n>\d{5})$")
 
 
@@ -52,6 +69,8 @@ class SyntheticSpec:
     height: int
     distinct_masks: bool = False  # a hole per mask: no two masks share their bytes
     legacy: bool = False  # shaped like exports from before 2024 (see `build_row`)
+    # The media kinds of the rows, cycled: row i is media[i % len(media)] (`media_of`).
+    media: tuple[str, ...] = ("image",)
 
     @classmethod
     def make(
@@ -65,10 +84,18 @@ class SyntheticSpec:
         number: int = 1,
         distinct_masks: bool = False,
         legacy: bool = False,
+        media: Iterable[str] = ("image",),
     ) -> SyntheticSpec:
         """Validate the arguments and derive the ids (`number` tells projects apart)."""
         if n_rows < 0 or instances < 0:
             raise ValueError("n_rows and instances must be >= 0")
+        kinds = tuple(media)
+        unknown = [k for k in kinds if k not in MEDIA_KINDS]
+        if not kinds or unknown:
+            raise ValueError(
+                f"unknown media kind(s) {', '.join(unknown) or '(none given)'}: "
+                f"choose from {', '.join(MEDIA_KINDS)}"
+            )
         if n_rows >= 10**9:
             raise ValueError("n_rows must be below 1e9")
         # Fails early when the image cannot hold that many separate instances.
@@ -84,7 +111,12 @@ class SyntheticSpec:
             height,
             distinct_masks,
             legacy,
+            kinds,
         )
+
+    def media_of(self, row: int) -> str:
+        """Return the media kind of row `row` ("image", "video", ...: `MEDIA_KINDS`)."""
+        return self.media[row % len(self.media)]
 
     # --- per-row facts (tests compute expectations from these) -----------------------
 
@@ -492,6 +524,11 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
     }
     if spec.legacy:
         _make_legacy(spec, row, out, relationships)
+    kind = spec.media_of(row)
+    if kind != "image":
+        builder = importlib.import_module(f"labelhaul.emulator.media.{kind}")
+        built: dict[str, Any] = builder.build(spec, row, out)
+        return built
     return out
 
 
