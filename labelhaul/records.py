@@ -11,6 +11,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Error kinds of export input that did not become rows (its raw JSON is kept instead): the
+# dataset card and the run's summary count them apart from other problems.
+UNPARSED_KINDS: frozenset[str] = frozenset(
+    {
+        "unknown_annotation_key",
+        "unknown_annotation_kind",
+        "unknown_answer_shape",
+        "unknown_answer_key",
+        "unmatched_segments",
+    }
+)
+
+
+def unparsed_counts(errors_by_kind: dict[str, int] | None) -> dict[str, int]:
+    """Return the error counts of input that did not become rows, by kind."""
+    return {k: n for k, n in (errors_by_kind or {}).items() if k in UNPARSED_KINDS}
+
 
 @dataclass(frozen=True)
 class ErrorRecord:

@@ -32,6 +32,14 @@ What happens to bad input (each case gives an `ErrorRecord` of stage "parse" wit
   and no mask job (results join back by feature id).
 - a mask colour that is not three integers 0..255 (`bad_mask_color`) → the instance falls back
   to its `mask.url` (a warning).
+- a key under a label's `annotations` that labelhaul does not parse (`unknown_annotation_key`,
+  e.g. a video's `frames` before video parsing), a classification with none of the answer
+  keys labelhaul knows (`unknown_answer_shape`) or with a key it does not know
+  (`unknown_answer_key`) → an error record with the JSON path (`extra.path`, e.g.
+  `projects.<id>.labels[0].annotations.frames`), the feature ids inside it and the raw JSON
+  (`extra.raw`; an unknown answer shape also lands as a `classifications` row with
+  `raw_json`). `records.UNPARSED_KINDS` names these kinds; the dataset card and the run's summary
+  count them apart from other problems.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -46,6 +54,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from labelhaul import parse_audio
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.records import ErrorRecord
 from labelhaul.tables import SCHEMAS, TABLE_NAMES
@@ -66,6 +75,41 @@ RELATIONSHIP_KINDS = {
     "ImageBidirectionalRelationship": ("bidirectional_relationship", False),
 }
 
+# Keys under a label's `annotations` that labelhaul turns into rows; any other key gives an
+# `unknown_annotation_key` error record with its raw JSON (never silence). A media kind's
+# parser adds the keys it handles here.
+KNOWN_ANNOTATION_KEYS: set[str] = {
+    "objects",
+    "classifications",
+    "relationships",
+    "timestamp",  # audio: temporal classifications (labelhaul.parse_audio)
+}
+# The answer keys of a classification, and the answer kind each gives. The conversational
+# ones are message-scoped (the question carries `message_id`).
+ANSWER_KEYS: dict[str, str] = {
+    "radio_answer": "radio",
+    "checklist_answers": "checklist",
+    "text_answer": "text",
+    "conversational_radio_answer": "radio",
+    "conversational_checklist_answers": "checklist",
+    "conversational_text_answer": "text",
+}
+# Other keys a classification (question) may carry; any key outside these and ANSWER_KEYS
+# is an `unknown_answer_key`.
+QUESTION_KEYS: set[str] = {
+    "feature_id",
+    "feature_schema_id",
+    "name",
+    "value",
+    "confidence",
+    "score",
+    "custom_metrics",
+    "classifications",  # some exports list an empty one on the question itself
+    "message_id",  # conversational / multimodal chat: the message the answer is about
+    "timestamp",  # audio: the time range of a temporal classification
+    "start",
+    "end",
+}
 # Export fields that do not land in a named column, and why. The conformance test
 # (tests/unit/test_conformance.py) checks every other leaf of the seed's exports lands in one.
 DROPPED_FIELDS: dict[str, str] = {
@@ -176,6 +220,7 @@ class _LabelContext:
     experiment_name: str | None = None
     model_run_id: str | None = None
     model_run_name: str | None = None
+    path: str = ""  # JSON path of the label in the export line, e.g. projects.<id>.labels[0]
 
     def ids(self) -> dict[str, Any]:
         return {
@@ -350,8 +395,13 @@ class _RowParser:
                     "next_task_name": _str(move.get("next_task_name")),
                 }
             )
-        for label in _list(project.get("labels")):
-            ctx = _LabelContext(source="label", label_id=None, project_id=project_id)
+        for index, label in enumerate(_list(project.get("labels"))):
+            ctx = _LabelContext(
+                source="label",
+                label_id=None,
+                project_id=project_id,
+                path=f"projects.{project_id}.labels[{index}]",
+            )
             self._parse_label(_dict(label), ctx)
 
     def _parse_run(
@@ -375,7 +425,7 @@ class _RowParser:
             }
         )
         for source, key in (("label", "labels"), ("prediction", "predictions")):
-            for label in _list(run.get(key)):
+            for index, label in enumerate(_list(run.get(key))):
                 ctx = _LabelContext(
                     source=source,
                     label_id=None,
@@ -383,6 +433,7 @@ class _RowParser:
                     experiment_name=exp_name,
                     model_run_id=run_id,
                     model_run_name=run_name,
+                    path=f"experiments.{exp_id}.runs.{run_id}.{key}[{index}]",
                 )
                 self._parse_label(_dict(label), ctx)
 
@@ -423,8 +474,9 @@ class _RowParser:
         seen: set[str] = set()
         masks: dict[str | None, list[MaskInstance]] = {}
         pending_rels: list[dict[str, Any]] = []
-        for obj in _list(annotations.get("objects")):
-            self._parse_object(_dict(obj), ctx, seen, masks, pending_rels)
+        for i, obj in enumerate(_list(annotations.get("objects"))):
+            jpath = f"{ctx.path}.annotations.objects[{i}]"
+            self._parse_object(_dict(obj), ctx, seen, masks, pending_rels, jpath=jpath)
         # 2023 exports list each relationship twice: as an object in objects[] and in
         # relationships[]. The same relationship twice is one relationship, not a duplicate.
         listed = {_str(r.get("feature_id")): _endpoints(r) for r in pending_rels}
@@ -439,8 +491,19 @@ class _RowParser:
         object_ids = {fid for fid in seen if fid not in rel_ids}
         for rel in pending_rels:
             self._parse_relationship(rel, ctx, object_ids)
-        for cls in _list(annotations.get("classifications")):
-            self._parse_question(_dict(cls), ctx, parent=None, obj_id=None, depth=0, path=())
+        for i, cls in enumerate(_list(annotations.get("classifications"))):
+            self._parse_question(
+                _dict(cls),
+                ctx,
+                parent=None,
+                obj_id=None,
+                depth=0,
+                path=(),
+                jpath=f"{ctx.path}.annotations.classifications[{i}]",
+            )
+        if "timestamp" in annotations or self._is_audio():
+            parse_audio.parse_temporal(self, annotations, ctx)
+        self._check_annotation_keys(annotations, ctx)
         for composite_url, instances in masks.items():
             self.mask_jobs.append(
                 MaskJob(
@@ -452,6 +515,36 @@ class _RowParser:
                     height=self.height,
                     instances=tuple(instances),
                 )
+            )
+
+    def _is_audio(self) -> bool:
+        """Whether the data row is audio (its media attributes say so)."""
+        mime = _str(self.media.get("mime_type")) or ""
+        return mime.startswith("audio/") or _str(self.media.get("asset_type")) == "audio"
+
+    def _check_annotation_keys(self, annotations: dict[str, Any], ctx: _LabelContext) -> None:
+        """Record every key under `annotations` that no parser turned into rows."""
+        known = KNOWN_ANNOTATION_KEYS | (parse_audio.AUDIO_KEYS if self._is_audio() else set())
+        for key in annotations:
+            if key in known:
+                continue
+            value = annotations[key]
+            if value in ({}, [], None):
+                continue  # nothing in it to lose
+            objects, features = _feature_ids(value, key)
+            self._error(
+                "unknown_annotation_key",
+                f"annotations.{key} is not something labelhaul parses yet "
+                f"({len(objects)} object(s) inside); not landed as rows, its raw JSON is "
+                "kept in this error record",
+                label_id=ctx.label_id,
+                feature_id=next(iter(objects)) if len(objects) == 1 else None,
+                path=f"{ctx.path}.annotations.{key}",
+                key=key,
+                object_feature_ids=sorted(objects),
+                feature_ids=sorted(features),
+                source=ctx.source,
+                raw=_json(value),
             )
 
     def _check_duplicate(self, obj: dict[str, Any], ctx: _LabelContext, seen: set[str]) -> bool:
@@ -478,9 +571,11 @@ class _RowParser:
         seen: set[str],
         masks: dict[str | None, list[MaskInstance]],
         pending_rels: list[dict[str, Any]],
+        jpath: str | None = None,
     ) -> None:
         if not self._check_duplicate(obj, ctx, seen):
             return
+        jpath = jpath or f"{ctx.path}.annotations.objects"
         kind = _str(obj.get("annotation_kind"))
         if kind in RELATIONSHIP_KINDS:
             pending_rels.append(obj)
@@ -524,10 +619,19 @@ class _RowParser:
                 feature_id=fid,
                 annotation_kind=kind,
                 source=ctx.source,
+                path=jpath,
             )
         self.tables["annotations"].append(rec)
-        for cls in _list(obj.get("classifications")):
-            self._parse_question(_dict(cls), ctx, parent=fid, obj_id=fid, depth=0, path=())
+        for i, cls in enumerate(_list(obj.get("classifications"))):
+            self._parse_question(
+                _dict(cls),
+                ctx,
+                parent=fid,
+                obj_id=fid,
+                depth=0,
+                path=(),
+                jpath=f"{jpath}.classifications[{i}]",
+            )
 
     def _geometry(
         self, obj: dict[str, Any], kind: str, rec: dict[str, Any]
@@ -652,8 +756,16 @@ class _RowParser:
                 target_feature_id=tgt,
             )
         self.tables["relationships"].append(rec)
-        for cls in _list(rel.get("classifications")):
-            self._parse_question(_dict(cls), ctx, parent=fid, obj_id=fid, depth=0, path=())
+        for i, cls in enumerate(_list(rel.get("classifications"))):
+            self._parse_question(
+                _dict(cls),
+                ctx,
+                parent=fid,
+                obj_id=fid,
+                depth=0,
+                path=(),
+                jpath=f"{ctx.path}.annotations.relationships[feature_id={fid}].classifications[{i}]",
+            )
 
     # -- classifications ---------------------------------------------------------------------
 
@@ -666,14 +778,51 @@ class _RowParser:
         obj_id: str | None,
         depth: int,
         path: tuple[str, ...],
+        jpath: str | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> None:
+        """Turn one classification (and its nested ones) into `classifications` rows.
+
+        Args:
+            jpath: the question's JSON path in the export line (for error records).
+            where: columns saying where the answer applies (a time or frame range), given
+                to every row of this question and of its nested ones.
+        """
         qid = _str(q.get("feature_id"))
         qname = _str(q.get("name")) or _str(q.get("value")) or ""
         qpath = (*path, qname)
+        jpath = jpath or f"{ctx.path}.annotations.classifications"
+        message_id = _str(q.get("message_id")) or _str((where or {}).get("message_id"))
+        if message_id is not None:
+            where = {**(where or {}), "message_id": message_id}  # nested answers inherit it
+        if any(k in q for k in parse_audio.TIME_KEYS):
+            try:
+                span = parse_audio.time_range(q)
+            except ValueError as exc:
+                self._error(
+                    "bad_time_range",
+                    f"classification {qname!r}: {exc}; landed without a time range",
+                    label_id=ctx.label_id,
+                    feature_id=qid,
+                    path=jpath,
+                    raw=_json(q),
+                )
+            else:
+                if span is not None:
+                    where = {**(where or {}), **parse_audio.where_of(*span)}
+        if obj_id is not None:
+            scope = "object"
+        elif message_id is not None:
+            scope = "message"
+        elif (where or {}).get("time_start_ms") is not None:
+            scope = "temporal"
+        else:
+            scope = "global"
         base = {
             **self._base(),
             **ctx.ids(),
-            "scope": "object" if obj_id is not None else "global",
+            **(where or {}),
+            "scope": scope,
             "object_feature_id": obj_id,
             "parent_feature_id": parent,
             "depth": depth,
@@ -681,36 +830,60 @@ class _RowParser:
             "question_schema_id": _str(q.get("feature_schema_id")),
             "question_name": _str(q.get("name")),
             "question_value": _str(q.get("value")),
+            "message_id": message_id,
         }
-        answers: list[tuple[str, dict[str, Any]]] = []
-        if "radio_answer" in q:
-            answers.append(("radio", _dict(q.get("radio_answer"))))
-        if "checklist_answers" in q:
-            answers.extend(("checklist", _dict(a)) for a in _list(q.get("checklist_answers")))
-        if "text_answer" in q:
-            text = _dict(q.get("text_answer"))
+        present = [key for key in ANSWER_KEYS if key in q]
+        unknown = sorted(k for k in q if k not in ANSWER_KEYS and k not in QUESTION_KEYS)
+        if not present:
+            # Kept whole: a row with the question's ids and its raw JSON, and an error.
             self.tables["classifications"].append(
-                {
-                    **base,
-                    "answer_kind": "text",
-                    "path": "/".join(qpath),
-                    "text": _str(text.get("content")),
-                    "confidence": _confidence(text, q),
-                }
+                {**base, "path": "/".join(qpath), "raw_json": _json(q)}
             )
-        if not answers and "text_answer" not in q:
             self._error(
-                "unknown_classification",
-                f"classification {qname!r} has no radio/checklist/text answer; skipped",
+                "unknown_answer_shape",
+                f"classification {qname!r} has none of the answer keys labelhaul knows "
+                f"({', '.join(ANSWER_KEYS)}); kept as raw JSON in classifications.raw_json",
                 label_id=ctx.label_id,
                 feature_id=qid,
-                severity="warning",
+                path=jpath,
+                keys=sorted(q),
                 raw=_json(q),
             )
-        for answer_kind, ans in answers:
+            return
+        if unknown:
+            self._error(
+                "unknown_answer_key",
+                f"classification {qname!r} has key(s) labelhaul does not know: "
+                f"{', '.join(unknown)}; the answers it knows landed, the raw JSON is kept here",
+                label_id=ctx.label_id,
+                feature_id=qid,
+                path=jpath,
+                keys=unknown,
+                raw=_json(q),
+            )
+        answers: list[tuple[str, str, int | None, dict[str, Any]]] = []
+        for key in present:
+            kind = ANSWER_KEYS[key]
+            if kind == "text":
+                text = _dict(q.get(key))
+                self.tables["classifications"].append(
+                    {
+                        **base,
+                        "answer_kind": "text",
+                        "path": "/".join(qpath),
+                        "text": _str(text.get("content")),
+                        "confidence": _confidence(text, q),
+                    }
+                )
+            elif kind == "radio":
+                answers.append((kind, key, None, _dict(q.get(key))))
+            else:
+                answers.extend((kind, key, i, _dict(a)) for i, a in enumerate(_list(q.get(key))))
+        for answer_kind, key, index, ans in answers:
             aid = _str(ans.get("feature_id"))
             aname = _str(ans.get("name")) or _str(ans.get("value")) or ""
             apath = (*qpath, aname)
+            ajpath = f"{jpath}.{key}" + (f"[{index}]" if index is not None else "")
             self.tables["classifications"].append(
                 {
                     **base,
@@ -723,9 +896,16 @@ class _RowParser:
                     "confidence": _confidence(ans, q),
                 }
             )
-            for sub in _list(ans.get("classifications")):
+            for i, sub in enumerate(_list(ans.get("classifications"))):
                 self._parse_question(
-                    _dict(sub), ctx, parent=aid, obj_id=obj_id, depth=depth + 1, path=apath
+                    _dict(sub),
+                    ctx,
+                    parent=aid,
+                    obj_id=obj_id,
+                    depth=depth + 1,
+                    path=apath,
+                    jpath=f"{ajpath}.classifications[{i}]",
+                    where=where,
                 )
 
     # -- data-row level lists ----------------------------------------------------------------
@@ -839,6 +1019,35 @@ def _text(v: Any) -> str | None:
     if v is None or isinstance(v, str):
         return v
     return _json(v)
+
+
+def _feature_ids(node: Any, key: str | None = None) -> tuple[set[str], set[str]]:
+    """Return the feature ids inside a JSON value: (its objects', every one).
+
+    An object's id is the `feature_id` of a dict with an `annotation_kind`, or a key of a map
+    Labelbox keys by feature id (`objects`, `segments`, `key_frame_feature_map`); every one
+    adds the `feature_id` of nested classifications and answers.
+    """
+    objects: set[str] = set()
+    found: set[str] = set()
+    stack: list[tuple[str | None, Any]] = [(key, node)]
+    while stack:
+        key, item = stack.pop()
+        if isinstance(item, dict):
+            fid = item.get("feature_id")
+            if isinstance(fid, str):
+                found.add(fid)
+                if "annotation_kind" in item:
+                    objects.add(fid)
+            if key in _MAPS_BY_FEATURE:
+                objects.update(str(k) for k in item)
+            stack.extend((str(k), v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((None, v) for v in item)
+    return objects, found | objects
+
+
+_MAPS_BY_FEATURE = {"objects", "segments", "key_frame_feature_map"}
 
 
 def _endpoints(rel: dict[str, Any]) -> tuple[str, Any]:

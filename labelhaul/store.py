@@ -75,6 +75,7 @@ from labelhaul.manifest import (
     encode_manifest,
     parse_manifest,
 )
+from labelhaul.records import unparsed_counts
 from labelhaul.storage import ObjectStore, PreconditionFailed
 
 LATEST = "_latest.json"
@@ -816,6 +817,19 @@ def render_dataset_card(manifest: Manifest) -> str:
         if value:
             lines += ["", f"## {name.replace('_', ' ').capitalize()}", ""]
             lines += _md_table(["key", "count"], sorted(value.items()))
+    unparsed = unparsed_counts(m.errors_by_kind)
+    if unparsed:
+        lines += ["", "## Not turned into rows", ""]
+        lines.append(
+            f"{sum(unparsed.values())} part(s) of the export labelhaul does not parse yet "
+            "(an unknown key under `annotations`, annotation kind or answer shape). They are "
+            "in no table's typed columns; each error record in `run_errors` names the data "
+            "row, label, feature and JSON path (`extra.path`) and keeps the raw JSON "
+            "(`extra.raw`; unknown kinds and answers also in `annotations.raw_json` / "
+            "`classifications.raw_json`):"
+        )
+        lines.append("")
+        lines += _md_table(["kind", "count"], sorted(unparsed.items()))
     if m.coco is not None and m.coco.skipped is not None:
         skipped = m.coco.skipped
         lines += ["", "## Left out of COCO", ""]

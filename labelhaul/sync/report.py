@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from labelhaul.pipeline import read_errors
+from labelhaul.records import unparsed_counts
 from labelhaul.sync.names import manifest_address
 
 
@@ -104,9 +105,24 @@ def summary_markdown(
         + "\n"
         + md_counts("Errors by kind", record.get("errors_by_kind") or {})
         + "\n"
+        + _unparsed_lines(record)
         + md_counts("Skipped in COCO", record.get("coco_skipped") or {})
         + "\n"
         + md_counts("Seconds per stage", timings, unit="seconds")
+    )
+
+
+def _unparsed_lines(record: Mapping[str, Any]) -> str:
+    """Say how much of the export did not become rows (its raw JSON is in the errors)."""
+    unparsed = unparsed_counts(record.get("errors_by_kind"))
+    if not unparsed:
+        return ""
+    total = sum(unparsed.values())
+    return (
+        f"**Not turned into rows: {total}** (raw JSON kept in each error record's "
+        "`extra.raw`, with its JSON path in `extra.path`)\n\n"
+        + md_counts("Not turned into rows, by kind", unparsed)
+        + "\n"
     )
 
 
