@@ -606,6 +606,14 @@ class SyntheticSource(RowSource):
         revision = self._revisions.get(index)
         if revision is not None:
             _apply_revision(row, *revision)
+            kind = self.spec.media_of(index)
+            if kind != "image":
+                # A media kind's own edit (a moved range, a new answer): `revise(row, number)`.
+                revise = getattr(
+                    importlib.import_module(f"labelhaul.emulator.media.{kind}"), "revise", None
+                )
+                if revise is not None:
+                    revise(row, revision[0])
         return row
 
     def find_data_row(self, data_row_id: str) -> dict[str, Any] | None:
