@@ -795,7 +795,7 @@ class _RowParser:
         message_id = _str(q.get("message_id")) or _str((where or {}).get("message_id"))
         if message_id is not None:
             where = {**(where or {}), "message_id": message_id}  # nested answers inherit it
-        if any(k in q for k in parse_audio.TIME_KEYS):
+        if "timestamp" in q or "start" in q or "end" in q:  # parse_audio.TIME_KEYS
             try:
                 span = parse_audio.time_range(q)
             except ValueError as exc:
@@ -832,8 +832,14 @@ class _RowParser:
             "question_value": _str(q.get("value")),
             "message_id": message_id,
         }
-        present = [key for key in ANSWER_KEYS if key in q]
-        unknown = sorted(k for k in q if k not in ANSWER_KEYS and k not in QUESTION_KEYS)
+        present: list[str] = []
+        unknown: list[str] = []
+        for key in q:  # one pass: this runs for every answer of every label
+            if key in ANSWER_KEYS:
+                present.append(key)
+            elif key not in QUESTION_KEYS:
+                unknown.append(key)
+        unknown.sort()
         if not present:
             # Kept whole: a row with the question's ids and its raw JSON, and an error.
             self.tables["classifications"].append(
