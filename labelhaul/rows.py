@@ -103,8 +103,7 @@ QUESTION_KEYS: set[str] = {
     "value",
     "confidence",
     "score",
-    "custom_metrics",
-    "classifications",  # some exports list an empty one on the question itself
+    "classifications",  # on the question itself: parsed as nested under the question
     "message_id",  # conversational / multimodal chat: the message the answer is about
     "timestamp",  # audio: the time range of a temporal classification
     "start",
@@ -885,6 +884,17 @@ class _RowParser:
                 answers.append((kind, key, None, _dict(q.get(key))))
             else:
                 answers.extend((kind, key, i, _dict(a)) for i, a in enumerate(_list(q.get(key))))
+        for i, sub in enumerate(_list(q.get("classifications"))):
+            self._parse_question(
+                _dict(sub),
+                ctx,
+                parent=qid,
+                obj_id=obj_id,
+                depth=depth + 1,
+                path=qpath,
+                jpath=f"{jpath}.classifications[{i}]",
+                where=where,
+            )
         for answer_kind, key, index, ans in answers:
             aid = _str(ans.get("feature_id"))
             aname = _str(ans.get("name")) or _str(ans.get("value")) or ""

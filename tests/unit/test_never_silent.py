@@ -224,3 +224,22 @@ def test_unparsed_kinds_are_the_ones_the_parser_emits() -> None:
         kinds |= {e.kind for e in _parse(export).errors}
     assert kinds <= UNPARSED_KINDS
     assert {"unknown_annotation_key", "unknown_annotation_kind"} <= kinds
+
+
+def test_classifications_on_the_question_itself_land_nested_and_custom_metrics_are_kept() -> None:
+    q = {
+        "feature_id": "cq1",
+        "name": "top",
+        "text_answer": {"content": "t"},
+        "classifications": [
+            {"feature_id": "cq2", "name": "under", "text_answer": {"content": "u"}}
+        ],
+        "custom_metrics": [{"name": "iou", "value": 0.5}],
+    }
+    export = media.wrap({"classifications": [q]}, "image")
+    parsed = _parse(export)
+    under = next(r for r in parsed.tables["classifications"] if r["question_feature_id"] == "cq2")
+    assert (under["parent_feature_id"], under["depth"], under["text"]) == ("cq1", 1, "u")
+    [err] = parsed.errors  # no column holds a classification's custom metrics: kept raw
+    assert err.kind == "unknown_answer_key" and err.extra["keys"] == ["custom_metrics"]
+    assert walk(export, parsed).unlanded == []
