@@ -47,6 +47,7 @@ import numpy as np
 import orjson
 
 from labelhaul.masktypes import MaskInstance, MaskJob
+from labelhaul.parse_video import FRAME_ANNOTATION_KEYS, parse_frame_annotations
 from labelhaul.records import ErrorRecord
 from labelhaul.tables import SCHEMAS, TABLE_NAMES
 from labelhaul.urls import hosting_of, strip_signing
@@ -65,6 +66,21 @@ RELATIONSHIP_KINDS = {
     "ImageUnidirectionalRelationship": ("unidirectional_relationship", True),
     "ImageBidirectionalRelationship": ("bidirectional_relationship", False),
 }
+
+# The keys under a label's `annotations` that land in tables: images' lists, and video's
+# and DICOM's frames (labelhaul.parse_video).
+KNOWN_ANNOTATION_KEYS = frozenset(
+    {
+        "objects",
+        "classifications",
+        "relationships",
+        "frames",
+        "segments",
+        "key_frame_feature_map",
+        "groups",
+    }
+)
+assert FRAME_ANNOTATION_KEYS <= KNOWN_ANNOTATION_KEYS
 
 # Export fields that do not land in a named column, and why. The conformance test
 # (tests/unit/test_conformance.py) checks every other leaf of the seed's exports lands in one.
@@ -441,6 +457,9 @@ class _RowParser:
             self._parse_relationship(rel, ctx, object_ids)
         for cls in _list(annotations.get("classifications")):
             self._parse_question(_dict(cls), ctx, parent=None, obj_id=None, depth=0, path=())
+        if FRAME_ANNOTATION_KEYS & annotations.keys():
+            # Video and DICOM: one row per object per frame, one mask job per frame.
+            parse_frame_annotations(self, annotations, ctx)
         for composite_url, instances in masks.items():
             self.mask_jobs.append(
                 MaskJob(
