@@ -137,7 +137,8 @@ def build_frames(
     key_map: dict[str, dict[str, bool]] = {}
 
     def frame(n: int) -> dict[str, Any]:
-        return frames.setdefault(str(n), {"objects": {}, "classifications": []})
+        holder: dict[str, Any] = frames.setdefault(str(n), {"objects": {}, "classifications": []})
+        return holder
 
     for n, name, kind, key, segs, keys in tracks:
         fid = spec.id("ob", row, n)
