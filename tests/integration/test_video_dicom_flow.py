@@ -108,3 +108,28 @@ def test_incremental_sync_lands_one_changed_frame_of_one_video(
     for c in other:
         # As text: list-valued columns (points, mask_color) and nulls compare too.
         assert [str(x) for x in rest[f"{c}_a"]] == [str(x) for x in rest[f"{c}_b"]], c
+
+
+def test_verify_repair_brings_back_every_frame_of_a_video_mask(
+    lb_env: EmulatorServer, tmp_path: Any
+) -> None:
+    """Each frame's composite is its own repair job: every frame's blob comes back."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    store = str(tmp_path / "store")
+    pid = lb_env.add_synthetic_project(n_rows=1, instances=2, media=["video"])
+    _sync(pid, store)
+    with open_dataset(store, pid) as ds:
+        ann = ds.table("annotations")
+        shas = sorted(ann["mask_sha256"].dropna().unique())
+    assert len(shas) == 2 * 3  # 2 instances x 3 frames
+    for sha in shas:
+        (Path(store) / pid / "blobs" / "sha256" / sha[:2] / f"{sha}.png").unlink()
+    cmd = [sys.executable, "-m", "labelhaul", "verify", store, "--dataset", pid, "--repair"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for sha in shas:
+        assert f"repaired blob {sha}" in done.stdout
+        assert (Path(store) / pid / "blobs" / "sha256" / sha[:2] / f"{sha}.png").is_file()
