@@ -163,7 +163,8 @@ def _record(
         label_id=job.label_id,
         feature_id=inst.feature_id if inst else None,
         global_key=job.global_key,
-        extra={k: v for k, v in extra.items() if v is not None},
+        # The frame of a video/DICOM composite: failures join back by (feature, frame).
+        extra={k: v for k, v in {**extra, "frame": job.frame}.items() if v is not None},
         severity=severity,
     )
 
@@ -335,6 +336,7 @@ def _land(
         width=width,
         rle=enc.rle,
         source=source,
+        frame=job.frame,
     )
 
 

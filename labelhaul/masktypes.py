@@ -32,6 +32,9 @@ class MaskJob:
     width: int | None  # media_attributes, to check the PNG size
     height: int | None
     instances: tuple[MaskInstance, ...]
+    # Video and DICOM: the frame this composite is of (one composite per frame); None for an
+    # image. Results carry it back so a feature's mask joins to its row of that frame.
+    frame: int | None = None
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,9 @@ class MaskResult:
     width: int
     rle: str  # COCO compressed RLE counts of the FULL-size mask
     source: str  # "composite" or "instance"
+    frame: int | None = None  # MaskJob.frame: the frame of a video/DICOM mask, else None
+
+
+def mask_key(feature_id: str, frame: int | None) -> str:
+    """Return the key mask results and failures join by: the feature, and its frame if any."""
+    return feature_id if frame is None else f"{feature_id}@{frame}"

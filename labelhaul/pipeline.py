@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from labelhaul.manifest import FileEntry, Manifest
-from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
+from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult, mask_key
 from labelhaul.records import ErrorRecord
 from labelhaul.store import CommitResult, FileMissingError, VersionWriter, file_sha256
 
@@ -93,6 +93,7 @@ def job_from_dict(d: dict[str, Any]) -> MaskJob:
         width=d.get("width"),
         height=d.get("height"),
         instances=instances,
+        frame=d.get("frame"),
     )
 
 
@@ -421,12 +422,12 @@ def _is_final_mask_failure(err: dict[str, Any]) -> bool:
 
 
 def read_mask_failures(staging: Path) -> dict[str, str]:
-    """Return feature id -> the kind of the record that left the instance without a mask.
+    """Return `mask_key(feature id, frame)` -> the kind of the record that left it maskless.
 
     Only failed instances are held (not every mask), so memory follows the failures.
     """
     return {
-        str(err["feature_id"]): str(err["kind"])
+        mask_key(str(err["feature_id"]), (err.get("extra") or {}).get("frame")): str(err["kind"])
         for err in read_errors(staging)
         if err.get("feature_id") and _is_final_mask_failure(err)
     }

@@ -56,6 +56,7 @@ import orjson
 
 from labelhaul import parse_audio
 from labelhaul.masktypes import MaskInstance, MaskJob
+from labelhaul.parse_video import FRAME_ANNOTATION_KEYS, parse_frame_annotations
 from labelhaul.records import ErrorRecord
 from labelhaul.tables import SCHEMAS, TABLE_NAMES
 from labelhaul.urls import hosting_of, strip_signing
@@ -83,7 +84,13 @@ KNOWN_ANNOTATION_KEYS: set[str] = {
     "classifications",
     "relationships",
     "timestamp",  # audio: temporal classifications (labelhaul.parse_audio)
+    # Video and DICOM (labelhaul.parse_video); `segments` is audio's too.
+    "frames",
+    "segments",
+    "key_frame_feature_map",
+    "groups",
 }
+assert FRAME_ANNOTATION_KEYS <= KNOWN_ANNOTATION_KEYS
 # The answer keys of a classification, and the answer kind each gives. The conversational
 # ones are message-scoped (the question carries `message_id`).
 ANSWER_KEYS: dict[str, str] = {
@@ -500,6 +507,9 @@ class _RowParser:
                 path=(),
                 jpath=f"{ctx.path}.annotations.classifications[{i}]",
             )
+        if FRAME_ANNOTATION_KEYS & annotations.keys() and not self._is_audio():
+            # Video and DICOM (an audio row's `segments` are parse_audio's): one row per object per frame, one mask job per frame.
+            parse_frame_annotations(self, annotations, ctx)
         if "timestamp" in annotations or self._is_audio():
             parse_audio.parse_temporal(self, annotations, ctx)
         self._check_annotation_keys(annotations, ctx)

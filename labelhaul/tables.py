@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from labelhaul.masktypes import MaskResult
+from labelhaul.masktypes import MaskResult, mask_key
 from labelhaul.timestamps import format_timestamp, parse_timestamp
 
 _S = pa.string()
@@ -411,6 +411,11 @@ class TableSink:
 # -- masks -------------------------------------------------------------------------------------
 
 
+# Segmentation masks whose mask_* columns come from the mask stage: images, and video and
+# DICOM per frame.
+MASK_KINDS = frozenset({"ImageSegmentationMask", "VideoSegmentationMask", "DICOMSegmentationMask"})
+
+
 def apply_mask_results(
     records: Iterable[dict[str, Any]],
     results: Iterable[MaskResult],
@@ -418,21 +423,23 @@ def apply_mask_results(
 ) -> list[dict[str, Any]]:
     """Return annotation records with the mask_* columns filled from results by feature id.
 
-    A mask object without a result keeps null mask columns and gets `valid` false and
-    `error_kind` from `failures` (feature id -> the error record's kind, e.g.
-    `mask_unavailable` or `mask_empty`; `mask_unavailable` when no record names it), so a
-    failed mask never looks like a valid one and COCO counts it as skipped by that kind.
+    Video and DICOM masks join by (feature id, frame): one result per instance per frame
+    (`masktypes.mask_key`). A mask object without a result keeps null mask columns and gets
+    `valid` false and `error_kind` from `failures` (`mask_key` -> the error record's kind,
+    e.g. `mask_unavailable` or `mask_empty`; `mask_unavailable` when no record names it), so
+    a failed mask never looks like a valid one and COCO counts it as skipped by that kind.
     """
-    by_feature = {r.feature_id: r for r in results}
+    by_feature = {mask_key(r.feature_id, r.frame): r for r in results}
     failed = failures or {}
     out: list[dict[str, Any]] = []
     for rec in records:
-        if rec.get("annotation_kind") != "ImageSegmentationMask":
+        if rec.get("annotation_kind") not in MASK_KINDS:
             out.append(rec)
             continue
-        res = by_feature.get(rec.get("feature_id") or "")
+        key = mask_key(rec.get("feature_id") or "", rec.get("frame"))
+        res = by_feature.get(key)
         if res is None:
-            kind = failed.get(rec.get("feature_id") or "", "mask_unavailable")
+            kind = failed.get(key, "mask_unavailable")
             if rec.get("valid") is False and rec.get("error_kind"):
                 kind = str(rec["error_kind"])  # the row's own problem came first
             out.append({**rec, "valid": False, "error_kind": kind})

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from labelhaul.emulator.media.video import drop_interpolated
 from labelhaul.emulator.sources import MODEL_RUN, RowSource, iter_label_lists, iter_mask_objects
 from labelhaul.timestamps import parse_timestamp
 from labelhaul.urls import LABELBOX_HOSTED, hosting_of, strip_signing
@@ -286,8 +287,12 @@ def shape_row(
                 if not params.model_run_details:
                     for key in _RUN_DETAIL_KEYS:
                         run.pop(key, None)
-    # interpolated_frames only changes video rows (frames between keyframes); the
-    # emulator serves image rows, so the flag is accepted and has nothing to drop.
+    # interpolated_frames only changes video and DICOM rows: without it, Labelbox exports
+    # key frames only (the frames between keyframes are interpolated).
+    if not params.interpolated_frames:
+        for labels in iter_label_lists(row):
+            for label in labels:
+                drop_interpolated(label.get("annotations") or {})
     for obj in iter_mask_objects(row):
         for key in ("mask", "composite_mask"):
             part = obj.get(key)

@@ -9,8 +9,9 @@ Routes (everything the export path of labelbox 7.17 touches):
 - `GET /api/v1/projects/<project>/annotations/<feature>[/index/1]/mask` and
   `GET /api/v1/models/<model>/annotations/<feature>[/index/1]/mask`: one instance mask,
   8-bit grayscale PNG (255 inside, 0 outside). Needs `Authorization: Bearer <key>`.
-- `GET /api/v1/tasks/<task>/masks/<composite>/index/1`: a composite mask, RGB PNG. Exports
-  put their own task id in these URLs. Needs the key too.
+- `GET /api/v1/tasks/<task>/masks/<composite>/index/<frame>`: a composite mask, RGB PNG
+  (`/index/1` for an image; video has one per frame). Exports put their own task id in
+  these URLs. Needs the key too.
 
 As Labelbox does, every export signs Labelbox-hosted `row_data` afresh and holds only the
 exported project's entry under `projects` (`only_this_project = False` reproduces an export
@@ -80,7 +81,8 @@ _OP_NAME = re.compile(r"^\s*(?:query|mutation)\s+([A-Za-z_][A-Za-z0-9_]*)")
 _INSTANCE_MASK = re.compile(
     r"^/api/v1/(projects|models)/([^/]+)/annotations/([^/]+)(?:/index/1)?/mask$"
 )
-_COMPOSITE_MASK = re.compile(r"^/api/v1/tasks/([^/]+)/masks/([^/]+)/index/1$")
+# Video composites are one per frame: .../index/<frame number> (images: /index/1).
+_COMPOSITE_MASK = re.compile(r"^/api/v1/tasks/([^/]+)/masks/([^/]+)/index/(\d+)$")
 _CHUNK = re.compile(r"^/export-files/([^/]+)/(RESULT|ERRORS)/(\d+)$")
 
 
@@ -516,10 +518,10 @@ class EmulatorServer:
             raise KeyError(f"no project or model run {source_id!r} in this emulator")
         return src
 
-    def composite_png(self, composite_id: str) -> bytes | None:
-        """Return a composite PNG by id, or None."""
+    def composite_png(self, composite_id: str, frame: int = 1) -> bytes | None:
+        """Return a composite PNG by id (and frame, for video), or None."""
         for src in list(self._sources.values()):
-            png = src.composite_png(composite_id)
+            png = src.composite_png_of_frame(composite_id, frame)
             if png is not None:
                 return png
         return None
@@ -1049,7 +1051,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         png: bytes | None = None
         if m_comp:
-            png = self.emu.composite_png(m_comp.group(2))
+            png = self.emu.composite_png(m_comp.group(2), int(m_comp.group(3)))
         elif m_inst:
             png = self._instance_png(*m_inst.groups())
         if png is None:

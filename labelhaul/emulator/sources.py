@@ -52,10 +52,16 @@ def iter_label_lists(row: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
 
 
 def iter_mask_objects(row: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Yield every ImageSegmentationMask object of a row."""
+    """Yield every segmentation mask object of a row (video and DICOM frames included)."""
     for labels in iter_label_lists(row):
         for label in labels:
-            for obj in (label.get("annotations") or {}).get("objects") or []:
+            annotations = label.get("annotations") or {}
+            objects = list(annotations.get("objects") or [])
+            groups = annotations.get("groups")
+            for holder in [annotations, *(groups.values() if isinstance(groups, dict) else ())]:
+                for frame in ((holder or {}).get("frames") or {}).values():
+                    objects.extend(((frame or {}).get("objects") or {}).values())
+            for obj in objects:
                 if obj.get("composite_mask") or obj.get("mask"):
                     yield obj
 
@@ -114,6 +120,10 @@ class RowSource(ABC):
     @abstractmethod
     def instance_mask(self, feature_id: str) -> NDArray[np.bool_] | None:
         """Return the boolean mask of one instance, or None when unknown."""
+
+    def composite_png_of_frame(self, composite_id: str, frame: int) -> bytes | None:
+        """Return the composite of one frame (`.../index/<frame>`; images have only 1)."""
+        return self.composite_png(composite_id) if frame == 1 else None
 
     def instance_png(self, feature_id: str) -> bytes | None:
         """Return the PNG of one instance mask as served, or None when unknown."""
