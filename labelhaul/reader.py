@@ -200,7 +200,7 @@ class Dataset:
         return self.local_file(self.file_entry("coco", name, version))
 
     def _derived_coco(self, manifest: Manifest, entry: DerivedFile) -> Path:
-        from labelhaul.coco import write_coco, write_coco_legacy
+        from labelhaul.coco import frame_index_from_parquet, write_coco, write_coco_legacy
         from labelhaul.store import file_sha256
         from labelhaul.tables import iter_parquet_records
 
@@ -214,13 +214,21 @@ class Dataset:
         category_map = dict(manifest.category_map or {})
         info = dict(manifest.coco_info or {})
         if manifest.coco is not None:
+            selected = self.selected_labels(version)
+            per_frame = manifest.coco.frame_images is not None
+            frames = (
+                frame_index_from_parquet(self.table_path("annotations", version), selected)
+                if per_frame
+                else None  # made before per-frame images: each data row was one image
+            )
             write_coco(
                 tmp,
                 data_rows,
                 annotations,
                 category_map,
                 info=info,
-                selected_labels=self.selected_labels(version),
+                selected_labels=selected,
+                frames=frames,
             )
         else:
             # Landed before schema-keyed categories (no `coco` section): rebuild it the way
