@@ -157,6 +157,7 @@ def frame_index_from_parquet(
 
     A table written before frames had columns (no `frame`) has no frames.
     """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(str(path))
@@ -168,7 +169,10 @@ def frame_index_from_parquet(
 
     def rows() -> Iterator[dict[str, Any]]:
         for batch in pf.iter_batches(columns=columns, batch_size=10_000):
-            yield from (r for r in batch.to_pylist() if r.get("frame") is not None)
+            # Still images' rows (frame null) never become Python objects.
+            on_frames = batch.filter(pc.is_valid(batch.column("frame")))
+            if on_frames.num_rows:
+                yield from on_frames.to_pylist()
 
     return frame_index(rows(), selected_labels)
 
