@@ -287,3 +287,24 @@ def test_video_predictions_load_as_results_on_frame_images(tmp_path: Path) -> No
         frame_image_id_for(VIDEO, 5),
         frame_image_id_for(VIDEO, 7),
     }
+
+
+def test_assemble_writes_per_frame_coco_and_records_it(tmp_path: Path) -> None:
+    """The sync's assemble step (parent tables carried over) gives the per-frame COCO."""
+    from labelhaul.pipeline import assemble_version
+
+    with TableSink(tmp_path / "parent") as sink:
+        sink.add("data_rows", _data_rows())
+        sink.add("annotations", _annotations())
+    version = assemble_version(
+        tmp_path / "staging", [], parent_tables=sink.close(), info={"version": "v1"}
+    )
+    assert (version.coco_facts["frame_images"], version.coco_facts["videos"]) == (3, 1)
+    coco = COCO(str(version.coco))
+    assert sorted(i["file_name"] for i in coco.imgs.values()) == [
+        "clip.mp4/5",
+        "clip.mp4/6",
+        "clip.mp4/7",
+        "street.jpg",
+    ]
+    assert version.coco.read_bytes() == _write(tmp_path / "w.json", _data_rows(), _annotations())
