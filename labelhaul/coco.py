@@ -34,6 +34,21 @@ Choices, so nobody has to guess:
   `annotations` Parquet table (`points`).
 - Rows with `valid` False, masks whose mask stage failed (no RLE), and unknown kinds are
   skipped and counted in the summary's `skipped`.
+- Video and DICOM (annotations rows with a `frame`): one COCO image per annotated frame
+  (a frame some selected label or prediction has a row on), `file_name` `<video's name>/<frame>`
+  (`<name>/<plane>/<frame>` for a DICOM plane), where the video's name is chosen and made
+  unique as a still image's is. Fields as CocoVID (mmtracking / mmdet's video datasets,
+  which the YouTube-VIS, MOT and BDD100K converters write): images carry `video_id`,
+  `frame_id` (0-based: Labelbox's 1-based frame number - 1) and Labelbox's `frame`;
+  annotations carry `video_id`, `instance_id` (the track: one per feature id, which Labelbox
+  keeps across frames) and `keyframe` (false: interpolated); a `videos` section (after
+  `categories`, only when there are videos) lists one entry per video (per plane of a DICOM
+  data row) with its size, `fps` and `frame_count`, annotated frames or not. Image ids are 53
+  bits of the SHA-256 of `<data row id>/<frame>` (`<data row id>/<plane>/<frame>`), video
+  ids those of the data row id (`<data row id>/<plane>`), instance ids those of the feature
+  id: the same in every version. Width and height are the data row's. A video row's
+  geometry kinds (`VideoBoundingBox`, `DICOMPolyline`, ...) are written as the image kind of
+  the same shape. Image-only datasets are written byte for byte as before.
 - Model runs: the ground truth is the `label` rows; `write_coco_results` writes the
   `prediction` rows as a detection results list (`score` = confidence, 1.0 when none) that
   `pycocotools.COCO.loadRes` accepts. pycocotools picks the result type from the first
@@ -47,7 +62,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -73,12 +88,97 @@ class CocoSummary:
     category_map: dict[str, dict[str, Any]] = field(default_factory=dict)
     file_name_collisions: int = 0  # images whose file name got a suffix
     labels_not_selected: int = 0  # annotations of labels the label policy left out
+    videos: int = 0  # video (and DICOM plane) entries of the `videos` section
+    frame_images: int = 0  # images that are one frame of a video
 
 
 def image_id_for(data_row_id: str) -> int:
     """Return the stable COCO image id of a data row (53 bits, safe as a JSON number)."""
     digest = hashlib.sha256(data_row_id.encode()).digest()
     return (int.from_bytes(digest[:8], "big") >> 11) or 1
+
+
+# (plane, frame) of one frame of a video or DICOM data row; plane is None for a video.
+FrameKey = tuple[str | None, int]
+
+
+def frame_image_id_for(data_row_id: str, frame: int, plane: str | None = None) -> int:
+    """Return the stable COCO image id of one frame of a video (or of a DICOM plane)."""
+    return image_id_for(f"{data_row_id}/{plane}/{frame}" if plane else f"{data_row_id}/{frame}")
+
+
+def video_id_for(data_row_id: str, plane: str | None = None) -> int:
+    """Return the stable CocoVID video id of a video data row (or of one DICOM plane)."""
+    return image_id_for(f"{data_row_id}/{plane}" if plane else data_row_id)
+
+
+def instance_id_for(feature_id: str) -> int:
+    """Return the stable CocoVID instance (track) id of a feature tracked over frames."""
+    return image_id_for(f"instance:{feature_id}")
+
+
+def frame_file_name(video_name: str, frame: int, plane: str | None = None) -> str:
+    """Return the COCO `file_name` of a frame: `<video name>/<frame>` (`/<plane>/` between)."""
+    return f"{video_name}/{plane}/{frame}" if plane else f"{video_name}/{frame}"
+
+
+def is_frame_media(image: Mapping[str, Any]) -> bool:
+    """Return whether a data_rows record is a video or DICOM (frames, not one image)."""
+    mime = str(image.get("mime_type") or "").lower()
+    return image.get("frame_count") is not None or mime.startswith("video/") or "dicom" in mime
+
+
+def frame_index(
+    annotations: Iterable[Mapping[str, Any]],
+    selected_labels: Mapping[str, str] | None = None,
+) -> dict[str, list[FrameKey]]:
+    """Return data row id -> its annotated frames, sorted: the frames COCO makes images of.
+
+    A frame counts when a row of the label the label policy chose (or a prediction) is on it,
+    whatever its kind: a frame with only a polyline is still a labelled frame. Memory: one
+    (plane, frame) pair per annotated frame of the video rows, as `write_coco` holds one name
+    per image.
+    """
+    chosen = selected_labels or {}
+    found: dict[str, set[FrameKey]] = {}
+    for rec in annotations:
+        frame = rec.get("frame")
+        if frame is None or not is_selected(rec, chosen):
+            continue
+        plane = rec.get("plane") or None
+        found.setdefault(str(rec["data_row_id"]), set()).add((plane, int(frame)))
+    return {drid: sorted(keys, key=_frame_order) for drid, keys in found.items()}
+
+
+def frame_index_from_parquet(
+    path: str | Path, selected_labels: Mapping[str, str] | None = None
+) -> dict[str, list[FrameKey]]:
+    """Return `frame_index` of an annotations Parquet table, reading only five columns.
+
+    A table written before frames had columns (no `frame`) has no frames.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(str(path))
+    present = set(pf.schema_arrow.names)
+    if "frame" not in present:
+        return {}
+    wanted = ["data_row_id", "frame", "plane", "label_id", "source"]
+    columns = [c for c in wanted if c in present]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for batch in pf.iter_batches(columns=columns, batch_size=10_000):
+            # Still images' rows (frame null) never become Python objects.
+            on_frames = batch.filter(pc.is_valid(batch.column("frame")))
+            if on_frames.num_rows:
+                yield from on_frames.to_pylist()
+
+    return frame_index(rows(), selected_labels)
+
+
+def _frame_order(key: FrameKey) -> tuple[str, int]:
+    return (key[0] or "", key[1])
 
 
 _CATEGORY_ID_SPACE = 2**31 - 1  # positive int32: fits every COCO tool's id type
@@ -191,11 +291,25 @@ def _points(rec: Mapping[str, Any]) -> list[tuple[float, float]]:
     return [(float(p["x"]), float(p["y"])) for p in rec.get("points") or ()]
 
 
+# Media whose objects COCO writes: a video's or a DICOM plane's frame is an image.
+_KIND_MEDIA = ("Image", "Video", "DICOM")
+
+
+def image_kind(kind: Any) -> str | None:
+    """Return the image kind of the same shape (`VideoBoundingBox` -> `ImageBoundingBox`)."""
+    if not isinstance(kind, str):
+        return None
+    for media in _KIND_MEDIA:
+        if kind.startswith(media) and len(kind) > len(media):
+            return "Image" + kind[len(media) :]
+    return kind
+
+
 def annotation_geometry(rec: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """Return (COCO geometry fields, None) for an annotation record, or (None, skip reason)."""
     if rec.get("valid") is False:
         return None, str(rec.get("error_kind") or "invalid")
-    kind = rec.get("annotation_kind")
+    kind = image_kind(rec.get("annotation_kind"))
     if kind == "ImageBoundingBox":
         box = [rec.get(k) for k in ("bbox_left", "bbox_top", "bbox_width", "bbox_height")]
         if any(v is None for v in box):
@@ -310,7 +424,7 @@ def ground_truth_segmentation(
     A box is its rectangle; a point a zero-area triangle on the point (COCO has no point
     segmentation, and COCOeval reads `segmentation` of every ground-truth annotation).
     """
-    kind = rec.get("annotation_kind")
+    kind = image_kind(rec.get("annotation_kind"))
     if kind == "ImageBoundingBox":
         x, y, bw, bh = (float(v) for v in geom["bbox"])
         return [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
@@ -346,6 +460,7 @@ def write_coco(
     source: str = "label",
     info: Mapping[str, Any] | None = None,
     selected_labels: Mapping[str, str] | None = None,
+    frames: Mapping[str, Sequence[FrameKey]] | None = None,
 ) -> CocoSummary:
     """Stream a COCO instances file from `data_rows` and `annotations` table records.
 
@@ -360,12 +475,18 @@ def write_coco(
         info: the COCO `info` section.
         selected_labels: data row id → the label chosen by the label policy
             (`labelhaul.labelpolicy.select_labels`); other labels of those rows are left out.
+        frames: `frame_index` of the annotations: video and DICOM rows become one image per
+            annotated frame (see the module docstring). None writes every data row as one
+            image, as releases before per-frame images did (rebuilding their COCO files).
     """
     out = Path(path)
     cmap = normalize_category_map(category_map)
     summary = CocoSummary(path=out, category_map=cmap)
     skipped: Counter[str] = Counter()
     chosen = selected_labels or {}
+    # The video and DICOM rows written (None: every row is a still image).
+    frame_rows: set[str] | None = None if frames is None else set()
+    videos: list[dict[str, Any]] = []  # one small entry per video: written after categories
     with out.open("wb") as fh:
         fh.write(b"{")
         # Sorted keys: the manifest (sorted too) gives the reader the same bytes back.
@@ -381,6 +502,28 @@ def write_coco(
                 continue
             last = drid
             name, name_source = file_name_and_source(img)
+            if name in names:
+                unique = _suffixed(name, drid)
+                while unique in names:
+                    unique = _suffixed(unique, drid)
+                collision: str | None = name
+                summary.file_name_collisions += 1
+                name = unique
+            else:
+                collision = None
+            names.add(name)
+            if frames is not None and frame_rows is not None:
+                keys = frames.get(drid)
+                if keys is not None or is_frame_media(img):
+                    frame_rows.add(drid)
+                    video_entries, frame_entries = _frame_images(
+                        img, name, name_source, collision, keys or ()
+                    )
+                    videos.extend(video_entries)
+                    for frame_entry in frame_entries:
+                        _add_unique(frame_entry, names, drid, summary)
+                        arr.add(frame_entry)
+                    continue
             entry: dict[str, Any] = {
                 "id": image_id_for(drid),
                 "file_name": name,
@@ -391,15 +534,8 @@ def write_coco(
                 "coco_url": unsigned_url(img.get("row_data")),
                 "file_name_source": name_source,
             }
-            if name in names:
-                unique = _suffixed(name, drid)
-                while unique in names:
-                    unique = _suffixed(unique, drid)
-                entry["file_name"] = unique
-                entry["file_name_collision"] = name
-                summary.file_name_collisions += 1
-                name = unique
-            names.add(name)
+            if collision is not None:
+                entry["file_name_collision"] = collision
             arr.add(entry)
         del names
         arr.close()
@@ -411,23 +547,33 @@ def write_coco(
             if not is_selected(rec, chosen):
                 summary.labels_not_selected += 1
                 continue
+            frame = rec.get("frame") if frame_rows is not None else None
+            if frame is None and frame_rows and str(rec["data_row_id"]) in frame_rows:
+                # A video's object is always on a frame; one without has no image to be on.
+                skipped["video_object_without_frame"] += 1
+                continue
             geom, reason = annotation_geometry(rec)
             if geom is None:
                 skipped[reason or "unknown"] += 1
                 continue
             if "segmentation" not in geom:
                 geom["segmentation"] = ground_truth_segmentation(rec, geom)
-            arr.add(
-                {
-                    "id": arr.n + 1,
-                    "image_id": image_id_for(str(rec["data_row_id"])),
-                    "category_id": category_id_for(category_key(rec), cmap, _category_name(rec)),
-                    "iscrowd": 0,
-                    **geom,
-                    "feature_id": rec.get("feature_id"),
-                    "label_id": rec.get("label_id"),
-                }
-            )
+            item: dict[str, Any] = {
+                "id": arr.n + 1,
+                "image_id": _image_id_of(rec, frame),
+                "category_id": category_id_for(category_key(rec), cmap, _category_name(rec)),
+                "iscrowd": 0,
+                **geom,
+                "feature_id": rec.get("feature_id"),
+                "label_id": rec.get("label_id"),
+            }
+            if frame is not None:
+                plane = rec.get("plane") or None
+                item["video_id"] = video_id_for(str(rec["data_row_id"]), plane)
+                item["instance_id"] = instance_id_for(str(rec.get("feature_id")))
+                item["frame"] = int(frame)
+                item["keyframe"] = rec.get("keyframe")
+            arr.add(item)
         arr.close()
         summary.annotations = arr.n
         arr = _ArrayWriter(fh, "categories", first=False)
@@ -442,9 +588,94 @@ def write_coco(
                 }
             )
         arr.close()
+        if videos:
+            arr = _ArrayWriter(fh, "videos", first=False)
+            for video in videos:
+                arr.add(video)
+            arr.close()
         fh.write(b"}\n")
     summary.skipped = dict(skipped)
+    summary.videos = len(videos)
+    summary.frame_images = sum(int(v["annotated_frames"]) for v in videos)
     return summary
+
+
+def _image_id_of(rec: Mapping[str, Any], frame: Any) -> int:
+    drid = str(rec["data_row_id"])
+    if frame is None:
+        return image_id_for(drid)
+    return frame_image_id_for(drid, int(frame), rec.get("plane") or None)
+
+
+def _frame_images(
+    img: Mapping[str, Any],
+    name: str,
+    name_source: str,
+    collision: str | None,
+    keys: Sequence[FrameKey],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return (videos entries, image entries) of one video or DICOM data row."""
+    drid = str(img["data_row_id"])
+    planes: dict[str | None, list[int]] = {}
+    for plane, frame in keys:
+        planes.setdefault(plane, []).append(frame)
+    if not planes:
+        planes[None] = []  # a video with no annotated frame is still a video
+    videos: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    url = unsigned_url(img.get("row_data"))
+    for plane, numbers in planes.items():
+        vid = video_id_for(drid, plane)
+        video: dict[str, Any] = {
+            "id": vid,
+            "name": f"{name}/{plane}" if plane else name,
+            "width": img.get("width"),
+            "height": img.get("height"),
+            "fps": img.get("frame_rate"),
+            "frame_count": img.get("frame_count"),
+            "annotated_frames": len(numbers),
+            "data_row_id": drid,
+            "global_key": img.get("global_key"),
+            "coco_url": url,
+        }
+        if plane:
+            video["plane"] = plane
+        videos.append(video)
+        for frame in numbers:
+            entry: dict[str, Any] = {
+                "id": frame_image_id_for(drid, frame, plane),
+                "file_name": frame_file_name(name, frame, plane),
+                "width": img.get("width"),
+                "height": img.get("height"),
+                "data_row_id": drid,
+                "global_key": img.get("global_key"),
+                "file_name_source": name_source,
+                "video_id": vid,
+                "frame_id": frame - 1,
+                "frame": frame,
+            }
+            if plane:
+                entry["plane"] = plane
+            if collision is not None:
+                entry["file_name_collision"] = frame_file_name(collision, frame, plane)
+            images.append(entry)
+    return videos, images
+
+
+def _add_unique(
+    entry: dict[str, Any], names: set[str], data_row_id: str, summary: CocoSummary
+) -> None:
+    """Keep a frame's file name unique too (a still image's global key may be `clip/3`)."""
+    name = str(entry["file_name"])
+    if name in names:
+        unique = _suffixed(name, data_row_id)
+        while unique in names:
+            unique = _suffixed(unique, data_row_id)
+        entry.setdefault("file_name_collision", name)
+        entry["file_name"] = unique
+        summary.file_name_collisions += 1
+        name = unique
+    names.add(name)
 
 
 def write_coco_results(
@@ -476,7 +707,7 @@ def write_coco_results(
             if rec.get("source") != source:
                 continue
             geom, reason = annotation_geometry(rec)
-            kind = rec.get("annotation_kind")
+            kind = image_kind(rec.get("annotation_kind"))
             if geom is None:
                 skipped[reason or "unknown"] += 1
                 continue
@@ -498,7 +729,8 @@ def write_coco_results(
                 }
             score = rec.get("confidence")
             item: dict[str, Any] = {
-                "image_id": image_id_for(str(rec["data_row_id"])),
+                # A video's frame is its own image, as in the ground truth (`write_coco`).
+                "image_id": _image_id_of(rec, rec.get("frame")),
                 "category_id": category_id_for(category_key(rec), cmap, _category_name(rec)),
                 "score": 1.0 if score is None else float(score),
             }

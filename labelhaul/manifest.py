@@ -151,6 +151,10 @@ class CocoFacts(_Part):
     file_name_collisions: int = 0
     category_ids: str | None = None
     skipped: dict[str, int] | None = None  # reason -> objects left out of COCO
+    # Set by releases that write a video's (DICOM plane's) annotated frames as COCO images;
+    # absent: every data row is one image (`coco.write_coco(frames=None)` rebuilds that).
+    frame_images: int | None = None
+    videos: int | None = None  # entries of COCO's `videos` section
 
 
 class Manifest(_Part):

@@ -608,7 +608,13 @@ def assemble_version(
     COCO holds; the tables keep every label. A policy other than the default is part of the
     content digest, so changing it makes a new version.
     """
-    from labelhaul.coco import write_coco, write_coco_results
+    from labelhaul.coco import (
+        MASK_KIND,
+        frame_index_from_parquet,
+        image_kind,
+        write_coco,
+        write_coco_results,
+    )
     from labelhaul.labelpolicy import DEFAULT_LABEL_POLICY, parse_label_policy
     from labelhaul.tables import (
         TableSink,
@@ -665,7 +671,8 @@ def assemble_version(
     if has_predictions:
         # Results first, so a class that is only predicted still gets a category id. One
         # file per iou type: pycocotools reads the type from a results file's first entry.
-        iou_types = ["bbox", "segm"] if kinds.get("ImageSegmentationMask") else ["bbox"]
+        has_masks = any(image_kind(kind) == MASK_KIND for kind in kinds)
+        iou_types = ["bbox", "segm"] if has_masks else ["bbox"]
         for iou_type in iou_types:
             path = out / f"coco-results-{iou_type}.json"
             res = write_coco_results(
@@ -681,6 +688,7 @@ def assemble_version(
         cmap,
         info=info,
         selected_labels=selected,
+        frames=frame_index_from_parquet(paths["annotations"], selected),
     )
     content = dict(digests)
     if policy is not DEFAULT_LABEL_POLICY:
@@ -705,6 +713,10 @@ def assemble_version(
             "file_name_collisions": summary.file_name_collisions,
             "category_ids": "feature_schema_id",
             "skipped": dict(summary.skipped),
+            # Set: COCO has one image per annotated frame of a video (the reader rebuilds
+            # a delta's COCO that way only for versions that say so).
+            "frame_images": summary.frame_images,
+            "videos": summary.videos,
         },
     )
 

@@ -50,6 +50,8 @@ MASK_COLUMNS = (
     "image_width",
     "image_height",
 )
+# Where a mask of a video or DICOM row is: one per feature per frame (and DICOM plane).
+FRAME_COLUMNS = ("frame", "plane")
 # table -> the column that identifies a row across versions (diff)
 DIFF_KEYS = {"data_rows": "data_row_id", "annotations": "feature_id"}
 
@@ -162,27 +164,51 @@ class Dataset:
 
     # ------------------------------------------------------------------ masks
 
-    def mask(self, feature: str | Mapping[str, Any] | Any, version: str = "latest") -> Any:
+    def mask(
+        self,
+        feature: str | Mapping[str, Any] | Any,
+        version: str = "latest",
+        *,
+        frame: int | None = None,
+        plane: str | None = None,
+    ) -> Any:
         """Return a full-size uint8 mask (0 background, 255 instance).
 
         Args:
             feature: a feature id, or an annotations row (dict or pandas Series) with
                 `mask_sha256`, `mask_x`, `mask_y`, `mask_w`, `mask_h`, `image_width`,
                 `image_height`.
+            frame: for a feature id of a video (or DICOM) row, the frame (and `plane`) whose
+                mask to return; required when the feature has masks on several frames.
         """
-        row: Any = self._mask_row(feature, version) if isinstance(feature, str) else feature
+        row: Any = (
+            self._mask_row(feature, version, frame, plane) if isinstance(feature, str) else feature
+        )
         return mask_from_blob(self.store.read_blob(str(row["mask_sha256"])), row)
 
-    def _mask_row(self, feature_id: str, version: str) -> dict[str, Any]:
-        table = pq.read_table(
-            self.table_path("annotations", version),
-            columns=list(MASK_COLUMNS),
-            filters=[("feature_id", "==", feature_id)],
+    def _mask_row(
+        self, feature_id: str, version: str, frame: int | None = None, plane: str | None = None
+    ) -> dict[str, Any]:
+        path = self.table_path("annotations", version)
+        present = pq.read_schema(path).names
+        columns = [*MASK_COLUMNS, *(c for c in FRAME_COLUMNS if c in present)]
+        table = pq.read_table(path, columns=columns, filters=[("feature_id", "==", feature_id)])
+        rows = [dict(r) for r in table.to_pylist() if r.get("mask_sha256")]
+        if frame is not None:
+            rows = [r for r in rows if r.get("frame") == frame and r.get("plane") == plane]
+        on = sorted(
+            {(r.get("plane") or "", r["frame"]) for r in rows if r.get("frame") is not None}
         )
-        for row in table.to_pylist():
-            if row.get("mask_sha256"):
-                return dict(row)
-        raise NotFoundError(f"No mask for feature {feature_id!r} in the annotations table.")
+        if len(on) > 1:
+            shown = ", ".join(f"{p}/{f}" if p else str(f) for p, f in on[:10])
+            raise NotFoundError(
+                f"Feature {feature_id!r} has masks on {len(on)} frames ({shown}"
+                f"{', ...' if len(on) > 10 else ''}): pass frame= (and plane= for DICOM)."
+            )
+        if rows:
+            return rows[0]
+        where = "" if frame is None else f" on frame {frame}" + (f" of {plane}" if plane else "")
+        raise NotFoundError(f"No mask for feature {feature_id!r}{where} in the annotations table.")
 
     # ------------------------------------------------------------------ COCO
 
@@ -200,7 +226,7 @@ class Dataset:
         return self.local_file(self.file_entry("coco", name, version))
 
     def _derived_coco(self, manifest: Manifest, entry: DerivedFile) -> Path:
-        from labelhaul.coco import write_coco, write_coco_legacy
+        from labelhaul.coco import frame_index_from_parquet, write_coco, write_coco_legacy
         from labelhaul.store import file_sha256
         from labelhaul.tables import iter_parquet_records
 
@@ -214,13 +240,21 @@ class Dataset:
         category_map = dict(manifest.category_map or {})
         info = dict(manifest.coco_info or {})
         if manifest.coco is not None:
+            selected = self.selected_labels(version)
+            per_frame = manifest.coco.frame_images is not None
+            frames = (
+                frame_index_from_parquet(self.table_path("annotations", version), selected)
+                if per_frame
+                else None  # made before per-frame images: each data row was one image
+            )
             write_coco(
                 tmp,
                 data_rows,
                 annotations,
                 category_map,
                 info=info,
-                selected_labels=self.selected_labels(version),
+                selected_labels=selected,
+                frames=frames,
             )
         else:
             # Landed before schema-keyed categories (no `coco` section): rebuild it the way
@@ -419,6 +453,19 @@ PULL_RECORD = ".labelhaul-pull.json"  # what a pull wrote: the next pull removes
 MASK_FOLDERS = "mask_folders.json"  # data row id -> its folder under masks/
 
 
+def mask_subdir(folder: str, row: Mapping[str, Any]) -> str:
+    """Return a mask's folder under `masks/`: the data row's, then `<frame>` for a video's
+    (`<plane>/<frame>` for a DICOM's), so one feature tracked over frames has a file each.
+    """
+    frame = row.get("frame")
+    if frame is None:
+        return folder
+    plane = row.get("plane")
+    return (
+        f"{folder}/{safe_segment(str(plane))}/{int(frame)}" if plane else f"{folder}/{int(frame)}"
+    )
+
+
 def _temp_beside(path: Path) -> Path:
     # A name of its own per writer: two workers writing one target never rename each
     # other's temporary file away (the last complete write wins).
@@ -497,6 +544,8 @@ def pull_version(
     at `DIR/masks/<folder>/<safe feature id>.png`, where the folder is the safe global key
     or data row id, disambiguated when two data rows would share one
     (`keys.mask_dir_names`); `DIR/mask_folders.json` maps every data row id to its folder.
+    A video's masks are per frame: `DIR/masks/<folder>/<frame>/<safe feature id>.png`
+    (`<folder>/<plane>/<frame>/` for DICOM), beside `coco/instances.json`'s per-frame images.
     Masks follow the version's label policy, as COCO does (one label per data row).
 
     Pulling into a folder that holds an earlier pull leaves exactly this version's files:
@@ -543,7 +592,8 @@ def pull_version(
     if masks and has_annotations:
         chosen = ds.selected_labels(version_id)
         present = pq.read_schema(ds.table_path("annotations", version_id)).names
-        columns = [c for c in (*MASK_COLUMNS, "label_id", "source") if c in present]
+        wanted = (*MASK_COLUMNS, "label_id", "source", *FRAME_COLUMNS)
+        columns = [c for c in wanted if c in present]
 
         def mask_rows() -> Iterator[list[dict[str, Any]]]:
             for batch in ds.iter_table("annotations", version_id, columns=columns, batch_size=256):
@@ -560,7 +610,7 @@ def pull_version(
             buffer = io.BytesIO()
             Image.fromarray(full).save(buffer, format="PNG", compress_level=1)
             folder = folders[str(row["data_row_id"])]
-            rel = f"masks/{folder}/{safe_segment(str(row['feature_id']))}.png"
+            rel = f"masks/{mask_subdir(folder, row)}/{safe_segment(str(row['feature_id']))}.png"
             _write_atomic(out / rel, buffer.getvalue())
             return rel
 

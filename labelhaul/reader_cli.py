@@ -87,7 +87,8 @@ def register(subparsers: Any) -> None:
         help="write a version's tables, COCO, manifest and full-size masks to a directory",
         description=__doc__
         + "\nWrites DIR/tables/<table>.parquet, DIR/coco/instances.json, DIR/manifest.json and "
-        "DIR/masks/<safe global key or data row id>/<feature id>.png (8-bit, 0/255); two data "
+        "DIR/masks/<safe global key or data row id>/<feature id>.png (8-bit, 0/255; a video's "
+        "per frame: .../<frame>/<feature id>.png); two data "
         "rows never share a folder (DIR/mask_folders.json maps each to its own). Pulling over "
         "an earlier pull removes the files it wrote that this version no longer has.",
         epilog=_EPILOG,

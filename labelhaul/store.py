@@ -938,4 +938,15 @@ def _coco_card_lines(coco: CocoFacts | None) -> list[str]:
         "- Category ids derive from `feature_schema_id` (the same in every version and in "
         "the project's model runs); they are not contiguous."
     )
+    if coco.videos:
+        lines.append(
+            f"- Video and DICOM: {coco.videos} videos (a DICOM data row: one per plane) in "
+            f"COCO's `videos` section, and {coco.frame_images} images, one per annotated "
+            "frame: `file_name` `<video's file name>/<frame>` (`<name>/<plane>/<frame>` for "
+            "DICOM), `video_id`, `frame_id` (0-based) and `frame` (Labelbox's number) as "
+            "CocoVID (mmtracking) reads them; annotations carry `video_id`, `instance_id` "
+            "(one per tracked feature) and `keyframe` (false: interpolated). Image ids derive "
+            "from the data row id and frame. Pulled masks: "
+            "`masks/<folder>/<frame>/<feature>.png`."
+        )
     return lines
