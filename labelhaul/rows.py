@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from labelhaul import parse_text
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.records import ErrorRecord
 from labelhaul.tables import SCHEMAS, TABLE_NAMES
@@ -64,6 +65,9 @@ MASK_KIND = "ImageSegmentationMask"
 RELATIONSHIP_KINDS = {
     "ImageUnidirectionalRelationship": ("unidirectional_relationship", True),
     "ImageBidirectionalRelationship": ("bidirectional_relationship", False),
+    # Text and conversational relationships have the image shape (labelhaul.parse_text).
+    "TextUnidirectionalRelationship": ("unidirectional_relationship", True),
+    "TextBidirectionalRelationship": ("bidirectional_relationship", False),
 }
 
 # Export fields that do not land in a named column, and why. The conformance test
@@ -176,6 +180,7 @@ class _LabelContext:
     experiment_name: str | None = None
     model_run_id: str | None = None
     model_run_name: str | None = None
+    page_offset: int = 0  # added to document page numbers (labelhaul.parse_text)
 
     def ids(self) -> dict[str, Any]:
         return {
@@ -423,6 +428,7 @@ class _RowParser:
         seen: set[str] = set()
         masks: dict[str | None, list[MaskInstance]] = {}
         pending_rels: list[dict[str, Any]] = []
+        ctx.page_offset = parse_text.page_offset(_list(annotations.get("objects")))
         for obj in _list(annotations.get("objects")):
             self._parse_object(_dict(obj), ctx, seen, masks, pending_rels)
         # 2023 exports list each relationship twice: as an object in objects[] and in
@@ -504,10 +510,13 @@ class _RowParser:
         if "custom_metrics" in obj:
             rec["custom_metrics"] = _json(obj["custom_metrics"])
         problem: tuple[str, str] | None = None
+        more: list[dict[str, Any]] = []  # further records of the object (token groups)
         if kind in GEOMETRY_KINDS:
             problem = self._geometry(obj, kind, rec)
         elif kind == MASK_KIND:
             problem = self._mask(obj, ctx, rec, masks)
+        elif kind in parse_text.TEXT_KINDS:
+            problem, more = parse_text.parse_object(self, obj, kind, rec, ctx)
         else:
             problem = (
                 "unknown_annotation_kind",
@@ -526,6 +535,9 @@ class _RowParser:
                 source=ctx.source,
             )
         self.tables["annotations"].append(rec)
+        for extra in more:
+            extra.update(valid=rec["valid"], error_kind=rec["error_kind"], raw_json=rec["raw_json"])
+            self.tables["annotations"].append(extra)
         for cls in _list(obj.get("classifications")):
             self._parse_question(_dict(cls), ctx, parent=fid, obj_id=fid, depth=0, path=())
 
