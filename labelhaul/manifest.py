@@ -195,6 +195,7 @@ class Manifest(_Part):
     coco: CocoFacts | None = None  # None: landed before label policies (legacy COCO bytes)
     coco_info: dict[str, Any] | None = None
     derived_files: list[DerivedFile] | None = None
+    spans: dict[str, Any] | None = None  # the span JSONL's lines, spans, skipped (labelhaul.spans)
 
     def file(self, role: str, name: str) -> FileEntry | None:
         """Return the stored file `role`/`name` (the lowest segment's), or None."""

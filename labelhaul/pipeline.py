@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -535,6 +535,10 @@ class AssembledVersion:
     delta: DeltaSegment | None = None  # set when the version lands as a delta on its parent
     # What the training outputs hold (manifest `coco`): label policy, labels left out, ...
     coco_facts: dict[str, Any] = field(default_factory=dict)
+    # The span JSONL for NER (labelhaul.spans) and its facts (manifest `spans`), when the
+    # version has text, document or conversational entities.
+    spans: Path | None = None
+    spans_facts: dict[str, Any] | None = None
 
 
 @dataclass
@@ -690,6 +694,7 @@ def assemble_version(
         selected_labels=selected,
         frames=frame_index_from_parquet(paths["annotations"], selected),
     )
+    spans_path, spans_facts = _write_spans(out, paths, selected)
     content = dict(digests)
     if policy is not DEFAULT_LABEL_POLICY:
         content["coco.label_policy"] = policy.value
@@ -718,7 +723,35 @@ def assemble_version(
             "frame_images": summary.frame_images,
             "videos": summary.videos,
         },
+        spans=spans_path,
+        spans_facts=spans_facts,
     )
+
+
+def _write_spans(
+    out: Path, paths: Mapping[str, Path], selected: Mapping[str, str]
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """Write the span JSONL when the version has entities (labelhaul.spans); else nothing."""
+    import pyarrow.parquet as pq
+
+    from labelhaul.spans import ANNOTATION_COLUMNS, DATA_ROW_COLUMNS, write_spans
+
+    def records(table: str, columns: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        pf = pq.ParquetFile(str(paths[table]))
+        for batch in pf.iter_batches(batch_size=1_000, columns=list(columns)):
+            yield from batch.to_pylist()
+
+    path = out / "spans-ner.jsonl"
+    summary = write_spans(
+        path,
+        records("data_rows", DATA_ROW_COLUMNS),
+        records("annotations", ANNOTATION_COLUMNS),
+        selected_labels=selected,
+    )
+    if not summary.lines and not summary.skipped:
+        path.unlink()
+        return None, None
+    return (path if summary.lines else None), summary.facts()
 
 
 def select_labels_in(labels_table: Path | None, policy: str) -> dict[str, str]:
@@ -1018,6 +1051,11 @@ def land_version(
         ]
     fields["coco_info"] = assembled.coco_info
     fields["coco"] = assembled.coco_facts
+    if assembled.spans_facts is not None:
+        fields["spans"] = assembled.spans_facts
+    if assembled.spans is not None:
+        # A small file beside the tables: uploaded whole in a delta version too.
+        writer.add_file("spans", assembled.spans, "ner", ".jsonl", name="ner")
     for iou_type, path in sorted(assembled.coco_results.items()):
         writer.add_file("coco", path, f"results-{iou_type}", ".json", name=f"results_{iou_type}")
     raw = staging / "raw-export.ndjson.gz"

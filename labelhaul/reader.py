@@ -286,6 +286,10 @@ class Dataset:
             return {}
         return select_labels_in(self.table_path("labels", version), policy)
 
+    def spans_path(self, version: str = "latest", name: str = "ner") -> Path:
+        """Return a local path of the version's span JSONL (labelhaul.spans)."""
+        return self.local_file(self.file_entry("spans", name, version))
+
     def coco(self, version: str = "latest", name: str = "instances") -> dict[str, Any]:
         """Return the COCO file `name` of a version, parsed."""
         with open(self.coco_path(version, name), "rb") as fh:
@@ -576,6 +580,9 @@ def pull_version(
         if entry.role == "coco":
             target = out / "coco" / f"{safe_segment(entry.name)}.json"
             source = ds.coco_path(version_id, entry.name)
+        elif entry.role == "spans" and isinstance(entry, FileEntry):
+            target = out / "spans" / f"{safe_segment(entry.name)}.jsonl"
+            source = ds.local_file(entry)
         elif isinstance(entry, FileEntry):
             target = out / safe_segment(entry.role) / Path(entry.key).name
             source = ds.local_file(entry)

@@ -55,6 +55,7 @@ import numpy as np
 import orjson
 
 from labelhaul import parse_audio
+from labelhaul import parse_text
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.parse_video import FRAME_ANNOTATION_KEYS, parse_frame_annotations
 from labelhaul.records import ErrorRecord
@@ -74,6 +75,9 @@ MASK_KIND = "ImageSegmentationMask"
 RELATIONSHIP_KINDS = {
     "ImageUnidirectionalRelationship": ("unidirectional_relationship", True),
     "ImageBidirectionalRelationship": ("bidirectional_relationship", False),
+    # Text and conversational relationships have the image shape (labelhaul.parse_text).
+    "TextUnidirectionalRelationship": ("unidirectional_relationship", True),
+    "TextBidirectionalRelationship": ("bidirectional_relationship", False),
 }
 
 # Keys under a label's `annotations` that labelhaul turns into rows; any other key gives an
@@ -227,6 +231,7 @@ class _LabelContext:
     model_run_id: str | None = None
     model_run_name: str | None = None
     path: str = ""  # JSON path of the label in the export line, e.g. projects.<id>.labels[0]
+    page_offset: int = 0  # added to document page numbers (labelhaul.parse_text)
 
     def ids(self) -> dict[str, Any]:
         return {
@@ -480,6 +485,7 @@ class _RowParser:
         seen: set[str] = set()
         masks: dict[str | None, list[MaskInstance]] = {}
         pending_rels: list[dict[str, Any]] = []
+        ctx.page_offset = parse_text.page_offset(_list(annotations.get("objects")))
         for i, obj in enumerate(_list(annotations.get("objects"))):
             jpath = f"{ctx.path}.annotations.objects[{i}]"
             self._parse_object(_dict(obj), ctx, seen, masks, pending_rels, jpath=jpath)
@@ -608,10 +614,13 @@ class _RowParser:
         if "custom_metrics" in obj:
             rec["custom_metrics"] = _json(obj["custom_metrics"])
         problem: tuple[str, str] | None = None
+        more: list[dict[str, Any]] = []  # further records of the object (token groups)
         if kind in GEOMETRY_KINDS:
             problem = self._geometry(obj, kind, rec)
         elif kind == MASK_KIND:
             problem = self._mask(obj, ctx, rec, masks)
+        elif kind in parse_text.TEXT_KINDS:
+            problem, more = parse_text.parse_object(self, obj, kind, rec, ctx)
         else:
             problem = (
                 "unknown_annotation_kind",
@@ -631,6 +640,9 @@ class _RowParser:
                 path=jpath,
             )
         self.tables["annotations"].append(rec)
+        for extra in more:
+            extra.update(valid=rec["valid"], error_kind=rec["error_kind"], raw_json=rec["raw_json"])
+            self.tables["annotations"].append(extra)
         for i, cls in enumerate(_list(obj.get("classifications"))):
             self._parse_question(
                 _dict(cls),

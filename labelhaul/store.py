@@ -8,6 +8,7 @@ blobs/sha256/ab/<sha256>.png        per-instance masks, create-only, shared by e
 tables/<name>-<sha16>.parquet       data files: create-only, content-named, shared by versions
 coco/instances-<sha16>.json
 raw/export-<sha16>.ndjson.gz, raw/errors-<sha16>.ndjson.gz
+spans/ner-<sha16>.jsonl             span JSONL for NER (labelhaul.spans), when it has entities
 versions/v000124/manifest.json      THE COMMIT POINT: create-only, lists every file by full key
 versions/v000124/README.md          dataset card rendered from the manifest
 runs/<run_id>.json                  one record per run
@@ -846,6 +847,7 @@ def render_dataset_card(manifest: Manifest) -> str:
         lines += ["", "## Masks", ""]
         lines += _json_lines(m.masks)
     lines += _coco_card_lines(m.coco)
+    lines += _spans_card_lines(m.spans)
     if m.changes is not None and m.parent_version_id:  # a first version changes nothing
         changes = _json_lines(m.changes)
         if changes:
@@ -913,6 +915,32 @@ _LABEL_POLICY_TEXT = {
     "latest": "the latest label",
     "all": "every label (objects of all labels on one image)",
 }
+
+
+def _spans_card_lines(spans: dict[str, Any] | None) -> list[str]:
+    """Say what the span JSONL (labelhaul.spans) holds and what it left out."""
+    if spans is None:
+        return []
+    lines = ["", "## Training outputs (span JSONL for NER)", ""]
+    lines.append(
+        f"- `spans/ner`: {spans.get('lines', 0)} texts, {spans.get('spans', 0)} spans; one "
+        'line per data row and label: `{"text", "spans": [{"start", "end", "label", '
+        '"feature_id"}], "data_row_id", "global_key", "label_id", "media"}` (Prodigy\'s '
+        "JSONL; character offsets, end exclusive, as spaCy's `Doc.char_span` takes them)."
+    )
+    lines.append(
+        "- Text: the row's text when `row_data` is the text itself; documents: the token "
+        "groups' texts joined by newlines (the text layer is not in the export). The label "
+        "policy picks one label per data row, as for COCO."
+    )
+    skipped = spans.get("skipped") or {}
+    if skipped:
+        lines.append(
+            "- Entities left out, by reason (`text_not_in_export`: the text is at "
+            "`row_data`, the entities are in `annotations` with their offsets):"
+        )
+        lines += ["", *_md_table(["reason", "count"], sorted(skipped.items()))]
+    return lines
 
 
 def _coco_card_lines(coco: CocoFacts | None) -> list[str]:

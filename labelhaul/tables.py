@@ -155,6 +155,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("valid", _B),
         ("error_kind", _S),
         ("raw_json", _S),
+        # DocumentEntityToken: the token group (one record each) of the text layer (#16).
+        ("token_group_id", _S),
     ),
     "classifications": _schema(
         *_ROW_IDS,

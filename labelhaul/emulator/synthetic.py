@@ -701,3 +701,8 @@ def _apply_revision(row: dict[str, Any], number: int, at: datetime) -> None:
                 if obj.get("annotation_kind") == "ImageBoundingBox":
                     obj["bounding_box"]["left"] = float(obj["bounding_box"]["left"]) + number
                     break
+            # Text, document and conversational rows change a span or a page box instead
+            # (looked up by name, as build_row's kinds: media modules import this one).
+            importlib.import_module("labelhaul.emulator.media.text").revise(
+                label.get("annotations") or {}, number
+            )

@@ -293,3 +293,23 @@ def test_a_grace_period_shorter_than_a_sync_is_refused_unless_forced(tmp_path: P
     collect_garbage(store, keep=1, grace_hours=1, dry_run=True)  # deletes nothing: allowed
     collect_garbage(store, keep=1, grace_hours=1, force=True)
     assert store.objects.exists(store.key(GC_MARKER))  # a sync in flight will notice
+
+
+def test_span_files_of_deleted_versions_go_and_kept_ones_stay(
+    store: DatasetStore, tmp_path: Path
+) -> None:
+    # spans/ is a data directory like coco/: without it in gc's sweep, every old version's
+    # span JSONL would stay in the store forever.
+    kept: list[str] = []
+    for i in range(3):
+        make_version(store, tmp_path / "src", ["a"], extra=str(i))
+        writer = store.begin()
+        for entry in store.load_manifest(store.list_versions()[-1]).files:
+            writer.reuse_file(entry)
+        entry = writer.add_bytes("spans", f'{{"text": "{i}"}}\n'.encode(), "ner", ".jsonl")
+        kept.append(entry.key)
+        assert writer.commit(digest_entries(writer.files)).version_id is not None
+    collect_garbage(store, keep=1, now=FUTURE)
+    spans = sorted(store.objects.list(store.key("spans")))
+    assert spans == [store.key(kept[-1])]
+    assert_version_complete(store, store.list_versions()[-1], tmp_path)
