@@ -71,6 +71,35 @@ def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
+_BINARY_COLUMNS: dict[str, tuple[str, ...]] | None = None
+
+
+def _binary_columns(table: str) -> tuple[str, ...]:
+    """Return a table's binary columns (geometry_wkb): staged parts carry them as hex text."""
+    global _BINARY_COLUMNS
+    if _BINARY_COLUMNS is None:
+        import pyarrow as pa
+
+        from labelhaul.tables import SCHEMAS
+
+        _BINARY_COLUMNS = {
+            name: tuple(f.name for f in schema if pa.types.is_binary(f.type))
+            for name, schema in SCHEMAS.items()
+        }
+    return _BINARY_COLUMNS.get(table, ())
+
+
+def _stage_record(table: str, record: dict[str, Any], *, decode: bool) -> dict[str, Any]:
+    """Turn a record's bytes into hex for the NDJSON part (or back, with `decode`)."""
+    columns = [c for c in _binary_columns(table) if record.get(c) is not None]
+    if not columns:
+        return record
+    out = dict(record)
+    for c in columns:
+        out[c] = bytes.fromhex(out[c]) if decode else bytes(out[c]).hex()
+    return out
+
+
 def job_to_dict(job: MaskJob) -> dict[str, Any]:
     return dataclasses.asdict(job)
 
@@ -128,7 +157,8 @@ class _PartWriter:
     ) -> None:
         for table, records in tables.items():
             for record in records:
-                self._records.write(_dumps([table, record, offset]))
+                staged = _stage_record(table, record, decode=False)
+                self._records.write(_dumps([table, staged, offset]))
                 self._records.write(b"\n")
         for job in jobs:
             self._jobs.write(_dumps({**job_to_dict(job), "row_offset": offset}))
@@ -502,7 +532,7 @@ def iter_part_records(staging: Path, part: str) -> Iterator[tuple[str, dict[str,
     dropped = read_superseded(staging)
     for table, record, offset in read_ndjson(staging / "parts" / f"{part}.records.ndjson"):
         if not dropped or (record.get("data_row_id"), offset) not in dropped:
-            yield table, record
+            yield table, _stage_record(table, record, decode=True)
 
 
 def read_data_row_ids(staging: Path) -> set[str]:
