@@ -191,6 +191,8 @@ class Manifest(_Part):
     coco: CocoFacts | None = None  # None: landed before label policies (legacy COCO bytes)
     coco_info: dict[str, Any] | None = None
     derived_files: list[DerivedFile] | None = None
+    # LLM preference pairs file (labelhaul.preference): format, pairs, labels, skipped.
+    preference: dict[str, Any] | None = None
 
     def file(self, role: str, name: str) -> FileEntry | None:
         """Return the stored file `role`/`name` (the lowest segment's), or None."""

@@ -564,6 +564,10 @@ class AssembledVersion:
     delta: DeltaSegment | None = None  # set when the version lands as a delta on its parent
     # What the training outputs hold (manifest `coco`): label policy, labels left out, ...
     coco_facts: dict[str, Any] = field(default_factory=dict)
+    # LLM preference pairs (labelhaul.preference), when the version has any; manifest
+    # `preference` holds what the file holds.
+    preference: Path | None = None
+    preference_facts: dict[str, Any] | None = None
 
 
 @dataclass
@@ -711,6 +715,7 @@ def assemble_version(
         info=info,
         selected_labels=selected,
     )
+    preference_path, preference_facts = _write_preference(out, paths.get("classifications"))
     content = dict(digests)
     if policy is not DEFAULT_LABEL_POLICY:
         content["coco.label_policy"] = policy.value
@@ -735,7 +740,29 @@ def assemble_version(
             "category_ids": "feature_schema_id",
             "skipped": dict(summary.skipped),
         },
+        preference=preference_path,
+        preference_facts=preference_facts,
     )
+
+
+def _write_preference(
+    out: Path, classifications: Path | None
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """Write the preference pairs JSONL (labelhaul.preference) when any label has one."""
+    import pyarrow.parquet as pq
+
+    from labelhaul.preference import COLUMNS, write_preference
+
+    if classifications is None:
+        return None, None
+    path = out / "preference-pairs.jsonl"
+    pf = pq.ParquetFile(str(classifications))
+    records = (rec for batch in pf.iter_batches(columns=list(COLUMNS)) for rec in batch.to_pylist())
+    summary = write_preference(path, records)
+    if summary.labels == 0:
+        path.unlink()
+        return None, None
+    return path, summary.facts()
 
 
 def select_labels_in(labels_table: Path | None, policy: str) -> dict[str, str]:
@@ -1035,6 +1062,10 @@ def land_version(
         ]
     fields["coco_info"] = assembled.coco_info
     fields["coco"] = assembled.coco_facts
+    if assembled.preference is not None:
+        # Stored whole in base and delta versions alike: small next to the tables.
+        writer.add_file("preference", assembled.preference, "pairs", ".jsonl", name="pairs")
+        fields["preference"] = assembled.preference_facts
     for iou_type, path in sorted(assembled.coco_results.items()):
         writer.add_file("coco", path, f"results-{iou_type}", ".json", name=f"results_{iou_type}")
     raw = staging / "raw-export.ndjson.gz"

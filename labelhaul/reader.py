@@ -527,6 +527,9 @@ def pull_version(
         if entry.role == "coco":
             target = out / "coco" / f"{safe_segment(entry.name)}.json"
             source = ds.coco_path(version_id, entry.name)
+        elif entry.role == "preference" and isinstance(entry, FileEntry):
+            target = out / "preference" / f"{safe_segment(entry.name)}.jsonl"
+            source = ds.local_file(entry)
         elif isinstance(entry, FileEntry):
             target = out / safe_segment(entry.role) / Path(entry.key).name
             source = ds.local_file(entry)
