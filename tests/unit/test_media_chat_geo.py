@@ -302,3 +302,14 @@ def test_wkb_survives_staging_and_assembly(tmp_path: Path) -> None:
         for a in _parse(row, spec.project_id).tables["annotations"]
     ]
     assert [a["geometry_wkb"] for a in ann] == expected and all(expected)
+
+
+def test_dataset_card_describes_the_preference_pairs() -> None:
+    from labelhaul.store import render_dataset_card
+    from tests.helpers import make_manifest
+
+    facts = {"format": "trl", "pairs": 7, "labels": 8, "skipped": {"no_prompt": 1}}
+    card = render_dataset_card(make_manifest(preference=facts))
+    assert "## Training outputs (LLM preference pairs)" in card
+    assert "7 pairs from 8 labels" in card and "no_prompt 1" in card
+    assert "LLM preference" not in render_dataset_card(make_manifest())
