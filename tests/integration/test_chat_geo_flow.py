@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from labelhaul.flows.params import SyncMode
 
 from labelhaul.emulator import EmulatorServer
 from labelhaul.emulator.media import geospatial, llm, mmc
@@ -60,6 +61,23 @@ def test_llm_preference_round_trip(
         assert line["prompt"].startswith("Explain ")
         assert line["chosen"].startswith(line["chosen_name"])
         assert line["rejected"].startswith(line["rejected_name"])
+    # An incremental run after a relabel lands the new reason in a delta version's pairs.
+    lb_env.edit_rows(pid, [1], at=datetime(2030, 1, 1, tzinfo=UTC))
+    second = sync_project_ok(pid, store_uri, mode=SyncMode.incremental)
+    assert second["created"]
+    with _open(store_uri, pid, moto_server) as ds:
+        pull_version(ds, "latest", tmp_path / "pulled2", masks=False)
+        assert ds.manifest()["preference"]["pairs"] == N
+    again = [
+        json.loads(x)
+        for x in (tmp_path / "pulled2/preference/pairs.jsonl").read_text().splitlines()
+    ]
+    # Merged versions list the parent's rows first: compare by data row.
+    again_by_row = {line["data_row_id"]: line for line in again}
+    assert set(again_by_row) == set(by_row)
+    changed = sorted(d for d in by_row if by_row[d] != again_by_row[d])
+    assert changed == [lines[1]["data_row_id"]]
+    assert again_by_row[changed[0]]["reason"].endswith("(revised 1)")
     try:
         import datasets  # noqa: F401
     except ImportError:
