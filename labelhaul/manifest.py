@@ -196,6 +196,8 @@ class Manifest(_Part):
     coco_info: dict[str, Any] | None = None
     derived_files: list[DerivedFile] | None = None
     spans: dict[str, Any] | None = None  # the span JSONL's lines, spans, skipped (labelhaul.spans)
+    # LLM preference pairs file (labelhaul.preference): format, pairs, labels, skipped.
+    preference: dict[str, Any] | None = None
 
     def file(self, role: str, name: str) -> FileEntry | None:
         """Return the stored file `role`/`name` (the lowest segment's), or None."""

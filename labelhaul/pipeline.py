@@ -71,6 +71,35 @@ def _dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
+_BINARY_COLUMNS: dict[str, tuple[str, ...]] | None = None
+
+
+def _binary_columns(table: str) -> tuple[str, ...]:
+    """Return a table's binary columns (geometry_wkb): staged parts carry them as hex text."""
+    global _BINARY_COLUMNS
+    if _BINARY_COLUMNS is None:
+        import pyarrow as pa
+
+        from labelhaul.tables import SCHEMAS
+
+        _BINARY_COLUMNS = {
+            name: tuple(f.name for f in schema if pa.types.is_binary(f.type))
+            for name, schema in SCHEMAS.items()
+        }
+    return _BINARY_COLUMNS.get(table, ())
+
+
+def _stage_record(table: str, record: dict[str, Any], *, decode: bool) -> dict[str, Any]:
+    """Turn a record's bytes into hex for the NDJSON part (or back, with `decode`)."""
+    columns = [c for c in _binary_columns(table) if record.get(c) is not None]
+    if not columns:
+        return record
+    out = dict(record)
+    for c in columns:
+        out[c] = bytes.fromhex(out[c]) if decode else bytes(out[c]).hex()
+    return out
+
+
 def job_to_dict(job: MaskJob) -> dict[str, Any]:
     return dataclasses.asdict(job)
 
@@ -129,7 +158,8 @@ class _PartWriter:
     ) -> None:
         for table, records in tables.items():
             for record in records:
-                self._records.write(_dumps([table, record, offset]))
+                staged = _stage_record(table, record, decode=False)
+                self._records.write(_dumps([table, staged, offset]))
                 self._records.write(b"\n")
         for job in jobs:
             self._jobs.write(_dumps({**job_to_dict(job), "row_offset": offset}))
@@ -503,7 +533,7 @@ def iter_part_records(staging: Path, part: str) -> Iterator[tuple[str, dict[str,
     dropped = read_superseded(staging)
     for table, record, offset in read_ndjson(staging / "parts" / f"{part}.records.ndjson"):
         if not dropped or (record.get("data_row_id"), offset) not in dropped:
-            yield table, record
+            yield table, _stage_record(table, record, decode=True)
 
 
 def read_data_row_ids(staging: Path) -> set[str]:
@@ -539,6 +569,10 @@ class AssembledVersion:
     # version has text, document or conversational entities.
     spans: Path | None = None
     spans_facts: dict[str, Any] | None = None
+    # LLM preference pairs (labelhaul.preference), when the version has any; manifest
+    # `preference` holds what the file holds.
+    preference: Path | None = None
+    preference_facts: dict[str, Any] | None = None
 
 
 @dataclass
@@ -695,6 +729,7 @@ def assemble_version(
         frames=frame_index_from_parquet(paths["annotations"], selected),
     )
     spans_path, spans_facts = _write_spans(out, paths, selected)
+    preference_path, preference_facts = _write_preference(out, paths.get("classifications"))
     content = dict(digests)
     if policy is not DEFAULT_LABEL_POLICY:
         content["coco.label_policy"] = policy.value
@@ -725,6 +760,8 @@ def assemble_version(
         },
         spans=spans_path,
         spans_facts=spans_facts,
+        preference=preference_path,
+        preference_facts=preference_facts,
     )
 
 
@@ -752,6 +789,26 @@ def _write_spans(
         path.unlink()
         return None, None
     return (path if summary.lines else None), summary.facts()
+
+
+def _write_preference(
+    out: Path, classifications: Path | None
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """Write the preference pairs JSONL (labelhaul.preference) when any label has one."""
+    import pyarrow.parquet as pq
+
+    from labelhaul.preference import COLUMNS, write_preference
+
+    if classifications is None:
+        return None, None
+    path = out / "preference-pairs.jsonl"
+    pf = pq.ParquetFile(str(classifications))
+    records = (rec for batch in pf.iter_batches(columns=list(COLUMNS)) for rec in batch.to_pylist())
+    summary = write_preference(path, records)
+    if summary.labels == 0:
+        path.unlink()
+        return None, None
+    return path, summary.facts()
 
 
 def select_labels_in(labels_table: Path | None, policy: str) -> dict[str, str]:
@@ -1056,6 +1113,10 @@ def land_version(
     if assembled.spans is not None:
         # A small file beside the tables: uploaded whole in a delta version too.
         writer.add_file("spans", assembled.spans, "ner", ".jsonl", name="ner")
+    if assembled.preference is not None:
+        # Stored whole in base and delta versions alike: small next to the tables.
+        writer.add_file("preference", assembled.preference, "pairs", ".jsonl", name="pairs")
+        fields["preference"] = assembled.preference_facts
     for iou_type, path in sorted(assembled.coco_results.items()):
         writer.add_file("coco", path, f"results-{iou_type}", ".json", name=f"results_{iou_type}")
     raw = staging / "raw-export.ndjson.gz"

@@ -582,6 +582,8 @@ def pull_version(
             source = ds.coco_path(version_id, entry.name)
         elif entry.role == "spans" and isinstance(entry, FileEntry):
             target = out / "spans" / f"{safe_segment(entry.name)}.jsonl"
+        elif entry.role == "preference" and isinstance(entry, FileEntry):
+            target = out / "preference" / f"{safe_segment(entry.name)}.jsonl"
             source = ds.local_file(entry)
         elif isinstance(entry, FileEntry):
             target = out / safe_segment(entry.role) / Path(entry.key).name

@@ -56,6 +56,7 @@ import orjson
 
 from labelhaul import parse_audio
 from labelhaul import parse_text
+from labelhaul import parse_chat, parse_geo
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.parse_video import FRAME_ANNOTATION_KEYS, parse_frame_annotations
 from labelhaul.records import ErrorRecord
@@ -261,6 +262,7 @@ class _RowParser:
         self.media = media
         self.width = _int(media.get("width"))
         self.height = _int(media.get("height"))
+        self.tile_bounds, self.tile_crs = parse_geo.tile_layer(self.data_row.get("row_data"))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -318,7 +320,12 @@ class _RowParser:
             "updated_at": _str(details.get("updated_at")),
             "last_activity_at": _str(details.get("last_activity_at")),
             "created_by": _str(details.get("created_by")),
+            "tile_bounds": self.tile_bounds,
+            "tile_crs": self.tile_crs,
         }
+        self.tables["messages"] += parse_chat.parse_messages(
+            self.data_row.get("row_data"), self._base()
+        )
         contexts = 0
         for project_id, project in _dict(self.obj.get("projects")).items():
             if self._foreign("projects", str(project_id), project):
@@ -614,13 +621,17 @@ class _RowParser:
         if "custom_metrics" in obj:
             rec["custom_metrics"] = _json(obj["custom_metrics"])
         problem: tuple[str, str] | None = None
-        more: list[dict[str, Any]] = []  # further records of the object (token groups)
+        more: list[dict[str, Any]] = []  # further records of the object (token groups, messages)
         if kind in GEOMETRY_KINDS:
             problem = self._geometry(obj, kind, rec)
         elif kind == MASK_KIND:
             problem = self._mask(obj, ctx, rec, masks)
         elif kind in parse_text.TEXT_KINDS:
             problem, more = parse_text.parse_object(self, obj, kind, rec, ctx)
+        elif kind in parse_geo.GEO_KINDS:
+            problem = parse_geo.geometry(obj, kind, rec, self.tile_crs)
+        elif kind in parse_chat.MESSAGE_KINDS:
+            problem, more = parse_chat.message_tool(obj, kind, rec)
         else:
             problem = (
                 "unknown_annotation_kind",

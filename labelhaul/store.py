@@ -99,6 +99,7 @@ _ROLE_DIRS = {
     "coco": "coco",
     "raw": "raw",
     "errors": "raw",
+    "preference": "training",  # training files other than COCO (gc.DATA_DIRS sweeps it)
 }
 _CHUNK = 1024 * 1024
 _PROBE_ABOVE_BYTES = 256 * 1024  # add_file HEADs before uploading files larger than this
@@ -848,6 +849,7 @@ def render_dataset_card(manifest: Manifest) -> str:
         lines += _json_lines(m.masks)
     lines += _coco_card_lines(m.coco)
     lines += _spans_card_lines(m.spans)
+    lines += _preference_card_lines(m.preference)
     if m.changes is not None and m.parent_version_id:  # a first version changes nothing
         changes = _json_lines(m.changes)
         if changes:
@@ -907,6 +909,28 @@ def render_dataset_card(manifest: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _preference_card_lines(facts: dict[str, Any] | None) -> list[str]:
+    """Say what the preference pairs file holds and how a trainer reads it."""
+    if not facts:
+        return []
+    skipped = facts.get("skipped") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "none"
+    return [
+        "",
+        "## Training outputs (LLM preference pairs)",
+        "",
+        f"- `preference/pairs` (JSONL): {facts.get('pairs', 0)} pairs from "
+        f"{facts.get('labels', 0)} labels with a preference; labels without a pair: {shown}.",
+        "- One line per label and rejected response: `prompt`, `chosen`, `rejected` (TRL's "
+        "preference format with an explicit prompt, read by `DPOTrainer`), and "
+        "`data_row_id`, `global_key`, `label_id`, `chosen_name`, `rejected_name`, `reason`.",
+        '- Load: `datasets.load_dataset("json", data_files="preference/pairs.jsonl")` '
+        "after `labelhaul pull`.",
+        "- Rankings and message selections (multimodal chat) are `annotations` rows with "
+        "`message_id`, `rank` (1 = best), `parent_message_id`, `model_config_name`.",
+    ]
 
 
 _LABEL_POLICY_TEXT = {

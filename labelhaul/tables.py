@@ -84,6 +84,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("model_run_id", _S),
         ("model_run_name", _S),
         ("run_data_row_id", _S),
+        # Geospatial (#16, part D): the tile layer's bounds as exported in row_data
+        # ([[lat, lng], [lat, lng]] JSON text) and its EPSG as a CRS name ("EPSG:3857").
+        ("tile_bounds", _S),
+        ("tile_crs", _S),
     ),
     "labels": _schema(
         *_ROW_IDS,
@@ -157,6 +161,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("raw_json", _S),
         # DocumentEntityToken: the token group (one record each) of the text layer (#16).
         ("token_group_id", _S),
+        # Multimodal chat / LLM evaluation (#16, part D): message selections and rankings,
+        # one row per selected or ranked message (`message_id` above).
+        ("rank", _I),  # MessageRanking: 1 = best
+        ("parent_message_id", _S),  # the prompt message the responses answer
+        ("model_config_name", _S),  # which model configuration wrote the message
     ),
     "classifications": _schema(
         *_ROW_IDS,
@@ -239,6 +248,18 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("previous_task_name", _S),
         ("next_task_id", _S),
         ("next_task_name", _S),
+    ),
+    # A conversation's messages, when the export holds the conversation JSON (#16, part D).
+    "messages": _schema(
+        *_ROW_IDS,
+        ("message_id", _S),
+        ("parent_message_id", _S),
+        ("role", _S),  # "human" | "model" | "system" (the actor's role)
+        ("actor", _S),  # the actor's id or name
+        ("model_name", _S),  # model config name of a model's message (response)
+        ("content", _S),  # the message's text (its text parts joined)
+        ("position", _I),  # order in the export's message list
+        ("raw_json", _S),  # the message as exported (images, files, other parts)
     ),
 }
 TABLE_NAMES: tuple[str, ...] = tuple(SCHEMAS)
@@ -469,8 +490,17 @@ def apply_mask_results(
 _MOD = 2**256
 
 
+def _bytes_as_hex(v: Any) -> str:
+    # Binary columns (geometry_wkb) digest as their hex; nothing else reaches here.
+    if isinstance(v, bytes):
+        return v.hex()
+    raise TypeError(f"cannot digest a {type(v).__name__}")
+
+
 def _row_hash(row: Mapping[str, Any]) -> int:
-    canon = orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    canon = orjson.dumps(
+        row, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY, default=_bytes_as_hex
+    )
     return int.from_bytes(hashlib.sha256(canon).digest(), "big")
 
 

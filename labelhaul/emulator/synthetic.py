@@ -706,3 +706,19 @@ def _apply_revision(row: dict[str, Any], number: int, at: datetime) -> None:
             importlib.import_module("labelhaul.emulator.media.text").revise(
                 label.get("annotations") or {}, number
             )
+            _revise_chat_and_geo(label, number)
+
+
+def _revise_chat_and_geo(label: dict[str, Any], number: int) -> None:
+    """Relabel LLM, multimodal chat and geospatial rows: a reason, a ranking, a point move."""
+    annotations = label.get("annotations") or {}
+    for obj in annotations.get("objects") or []:
+        kind = obj.get("annotation_kind")
+        if kind == "GeoPoint":
+            obj["geojson"]["coordinates"][0] += number * 1e-4
+        elif kind == "MessageRanking":
+            ranked = obj["message_evaluation_task"]["data"]["ranked_messages"]
+            ranked[0]["order"], ranked[1]["order"] = ranked[1]["order"], ranked[0]["order"]
+    for cls in annotations.get("classifications") or []:
+        if cls.get("name") == "Provide a reason for your choice":
+            cls["text_answer"]["content"] += f" (revised {number})"
