@@ -59,7 +59,13 @@ MIN_GRACE_HOURS = 6.0
 GC_MARKER = "_gc.json"
 
 # Directories of content-named data files (store._ROLE_DIRS) and of blobs.
-DATA_DIRS = ("tables", "coco", "raw", "spans", "training")  # spans: NER JSONL; training: preference pairs
+DATA_DIRS = (
+    "tables",
+    "coco",
+    "raw",
+    "spans",
+    "training",
+)  # spans: NER JSONL; training: preference pairs
 BLOB_DIR = "blobs/sha256"
 DELETE_BATCH = 1000  # keys per `delete_many` call: what one S3 DeleteObjects takes
 

@@ -54,9 +54,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from labelhaul import parse_audio
-from labelhaul import parse_text
-from labelhaul import parse_chat, parse_geo
+from labelhaul import parse_audio, parse_chat, parse_geo, parse_text
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.parse_video import FRAME_ANNOTATION_KEYS, parse_frame_annotations
 from labelhaul.records import ErrorRecord
@@ -521,7 +519,8 @@ class _RowParser:
                 jpath=f"{ctx.path}.annotations.classifications[{i}]",
             )
         if FRAME_ANNOTATION_KEYS & annotations.keys() and not self._is_audio():
-            # Video and DICOM (an audio row's `segments` are parse_audio's): one row per object per frame, one mask job per frame.
+            # Video and DICOM: a row per object per frame, a mask job per frame. (An audio
+            # row's `segments` are parse_audio's.)
             parse_frame_annotations(self, annotations, ctx)
         if "timestamp" in annotations or self._is_audio():
             parse_audio.parse_temporal(self, annotations, ctx)
