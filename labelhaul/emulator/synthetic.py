@@ -32,6 +32,8 @@ MASK_NAMES = ("car", "person", "tree", "road")
 # Where instance masks and composites live; the server rewrites this to its own base URL.
 _API = "https://api.labelbox.com/api/v1"
 ORG_ID = "cemulatororg00000000000001"
+# Path prefix of the media the emulator serves (`SyntheticSpec.media`): /_media/<project>/<file>.
+MEDIA_PATH = "/_media/"
 _ID = re.compile(r"^c(?P<tag>[0-9a-f]{8})(?P<kind>[a-z]{2})(?P<row>\d{9})(?P<n>\d{5})$")
 
 
@@ -52,6 +54,7 @@ class SyntheticSpec:
     height: int
     distinct_masks: bool = False  # a hole per mask: no two masks share their bytes
     legacy: bool = False  # shaped like exports from before 2024 (see `build_row`)
+    media: str | None = None  # "jpeg" | "png": the emulator serves each row's media
 
     @classmethod
     def make(
@@ -65,12 +68,15 @@ class SyntheticSpec:
         number: int = 1,
         distinct_masks: bool = False,
         legacy: bool = False,
+        media: str | None = None,
     ) -> SyntheticSpec:
         """Validate the arguments and derive the ids (`number` tells projects apart)."""
         if n_rows < 0 or instances < 0:
             raise ValueError("n_rows and instances must be >= 0")
         if n_rows >= 10**9:
             raise ValueError("n_rows must be below 1e9")
+        if media is not None and media not in imaging.MEDIA_FORMATS:
+            raise ValueError(f"media must be one of {sorted(imaging.MEDIA_FORMATS)}")
         # Fails early when the image cannot hold that many separate instances.
         imaging.instance_map(width, height, instances, 0)
         tag = hashlib.sha256(f"{seed}:{number}".encode()).hexdigest()[:8]
@@ -84,6 +90,7 @@ class SyntheticSpec:
             height,
             distinct_masks,
             legacy,
+            media,
         )
 
     # --- per-row facts (tests compute expectations from these) -----------------------
@@ -108,8 +115,12 @@ class SyntheticSpec:
         """Return row `row`'s media URL as stored (exports sign Labelbox-hosted ones).
 
         Every fourth row is in the user's own bucket, uploaded as a presigned S3 URL;
-        the others are Labelbox-hosted.
+        the others are Labelbox-hosted. A project with `media` has every row's media
+        Labelbox-hosted, served by the emulator (`MEDIA_PATH`; exports rebase and sign it).
         """
+        if self.media is not None:
+            ext = imaging.MEDIA_FORMATS[self.media][2]
+            return f"https://storage.labelbox.com{MEDIA_PATH}{self.project_id}/{row:06d}.{ext}"
         if row % 4 == 3:
             sig = hashlib.sha256(f"{self.tag}:{row}".encode()).hexdigest()
             return (
@@ -120,6 +131,11 @@ class SyntheticSpec:
                 f"&X-Amz-Signature={sig}"
             )
         return f"https://storage.labelbox.com/{ORG_ID}%2F{self.tag}-{row:06d}.png"
+
+    @property
+    def mime_type(self) -> str:
+        """Return the media's MIME type `media_attributes` reports."""
+        return imaging.MEDIA_FORMATS[self.media][1] if self.media else "image/png"
 
     def has_label(self, row: int) -> bool:
         """Whether row `row` has a label (legacy projects have rows without labels)."""
@@ -407,7 +423,7 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
                 "created_by": "[email protected]",
             },
         },
-        "media_attributes": {"height": h, "width": w, "mime_type": "image/png"},
+        "media_attributes": {"height": h, "width": w, "mime_type": spec.mime_type},
         "attachments": [
             {
                 "id": spec.id("at", row),
@@ -535,6 +551,7 @@ class SyntheticSource(RowSource):
         self._deleted: set[int] = set()
         # Mask PNGs rendered ahead (`store_masks`), by composite or feature id and revision.
         self._stored: dict[str, bytes] = {}
+        self._photo: bytes | None = None  # the media image, encoded once (`media_file`)
 
     def store_masks(self) -> None:
         """Render every mask PNG of the current rows now; serve them from memory after."""
@@ -589,6 +606,21 @@ class SyntheticSource(RowSource):
             holes=spec.distinct_masks,
         )
         return self._cache.get(f"{spec.composite_id(row)}@{number}", info)
+
+    def media_file(self, name: str) -> tuple[bytes, str] | None:
+        """Return the media file `<row>.<ext>` of this project and its content type."""
+        spec = self.spec
+        if spec.media is None:
+            return None
+        _, content_type, ext = imaging.MEDIA_FORMATS[spec.media]
+        stem, _, got = name.partition(".")
+        if got != ext or not stem.isdigit() or not 0 <= int(stem) < spec.n_rows:
+            return None
+        if self._photo is None:
+            # One encoded image, tagged per row: each row's file has its own bytes.
+            self._photo = imaging.encode_photo(spec.width, spec.height, spec.seed, spec.media)
+        data = imaging.tag_media(self._photo, spec.media, f"{spec.tag}/{int(stem):06d}")
+        return data, content_type
 
     def composite_png(self, composite_id: str) -> bytes | None:
         parsed = self.spec.parse_id(composite_id)
