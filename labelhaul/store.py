@@ -831,6 +831,15 @@ def render_dataset_card(manifest: Manifest) -> str:
     if m.masks is not None:
         lines += ["", "## Masks", ""]
         lines += _json_lines(m.masks)
+    if m.media is not None:
+        lines += ["", "## Media", ""]
+        lines.append(
+            "Each data row's media (`row_data`) in `media/sha256/`, named in `data_rows` "
+            "(`media_sha256`, `media_bytes`, `media_content_type`; `media_error` when it "
+            "failed). This sync:"
+        )
+        lines.append("")
+        lines += _json_lines(m.media)
     lines += _coco_card_lines(m.coco)
     if m.changes is not None and m.parent_version_id:  # a first version changes nothing
         changes = _json_lines(m.changes)

@@ -84,6 +84,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("model_run_id", _S),
         ("model_run_name", _S),
         ("run_data_row_id", _S),
+        # With include_media: the media's blob (labelhaul.media.media_key), or why it has none.
+        ("media_sha256", _S),
+        ("media_bytes", _I),
+        ("media_content_type", _S),
+        ("media_error", _S),
     ),
     "labels": _schema(
         *_ROW_IDS,

@@ -106,6 +106,7 @@ def summary_markdown(
         + "\n"
         + md_counts("Skipped in COCO", record.get("coco_skipped") or {})
         + "\n"
+        + ("" if record.get("media") is None else md_counts("Media", record["media"]) + "\n")
         + md_counts("Seconds per stage", timings, unit="seconds")
     )
 
