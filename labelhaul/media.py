@@ -181,6 +181,8 @@ def download_to_file(
             )
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise _Transient(None, type(exc).__name__) from exc
+        except requests.exceptions.RequestException as exc:  # a URL no retry can fix
+            raise _Permanent(None, "media_bad_url", f"{type(exc).__name__}: {exc}") from exc
         with resp:
             status = resp.status_code
             if status != 200:

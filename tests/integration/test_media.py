@@ -215,3 +215,25 @@ def test_pull_writes_images_and_coco_points_at_them(lb_env: EmulatorServer, tmp_
         # Every annotation of the image refers to a file that is there.
         assert coco.getAnnIds(imgIds=[img["id"]])
     assert (out / ".labelhaul-pull.json").exists()
+
+
+def test_truncated_and_reset_media_downloads_are_retried_not_landed_short(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    pid = lb_env.add_synthetic_project(n_rows=3, instances=1, width=W, height=H, media="png")
+    lb_env.faults.set("media", "truncate", next_n=2, fraction=0.5)
+    lb_env.faults.set("media", "reset", next_n=1)
+    store = str(tmp_path / "store")
+    result = sync_project_ok(pid, store, include_media=True)
+    assert result["media"]["downloaded"] == 3 and result["media"]["failed"] == 0
+    assert len(_media_gets(lb_env)) == 6
+    spec = lb_env.synthetic_spec(pid)
+    with open_dataset(store, pid) as ds:
+        rows = ds.table("data_rows").set_index("data_row_id")
+    for row in range(3):
+        found = lb_env.media_file(pid, f"{row:06d}.png")
+        assert found is not None
+        got = rows.loc[spec.data_row_id(row)]
+        assert got["media_sha256"] == hashlib.sha256(found[0]).hexdigest()
+        assert got["media_content_type"] == "image/png"
+        assert (Path(store) / pid / media_key(got["media_sha256"])).read_bytes() == found[0]
