@@ -1,8 +1,8 @@
 """The media beside the labels: each data row's `row_data` fetched into content-named blobs.
 
-A media file lands once per dataset as `media/sha256/<sha[:2]>/<sha>` (create-only), streamed
-from the media host to a temporary file and on to the store, so a video never sits in
-memory. After the blob, a small index object `media/urls/<h[:2]>/<h>.json` (h: the sha256 of
+A media file lands once per dataset as `media/sha256/<sha[:2]>/<sha>` (create-only), hashed
+as it streams from the media host; a body above `IN_MEMORY_MAX` goes through a temporary
+file and is uploaded from it, so a video never sits in memory. After the blob, a small index object `media/urls/<h[:2]>/<h>.json` (h: the sha256 of
 the URL without its signing parameters) records which blob that URL gave: a later run, or a
 re-run after a failure, finds the URL there and the blob in the store and downloads nothing.
 A URL's bytes are taken to be immutable (Labelbox-hosted media is; a user bucket overwriting
@@ -154,18 +154,68 @@ def _kind_of(status: int, body: bytes) -> str:
     return "media_http_error"
 
 
+# A body up to this size is kept in memory and stored with one create-only `put` (a
+# content-named blob: not synced one by one, like mask blobs); a larger one (a video)
+# spills to a temporary file and is uploaded from it. At most `workers` bodies at once.
+IN_MEMORY_MAX = 8 * 1024 * 1024
+
+
 @dataclass
 class _Fetched:
-    path: Path
     sha256: str
     size: int
     content_type: str | None
+    data: bytes | None = None  # the body, when it stayed in memory
+    path: Path | None = None  # else the temporary file holding it
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
-def download_to_file(
+class _Body:
+    """A download's body: in memory up to `IN_MEMORY_MAX`, then in a temporary file."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self._tmp_dir = tmp_dir
+        self._buffer = bytearray()
+        self._file: Any = None
+        self.path: Path | None = None
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        if self._file is None and len(self._buffer) + len(chunk) <= IN_MEMORY_MAX:
+            self._buffer.extend(chunk)
+            return
+        if self._file is None:
+            self._tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._tmp_dir, prefix="media-", suffix=".part")
+            self.path = Path(name)
+            self._file = os.fdopen(fd, "wb")
+            self._file.write(self._buffer)
+            self._buffer = bytearray()
+        self._file.write(chunk)
+
+    def finish(self, content_type: str | None) -> _Fetched:
+        if self._file is not None:
+            self._file.close()
+        data = None if self.path is not None else bytes(self._buffer)
+        return _Fetched(self.digest.hexdigest(), self.size, content_type, data, self.path)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def download(
     http: HttpClient, url: str, tmp_dir: Path, *, max_bytes: int | None = None
 ) -> _Fetched:
-    """GET `url` into a temporary file, hashing as it streams; retried by the HTTP policy.
+    """GET `url`, hashing as it streams (a large body into a temporary file); retried.
 
     No credentials are sent (the request carries no Authorization header whatever the host).
 
@@ -191,36 +241,30 @@ def download_to_file(
                     retry_after = parse_retry_after(resp.headers.get("retry-after"))
                     raise _Transient(status, f"HTTP {status}", retry_after)
                 raise _Permanent(status, _kind_of(status, body or b""), f"HTTP {status}")
-            fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="media-", suffix=".part")
-            path = Path(name)
-            digest = hashlib.sha256()
-            size = 0
+            sink = _Body(tmp_dir)
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    for chunk in resp.iter_content(chunk_size=_CHUNK):
-                        digest.update(chunk)
-                        fh.write(chunk)
-                        size += len(chunk)
-                        if max_bytes is not None and size > max_bytes:
-                            raise _Permanent(
-                                200, "media_too_large", f"body larger than {max_bytes} bytes"
-                            )
+                for chunk in resp.iter_content(chunk_size=_CHUNK):
+                    sink.write(chunk)
+                    if max_bytes is not None and sink.size > max_bytes:
+                        raise _Permanent(
+                            200, "media_too_large", f"body larger than {max_bytes} bytes"
+                        )
                 expected = resp.headers.get("content-length")
                 identity = resp.headers.get("content-encoding") in (None, "identity")
-                if expected is not None and identity and int(expected) != size:
-                    raise _Transient(200, f"truncated body: {size} of {expected} bytes")
+                if expected is not None and identity and int(expected) != sink.size:
+                    raise _Transient(200, f"truncated body: {sink.size} of {expected} bytes")
             except (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
-                path.unlink(missing_ok=True)
+                sink.discard()
                 raise _Transient(200, type(exc).__name__) from exc
             except BaseException:
-                path.unlink(missing_ok=True)
+                sink.discard()
                 raise
             ctype = resp.headers.get("content-type")
-            return _Fetched(path, digest.hexdigest(), size, ctype.strip() if ctype else None)
+            return sink.finish(ctype.strip() if ctype else None)
 
     return http.policy.call(
         attempt,
@@ -291,7 +335,7 @@ def fetch_one(
             REUSED,
         )
     try:
-        fetched = download_to_file(http, job.url, tmp_dir, max_bytes=max_bytes)
+        fetched = download(http, job.url, tmp_dir, max_bytes=max_bytes)
     except _Permanent as exc:
         return _error(job, exc.kind, exc.reason, status=exc.status, transient=False)
     except GaveUp as gave_up:
@@ -308,11 +352,15 @@ def fetch_one(
     try:
         key = store.key(media_key(fetched.sha256))
         try:
-            store.objects.put_file(key, fetched.path, if_none_match=True)
+            if fetched.data is not None:
+                store.objects.put(key, fetched.data, if_none_match=True)
+            else:
+                assert fetched.path is not None
+                store.objects.put_file(key, fetched.path, if_none_match=True)
         except PreconditionFailed:
             pass  # the same bytes are there already (another row, another run)
     finally:
-        fetched.path.unlink(missing_ok=True)
+        fetched.discard()
     entry = {
         "sha256": fetched.sha256,
         "bytes": fetched.size,

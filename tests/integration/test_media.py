@@ -237,3 +237,35 @@ def test_truncated_and_reset_media_downloads_are_retried_not_landed_short(
         assert got["media_sha256"] == hashlib.sha256(found[0]).hexdigest()
         assert got["media_content_type"] == "image/png"
         assert (Path(store) / pid / media_key(got["media_sha256"])).read_bytes() == found[0]
+
+
+def test_a_body_above_the_memory_limit_streams_through_a_file(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import labelhaul.media as media
+    from labelhaul.http import HttpClient
+    from labelhaul.store import DatasetStore
+
+    pid = emulator.add_synthetic_project(n_rows=2, instances=1, width=W, height=H, media="jpeg")
+    served = _served(emulator, pid, 1)
+    monkeypatch.setattr(media, "IN_MEMORY_MAX", len(served) // 3)
+    written: list[str] = []
+    objects = open_object_store(str(tmp_path / "store"))
+    put_file = objects.put_file
+
+    def spy(key: str, path: Any, **kw: Any) -> str:
+        written.append(key)
+        return put_file(key, path, **kw)
+
+    monkeypatch.setattr(objects, "put_file", spy)
+    store = DatasetStore(objects, pid)
+    url = f"{emulator.base_url}/_media/{pid}/000001.jpg"
+    from labelhaul.emulator.exports import MEDIA_SIGNING_KEY, sign_url
+
+    job = media.MediaJob("dr1", None, sign_url(url, MEDIA_SIGNING_KEY, 4_000_000_000))
+    with HttpClient() as http:
+        got = media.fetch_one(job, http, store, tmp_path / "tmp")
+    assert isinstance(got, media.MediaResult) and got.outcome == media.DOWNLOADED
+    assert written == [store.key(media_key(got.sha256))]
+    assert objects.get(store.key(media_key(got.sha256))) == served
+    assert list((tmp_path / "tmp").iterdir()) == []  # the temporary file is gone

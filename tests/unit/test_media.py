@@ -137,3 +137,20 @@ def test_emulator_media_is_a_decodable_image_distinct_per_tag(fmt: str) -> None:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             assert img.size == (40, 30) and img.format == fmt.upper()
+
+
+def test_card_and_summary_count_media_downloaded_reused_failed() -> None:
+    from labelhaul.store import render_dataset_card
+    from labelhaul.sync.report import summary_markdown
+    from tests.helpers import make_manifest
+
+    media = {"downloaded": 3, "reused": 2, "failed": 1, "bytes_downloaded": 999}
+    card = render_dataset_card(make_manifest(media=media))
+    section = card.split("## Media\n", 1)[1].split("\n## ", 1)[0]
+    assert "- downloaded: `3`" in section and "- reused: `2`" in section
+    assert "- failed: `1`" in section and "media_sha256" in section
+    assert "## Media\n" not in render_dataset_card(make_manifest())
+    record = {"mode": "full", "created": True, "version_id": "v000001", "media": media}
+    summary = summary_markdown("p", "/s", record, {})
+    assert "**Media**" in summary and "| reused | 2 |" in summary
+    assert "**Media**" not in summary_markdown("p", "/s", {"mode": "full"}, {})
