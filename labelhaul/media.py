@@ -2,9 +2,10 @@
 
 A media file lands once per dataset as `media/sha256/<sha[:2]>/<sha>` (create-only), hashed
 as it streams from the media host; a body above `IN_MEMORY_MAX` goes through a temporary
-file and is uploaded from it, so a video never sits in memory. After the blob, a small index object `media/urls/<h[:2]>/<h>.json` (h: the sha256 of
-the URL without its signing parameters) records which blob that URL gave: a later run, or a
-re-run after a failure, finds the URL there and the blob in the store and downloads nothing.
+file and is uploaded from it, so a video never sits in memory. After the blob, a small
+index object `media/urls/<h[:2]>/<h>.json` (h: the sha256 of the URL without its signing
+parameters) records which blob that URL gave: a later run, or a re-run after a failure,
+finds the URL there and the blob in the store and downloads nothing.
 A URL's bytes are taken to be immutable (Labelbox-hosted media is; a user bucket overwriting
 an object in place under the same key is not seen unless `media_attributes.content_length`
 changes).
