@@ -65,7 +65,6 @@ class StageSummary:
     errors: int = 0
     max_last_activity_at: str | None = None
     duplicates: int = 0  # data rows exported more than once (the later copy kept)
-    media_jobs: int = 0  # data rows whose media the media stage fetches (include_media)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -257,7 +256,6 @@ def stage_export(
                 job = media_job_of(line, parsed.data_row_id, parsed.global_key, offset)
                 if job is not None:
                     part.add_media(job)
-                    summary.media_jobs += 1
             if earlier is None:
                 ids_file.write(parsed.data_row_id + "\n")
             summary.rows += 1

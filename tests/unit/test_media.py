@@ -154,3 +154,21 @@ def test_card_and_summary_count_media_downloaded_reused_failed() -> None:
     summary = summary_markdown("p", "/s", record, {})
     assert "**Media**" in summary and "| reused | 2 |" in summary
     assert "**Media**" not in summary_markdown("p", "/s", {"mode": "full"}, {})
+
+
+def test_staging_lists_one_media_job_per_data_row_the_later_copy_wins(tmp_path: Path) -> None:
+    from labelhaul.pipeline import part_media_jobs, stage_export
+
+    def line(drid: str, url: str) -> bytes:
+        return orjson.dumps({"data_row": {"id": drid, "row_data": url}, "projects": {}})
+
+    a = "https://storage.labelbox.com/o%2Fa.jpg?Expires=1&KeyName=k&Signature=s"
+    lines = [line("cdr1", a), line("cdr2", "inline text"), line("cdr1", a + "2")]
+    offsets = [(i * 1000, raw) for i, raw in enumerate(lines)]
+    summary = stage_export(offsets, tmp_path, media=True)
+    jobs = [job for part in summary.parts for job in part_media_jobs(tmp_path, part)]
+    assert [(j.data_row_id, j.url, j.offset) for j in jobs] == [("cdr1", a + "2", 2000)]
+    # Without include_media nothing is listed.
+    other = tmp_path / "off"
+    summary = stage_export(offsets, other)
+    assert [j for part in summary.parts for j in part_media_jobs(other, part)] == []
