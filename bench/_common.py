@@ -208,9 +208,13 @@ class EmulatorProcess:
     def edit_rows(self, project_id: str, rows: list[int]) -> None:
         self.call("edit", project_id=project_id, rows=rows)
 
-    def set_mask_latency(self, seconds: float) -> None:
-        """Delay every mask download by `seconds` (0 clears every fault)."""
-        self.call("latency", seconds=seconds)
+    def set_mask_latency(self, seconds: float, request_class: str = "mask") -> None:
+        """Delay every mask (or `request_class`) request by `seconds` (0 clears every fault)."""
+        self.call("latency", seconds=seconds, request_class=request_class)
+
+    def media_requests(self) -> int:
+        """Return how many media requests were served since the last call (then reset)."""
+        return int(self.call("count")["media"])
 
     def mask_requests(self) -> int:
         """Return how many mask requests were served since the last call (then reset)."""
@@ -247,14 +251,14 @@ def _emulator_host() -> int:
     # A bench keeps its own counts: the log needs only to stay small.
     emu = EmulatorServer(with_seed=False, log_size=10)
     emu.start()
-    counts = {"mask": 0}
+    counts = {"mask": 0, "media": 0}
     lock = threading.Lock()
     original_log = emu.request_log.append
 
     def counting_append(entry: Any) -> None:
-        if entry.request_class == "mask":
+        if entry.request_class in counts:
             with lock:
-                counts["mask"] += 1
+                counts[entry.request_class] += 1
         original_log(entry)
 
     emu.request_log.append = counting_append  # type: ignore[method-assign]
@@ -279,12 +283,13 @@ def _emulator_host() -> int:
                 elif op == "latency":
                     emu.faults.clear()
                     if cmd["seconds"] > 0:
-                        emu.faults.set("mask", "latency", rate=1.0, seconds=cmd["seconds"])
+                        kind = cmd.get("request_class", "mask")
+                        emu.faults.set(kind, "latency", rate=1.0, seconds=cmd["seconds"])
                     reply({"ok": True})
                 elif op == "count":
                     with lock:
                         reply(dict(counts))
-                        counts["mask"] = 0
+                        counts.update(dict.fromkeys(counts, 0))
                 else:
                     reply({"error": f"unknown op {op!r}"})
             except Exception as exc:  # noqa: BLE001 - report to the driving bench

@@ -35,7 +35,7 @@ SYNC_MODES = tuple(mode.value for mode in SyncMode)
 LABELS_CHANGED_EVENT = "labelbox.labels.changed"
 
 # Parameters a deployment sets from the entry's own keys; `params` must not repeat them.
-_RESERVED_PARAMS = frozenset({"project_id", "model_run_id", "store", "mode"})
+_RESERVED_PARAMS = frozenset({"project_id", "model_run_id", "store", "mode", "include_media"})
 # `[defaults]` keys that model-run entries do not inherit.
 _PROJECT_ONLY = frozenset({"full_refresh_schedule", "webhook", "mode"})
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -118,6 +118,10 @@ class _Common(BaseModel):
         default="enqueue", description="What a run does while another of the same project runs."
     )
     paused: bool = Field(default=False, description="Create the schedules paused.")
+    include_media: bool = Field(
+        default=False,
+        description="Download each data row's media into the store beside the labels.",
+    )
     retention: Retention | None = Field(
         default=None, description="Run gc on a schedule with these options; None: never."
     )
@@ -147,7 +151,7 @@ class _Common(BaseModel):
         if reserved:
             raise ValueError(
                 f"params may not set {', '.join(reserved)}: use the entry's own "
-                "`id`, `store` and `mode` keys"
+                "`id`, `store`, `mode` and `include_media` keys"
             )
         status = value.get("workflow_status")
         if status is not None and status not in WORKFLOW_STATUSES:

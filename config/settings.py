@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         "counts as failed (plus one request's own timeout).",
     )
     mask_workers: int = Field(default=8, ge=1, description="Threads downloading/splitting masks.")
+    media_workers: int = Field(
+        default=8, ge=1, description="Threads downloading data rows' media (include_media)."
+    )
+    max_media_bytes: int = Field(
+        default=20 * 1024**3, ge=1, description="Largest media file fetched (include_media)."
+    )
     label_policy: LabelPolicy = Field(
         default=LabelPolicy.benchmark,
         description=(

@@ -7,7 +7,7 @@ drift from them.
 
 Per project (one deployment, named after the entry):
 
-- default parameters: `project_id`, `store`, `mode` and the entry's `params`;
+- default parameters: `project_id`, `store`, `mode`, `include_media` and the entry's `params`;
 - schedules: the incremental cron and the optional full-refresh cron (its own
   `mode=full` parameter), both in the entry's timezone (Prefect handles DST);
 - a webhook trigger (`webhook_trigger`): Labelbox label changes arrive as
@@ -89,6 +89,8 @@ def deployment_parameters(
     if "mode" in accepted:
         _check_mode(flow, target.mode)
         parameters["mode"] = target.mode.value
+    if target.include_media:
+        parameters["include_media"] = True
     parameters.update(target.params)
     unknown = sorted(set(parameters) - set(accepted))
     if unknown:

@@ -23,6 +23,7 @@ from typing import Any
 from labelhaul.config import Settings, load_settings
 from labelhaul.tasks.export import stage_export_task, start_export_task, wait_export_task
 from labelhaul.tasks.masks import process_mask_part, workers_share_this_api
+from labelhaul.tasks.media import fetch_media_task
 from labelhaul.tasks.store import (
     assemble_task,
     begin_run_task,
@@ -55,7 +56,12 @@ from labelhaul.export_params import (
 )
 from labelhaul.labelpolicy import LabelPolicy
 from labelhaul.manifest import Manifest
-from labelhaul.pipeline import AssembledVersion, StageSummary, check_mask_failures
+from labelhaul.pipeline import (
+    AssembledVersion,
+    StageSummary,
+    check_mask_failures,
+    check_media_failures,
+)
 from labelhaul.runs import clean_dead_staging, make_staging
 from labelhaul.store import CommitResult, DatasetStore, LatestPointer
 from labelhaul.sync.incremental import export_filters, parent_watermark, plan_run
@@ -218,6 +224,7 @@ class _Run:
     staging: Path
     record: dict[str, Any]
     timer: StageTimer
+    include_media: bool = False
 
 
 def run_sync(
@@ -232,11 +239,14 @@ def run_sync(
     overlap: timedelta,
     deployment_filters: dict[str, Any] | None = None,
     redefine_filters: bool = False,
+    include_media: bool = False,
 ) -> dict[str, Any]:
     """Run one sync of a project (`kind="project"`) or a model run; return its run record.
 
     `deployment_filters` (`filters_key` of the deployment's defaults) and `redefine_filters`
     decide, with the parent's recorded filters, what the run does (labelhaul.sync.plan).
+    `include_media` downloads each exported data row's media into the store right after
+    the export (labelhaul.media).
     """
     # Before any lock, staging folder or run record: a bad id must leave nothing behind.
     check_source_id(dataset_id, option=source_option(kind))
@@ -244,6 +254,7 @@ def run_sync(
     if filters is not None:
         filters = resolve_filter_dates(filters, naive_dates_as_utc=settings.naive_dates_as_utc)
     run = _start(settings, kind, dataset_id, store, incremental)
+    run.include_media = include_media
     record, staging = run.record, run.staging
     try:
         with dataset_lock(dataset_id):
@@ -269,8 +280,10 @@ def run_sync(
             if summary.rows == 0:
                 _end_empty_export(run, plan, parent, summary)
                 return record
-            masks = _mask_stage(run, summary, latest=parent.version_id if parent else None)
-            fields = _assemble(run, plan, parent_manifest, params, filters, summary, masks)
+            latest = parent.version_id if parent else None
+            media = _media_stage(run, summary, latest=latest) if include_media else None
+            masks = _mask_stage(run, summary, latest=latest)
+            fields = _assemble(run, plan, parent_manifest, params, filters, summary, masks, media)
             result = _land(run, plan, parent, fields, dataset)
             record["lock_released_at"] = now_iso()
         note_landed(
@@ -387,7 +400,9 @@ def _export(
     record["export_task_ids"] = [j.task_id for j in jobs]
     wait_export_task(settings, jobs)
     run.timer.lap("export_wait")
-    summary = stage_export_task(settings, jobs, run.staging, export_started)
+    summary = stage_export_task(
+        settings, jobs, run.staging, export_started, media=run.include_media
+    )
     run.timer.lap("export_stream")
     return summary
 
@@ -409,6 +424,7 @@ def _assemble(
     filters: ExportFilters | None,
     summary: StageSummary,
     masks: dict[str, int],
+    media: dict[str, int] | None = None,
 ) -> _Assembled:
     """Write the version's tables and COCO files; return them with its manifest fields."""
     assembled = assemble_task(
@@ -437,6 +453,7 @@ def _assemble(
         parent_manifest=parent_manifest,
         masks=masks,
         errors_by_kind=errors_by_kind,
+        media=media,
     )
     return _Assembled(assembled, fields, errors_by_kind)
 
@@ -483,6 +500,18 @@ def _end_empty_export(
     else:
         logger.info("Export of %s: %s", run.dataset_id, empty.message)
     _report(run)
+
+
+def _media_stage(run: _Run, summary: StageSummary, *, latest: str | None) -> dict[str, int]:
+    """Fetch the staged data rows' media into the store; return the stage's totals.
+
+    Raises IncompleteRunError when media failed transiently: no version lands.
+    """
+    totals = fetch_media_task(run.settings, run.store, run.dataset_id, run.staging, summary.parts)
+    run.timer.lap("media")
+    run.record["media"] = totals.to_dict()
+    check_media_failures(run.staging, latest=latest)
+    return totals.to_dict()
 
 
 PROGRESS_EVERY_S = 1.0  # how often the mask stage's progress artifact may move

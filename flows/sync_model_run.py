@@ -28,6 +28,7 @@ def sync_model_run(
     embeddings: bool = True,
     label_policy: LabelPolicy | None = None,
     model_run_details: bool = True,
+    include_media: bool = False,
 ) -> dict[str, Any] | State[dict[str, Any]]:
     """Export a Labelbox model run and land it as a new dataset version under its own id.
 
@@ -45,6 +46,8 @@ def sync_model_run(
             consensus score, else the latest), consensus, latest, or all. The tables keep
             every label. Default: LABELHAUL_LABEL_POLICY (benchmark).
         model_run_details: Include model-run details (split, run data row id).
+        include_media: Download each data row's media (row_data) into the store beside the
+            labels, right after the export (signed URLs expire); `labelhaul pull` writes it.
     """
     parameters = dict(locals())  # every parameter by name, before any other local exists
     settings = run_settings(label_policy)
@@ -59,5 +62,6 @@ def sync_model_run(
             params=export_params_from(parameters),
             filters=None,
             overlap=timedelta(0),
+            include_media=include_media,
         )
     )

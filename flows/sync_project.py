@@ -44,6 +44,7 @@ def sync_project(
     overlap_minutes: NonNegativeInt = 60,
     label_policy: LabelPolicy | None = None,
     redefine_filters: bool = False,
+    include_media: bool = False,
 ) -> dict[str, Any] | State[dict[str, Any]]:
     """Export a Labelbox project and land it as a new, immutable dataset version.
 
@@ -79,6 +80,8 @@ def sync_project(
         redefine_filters: Make this run's filters the dataset's defining filters. Without it,
             a full sync with other filters than the dataset's (the deployment's defaults)
             merges the matching rows instead of replacing the dataset with them.
+        include_media: Download each data row's media (row_data) into the store beside the
+            labels, right after the export (signed URLs expire); `labelhaul pull` writes it.
     """
     parameters = dict(locals())  # every parameter by name, before any other local exists
     settings = run_settings(label_policy)
@@ -97,6 +100,7 @@ def sync_project(
                 _deployment_defaults(), naive_dates_as_utc=naive_utc
             ),
             redefine_filters=redefine_filters,
+            include_media=include_media,
         )
     )
 

@@ -135,6 +135,15 @@ class Masks(_Part):
     errors: int = 0
 
 
+class Media(_Part):
+    """The media stage of a sync with include_media: files downloaded, reused, failed."""
+
+    downloaded: int = 0
+    reused: int = 0
+    failed: int = 0
+    bytes_downloaded: int = 0
+
+
 class Changes(_Part):
     """What changed against the parent the sync read."""
 
@@ -189,6 +198,7 @@ class Manifest(_Part):
     # key -> {"id", "name"}; the first release wrote name -> id (labelhaul.coco reads both).
     category_map: dict[str, Any] | None = None
     masks: Masks | None = None
+    media: Media | None = None  # None: the sync did not include media
     run_id: str | None = None
     flow_run_id: str | None = None
     changes: Changes | None = None

@@ -12,6 +12,8 @@ Staging layout (one directory per run)::
     parts/part-000001.records.ndjson   [table, record] per line, for the data rows of the part
     parts/part-000001.jobs.ndjson      the part's mask jobs (one composite each)
     parts/part-000001.masks.ndjson     the part's mask results (written by the mask stage)
+    parts/part-000001.media-jobs.ndjson  the part's media to fetch (with include_media)
+    parts/part-000001.media.ndjson     the part's media results (written by the media stage)
     data_row_ids.txt          every data row id the export returned (incremental merges)
 
 A part is a run of consecutive data rows holding at most `part_composites` composites (one
@@ -35,6 +37,7 @@ import orjson
 
 from labelhaul.manifest import FileEntry, Manifest
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult, mask_key
+from labelhaul.media import MediaJob, MediaResult, is_fetchable
 from labelhaul.records import ErrorRecord
 from labelhaul.store import CommitResult, FileMissingError, VersionWriter, file_sha256
 
@@ -150,8 +153,15 @@ class _PartWriter:
         self.jobs_path = parts_dir / f"{self.name}.jobs.ndjson"
         self._records = open(self.records_path, "wb")  # noqa: SIM115 - closed in close()
         self._jobs = open(self.jobs_path, "wb")  # noqa: SIM115
+        self._media: IO[bytes] | None = None
         self.rows = 0
         self.composites = 0
+
+    def add_media(self, job: MediaJob) -> None:
+        if self._media is None:
+            path = self.records_path.parent / f"{self.name}.{MEDIA_JOBS}"
+            self._media = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._media.write(_dumps(dataclasses.asdict(job)) + b"\n")
 
     def add(
         self, tables: dict[str, list[dict[str, Any]]], jobs: list[MaskJob], offset: int
@@ -170,6 +180,8 @@ class _PartWriter:
     def close(self) -> None:
         self._records.close()
         self._jobs.close()
+        if self._media is not None:
+            self._media.close()
 
 
 SUPERSEDED = "superseded.ndjson"
@@ -186,6 +198,7 @@ def stage_export(
     on_row: Callable[[int], None] | None = None,
     source_id: str | None = None,
     not_after: datetime | None = None,
+    media: bool = False,
 ) -> StageSummary:
     """Stream the RESULT lines into the staging directory, part by part.
 
@@ -205,6 +218,8 @@ def stage_export(
             stamped later would make every later incremental run skip what changed
             meanwhile); a row stamped more than `CLOCK_SKEW` after it, or with a timestamp
             that does not parse, gets a `timestamp_out_of_range` warning and no say in it.
+        media: also list each data row's media (its `row_data` URL as exported, still
+            signed) for the media stage (`include_media`).
     """
     from labelhaul.rows import parse_export_line
     from labelhaul.tables import compute_watermark
@@ -268,6 +283,10 @@ def stage_export(
                 part = _PartWriter(parts_dir, len(summary.parts) + 1)
                 summary.parts.append(part.name)
             part.add(parsed.tables, parsed.mask_jobs, offset)
+            if media:
+                job = media_job_of(line, parsed.data_row_id, parsed.global_key, offset)
+                if job is not None:
+                    part.add_media(job)
             if earlier is None:
                 ids_file.write(parsed.data_row_id + "\n")
             summary.rows += 1
@@ -398,6 +417,150 @@ def append_errors(staging: Path, errors: Iterable[ErrorRecord]) -> int:
 
 def read_errors(staging: Path) -> Iterator[dict[str, Any]]:
     yield from read_ndjson(staging / "errors.ndjson")
+
+
+# --------------------------------------------------------------------------- media
+
+MEDIA_JOBS = "media-jobs.ndjson"
+MEDIA_RESULTS = "media.ndjson"
+
+
+def media_job_of(
+    line: bytes, data_row_id: str, global_key: str | None, offset: int
+) -> MediaJob | None:
+    """Return the media job of one export line: its `row_data` URL as exported (signed).
+
+    The tables keep the URL without its signature (`labelhaul.urls`); the media stage needs
+    the signed one, which only the raw line has. None when the row data is not a URL.
+    """
+    obj = orjson.loads(line)
+    data_row = obj.get("data_row") if isinstance(obj, dict) else None
+    row_data = data_row.get("row_data") if isinstance(data_row, dict) else None
+    if not isinstance(row_data, str) or not is_fetchable(row_data):
+        return None
+    attrs = obj.get("media_attributes")
+    length = attrs.get("content_length") if isinstance(attrs, dict) else None
+    return MediaJob(
+        data_row_id=data_row_id,
+        global_key=global_key,
+        url=row_data,
+        offset=offset,
+        expected_bytes=length if isinstance(length, int) and length > 0 else None,
+    )
+
+
+def part_media_jobs(staging: Path, part: str) -> Iterator[MediaJob]:
+    """Yield one part's media jobs, less those of data row copies a later copy replaces."""
+    dropped = read_superseded(staging)
+    for d in read_ndjson(staging / "parts" / f"{part}.{MEDIA_JOBS}"):
+        if (d["data_row_id"], d.get("offset")) not in dropped:
+            yield MediaJob(**d)
+
+
+def has_media_jobs(staging: Path, part: str) -> bool:
+    """Say whether staging listed media for `part`."""
+    return (staging / "parts" / f"{part}.{MEDIA_JOBS}").exists()
+
+
+@dataclass
+class MediaTotals:
+    """What the media stage did: files downloaded, found in the store, failed."""
+
+    downloaded: int = 0
+    reused: int = 0
+    failed: int = 0
+    bytes_downloaded: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def write_media_results(
+    staging: Path, part: str, outcomes: Iterable[MediaResult | ErrorRecord]
+) -> MediaTotals:
+    """Write one part's media results and error records (a re-run replaces, never mixes)."""
+    target = staging / "parts" / f"{part}.{MEDIA_RESULTS}"
+    tmp = target.with_suffix(".tmp")
+    totals = MediaTotals()
+    errors: list[ErrorRecord] = []
+    with open(tmp, "wb") as fh:
+        for outcome in outcomes:
+            if isinstance(outcome, ErrorRecord):
+                errors.append(outcome)  # one part's failures: bounded by the part
+                totals.failed += 1
+                fh.write(
+                    _dumps({"data_row_id": outcome.data_row_id, "error": outcome.kind}) + b"\n"
+                )
+                continue
+            if outcome.outcome == "downloaded":
+                totals.downloaded += 1
+                totals.bytes_downloaded += outcome.bytes
+            else:
+                totals.reused += 1
+            fh.write(_dumps(dataclasses.asdict(outcome)) + b"\n")
+    tmp.replace(target)
+    append_errors(staging, errors)
+    return totals
+
+
+def read_media_results(staging: Path, part: str) -> dict[str, dict[str, Any]]:
+    """Return data row id -> its media columns for one part (bounded: one part)."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in read_ndjson(staging / "parts" / f"{part}.{MEDIA_RESULTS}"):
+        if d.get("error"):
+            out[d["data_row_id"]] = {"media_error": d["error"]}
+        else:
+            out[d["data_row_id"]] = {
+                "media_sha256": d["sha256"],
+                "media_bytes": d["bytes"],
+                "media_content_type": d.get("content_type"),
+            }
+    return out
+
+
+def apply_media_results(
+    records: list[dict[str, Any]], media: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Return the `data_rows` records with their media columns filled in."""
+    if not media:
+        return records
+    return [{**r, **media.get(str(r.get("data_row_id")), {})} for r in records]
+
+
+def check_media_failures(staging: Path, *, latest: str | None) -> int:
+    """Refuse to land a version that lacks media a re-run could fetch; return failures.
+
+    As with masks (`check_mask_failures`): committing without media that failed for a
+    transient reason would move the watermark past those rows, and no incremental run
+    would fetch them again. Permanent failures (an expired or refused URL, 404) are error
+    records of the version, not a failed run.
+
+    Raises:
+        IncompleteRunError: media failed transiently (after the HTTP retries).
+    """
+    from labelhaul.errors import IncompleteRunError
+
+    transient = failed = 0
+    reasons: dict[str, int] = {}
+    for err in read_errors(staging):
+        if err.get("stage") != "media" or err.get("severity") != "error":
+            continue
+        failed += 1
+        extra = err.get("extra") or {}
+        if extra.get("transient"):
+            transient += 1
+            status = extra.get("status")
+            why = f"HTTP {status}" if status else "connection reset or timeout"
+            reasons[why] = reasons.get(why, 0) + 1
+    if transient:
+        where = f"latest stays {latest}" if latest else "no version is made"
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+        raise IncompleteRunError(
+            f"{transient} media file(s) could not be downloaded for transient reasons ({why}): "
+            f"nothing committed, {where}. Re-run the sync once the media host answers; it "
+            "fetches only the media the store lacks (LABELHAUL_HTTP_RETRIES sets the retries)."
+        )
+    return failed
 
 
 # --------------------------------------------------------------------------- masks
@@ -674,12 +837,15 @@ def assemble_version(
                 copy_rows_except(path, table, replaced, sink)
         for part in parts:
             results = read_mask_results(staging, part)
+            media = read_media_results(staging, part)
             by_table: dict[str, list[dict[str, Any]]] = {}
             for table, record in iter_part_records(staging, part):
                 by_table.setdefault(table, []).append(record)
             for table, records in by_table.items():
                 if table == "annotations":
                     records = apply_mask_results(records, results, failures)
+                elif table == "data_rows":
+                    records = apply_media_results(records, media)
                 sink.add(table, records)
                 if delta_sink is not None:
                     delta_sink.add(table, records)

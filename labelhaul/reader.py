@@ -538,8 +538,128 @@ def _remove_stale(out: Path, stale: set[str]) -> int:
     return removed
 
 
+IMAGES = "images"  # the pulled media files: DIR/images/<safe key>.<ext>
+_MEDIA_COLUMNS = ("data_row_id", "global_key", "row_data", "media_sha256", "media_content_type")
+
+
+def _media_files(ds: Dataset, version_id: str) -> dict[str, tuple[str, str]]:
+    """Return data row id -> (media blob, its path under DIR) for the rows that have media.
+
+    The file is `images/<safe global key or data row id><ext>` (`keys.mask_dir_names`, so
+    two data rows never share one), the extension the content type's (`media.extension_for`)
+    unless the key already ends with it. Memory: one entry per data row with media.
+    """
+    from labelhaul.media import extension_for
+
+    present = pq.read_schema(ds.table_path("data_rows", version_id)).names
+    if "media_sha256" not in present:
+        return {}
+    found: dict[str, tuple[str | None, str, str]] = {}
+    for batch in ds.iter_table("data_rows", version_id, columns=list(_MEDIA_COLUMNS)):
+        for row in batch.to_pylist():
+            sha = row.get("media_sha256")
+            if sha and str(row["data_row_id"]) not in found:
+                ext = extension_for(row.get("media_content_type"), row.get("row_data"))
+                found[str(row["data_row_id"])] = (row.get("global_key"), str(sha), ext)
+    names = mask_dir_names((drid, gk) for drid, (gk, _, _) in found.items())
+    out: dict[str, tuple[str, str]] = {}
+    for drid, (_, sha, ext) in found.items():
+        name = names[drid]
+        out[drid] = (sha, f"{IMAGES}/{name if name.lower().endswith(ext) else name + ext}")
+    return out
+
+
+def _point_coco_at(path: Path, files: Mapping[str, tuple[str, str]]) -> None:
+    """Rewrite a pulled COCO file so each image's `file_name` is its pulled media file.
+
+    The file is streamed line by line (labelhaul writes one image per line: `coco.write_coco`);
+    an image keeps its Labelbox name in `labelbox_file_name`.
+    """
+    tmp = _temp_beside(path)
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dest:
+            head = src.readline()
+            dest.write(head)
+            in_images = head.rstrip(b"\n").endswith(b'"images":[')
+            for line in src:
+                if not in_images:
+                    dest.write(line)
+                    continue
+                body = line.rstrip(b"\n")
+                tail = b""
+                for end in (b'],"annotations":[', b"]}", b"],", b","):
+                    if body.endswith(end):
+                        body, tail = body[: -len(end)], end
+                        break
+                if tail != b",":
+                    in_images = False
+                image = orjson.loads(body)
+                pulled = files.get(str(image.get("data_row_id")))
+                if pulled is not None:
+                    image["labelbox_file_name"] = image.get("file_name")
+                    image["file_name"] = pulled[1]
+                dest.write(orjson.dumps(image) + tail + line[len(line.rstrip(b"\n")) :])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _pull_media(
+    ds: Dataset, version_id: str, out: Path, workers: int
+) -> tuple[dict[str, tuple[str, str]], int]:
+    """Write the version's media under DIR/images/; return the files and how many were fetched.
+
+    A file already there with the blob's size is kept (a second pull fetches nothing).
+    """
+    from labelhaul.media import media_key
+
+    files = _media_files(ds, version_id)
+    objects = ds.store.objects
+
+    def write(item: tuple[str, str]) -> int:
+        sha, rel = item
+        target = out / rel
+        if target.is_file() and file_sha256_of(target) == sha:
+            return 0
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_beside(target)
+        try:
+            objects.download(ds.store.key(media_key(sha)), tmp)
+            os.replace(tmp, target)
+        except FileNotFoundError as exc:
+            tmp.unlink(missing_ok=True)
+            raise NotFoundError(
+                f"Media blob {sha} ({rel}) is missing from {ds.store.uri_for('media')}: re-run "
+                "the sync with include_media (mode=full) to fetch it again."
+            ) from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return 1
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        fetched = sum(pool.map(write, sorted(set(files.values()))))
+    return files, fetched
+
+
+def file_sha256_of(path: Path) -> str:
+    """Return a local file's sha256 (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def pull_version(
-    ds: Dataset, version: str, dest: str | os.PathLike[str], *, masks: bool = True, workers: int = 4
+    ds: Dataset,
+    version: str,
+    dest: str | os.PathLike[str],
+    *,
+    masks: bool = True,
+    workers: int = 4,
+    media: bool = True,
 ) -> dict[str, Any]:
     """Write a version beside a training job's images.
 
@@ -551,6 +671,10 @@ def pull_version(
     A video's masks are per frame: `DIR/masks/<folder>/<frame>/<safe feature id>.png`
     (`<folder>/<plane>/<frame>/` for DICOM), beside `coco/instances.json`'s per-frame images.
     Masks follow the version's label policy, as COCO does (one label per data row).
+    A version synced with include_media also gets each data row's media at
+    `DIR/images/<safe global key or data row id>.<ext>` (`media=False` skips it), and the
+    pulled COCO file's `file_name` is that path relative to DIR, so `COCO(DIR/coco/
+    instances.json)` with DIR is a complete training set.
 
     Pulling into a folder that holds an earlier pull leaves exactly this version's files:
     what the earlier pull wrote (listed in `DIR/.labelhaul-pull.json`) and this one did not
@@ -592,6 +716,13 @@ def pull_version(
             continue  # a derived file of a role this labelhaul cannot rebuild
         _copy_atomic(source, target)
         summary["files"].append(str(target.relative_to(out)))
+    if media and "data_rows" in manifest.table_names():
+        media_files, summary["media_fetched"] = _pull_media(ds, version_id, out, workers)
+        summary["media"] = len(media_files)
+        written.update(rel for _, rel in media_files.values())
+        coco = out / "coco" / "instances.json"
+        if media_files and coco.exists():
+            _point_coco_at(coco, media_files)
     # The stored bytes: a pulled manifest.json is the version's own.
     _write_atomic(out / "manifest.json", encode_manifest(manifest))
     written.update(summary["files"])

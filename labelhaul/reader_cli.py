@@ -89,7 +89,9 @@ def register(subparsers: Any) -> None:
         + "\nWrites DIR/tables/<table>.parquet, DIR/coco/instances.json, DIR/manifest.json and "
         "DIR/masks/<safe global key or data row id>/<feature id>.png (8-bit, 0/255; a video's "
         "per frame: .../<frame>/<feature id>.png); two data "
-        "rows never share a folder (DIR/mask_folders.json maps each to its own). Pulling over "
+        "rows never share a folder (DIR/mask_folders.json maps each to its own). A version "
+        "synced with include_media also gets DIR/images/<safe key>.<ext>, COCO's file_name "
+        "pointing at them. Pulling over "
         "an earlier pull removes the files it wrote that this version no longer has.",
         epilog=_EPILOG,
         formatter_class=fmt,
@@ -98,6 +100,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("version", metavar="VERSION")
     p.add_argument("dest", metavar="DIR")
     p.add_argument("--no-masks", action="store_true", help="skip writing full-size masks")
+    p.add_argument("--no-media", action="store_true", help="skip writing the media (DIR/images/)")
     p.add_argument("--workers", type=int, default=4, help="threads writing masks")
     p.set_defaults(func=cmd_pull)
 
@@ -258,7 +261,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
     with _open(args) as ds:
         summary = pull_version(
-            ds, args.version, args.dest, masks=not args.no_masks, workers=args.workers
+            ds,
+            args.version,
+            args.dest,
+            masks=not args.no_masks,
+            workers=args.workers,
+            media=not args.no_media,
         )
     if args.json:
         _print_json(summary)
@@ -266,5 +274,6 @@ def cmd_pull(args: argparse.Namespace) -> int:
     print(
         f"pulled {summary['version_id']} to {summary['dir']}: "
         f"{len(summary['files'])} files, {summary['masks']} masks"
+        + (f", {summary['media']} media files" if summary.get("media") else "")
     )
     return 0

@@ -847,6 +847,15 @@ def render_dataset_card(manifest: Manifest) -> str:
     if m.masks is not None:
         lines += ["", "## Masks", ""]
         lines += _json_lines(m.masks)
+    if m.media is not None:
+        lines += ["", "## Media", ""]
+        lines.append(
+            "Each data row's media (`row_data`) in `media/sha256/`, named in `data_rows` "
+            "(`media_sha256`, `media_bytes`, `media_content_type`; `media_error` when it "
+            "failed). This sync:"
+        )
+        lines.append("")
+        lines += _json_lines(m.media)
     lines += _coco_card_lines(m.coco)
     lines += _spans_card_lines(m.spans)
     lines += _preference_card_lines(m.preference)

@@ -88,6 +88,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         # ([[lat, lng], [lat, lng]] JSON text) and its EPSG as a CRS name ("EPSG:3857").
         ("tile_bounds", _S),
         ("tile_crs", _S),
+        # With include_media: the media's blob (labelhaul.media.media_key), or why it has none.
+        ("media_sha256", _S),
+        ("media_bytes", _I),
+        ("media_content_type", _S),
+        ("media_error", _S),
     ),
     "labels": _schema(
         *_ROW_IDS,

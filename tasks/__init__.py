@@ -16,6 +16,8 @@ stage-export       2         idempotent, and a stream cut short can only be retr
                              a retry resumes from the staged offset (`StagedStream`)
 split-masks        0         mask GETs retry inside (a transient failure left is a record
                              that fails the run); blob PUTs retry in botocore
+fetch-media        0         media GETs retry inside (the HTTP policy); a transient
+                             failure left is a record that fails the run
 read-parent        2         tasks/store.py (unchanged by the retry work): idempotent
 list-known-blobs   2         reads and writes. On S3 botocore retries each call already;
 assemble-version   1         a local store's calls do not retry, which these cover

@@ -108,13 +108,15 @@ def stage_export_task(
     jobs: list[ExportJob],
     staging: Path,
     not_after: datetime | None = None,
+    media: bool = False,
 ) -> StageSummary:
     """Stream RESULT and ERRORS of every export into the staging directory.
 
     Each stream is kept as it arrives (`StagedStream`): a retry keeps what an earlier
     attempt staged and opens the stream at the byte offset it reached; the staged files
     come out byte-identical to those of an uninterrupted run. `not_after` is when the
-    export was started: the watermark never passes it.
+    export was started: the watermark never passes it. With `media`, each data row's
+    signed media URL is staged for the media stage as well.
     """
     logger = get_run_logger()
     # What the stage derives from the streams is rebuilt from them on every attempt; the
@@ -148,6 +150,7 @@ def stage_export_task(
             on_row=progress,
             source_id=jobs[0].source_id if jobs else None,
             not_after=not_after,
+            media=media,
         )
         error_readers = [
             StagedStream(client, j.task_id, "ERRORS", _journal(staging, j, "ERRORS"), http=http)

@@ -28,6 +28,7 @@ import orjson
 
 from labelhaul.emulator.media.video import drop_interpolated
 from labelhaul.emulator.sources import MODEL_RUN, RowSource, iter_label_lists, iter_mask_objects
+from labelhaul.emulator.synthetic import MEDIA_PATH
 from labelhaul.timestamps import parse_timestamp
 from labelhaul.urls import LABELBOX_HOSTED, hosting_of, strip_signing
 
@@ -306,12 +307,19 @@ def shape_row(
         row_data = data_row.get("row_data")
         if isinstance(row_data, str) and hosting_of(row_data) == LABELBOX_HOSTED:
             until = expires if expires is not None else int(time.time()) + SIGNED_URL_SECONDS
-            data_row["row_data"] = sign_url(row_data, task_id, until)
+            if urlsplit(row_data).path.startswith(MEDIA_PATH):
+                # Media the emulator serves: on its host, signed with a key it can check.
+                url = rebase_url(row_data, base_url)
+                data_row["row_data"] = sign_url(url, MEDIA_SIGNING_KEY, until)
+            else:
+                data_row["row_data"] = sign_url(row_data, task_id, until)
     return row
 
 
 # Labelbox-hosted media URLs are signed per export and work for about a day.
 SIGNED_URL_SECONDS = 24 * 3600
+# The key of the media URLs the emulator serves itself (`check_media_signature`).
+MEDIA_SIGNING_KEY = "emulator-media-signing-key"
 _KEY_NAME = "labelbox-assets-key-3"
 # Only Labelbox's own composite URLs (path /api/v1/tasks/<id>/masks/...) name the task.
 _TASK_IN_URL = re.compile(r"^(https?://[^/]+)?/api/v1/tasks/[^/]+/masks/")
@@ -328,6 +336,21 @@ def sign_url(url: str, task_id: str, expires: int) -> str:
     signed = f"{bare}{'&' if '?' in bare else '?'}{query}"
     mac = hmac.new(task_id.encode(), signed.encode(), hashlib.sha1).digest()
     return f"{signed}&Signature={base64.urlsafe_b64encode(mac).decode()}"
+
+
+def check_media_signature(url: str) -> str | None:
+    """Return why a signed media URL is refused (`expired`, `invalid`), None when it is valid."""
+    query = urlsplit(url).query
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    try:
+        expires = int(params["Expires"])
+        given = params["Signature"]
+    except (KeyError, ValueError):
+        return "invalid"
+    expected = sign_url(url, MEDIA_SIGNING_KEY, expires).rsplit("&Signature=", 1)[1]
+    if not hmac.compare_digest(expected, given):
+        return "invalid"
+    return "expired" if expires <= time.time() else None
 
 
 def rebase_url(url: str, base_url: str) -> str:

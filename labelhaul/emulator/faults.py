@@ -1,6 +1,6 @@
 """Fault knobs: make the emulator misbehave the ways Labelbox and networks do.
 
-A rule belongs to a request class (`graphql`, `chunk`, `mask`) and fires either with a
+A rule belongs to a request class (`graphql`, `chunk`, `mask`, `media`) and fires either with a
 probability (`rate`, drawn from a seeded RNG so a run is repeatable) or on the next `next_n`
 matching requests. Faults:
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-REQUEST_CLASSES = ("graphql", "chunk", "mask")
+REQUEST_CLASSES = ("graphql", "chunk", "mask", "media")
 FAULTS = ("latency", "429", "5xx", "reset", "truncate", "slow_task", "failed_task")
 # Faults decided when a request arrives; the task faults are decided when a task is made.
 RESPONSE_FAULTS = ("429", "5xx", "reset", "truncate")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -168,3 +169,49 @@ def distinct_colors(n: int, seed: int) -> list[RGB]:
             seen.add(c)
             out.append(c)
     return out
+
+
+# Image formats the emulator serves as data row media: (PIL format, content type, extension).
+MEDIA_FORMATS = {
+    "jpeg": ("JPEG", "image/jpeg", "jpg"),
+    "png": ("PNG", "image/png", "png"),
+}
+
+
+def encode_photo(width: int, height: int, seed: int, fmt: str) -> bytes:
+    """Encode a deterministic photo-like image (gradients and noise) as JPEG or PNG."""
+    pil_format = MEDIA_FORMATS[fmt][0]
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack(
+        [
+            (x * 255 // max(1, width - 1)),
+            (y * 255 // max(1, height - 1)),
+            ((x + y) * 127 // max(1, width + height)),
+        ],
+        axis=-1,
+    ).astype(np.int16)
+    noise = rng.integers(-24, 25, size=(height, width, 3), dtype=np.int16)
+    rgb = np.clip(base + noise, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    if pil_format == "JPEG":
+        Image.fromarray(rgb, mode="RGB").save(buf, format="JPEG", quality=85)
+    else:
+        Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def tag_media(data: bytes, fmt: str, text: str) -> bytes:
+    """Return an encoded image with `text` in a comment: distinct bytes, the same pixels.
+
+    A JPEG COM segment after SOI, a PNG tEXt chunk after IHDR: each data row's file is its
+    own blob (as real photos are) without encoding an image per row.
+    """
+    payload = text.encode("utf-8")
+    if fmt == "jpeg":
+        segment = b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload
+        return data[:2] + segment + data[2:]
+    body = b"tEXt" + b"Comment\x00" + payload
+    chunk = (len(body) - 4).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    ihdr_end = 8 + 25  # signature, then IHDR: length, type, 13 bytes, crc
+    return data[:ihdr_end] + chunk + data[ihdr_end:]

@@ -12,6 +12,8 @@ Routes (everything the export path of labelbox 7.17 touches):
 - `GET /api/v1/tasks/<task>/masks/<composite>/index/<frame>`: a composite mask, RGB PNG
   (`/index/1` for an image; video has one per frame). Exports put their own task id in
   these URLs. Needs the key too.
+- `GET /_media/<project>/<row>.<ext>?Expires=..&KeyName=..&Signature=..`: a data row's media
+  (projects added with `media_format=`), no auth: a signed URL, 403 once expired (`expire_media`).
 
 As Labelbox does, every export signs Labelbox-hosted `row_data` afresh and holds only the
 exported project's entry under `projects` (`only_this_project = False` reproduces an export
@@ -52,6 +54,7 @@ from labelhaul.emulator.exports import (
     ExportInputError,
     ExportParams,
     ExportTask,
+    check_media_signature,
     default_timezone_check,
     new_task_id,
     now_iso,
@@ -83,6 +86,7 @@ _INSTANCE_MASK = re.compile(
 )
 # Video composites are one per frame: .../index/<frame number> (images: /index/1).
 _COMPOSITE_MASK = re.compile(r"^/api/v1/tasks/([^/]+)/masks/([^/]+)/index/(\d+)$")
+_MEDIA = re.compile(r"^/_media/([^/]+)/([^/]+)$")
 _CHUNK = re.compile(r"^/export-files/([^/]+)/(RESULT|ERRORS)/(\d+)$")
 
 
@@ -245,6 +249,8 @@ class EmulatorServer:
         self._chunk_cache: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._synthetic_count = 0
         self._case_specs: dict[str, SyntheticSpec] = {}  # add_training_cases_project
+        # Media URLs expired by `expire_media`: project id -> rows (None: all of them).
+        self._expired_media: dict[str, set[int] | None] = {}
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._seed_ids: tuple[str, str] | None = None
@@ -298,6 +304,7 @@ class EmulatorServer:
             self._chunk_cache.clear()
             for src in self._sources.values():
                 src.clear_error_lines()
+            self._expired_media.clear()
         self.chunk_bytes, self.split_lines, self.user_timezone, self.task_seconds = self._defaults
         self.only_this_project = True
         self.header_extra_lines = 0
@@ -383,8 +390,14 @@ class EmulatorServer:
         distinct_masks: bool = False,
         legacy: bool = False,
         media: Iterable[str] = ("image",),
+        media_format: str | None = None,
     ) -> str:
         """Add a generated project (every annotation kind of the seed); return its id.
+
+        `media` gives the rows' media kinds, cycled row by row (`synthetic.MEDIA_KINDS`).
+        With `media_format` ("jpeg" or "png"), the emulator serves each row's media: a deterministic
+        image of the project's size, Labelbox-hosted and signed per export (`?Expires=..
+        &KeyName=..&Signature=..`, checked on every GET; `expire_media` expires them).
 
         With `legacy`, rows are shaped like exports from before 2024 (instance masks only,
         relationships listed twice, no details or global keys: `synthetic.build_row`).
@@ -408,11 +421,41 @@ class EmulatorServer:
             distinct_masks=distinct_masks,
             legacy=legacy,
             media=media,
+            media_format=media_format,
         )
         source = SyntheticSource(spec)
         if stored_masks:
             source.store_masks()
         return self._register(source)
+
+    def expire_media(self, project_id: str, rows: list[int] | None = None) -> None:
+        """Make the signed media URLs of `rows` (default: every row) of a project expired.
+
+        Their GETs answer 403 as Labelbox's CDN does for a URL past its `Expires`, whatever
+        the signature says, until `reset`.
+        """
+        with self._lock:
+            if rows is None:
+                self._expired_media[project_id] = None
+            else:
+                current = self._expired_media.get(project_id, set())
+                if current is not None:
+                    self._expired_media[project_id] = current | set(rows)
+
+    def media_expired(self, project_id: str, name: str) -> bool:
+        """Tell whether `expire_media` expired this media file."""
+        with self._lock:
+            if project_id not in self._expired_media:
+                return False
+            rows = self._expired_media[project_id]
+        stem = name.partition(".")[0]
+        return rows is None or (stem.isdigit() and int(stem) in rows)
+
+    def media_file(self, project_id: str, name: str) -> tuple[bytes, str] | None:
+        """Return a served media file (bytes, content type), None when there is none."""
+        with self._lock:
+            src = self._sources.get(project_id)
+        return src.media_file(name) if src is not None else None
 
     def synthetic_spec(self, project_id: str) -> SyntheticSpec:
         """Return the spec of a synthetic project (for `synthetic.ground_truth_masks`)."""
@@ -1036,6 +1079,10 @@ class _Handler(BaseHTTPRequestHandler):
         if m_chunk:
             self._get_chunk(parts.query, *m_chunk.groups())
             return
+        m_media = _MEDIA.match(path)
+        if m_media:
+            self._get_media(*m_media.groups())
+            return
         m_inst = _INSTANCE_MASK.match(path)
         m_comp = _COMPOSITE_MASK.match(path)
         if not (m_inst or m_comp):
@@ -1058,6 +1105,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(entry, 404, b"mask not found", "text/plain")
             return
         self._send(entry, 200, png, "image/png", truncate=truncate)
+
+    def _get_media(self, project_id: str, name: str) -> None:
+        """Serve a data row's media to a signed URL, as Labelbox's CDN does (no API key)."""
+        entry = self._log("media")
+        handled, truncate = self._apply_faults(entry, "media", self.path)
+        if handled:
+            return
+        why = check_media_signature(self.emu.base_url + self.path)
+        if why is None and self.emu.media_expired(project_id, name):
+            why = "expired"
+        if why is not None:
+            body = b"Signed URL expired" if why == "expired" else b"Invalid signature"
+            self._send(entry, 403, body, "text/plain")
+            return
+        found = self.emu.media_file(project_id, name)
+        if found is None:
+            self._send(entry, 404, b"media not found", "text/plain")
+            return
+        self._send(entry, 200, found[0], found[1], truncate=truncate)
 
     def _instance_png(self, scope: str, owner: str, feature_id: str) -> bytes | None:
         emu = self.emu

@@ -130,6 +130,10 @@ class RowSource(ABC):
         mask = self.instance_mask(feature_id)
         return imaging.encode_mask_png(mask) if mask is not None else None
 
+    def media_file(self, name: str) -> tuple[bytes, str] | None:
+        """Return a data row's media file (bytes, content type) by name; None: none served."""
+        return None
+
     def error_lines(self) -> list[dict[str, Any]]:
         """Return the lines of the ERRORS stream of an export of this source."""
         return list(self._errors)

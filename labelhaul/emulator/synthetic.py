@@ -49,6 +49,8 @@ MEDIA_KINDS = (
     "llm",
     "mmc",
 )
+# Path prefix of the media the emulator serves (`SyntheticSpec.media_format`): /_media/<project>/<file>.
+MEDIA_PATH = "/_media/"
 _ID = re.compile(r"^c(?P<tag>[0-9a-f]{8})(?P<kind>[a-z]{2})(?P<row>\d{9})(?P<n>\d{5})$")
 
 
@@ -71,6 +73,7 @@ class SyntheticSpec:
     legacy: bool = False  # shaped like exports from before 2024 (see `build_row`)
     # The media kinds of the rows, cycled: row i is media[i % len(media)] (`media_of`).
     media: tuple[str, ...] = ("image",)
+    media_format: str | None = None  # "jpeg" | "png": the emulator serves each row's media
 
     @classmethod
     def make(
@@ -85,6 +88,7 @@ class SyntheticSpec:
         distinct_masks: bool = False,
         legacy: bool = False,
         media: Iterable[str] = ("image",),
+        media_format: str | None = None,
     ) -> SyntheticSpec:
         """Validate the arguments and derive the ids (`number` tells projects apart)."""
         if n_rows < 0 or instances < 0:
@@ -98,6 +102,8 @@ class SyntheticSpec:
             )
         if n_rows >= 10**9:
             raise ValueError("n_rows must be below 1e9")
+        if media_format is not None and media_format not in imaging.MEDIA_FORMATS:
+            raise ValueError(f"media_format must be one of {sorted(imaging.MEDIA_FORMATS)}")
         # Fails early when the image cannot hold that many separate instances.
         imaging.instance_map(width, height, instances, 0)
         tag = hashlib.sha256(f"{seed}:{number}".encode()).hexdigest()[:8]
@@ -112,6 +118,7 @@ class SyntheticSpec:
             distinct_masks,
             legacy,
             kinds,
+            media_format,
         )
 
     def media_of(self, row: int) -> str:
@@ -140,8 +147,12 @@ class SyntheticSpec:
         """Return row `row`'s media URL as stored (exports sign Labelbox-hosted ones).
 
         Every fourth row is in the user's own bucket, uploaded as a presigned S3 URL;
-        the others are Labelbox-hosted.
+        the others are Labelbox-hosted. A project with `media_format` has every row's media
+        Labelbox-hosted, served by the emulator (`MEDIA_PATH`; exports rebase and sign it).
         """
+        if self.media_format is not None:
+            ext = imaging.MEDIA_FORMATS[self.media_format][2]
+            return f"https://storage.labelbox.com{MEDIA_PATH}{self.project_id}/{row:06d}.{ext}"
         if row % 4 == 3:
             sig = hashlib.sha256(f"{self.tag}:{row}".encode()).hexdigest()
             return (
@@ -152,6 +163,11 @@ class SyntheticSpec:
                 f"&X-Amz-Signature={sig}"
             )
         return f"https://storage.labelbox.com/{ORG_ID}%2F{self.tag}-{row:06d}.png"
+
+    @property
+    def mime_type(self) -> str:
+        """Return the media's MIME type `media_attributes` reports."""
+        return imaging.MEDIA_FORMATS[self.media_format][1] if self.media_format else "image/png"
 
     def has_label(self, row: int) -> bool:
         """Whether row `row` has a label (legacy projects have rows without labels)."""
@@ -450,7 +466,7 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
                 "created_by": "[email protected]",
             },
         },
-        "media_attributes": {"height": h, "width": w, "mime_type": "image/png"},
+        "media_attributes": {"height": h, "width": w, "mime_type": spec.mime_type},
         "attachments": [
             {
                 "id": spec.id("at", row),
@@ -583,6 +599,7 @@ class SyntheticSource(RowSource):
         self._deleted: set[int] = set()
         # Mask PNGs rendered ahead (`store_masks`), by composite or feature id and revision.
         self._stored: dict[str, bytes] = {}
+        self._photo: bytes | None = None  # the media image, encoded once (`media_file`)
 
     def store_masks(self) -> None:
         """Render every mask PNG of the current rows now; serve them from memory after."""
@@ -645,6 +662,23 @@ class SyntheticSource(RowSource):
             holes=spec.distinct_masks,
         )
         return self._cache.get(f"{spec.composite_id(row)}@{number}", info)
+
+    def media_file(self, name: str) -> tuple[bytes, str] | None:
+        """Return the media file `<row>.<ext>` of this project and its content type."""
+        spec = self.spec
+        if spec.media_format is None:
+            return None
+        _, content_type, ext = imaging.MEDIA_FORMATS[spec.media_format]
+        stem, _, got = name.partition(".")
+        if got != ext or not stem.isdigit() or not 0 <= int(stem) < spec.n_rows:
+            return None
+        if self._photo is None:
+            # One encoded image, tagged per row: each row's file has its own bytes.
+            self._photo = imaging.encode_photo(
+                spec.width, spec.height, spec.seed, spec.media_format
+            )
+        data = imaging.tag_media(self._photo, spec.media_format, f"{spec.tag}/{int(stem):06d}")
+        return data, content_type
 
     def composite_png(self, composite_id: str) -> bytes | None:
         parsed = self.spec.parse_id(composite_id)

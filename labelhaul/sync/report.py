@@ -108,6 +108,7 @@ def summary_markdown(
         + _unparsed_lines(record)
         + md_counts("Skipped in COCO", record.get("coco_skipped") or {})
         + "\n"
+        + ("" if record.get("media") is None else md_counts("Media", record["media"]) + "\n")
         + md_counts("Seconds per stage", timings, unit="seconds")
     )
 

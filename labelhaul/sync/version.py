@@ -50,14 +50,18 @@ def manifest_fields(
     parent_manifest: Manifest | None,
     masks: dict[str, int],
     errors_by_kind: dict[str, int],
+    media: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Return the manifest fields a sync records about its version (beside its files).
 
     Args:
         filters: the filters the export ran with (narrowed to the watermark when it was).
         masks: the mask stage's totals (`instances`, `errors`).
+        media: the media stage's totals (downloaded, reused, failed, bytes_downloaded), None
+            when the run did not include media.
     """
-    return {
+    fields: dict[str, Any] = {} if media is None else {"media": dict(media)}
+    return fields | {
         "source": source_info(kind, dataset_id, assembled.tables),
         "counts_by_source": count_by_source(assembled.tables.get("annotations")),
         "mode": plan.mode,

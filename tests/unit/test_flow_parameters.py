@@ -41,4 +41,4 @@ def test_every_export_switch_of_a_flow_is_an_export_param() -> None:
     # Every other switch of the project flow is one the flow reads itself.
     signature = inspect.signature(sync_project.fn)  # type: ignore[attr-defined]
     switches = {n for n, p in signature.parameters.items() if p.annotation == "bool"}
-    assert switches - EXPORT_PARAMS == {"redefine_filters"}
+    assert switches - EXPORT_PARAMS == {"redefine_filters", "include_media"}

@@ -110,3 +110,19 @@ def test_shipped_model_run_example_builds_once_uncommented() -> None:
     assert model_run.flow_name == "sync-model-run"
     assert [s.schedule.cron for s in model_run.schedules] == ["30 2 * * *"]
     assert model_run.triggers == []
+
+
+def test_include_media_is_an_entry_key_that_both_flows_receive() -> None:
+    config = parse_projects(
+        {
+            "defaults": {"include_media": True},
+            "projects": [{"id": "p1"}, {"id": "p2", "include_media": False}],
+            "model_runs": [{"id": "m1"}],
+        }
+    )
+    by_name = {d.name: d for d in build_deployments(config, default_store="/data")}
+    assert by_name["p1"].parameters["include_media"] is True
+    assert "include_media" not in by_name["p2"].parameters  # the flow's default: off
+    assert by_name["m1"].parameters["include_media"] is True
+    with pytest.raises(ConfigError, match="include_media"):
+        parse_projects({"projects": [{"id": "p3", "params": {"include_media": True}}]})
