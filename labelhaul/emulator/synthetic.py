@@ -49,7 +49,8 @@ MEDIA_KINDS = (
     "llm",
     "mmc",
 )
-# Path prefix of the media the emulator serves (`SyntheticSpec.media_format`): /_media/<project>/<file>.
+# Path prefix of the media the emulator serves (`SyntheticSpec.media_format`):
+# /_media/<project>/<file>.
 MEDIA_PATH = "/_media/"
 _ID = re.compile(r"^c(?P<tag>[0-9a-f]{8})(?P<kind>[a-z]{2})(?P<row>\d{9})(?P<n>\d{5})$")
 

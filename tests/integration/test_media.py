@@ -46,7 +46,9 @@ def test_media_lands_as_blobs_named_in_data_rows(
     lb_env: EmulatorServer, object_store_uri: str, moto_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
-    pid = lb_env.add_synthetic_project(n_rows=6, instances=2, width=W, height=H, media_format="jpeg")
+    pid = lb_env.add_synthetic_project(
+        n_rows=6, instances=2, width=W, height=H, media_format="jpeg"
+    )
     result = sync_project_ok(pid, object_store_uri, include_media=True)
 
     gets = _media_gets(lb_env)
@@ -82,7 +84,9 @@ def test_media_lands_as_blobs_named_in_data_rows(
 
 
 def test_without_include_media_nothing_is_fetched(lb_env: EmulatorServer, tmp_path: Path) -> None:
-    pid = lb_env.add_synthetic_project(n_rows=3, instances=1, width=W, height=H, media_format="jpeg")
+    pid = lb_env.add_synthetic_project(
+        n_rows=3, instances=1, width=W, height=H, media_format="jpeg"
+    )
     store = str(tmp_path / "store")
     sync_project_ok(pid, store)
     assert _media_gets(lb_env) == []
@@ -103,7 +107,9 @@ def test_a_media_outage_fails_the_run_and_the_rerun_fetches_only_the_missing(
     lb_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LABELHAUL_HTTP_RETRIES", "1")
-    pid = lb_env.add_synthetic_project(n_rows=6, instances=1, width=W, height=H, media_format="jpeg")
+    pid = lb_env.add_synthetic_project(
+        n_rows=6, instances=1, width=W, height=H, media_format="jpeg"
+    )
     store = str(tmp_path / "store")
     for row in (1, 4):
         lb_env.faults.set("media", "5xx", rate=1.0, status=503, match=f"/{row:06d}.jpg")
@@ -135,7 +141,9 @@ def test_a_media_outage_fails_the_run_and_the_rerun_fetches_only_the_missing(
 def test_an_expired_url_is_an_error_record_not_a_failed_run(
     lb_env: EmulatorServer, tmp_path: Path
 ) -> None:
-    pid = lb_env.add_synthetic_project(n_rows=4, instances=1, width=W, height=H, media_format="jpeg")
+    pid = lb_env.add_synthetic_project(
+        n_rows=4, instances=1, width=W, height=H, media_format="jpeg"
+    )
     spec = lb_env.synthetic_spec(pid)
     lb_env.expire_media(pid, rows=[2])
     store = str(tmp_path / "store")
@@ -168,7 +176,9 @@ def test_incremental_run_downloads_only_changed_rows_media_never_again(
     lb_env: EmulatorServer, s3_store_uri: str, moto_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
-    pid = lb_env.add_synthetic_project(n_rows=8, instances=1, width=W, height=H, media_format="jpeg")
+    pid = lb_env.add_synthetic_project(
+        n_rows=8, instances=1, width=W, height=H, media_format="jpeg"
+    )
     sync_project_ok(pid, s3_store_uri, include_media=True)
     assert len(_media_gets(lb_env)) == 8
 
@@ -191,7 +201,9 @@ def test_pull_writes_images_and_coco_points_at_them(lb_env: EmulatorServer, tmp_
 
     from labelhaul.reader import pull_version
 
-    pid = lb_env.add_synthetic_project(n_rows=5, instances=2, width=W, height=H, media_format="jpeg")
+    pid = lb_env.add_synthetic_project(
+        n_rows=5, instances=2, width=W, height=H, media_format="jpeg"
+    )
     store = str(tmp_path / "store")
     sync_project_ok(pid, store, include_media=True)
     out = tmp_path / "pulled"
@@ -246,7 +258,9 @@ def test_a_body_above_the_memory_limit_streams_through_a_file(
     from labelhaul.http import HttpClient
     from labelhaul.store import DatasetStore
 
-    pid = emulator.add_synthetic_project(n_rows=2, instances=1, width=W, height=H, media_format="jpeg")
+    pid = emulator.add_synthetic_project(
+        n_rows=2, instances=1, width=W, height=H, media_format="jpeg"
+    )
     served = _served(emulator, pid, 1)
     monkeypatch.setattr(media, "IN_MEMORY_MAX", len(served) // 3)
     written: list[str] = []
