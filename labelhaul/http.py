@@ -152,6 +152,7 @@ class HttpClient:
                 for chunk in resp.stream(1 << 16):
                     body.extend(chunk)
                     if max_bytes is not None and len(body) > max_bytes:
+                        resp.close()  # do not read the rest of an oversized body to reuse it
                         raise HttpError(
                             url, 200, f"body larger than {max_bytes} bytes", transient=False
                         )
@@ -162,7 +163,8 @@ class HttpClient:
                         raise _Truncated(f"truncated body: {len(body)} of {expected} bytes")
                 return status, None, bytes(body)
             finally:
-                resp.drain_conn()
+                if not resp.closed:
+                    resp.drain_conn()
                 resp.release_conn()
         raise HttpError(url, None, "too many redirects", transient=False)
 
