@@ -1,7 +1,7 @@
 """The whole sync against the seed's recipe, in one invocation: ratios, CPU per label, fixed cost.
 
-    .venv/bin/python -m bench.bench_sync [--sizes 1280x853] [--labels 100,400]
-        [--instances 8] [--seed-labels 20] [--latency 0.02] [--arms server,temporary]
+    .venv/bin/python -m bench.bench_sync [--sizes 1280x853] [--labels 50,200]
+        [--instances 8] [--seed-labels 10] [--latency 0.02] [--arms server,temporary]
         [--profile DIR]
 
     # issue 17's figures: 1000 labels x 8 instances at three image sizes, and the curve
@@ -243,9 +243,26 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+# Innermost frames of a thread that waits: py-spy does not always see such a thread as idle.
+IDLE = (
+    "select (selectors.py",
+    "wait (threading.py",
+    "_wait_for_tstate_lock",
+    "get (queue.py",
+    "sleep",
+    "poll (",
+    "accept (",
+    "recv_into (",
+    "_recv (",
+    "readinto (socket.py",
+)
+
+
 def classify(stack: str) -> str:
     """Return the category of one sampled stack (outermost-first `;`-joined frames)."""
     frames = stack.split(";")
+    if any(w in frames[-1] for w in IDLE):
+        return "waiting (select, locks, sleep: not CPU)"
     # The innermost frame that names a category decides, so a PNG call under Prefect's
     # engine counts as PNG work; imports anywhere in the stack count as start-up.
     if any("_find_and_load" in f for f in frames):
@@ -266,16 +283,23 @@ def summarize_profile(path: Path, labels: int, rate: int) -> list[str]:
         if not count.isdigit():
             continue
         n = int(count)
-        proc = stack.split(";", 1)[0]
-        if "uvicorn" in proc or "server start" in proc or "prefect.server" in proc:
+        # With --subprocesses each sample starts with its process and its ancestors; a
+        # spawned worker's command line holds a ';' of its own.
+        frames = stack.split(";")
+        marks = [i for i, f in enumerate(frames) if f.startswith("process ") or "spawn_main(" in f]
+        last = max(marks, default=0)
+        proc = ";".join(frames[: last + 1]).rsplit("process ", 1)[-1]
+        inner = ";".join(frames[last + 1 :])
+        if "uvicorn" in proc or "server start" in proc:
+            kind = "temporary server"
             cat = "temporary Prefect server (process)"
-            by_proc["temporary server"] += n
         else:
-            cat = classify(stack)
-            by_proc["worker" if "spawn_main" in stack or "multiprocessing" in proc else "flow"] += n
+            kind = "worker" if "spawn_main" in proc else "flow"
+            cat = classify(inner)
+        by_proc[kind] += n
         by_cat[cat] += n
     total = sum(by_cat.values())
-    out = [f"py-spy samples at {rate}/s: {total} ({total / rate:.1f} CPU-s, GIL holders and C)"]
+    out = [f"py-spy samples at {rate}/s: {total} ({total / rate:.1f} thread-s of non-idle threads)"]
     for cat, n in by_cat.most_common():
         ms = n / rate * 1000 / labels
         out.append(f"  {cat:<52} {ms:7.2f} ms/label  {100 * n / total:5.1f}%")
@@ -296,9 +320,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run every arm at every size and label count; print ratios, CPU and fixed cost."""
     p = argparse.ArgumentParser(prog="python -m bench.bench_sync", description=__doc__)
     p.add_argument("--sizes", default="1280x853", help="comma-separated WxH")
-    p.add_argument("--labels", default="100,400", help="comma-separated label counts")
+    p.add_argument("--labels", default="50,200", help="comma-separated label counts")
     p.add_argument("--instances", type=int, default=8)
-    p.add_argument("--seed-labels", type=int, default=20, help="labels the seed recipe runs on")
+    p.add_argument("--seed-labels", type=int, default=10, help="labels the seed recipe runs on")
     p.add_argument("--latency", type=float, default=0.02, help="seconds added to each mask GET")
     p.add_argument("--arms", default="server,temporary", help="server, temporary or both")
     p.add_argument("--profile", type=Path, default=None, help="py-spy output directory")
