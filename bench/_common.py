@@ -378,6 +378,8 @@ class SyncRun:
     maxrss: int  # bytes: the kernel's high-water mark of the process (and waited children)
     summary: dict[str, Any]
     timeline: list[tuple[float, int]]  # (Unix time, RSS of the tree in bytes)
+    cpu_s: float = 0.0  # user + system of the process and every child it waited for
+    servers: frozenset[int] = frozenset()  # pids of Prefect API servers seen in the tree
 
     def peak_by_stage(self) -> dict[str, int]:
         """Return the peak RSS within each stage of the flow (from the run's stage timings).
@@ -408,12 +410,19 @@ def run_sync(
     workdir: Path,
     *,
     timeout: float = 1800,
+    wrap: list[str] | None = None,
 ) -> SyncRun:
-    """Run `labelhaul sync` in a fresh process and measure it; raise if it fails."""
+    """Run `labelhaul sync` in a fresh process and measure it; raise if it fails.
+
+    `wrap` goes before the command (a profiler); `servers` counts the Prefect API servers
+    (temporary ones: `prefect server start` or uvicorn children) seen in its process tree.
+    """
     out_path = Path(tempfile.mkstemp(prefix="sync-", suffix=".out", dir=workdir)[1])
     err_path = out_path.with_suffix(".err")
     args = [PYTHON, "-m", "labelhaul", "sync", "--project-id", project_id, "--store", store]
     args += ["--mode", mode, "--json"]
+    args = [*(wrap or []), *args]
+    servers: set[int] = set()
     started = time.perf_counter()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(args, env=env, cwd=str(workdir), stdout=out, stderr=err)
@@ -432,6 +441,8 @@ def run_sync(
                 for p in procs:
                     try:
                         total += p.memory_info().rss
+                        if p.pid not in servers and _is_api_server(p.cmdline()):
+                            servers.add(p.pid)
                     except psutil.Error:
                         pass
                 peak = max(peak, total)
@@ -447,10 +458,26 @@ def run_sync(
     if proc.returncode != 0:
         errors = err_path.read_text(errors="replace")
         raise RuntimeError(f"labelhaul sync failed ({proc.returncode}): {errors[-3000:]}{text}")
-    summary: dict[str, Any] = json.loads(text[text.index("{") :])
+    # Only the summary's JSON: a wrapping profiler may print after it.
+    summary: dict[str, Any] = json.JSONDecoder().raw_decode(text[text.index("{") :])[0]
     out_path.unlink()
     err_path.unlink()
-    return SyncRun(seconds, peak, int(rusage.ru_maxrss) * 1024, summary, timeline)
+    cpu = float(rusage.ru_utime + rusage.ru_stime)
+    return SyncRun(
+        seconds,
+        peak,
+        int(rusage.ru_maxrss) * 1024,
+        summary,
+        timeline,
+        cpu_s=cpu,
+        servers=frozenset(servers),
+    )
+
+
+def _is_api_server(cmdline: list[str]) -> bool:
+    """Say whether a command line is a Prefect API server (how Prefect starts a temporary one)."""
+    text = " ".join(cmdline)
+    return "uvicorn" in text or ("server" in cmdline and "start" in cmdline)
 
 
 def mib(n: float) -> str:

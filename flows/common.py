@@ -22,7 +22,7 @@ from typing import Any
 
 from labelhaul.config import Settings, load_settings
 from labelhaul.tasks.export import stage_export_task, start_export_task, wait_export_task
-from labelhaul.tasks.masks import process_mask_part, workers_share_this_api
+from labelhaul.tasks.masks import process_mask_part
 from labelhaul.tasks.media import fetch_media_task
 from labelhaul.tasks.store import (
     assemble_task,
@@ -56,6 +56,7 @@ from labelhaul.export_params import (
 )
 from labelhaul.labelpolicy import LabelPolicy
 from labelhaul.manifest import Manifest
+from labelhaul.maskpool import mask_pool
 from labelhaul.pipeline import (
     AssembledVersion,
     StageSummary,
@@ -145,30 +146,29 @@ def _ensure_limit(name: str, attempts: int = 5) -> None:
 
 @contextmanager
 def mask_task_runner(settings: Settings, kind: MaskRunner) -> Iterator[Any]:
-    """The mask stage's task runner: a Dask cluster when configured, else processes or threads.
+    """The mask stage's task runner: a Dask cluster when configured, else threads.
 
     Mask parts are coarse (about `mask_batch_size` composites each) because a task run on
     Dask costs ~150 ms; each part opens its own HTTP session and store on the worker and
-    uploads its own blobs, so only small result records come back.
+    uploads its own blobs, so only small result records come back. With `processes` the
+    task runs stay on threads here and hand their pixel work to a `maskpool.MaskPool`,
+    whose workers import no Prefect and never talk to its API (so never start a
+    temporary server of their own).
     """
     runner: Any
-    # A spawned worker does not inherit a temporary API server: point it at this run's.
-    shared_api: Any = nullcontext()
+    pool: Any = nullcontext()
     if kind == "dask":
         from prefect_dask.task_runners import DaskTaskRunner
 
         get_run_logger().info("Mask stage on the Dask cluster at %s", settings.dask_address)
         runner = DaskTaskRunner(address=settings.dask_address)
-    elif kind == "processes":
-        from prefect.task_runners import ProcessPoolTaskRunner
-
-        runner = ProcessPoolTaskRunner(max_workers=settings.mask_parallel_parts)
-        shared_api = workers_share_this_api()
     else:
         from prefect.task_runners import ThreadPoolTaskRunner
 
         runner = ThreadPoolTaskRunner(max_workers=settings.mask_parallel_parts)
-    with shared_api, runner:
+        if kind == "processes":
+            pool = mask_pool(settings.mask_parallel_parts)
+    with pool, runner:
         if kind == "dask":
             profiling = profiling_workers(runner.client)
             if profiling:

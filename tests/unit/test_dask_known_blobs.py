@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from labelhaul.tasks.masks import _known_blobs
 
 from labelhaul.blobindex import KnownBlobs
+from labelhaul.maskpool import known_blobs as _known_blobs
 from labelhaul.pipeline import KNOWN_BLOBS
 from labelhaul.storage import LocalObjectStore
 from labelhaul.store import DatasetStore

@@ -1,0 +1,141 @@
+"""One mask part's work, and the worker processes that run it without Prefect.
+
+`run_mask_part` is what a mask part does wherever it runs: read the part's jobs from the
+staging folder, download and split each composite once, land the instance blobs, write the
+small result records back. The Prefect task (`tasks/masks.py`) calls it in its own thread
+(threads, Dask), or hands it to the sync's `MaskPool` when the parts run in processes.
+
+Why a pool of our own instead of Prefect's process pool: Prefect's workers import Prefect
+and the flows (~3 s of CPU each), open their own API clients, and with no `PREFECT_API_URL`
+each started a temporary API server; the workers here import only the mask stage (numpy,
+the PNG codec, HTTP, the store: ~0.9 s) and never talk to Prefect. The task runs (one per
+part, their logs, their states) stay in the flow process, on a thread each.
+
+Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from labelhaul.blobindex import KnownBlobs
+from labelhaul.http import HttpClient
+from labelhaul.masks import process_jobs
+from labelhaul.pipeline import MaskPartSummary, part_jobs, read_known_blobs, write_mask_results
+from labelhaul.storage import open_object_store
+from labelhaul.store import DatasetStore
+from labelhaul.sync.report import write_part_progress
+
+if TYPE_CHECKING:
+    from labelhaul.config import Settings
+
+__all__ = ["MaskPool", "active_pool", "mask_pool", "run_mask_part"]
+
+
+@lru_cache(maxsize=2)
+def known_blobs(staging: str) -> KnownBlobs | None:
+    """Read the run's known-blobs list once per process; every part of the run shares it.
+
+    Parts add the blobs they land to it, so later parts in this process skip those too.
+    """
+    return read_known_blobs(Path(staging))
+
+
+def run_mask_part(
+    settings: Settings, store_uri: str, dataset_id: str, staging: Path, part: str
+) -> MaskPartSummary:
+    """Download each composite of the part once, split it, land its instance masks as blobs.
+
+    Opens its own HTTP client and store and uploads its blobs itself; only the part's
+    summary comes back (its results and errors go to the staging folder).
+    """
+    jobs = part_jobs(staging, part)
+    store = DatasetStore(open_object_store(store_uri, settings, check=False), dataset_id)
+    known = known_blobs(str(staging))
+    if known is not None:
+        # No HEAD per blob: the parent's blobs are known, new ones go to a create-only PUT.
+        store.share_blob_index(known)
+    with HttpClient(
+        auth_origin_url=settings.labelbox_rest_endpoint,
+        api_key=settings.api_key_value(),
+        timeout_s=settings.http_timeout_s,
+        policy=settings.http_retry_policy(),
+        pool_size=settings.mask_workers,
+    ) as http:
+        results, errors = process_jobs(
+            jobs,
+            http,
+            store.put_blob,
+            max_pixels=settings.max_mask_pixels,
+            workers=settings.mask_workers,
+            on_done=lambda done: write_part_progress(staging, part, done),
+        )
+    n_results, n_errors = write_mask_results(staging, part, results, errors)
+    composites = sum(1 for job in jobs if job.composite_url is not None)
+    return MaskPartSummary(part=part, composites=composites, instances=n_results, errors=n_errors)
+
+
+def _warm() -> None:
+    """Run once in each worker: nothing to do, the imports above are the warm-up."""
+
+
+class MaskPool:
+    """`workers` spawned processes that run mask parts (`run_mask_part`) for one sync."""
+
+    def __init__(self, workers: int) -> None:
+        # spawn, not fork: the flow process runs threads (Prefect's event loop, HTTP pools)
+        # that a forked child would inherit mid-operation.
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_warm,
+        )
+
+    def run(
+        self, settings: Settings, store_uri: str, dataset_id: str, staging: Path, part: str
+    ) -> MaskPartSummary:
+        """Run one part in a worker and wait for its summary (a worker's error is raised)."""
+        return self._executor.submit(
+            run_mask_part, settings, store_uri, dataset_id, staging, part
+        ).result()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+# A context variable, not a global: Prefect's thread pool runs each task run in a copy of
+# the submitting context, so a part sees its own sync's pool, never a concurrent sync's.
+_ACTIVE: ContextVar[MaskPool | None] = ContextVar("labelhaul_mask_pool", default=None)
+
+
+def active_pool() -> MaskPool | None:
+    """Return the pool the running sync's mask stage opened in this context, if any."""
+    return _ACTIVE.get()
+
+
+@contextmanager
+def mask_pool(workers: int) -> Iterator[MaskPool]:
+    """Open a pool for the block: mask parts submitted within it send their work to it."""
+    pool = MaskPool(workers)
+    token = _ACTIVE.set(pool)
+    try:
+        yield pool
+    finally:
+        _ACTIVE.reset(token)
+        pool.close()
+
+
+PartRunner = Callable[["Settings", str, str, Path, str], MaskPartSummary]
+
+
+def part_runner() -> PartRunner:
+    """Return how this process runs a mask part: in the active pool, else in this thread."""
+    pool = active_pool()
+    return pool.run if pool is not None else run_mask_part

@@ -1,0 +1,48 @@
+"""The mask stage's worker processes: they run a part and never import Prefect."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from labelhaul.config import Settings
+
+from labelhaul.maskpool import MaskPool, active_pool, mask_pool, part_runner, run_mask_part
+from labelhaul.pipeline import MaskPartSummary
+
+
+def _loaded(names: tuple[str, ...]) -> dict[str, bool]:
+    return {name: name in sys.modules for name in names}
+
+
+def _staging_with_empty_part(tmp_path: Path) -> Path:
+    staging = tmp_path / "staging"
+    (staging / "parts").mkdir(parents=True)
+    (staging / "parts" / "part-000001.jobs.ndjson").write_bytes(b"")
+    return staging
+
+
+def test_a_pool_worker_runs_a_part_without_importing_prefect(tmp_path: Path) -> None:
+    # Prefect's process pool made every worker import Prefect and the flows (~3 s of CPU
+    # each) and, with no PREFECT_API_URL, start a temporary API server of its own.
+    staging = _staging_with_empty_part(tmp_path)
+    settings = Settings(labelbox_api_key="k", labelbox_rest_endpoint="http://127.0.0.1:9")
+    with mask_pool(1) as pool:
+        assert active_pool() is pool and part_runner() == pool.run
+        summary = pool.run(settings, str(tmp_path / "store"), "ds", staging, "part-000001")
+        loaded = pool._executor.submit(_loaded, ("prefect", "labelhaul.flows", "pyarrow")).result()
+    assert summary == MaskPartSummary(part="part-000001", composites=0, instances=0, errors=0)
+    assert loaded == {"prefect": False, "labelhaul.flows": False, "pyarrow": False}
+    assert active_pool() is None and part_runner() is run_mask_part
+
+
+def test_a_worker_failure_reaches_the_part(tmp_path: Path) -> None:
+    settings = Settings(labelbox_api_key="k", labelbox_rest_endpoint="http://127.0.0.1:9")
+    pool = MaskPool(1)
+    try:
+        with pytest.raises(FileNotFoundError):
+            # No staging folder: the worker's error comes back as the part's own.
+            pool.run(settings, str(tmp_path / "store"), "ds", tmp_path / "missing", "part-1")
+    finally:
+        pool.close()
