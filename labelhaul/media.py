@@ -213,6 +213,23 @@ class _Body:
             self.path.unlink(missing_ok=True)
 
 
+_SESSIONS = threading.local()
+
+
+def _session() -> requests.Session:
+    """This thread's requests session for media (pooled per host; never holds credentials).
+
+    Media bodies stream to disk through requests' `iter_content`; `HttpClient` (urllib3)
+    reads whole bodies into memory, which suits masks and export chunks, not videos.
+    """
+    session: requests.Session | None = getattr(_SESSIONS, "session", None)
+    if session is None:
+        session = requests.Session()
+        session.trust_env = False  # as HttpClient: no proxies or .netrc credentials
+        _SESSIONS.session = session
+    return session
+
+
 def download(
     http: HttpClient, url: str, tmp_dir: Path, *, max_bytes: int | None = None
 ) -> _Fetched:
@@ -227,7 +244,7 @@ def download(
 
     def attempt() -> _Fetched:
         try:
-            resp = http.session.get(
+            resp = _session().get(
                 url, timeout=http.timeout_s, stream=True, allow_redirects=True, headers={}
             )
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
