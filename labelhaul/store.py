@@ -891,6 +891,7 @@ def render_dataset_card(manifest: Manifest) -> str:
         lines += ["", "## Masks", ""]
         lines += _json_lines(m.masks)
     lines += _coco_card_lines(m.coco)
+    lines += _coco_storage_lines(m)
     if m.changes is not None and m.parent_version_id:  # a first version changes nothing
         changes = _json_lines(m.changes)
         if changes:
@@ -942,6 +943,13 @@ def render_dataset_card(manifest: Manifest) -> str:
         "mask = ds.mask(with_mask.iloc[0])  # full-size uint8, 0 background, 255 instance",
         "```",
         "",
+        f"or with DuckDB, through this version's views (`versions/{version}/tables.sql`):",
+        "",
+        "```",
+        f"labelhaul sql STORE_URI {version} --dataset {safe_segment(str(dataset))} "
+        "-c 'SELECT name, count(*) FROM annotations GROUP BY name'",
+        "```",
+        "",
         "or, for files beside your images:",
         "",
         "```",
@@ -950,6 +958,23 @@ def render_dataset_card(manifest: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _coco_storage_lines(m: Manifest) -> list[str]:
+    """Say whether the COCO file is stored with the version or rebuilt from its tables."""
+    stored = m.file("coco", "instances")
+    if stored is not None:
+        delta = any(f.segment for f in m.files)
+        why = " (`LABELHAUL_STORE_DELTA_COCO` was on)" if delta else ""
+        return ["", f"- The COCO file is stored with this version{why}: `{stored.key}`."]
+    if m.derived("coco", "instances") is not None:
+        return [
+            "",
+            "- The COCO file is not stored with this delta version: the reader and `labelhaul "
+            "pull` rebuild it from the tables and check its sha256 (listed above); "
+            "`LABELHAUL_STORE_DELTA_COCO=true` stores it with delta versions too.",
+        ]
+    return []
 
 
 _LABEL_POLICY_TEXT = {
