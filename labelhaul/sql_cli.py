@@ -64,7 +64,7 @@ def _load_httpfs(con: Any) -> None:
         try:
             from pathlib import Path
 
-            import duckdb_extension_httpfs  # type: ignore[import-not-found]
+            import duckdb_extension_httpfs
 
             root = Path(duckdb_extension_httpfs.__file__).parent
             path = next(root.rglob("httpfs.duckdb_extension"))
@@ -94,8 +94,8 @@ def configure_s3(con: Any, objects: Any) -> None:
     credentials = boto3.session.Session().get_credentials()
     if credentials is not None:
         frozen = credentials.get_frozen_credentials()
-        options.append(f"KEY_ID {quote_literal(frozen.access_key)}")
-        options.append(f"SECRET {quote_literal(frozen.secret_key)}")
+        options.append(f"KEY_ID {quote_literal(str(frozen.access_key))}")
+        options.append(f"SECRET {quote_literal(str(frozen.secret_key))}")
         if frozen.token:
             options.append(f"SESSION_TOKEN {quote_literal(frozen.token)}")
     region = objects.client.meta.region_name

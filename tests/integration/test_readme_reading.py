@@ -40,6 +40,11 @@ def run_snippet(name: str, **names: Any) -> dict[str, Any]:
 
 
 @pytest.mark.usefixtures("prefect_harness")
+# pycocotools' Cython decode (annToMask) hits numpy 2's __array__ copy deprecation; the
+# result is right (checked below), as in tests/unit/test_coco.py.
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 def test_local_snippets(
     lb_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
