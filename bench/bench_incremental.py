@@ -13,7 +13,8 @@ the project) and `labelhaul sync --mode incremental` runs. Every mask is distinc
 one-pixel holes each, as real masks are rarely byte-identical); `--repeating-masks` uses
 plain shapes, whose crops repeat by size, so the store de-duplicates most blobs. The proxy
 counts every request and the bytes of request lines, headers and bodies each way. Ratios are
-incremental/full.
+incremental/full. A third sync changes as many other rows with LABELHAUL_STORE_DELTA_COCO=true
+and prints what storing the COCO file with each delta version costs in bytes (issue 18).
 """
 
 from __future__ import annotations
@@ -94,6 +95,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  incremental sync: {inc.seconds:.1f}s", flush=True)
         if inc.summary.get("mode") != "incremental":
             raise RuntimeError(f"the second sync ran as {inc.summary.get('mode')}")
+
+        # The same change again (other rows), with LABELHAUL_STORE_DELTA_COCO=true: what
+        # storing the COCO file with every delta version costs.
+        emu.edit_rows(
+            pid, sorted({min(args.rows - 1, int(i * step) + 1) for i in range(n_changed)})
+        )
+        coco_env = {**env, "LABELHAUL_STORE_DELTA_COCO": "true"}
+        inc_coco = run_sync(coco_env, pid, store, "incremental", workdir)
+        coco_traffic = proxy.take()
+        emu.mask_requests()
+        print(f"  incremental sync storing COCO: {inc_coco.seconds:.1f}s", flush=True)
+        if inc_coco.summary.get("mode") != "incremental":
+            raise RuntimeError(f"the third sync ran as {inc_coco.summary.get('mode')}")
     finally:
         proxy.stop()
         emu.stop()
@@ -138,6 +152,27 @@ def main(argv: list[str] | None = None) -> None:
         f_b, i_b = f_t.put_bytes_by_area.get(area, 0), i_t.put_bytes_by_area.get(area, 0)
         print(f"{area:<18} {f_b:>12,} {i_b:>12,} {i_b / max(1, f_b):>10.1%}")
     print("  (target, issue 4: incremental <= 5 % of the full sync's S3 bytes and requests)")
+
+    # Issue 18.3: the byte cost of LABELHAUL_STORE_DELTA_COCO=true.
+    i_coco = i_t.put_bytes_by_area.get("coco", 0)
+    c_coco = coco_traffic.put_bytes_by_area.get("coco", 0)
+    print(
+        f"\n{'delta COCO':<22} {'S3 bytes sent':>14} {'COCO PUT bytes':>14} {'vs rebuilt':>10}"
+        f"\n{'rebuilt (default)':<22} {i_t.bytes_sent:>14,} {i_coco:>14,} {'':>10}"
+        f"\n{'stored':<22} {coco_traffic.bytes_sent:>14,} {c_coco:>14,} "
+        f"{coco_traffic.bytes_sent / max(1, i_t.bytes_sent):>9.2f}x"
+    )
+    print(
+        f"  storing COCO with each delta version sends {c_coco - i_coco:,} more bytes per "
+        f"nightly run ({c_coco / max(1, f_t.bytes_sent):.2%} of the full sync's bytes)"
+    )
+    record(
+        "delta_coco",
+        "incremental sync storing the COCO file (LABELHAUL_STORE_DELTA_COCO): S3 bytes sent",
+        "incremental sync rebuilding it on read",
+        f"{coco_traffic.bytes_sent / max(1, i_t.bytes_sent):.2f}x "
+        f"(+{c_coco - i_coco:,} bytes of COCO)",
+    )
     print(f"load average after: {load_average()}")
 
 

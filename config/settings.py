@@ -164,6 +164,12 @@ class Settings(BaseSettings):
         ge=0.0,
         description="Compact when the delta segments would exceed this fraction of the base.",
     )
+    store_delta_coco: bool = Field(
+        default=False,
+        description="Store the COCO instances file with incremental (delta) versions too; "
+        "off: a delta version lists its sha256 and readers and `labelhaul pull` rebuild it "
+        "from the tables (a full or compacted version always stores it).",
+    )
     dask_address: str | None = Field(
         default=None, description="Dask scheduler address; the mask stage runs there when set."
     )

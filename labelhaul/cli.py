@@ -28,6 +28,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "labelhaul.commands",  # sync, demo
     "labelhaul.deployments.cli",  # serve, webhook
     "labelhaul.reader_cli",  # versions, show, diff, pull
+    "labelhaul.sql_cli",  # sql
     "labelhaul.ops_cli",  # gc, verify, doctor
 )
 

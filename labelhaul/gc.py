@@ -46,6 +46,7 @@ from typing import Any
 from labelhaul.errors import ConfigError, StoreError
 from labelhaul.keys import parse_version
 from labelhaul.manifest import FileEntry, Manifest
+from labelhaul.sqlviews import sql_key
 from labelhaul.storage import TEMP_MAX_AGE_S, ObjectInfo
 from labelhaul.store import LATEST, DatasetStore, FileMissingError
 from labelhaul.timestamps import parse_timestamp
@@ -289,6 +290,7 @@ def collect_garbage(
         card = f"versions/{version_id}/README.md"
         deleter.delete_now(card)
         tell("card", card, 0)
+        deleter.delete(sql_key(version_id))  # its DuckDB views (labelhaul.sqlviews), with it
         report.deleted_versions.append(version_id)
 
     # Versions committed while we worked protect what they reference.

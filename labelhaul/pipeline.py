@@ -1219,6 +1219,7 @@ def land_version(
     fields: dict[str, Any],
     *,
     since: datetime | None = None,
+    store_delta_coco: bool = False,
 ) -> CommitResult:
     """Upload a version's files (create-only, content-named), then commit it.
 
@@ -1229,6 +1230,8 @@ def land_version(
         fields: manifest fields (source, export, counts, watermark, ...).
         since: when the run started: a gc that started later makes the commit check that
             every file and blob it lists is still there (`check_after_gc`).
+        store_delta_coco: store the COCO file with a delta version too (settings
+            `store_delta_coco`); otherwise it is listed as derived and rebuilt on read.
 
     Returns:
         The store's `CommitResult`.
@@ -1266,12 +1269,15 @@ def land_version(
         writer.add_file(
             "overrides", delta.overrides, "overrides", ".parquet", segment=delta.segment
         )
-        # The COCO file is a function of the tables: a delta version lists its digest and the
-        # reader rebuilds it (and checks the digest), so a nightly run does not upload it whole.
-        sha, size = file_sha256(assembled.coco)
-        fields["derived_files"] = [
-            {"role": "coco", "name": "instances", "sha256": sha, "bytes": size, "from": "tables"}
-        ]
+        if store_delta_coco:
+            writer.add_file("coco", assembled.coco, "instances", ".json", name="instances")
+        else:
+            # The COCO file is a function of the tables: a delta version lists its digest and
+            # the reader rebuilds it (and checks the digest), so a nightly run does not
+            # upload it whole.
+            sha, size = file_sha256(assembled.coco)
+            derived = {"role": "coco", "name": "instances", "sha256": sha, "bytes": size}
+            fields["derived_files"] = [{**derived, "from": "tables"}]
     fields["coco_info"] = assembled.coco_info
     fields["coco"] = assembled.coco_facts
     if assembled.spans_facts is not None:

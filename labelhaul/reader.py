@@ -162,6 +162,28 @@ class Dataset:
         finally:
             parquet.close()
 
+    def arrow(
+        self,
+        name: str,
+        version: str = "latest",
+        *,
+        columns: list[str] | None = None,
+        filter: Any = None,
+    ) -> pa.RecordBatchReader:
+        """Return a table as a `pyarrow.RecordBatchReader`: read as consumed, overrides
+        applied per segment, `columns` and `filter` (a `pyarrow.compute` expression) pushed
+        into each Parquet scan (labelhaul.lazy)."""
+        from labelhaul.lazy import arrow_reader
+
+        return arrow_reader(self, name, version, columns=columns, filter=filter)
+
+    def polars(self, name: str, version: str = "latest") -> Any:
+        """Return a table as a `polars.LazyFrame` (one lazy scan per segment, overrides
+        applied as filters; labelhaul.lazy). Needs `labelhaul[polars]`."""
+        from labelhaul.lazy import polars_frame
+
+        return polars_frame(self, name, version)
+
     # ------------------------------------------------------------------ masks
 
     def mask(
@@ -699,8 +721,8 @@ def pull_version(
         summary["files"].append(str(target.relative_to(out)))
     listed: list[FileEntry | DerivedFile] = [*manifest.files, *(manifest.derived_files or [])]
     for entry in listed:
-        if entry.role in ("table", "overrides"):
-            continue
+        if entry.role in ("table", "overrides", "sql"):
+            continue  # sql: views of the store's files, not of DIR's
         if entry.role == "coco":
             target = out / "coco" / f"{safe_segment(entry.name)}.json"
             source = ds.coco_path(version_id, entry.name)

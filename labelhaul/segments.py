@@ -26,7 +26,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +52,17 @@ class Segment:
 
 def manifest_segments(manifest: Manifest) -> list[Segment]:
     """Return a version's table segments in order (empty when it lists no table)."""
+    return segments_of(manifest.files, manifest.version_id)
+
+
+def segments_of(files: Iterable[FileEntry], where: str) -> list[Segment]:
+    """Return the table segments of a version's file entries, in order.
+
+    Args:
+        where: the version, for the error message.
+    """
     by_index: dict[int, Segment] = {}
-    for entry in manifest.files:
+    for entry in files:
         if entry.role not in ("table", "overrides"):
             continue
         index = entry.segment_index
@@ -65,9 +74,7 @@ def manifest_segments(manifest: Manifest) -> list[Segment]:
     segments = [by_index[i] for i in sorted(by_index)]
     for seg in segments[1:]:
         if seg.overrides is None:
-            raise ValueError(
-                f"{manifest.version_id}: table segment {seg.index} has no overrides file"
-            )
+            raise ValueError(f"{where}: table segment {seg.index} has no overrides file")
     return segments
 
 

@@ -11,6 +11,7 @@ raw/export-<sha16>.ndjson.gz, raw/errors-<sha16>.ndjson.gz
 spans/ner-<sha16>.jsonl             span JSONL for NER (labelhaul.spans), when it has entities
 versions/v000124/manifest.json      THE COMMIT POINT: create-only, lists every file by full key
 versions/v000124/README.md          dataset card rendered from the manifest
+versions/v000124/tables.sql         DuckDB views of the version's tables (labelhaul.sqlviews)
 runs/<run_id>.json                  one record per run
 ```
 
@@ -77,6 +78,7 @@ from labelhaul.manifest import (
     parse_manifest,
 )
 from labelhaul.records import unparsed_counts
+from labelhaul.sqlviews import SQL_NAME, SQL_ROLE, sql_key
 from labelhaul.storage import ObjectStore, PreconditionFailed
 
 LATEST = "_latest.json"
@@ -402,6 +404,42 @@ class DatasetStore:
         data = self.objects.get(self.key(f"runs/{safe_segment(run_id)}.json"))
         return None if data is None else dict(json.loads(data))
 
+    def is_local(self) -> bool:
+        """Return True when the store is a directory on this machine (not S3)."""
+        return self.objects.local_path(self.key(LATEST)) is not None
+
+    def render_tables_sql(self, files: Iterable[FileEntry], version_id: str) -> bytes:
+        """Return a version's `tables.sql` (labelhaul.sqlviews) for this store.
+
+        Paths are relative to the dataset root for a local store, `s3://` URIs otherwise.
+        """
+        from labelhaul.sqlviews import render_tables_sql, sql_header
+
+        local = self.is_local()
+
+        def path_for(key: str) -> str:
+            return key if local else self.objects.uri_for(self.key(key))
+
+        header = sql_header(self.dataset_id, version_id, local)
+        return render_tables_sql(files, path_for=path_for, header=header).encode("utf-8")
+
+    def restore_tables_sql(self, manifest: Manifest) -> None:
+        """Make `versions/vN/tables.sql` what `manifest` lists (a racer for vN overwrote it).
+
+        A manifest that lists none (an older labelhaul won the number) gets none.
+        """
+        entry = manifest.file(SQL_ROLE, SQL_NAME)
+        key = self.key(sql_key(manifest.version_id))
+        if entry is None:
+            if self.objects.exists(key):
+                self.objects.delete(key)
+            return
+        sql = self.render_tables_sql(
+            [f for f in manifest.files if f.role != SQL_ROLE], manifest.version_id
+        )
+        if hashlib.sha256(sql).hexdigest() == entry.sha256 and self.objects.get(key) != sql:
+            self.objects.put(key, sql)
+
     def local_copy(self, entry: FileEntry, cache: Path) -> Path:
         """Return a local path holding the file of a manifest entry.
 
@@ -564,6 +602,7 @@ class VersionWriter:
         fields: Mapping[str, Any],
         rebased_from: str | None,
         rebased: bool,
+        extra: Iterable[FileEntry] = (),
     ) -> Manifest:
         doc: dict[str, Any] = dict(fields)
         doc.update(
@@ -573,7 +612,7 @@ class VersionWriter:
             parent_version_id=parent_id,
             created_at=self._created_at,
             content_digest=content_digest,
-            files=[e.to_dict() for e in self.files],
+            files=[e.to_dict() for e in [*self.files, *extra]],
         )
         if rebased:
             # The pipeline computed `changes` against this one, not the new parent.
@@ -620,17 +659,34 @@ class VersionWriter:
         rebased = False
         for _ in range(MAX_COMMIT_ATTEMPTS):
             version_id = format_version(number)
+            # The version's tables as DuckDB views, listed in the manifest it belongs to.
+            sql = store.render_tables_sql(self.files, version_id)
+            sql_entry = FileEntry(
+                role=SQL_ROLE,
+                name=SQL_NAME,
+                key=sql_key(version_id),
+                sha256=hashlib.sha256(sql).hexdigest(),
+                bytes=len(sql),
+            )
             manifest = self._manifest(
-                version_id, parent_id, content_digest, fields, original_parent, rebased
+                version_id,
+                parent_id,
+                content_digest,
+                fields,
+                original_parent,
+                rebased,
+                extra=[sql_entry],
             )
             body = encode_manifest(manifest)
             mkey = store.key(store.manifest_key(version_id))
             readme = store.key(f"versions/{version_id}/README.md")
+            sql_full = store.key(sql_entry.key)
             ours = False
             existing: bytes | None = None
             if not objects.exists(mkey):
-                # The card goes first so a visible version always has one; an orphan card of
-                # a crashed attempt is simply overwritten.
+                # The card and the SQL go first so a visible version always has them; an
+                # orphan of a crashed attempt is simply overwritten.
+                objects.put(sql_full, sql)
                 objects.put(readme, render_dataset_card(manifest).encode("utf-8"))
                 try:
                     objects.put(mkey, body, if_none_match=True)
@@ -645,6 +701,8 @@ class VersionWriter:
                 card = render_dataset_card(manifest).encode("utf-8")
                 if objects.get(readme) != card:
                     objects.put(readme, card)  # a racer for this number overwrote it
+                if objects.get(sql_full) != sql:
+                    objects.put(sql_full, sql)
                 moved = self._advance_latest(version_id, content_digest, etag)
                 return CommitResult(
                     version_id=version_id,
@@ -662,6 +720,7 @@ class VersionWriter:
             card = render_dataset_card(other).encode("utf-8")
             if objects.get(readme) != card:
                 objects.put(readme, card)
+            store.restore_tables_sql(other)
             if other.content_digest == content_digest:
                 moved = self._advance_latest(version_id, content_digest, etag)
                 return CommitResult(
@@ -859,6 +918,7 @@ def render_dataset_card(manifest: Manifest) -> str:
     lines += _coco_card_lines(m.coco)
     lines += _spans_card_lines(m.spans)
     lines += _preference_card_lines(m.preference)
+    lines += _coco_storage_lines(m)
     if m.changes is not None and m.parent_version_id:  # a first version changes nothing
         changes = _json_lines(m.changes)
         if changes:
@@ -910,6 +970,13 @@ def render_dataset_card(manifest: Manifest) -> str:
         "mask = ds.mask(with_mask.iloc[0])  # full-size uint8, 0 background, 255 instance",
         "```",
         "",
+        f"or with DuckDB, through this version's views (`versions/{version}/tables.sql`):",
+        "",
+        "```",
+        f"labelhaul sql STORE_URI {version} --dataset {safe_segment(str(dataset))} "
+        "-c 'SELECT name, count(*) FROM annotations GROUP BY name'",
+        "```",
+        "",
         "or, for files beside your images:",
         "",
         "```",
@@ -940,6 +1007,23 @@ def _preference_card_lines(facts: dict[str, Any] | None) -> list[str]:
         "- Rankings and message selections (multimodal chat) are `annotations` rows with "
         "`message_id`, `rank` (1 = best), `parent_message_id`, `model_config_name`.",
     ]
+
+
+def _coco_storage_lines(m: Manifest) -> list[str]:
+    """Say whether the COCO file is stored with the version or rebuilt from its tables."""
+    stored = m.file("coco", "instances")
+    if stored is not None:
+        delta = any(f.segment for f in m.files)
+        why = " (`LABELHAUL_STORE_DELTA_COCO` was on)" if delta else ""
+        return ["", f"- The COCO file is stored with this version{why}: `{stored.key}`."]
+    if m.derived("coco", "instances") is not None:
+        return [
+            "",
+            "- The COCO file is not stored with this delta version: the reader and `labelhaul "
+            "pull` rebuild it from the tables and check its sha256 (listed above); "
+            "`LABELHAUL_STORE_DELTA_COCO=true` stores it with delta versions too.",
+        ]
+    return []
 
 
 _LABEL_POLICY_TEXT = {

@@ -149,7 +149,15 @@ def land_version_task(
     """
     logger = get_run_logger()
     store = open_store(settings, store_uri, dataset_id, check=False)
-    result = land_version(store, parent, staging, assembled, fields, since=since)
+    result = land_version(
+        store,
+        parent,
+        staging,
+        assembled,
+        fields,
+        since=since,
+        store_delta_coco=settings.store_delta_coco,
+    )
     if result.created and result.version_id:
         where = store.uri_for(store.manifest_key(result.version_id))
         logger.info("Committed %s at %s", result.version_id, where)

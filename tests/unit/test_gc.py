@@ -102,6 +102,12 @@ def test_keep_n_deletes_older_versions_and_only_their_own_data(
     kinds = [kind for kind, _ in deleted]
     assert kinds[:4] == ["version", "card", "version", "card"]
     assert deleted[0] == ("version", "versions/v000001/manifest.json")
+    # Nothing of a deleted version stays under versions/ (its card and tables.sql go too).
+    left = {
+        k.split("/versions/")[1].split("/")[0] for k in store.objects.list(store.key("versions"))
+    }
+    assert left == {"v000003", "v000004"}
+    assert store.objects.exists(store.key("versions/v000003/tables.sql"))
     # The raw export shared by every version survives; v1's and v2's errors files do not.
     raw = sorted(k.rsplit("/", 1)[-1] for k in store.objects.list(store.key("raw")))
     assert len([r for r in raw if r.startswith("export-")]) == 1

@@ -120,7 +120,9 @@ def test_store_writes_the_bytes_the_earlier_writer_wrote_and_reads_them_back(
         ["bytes", "key", "name", "role", "rows", "segment", "sha256"],
         ["bytes", "key", "name", "role", "rows", "sha256"],  # unsegmented: no "segment" key
         ["bytes", "key", "name", "role", "rows", "segment", "sha256"],
+        ["bytes", "key", "name", "role", "rows", "sha256"],  # versions/v000002/tables.sql
     ]
+    assert raw2["files"][-1]["key"] == "versions/v000002/tables.sql"
     m2 = store.load_manifest("v000002")
     assert m2.watermark is not None and m2.watermark.value == "2026-01-01T00:00:00.000Z"
     assert m2.derived("coco", "instances") is not None
@@ -128,6 +130,7 @@ def test_store_writes_the_bytes_the_earlier_writer_wrote_and_reads_them_back(
         ("overrides", 1),
         ("table", 0),
         ("table", 1),
+        ("sql", 0),
     ]
 
 
