@@ -278,14 +278,16 @@ def test_what_is_not_landed_is_an_error_record_with_its_path_and_raw_json() -> N
     ann["frames"]["5"]["objects"]["cnew"] = {"feature_id": "cnew", "annotation_kind": "VideoCuboid"}
     parsed = _parse(row, spec)
     by_kind = {e.kind: e for e in parsed.errors}
-    assert by_kind["unknown_annotation_key"].extra["path"] == "annotations.frames.2.hotspots"
+    # Paths are JSON paths in the export line, from the project down, as rows' own errors.
+    at = f"projects.{spec.project_id}.labels[0].annotations"
+    assert by_kind["unknown_annotation_key"].extra["path"] == f"{at}.frames.2.hotspots"
     assert orjson.loads(by_kind["unknown_annotation_key"].extra["raw"]) == [{"x": 1}]
-    assert by_kind["bad_frame_number"].extra["path"] == "annotations.frames.x9"
+    assert by_kind["bad_frame_number"].extra["path"] == f"{at}.frames.x9"
     ghost = by_kind["frame_entry_without_annotation"]
-    assert ghost.feature_id == "cghost" and ghost.extra["path"] == "annotations.segments.cghost"
+    assert ghost.feature_id == "cghost" and ghost.extra["path"] == f"{at}.segments.cghost"
     unknown = by_kind["unknown_annotation_kind"]
     assert unknown.feature_id == "cnew" and unknown.label_id == spec.id("lb", 0)
-    assert unknown.extra["path"] == "annotations.frames.5.objects.cnew"
+    assert unknown.extra["path"] == f"{at}.frames.5.objects.cnew"
     assert unknown.extra["annotation_kind"] == "VideoCuboid" and unknown.extra["frame"] == 5
     (kept,) = [r for r in parsed.tables["annotations"] if r["feature_id"] == "cnew"]
     assert kept["valid"] is False and orjson.loads(kept["raw_json"])["annotation_kind"] == (
