@@ -46,15 +46,27 @@ SAMPLES: dict[str, Callable[[], dict[str, Any]]] = {
     **_seed_samples(),
     "issue-video-box-3-key-frames": media.video_row,
     "issue-dicom-polyline": media.dicom_row,
+    # Folded in from #16 C's and D's own walks: two token groups on two pages; a GeoJSON box.
+    "sdk-document-entity-token": media.document_tokens_row,
+    "docs-geo-bounding-box": media.geo_box_row,
 }
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_every_leaf_of_every_sample_lands(name: str) -> None:
     export = SAMPLES[name]()
-    report = walk(export, _parse(export))
+    parsed = _parse(export)
+    report = walk(export, parsed)
     assert report.unlanded == []
     assert report.total >= 5  # the walk really visited the sample's annotations
+    if name not in BAD_ON_PURPOSE:
+        # Every kind is parsed now: a documented sample lands in columns, none kept raw.
+        assert (report.kept_raw, parsed.errors) == (0, [])
+
+
+# The seed's examples labelhaul rejects (too few polygon points, a relationship to an object
+# of no label here): error records with their raw JSON, as tests/unit/test_rows.py expects.
+BAD_ON_PURPOSE = {"seed-Polygon", "seed-Relationship"}
 
 
 @pytest.mark.parametrize("kind", MEDIA_KINDS)
@@ -161,6 +173,26 @@ def test_a_document_page_and_a_geojson_coordinate_are_checked_exactly() -> None:
     shape["coordinates"][0] = [0.0, 0.0] if shape["type"] == "LineString" else [[0.0, 0.0]]
     row["geometry_geojson"] = orjson.dumps(shape).decode()
     assert any(".geojson.coordinates[0]" in m for m in walk(geo, parsed).unlanded)
+
+
+def test_a_token_groups_or_a_ranked_messages_value_in_a_sibling_row_does_not_count() -> None:
+    doc = media.document_tokens_row()
+    parsed = _parse(doc)
+    assert walk(doc, parsed).unlanded == []
+    first, second = [r for r in parsed.tables["annotations"] if r["token_group_id"]]
+    first["text"], second["text"] = second["text"], first["text"]
+    assert len(walk(doc, parsed).unlanded) == 2  # each text is in the other group's row
+    spec = SyntheticSpec.make(n_rows=4, instances=2, seed=1, width=32, height=32, media=["mmc"])
+    rows = [build_row(spec, r) for r in range(spec.n_rows)]
+    chat = next(r for r in rows if "MessageRanking" in orjson.dumps(r).decode())
+    parsed = _parse(chat)
+    assert walk(chat, parsed).unlanded == []
+    ranked = [r for r in parsed.tables["annotations"] if r["annotation_kind"] == "MessageRanking"]
+    ranked[0]["rank"], ranked[1]["rank"] = ranked[1]["rank"], ranked[0]["rank"]
+    assert sum(".order=" in m for m in walk(chat, parsed).unlanded) == 2
+    for row in ranked:
+        row["model_config_name"] = None  # #16 D's own walk's negative case
+    assert any("model_config_name" in m for m in walk(chat, parsed).unlanded)
 
 
 def test_a_leaf_with_no_rule_is_reported_even_when_its_value_is_in_a_table() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from labelhaul.emulator.synthetic import SyntheticSpec, build_row
 from labelhaul.records import UNPARSED_KINDS
 from labelhaul.rows import ParsedRow, parse_export_line
 from labelhaul.sync.report import summary_markdown
@@ -204,6 +205,19 @@ def test_the_multimodal_chat_sample_lands_its_message_scoped_radio() -> None:
     car = next(r for r in parsed.tables["classifications"] if r["answer_name"] == "Car")
     assert car["message_id"] == "clws2arr200073b6p7ehwkoh4"
     assert car["question_name"] == "Context subject"
+
+
+def test_a_synthetic_conversations_message_scoped_answers_all_land_as_rows() -> None:
+    # From #16 C's own walk: answered for messages 0, 2 and 4 of the conversation.
+    spec = SyntheticSpec.make(
+        n_rows=9, instances=2, seed=3, width=64, height=48, number=1, media=["conversational"]
+    )
+    export = build_row(spec, 0)
+    parsed = parse_export_line(orjson.dumps(export), 0, source_id=spec.project_id)
+    assert isinstance(parsed, ParsedRow) and parsed.errors == []
+    scoped = [r for r in parsed.tables["classifications"] if r.get("message_id")]
+    assert {r["message_id"] for r in scoped} == {"0", "2", "4"}
+    assert walk(export, parsed).unlanded == []
 
 
 def test_an_empty_unknown_key_has_nothing_to_lose() -> None:

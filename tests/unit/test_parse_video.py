@@ -10,13 +10,12 @@ import copy
 from typing import Any
 
 import orjson
-import pytest
 
 from labelhaul.emulator.exports import ExportParams, shape_row
 from labelhaul.emulator.media import video
 from labelhaul.emulator.synthetic import SyntheticSpec, build_row
 from labelhaul.masktypes import MaskResult
-from labelhaul.rows import KNOWN_ANNOTATION_KEYS, ParsedRow, parse_data_row
+from labelhaul.rows import ParsedRow, parse_data_row
 from labelhaul.tables import apply_mask_results
 
 
@@ -185,87 +184,6 @@ def test_the_sdk_test_export_of_a_video_box_lands() -> None:
         19: (True, 1),
     }
     assert rows[13]["bbox_left"] == 146.0
-
-
-def _leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
-    """Every leaf of a JSON value with its path; keys of id-keyed maps are leaves too."""
-    out: list[tuple[str, Any]] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out.append((f"{path}.{k}#key", k))
-            out.extend(_leaves(v, f"{path}.{k}"))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out.extend(_leaves(v, f"{path}[{i}]"))
-    else:
-        out.append((path, value))
-    return out
-
-
-def _landed_values(parsed: ParsedRow) -> set[str]:
-    """Every value in the parsed records and error records, JSON text unpacked."""
-    seen: set[str] = set()
-
-    def add(v: Any) -> None:
-        if isinstance(v, dict):
-            for k, x in v.items():
-                seen.add(str(k))
-                add(x)
-        elif isinstance(v, list):
-            for x in v:
-                add(x)
-        elif isinstance(v, str):
-            seen.add(v)
-            if v[:1] in "[{":
-                try:
-                    add(orjson.loads(v))
-                except orjson.JSONDecodeError:
-                    pass
-        elif v is not None:
-            seen.add(str(v))
-            if isinstance(v, float) and v.is_integer():
-                seen.add(str(int(v)))
-
-    for records in parsed.tables.values():
-        for rec in records:
-            add(rec)
-    for err in parsed.errors:
-        add(err.to_dict())
-    return seen
-
-
-def _is_data_key(spec: SyntheticSpec, key: str) -> bool:
-    """Keys that are data: feature ids (objects, segments, key frames), frames, planes."""
-    return (
-        spec.parse_id(key) is not None or key.isdigit() or key in ("Axial", "Sagittal", "Coronal")
-    )
-
-
-@pytest.mark.parametrize("media", ["video", "dicom"])
-def test_conformance_every_leaf_of_a_label_lands_somewhere(media: str) -> None:
-    """Each leaf of the label's annotations is in a row column or an error record."""
-    spec = _spec(media)
-    row = build_row(spec, 0)
-    ann = row["projects"][spec.project_id]["labels"][0]["annotations"]
-    assert set(ann) <= KNOWN_ANNOTATION_KEYS
-    parsed = _parse(row, spec)
-    landed = _landed_values(parsed)
-    # A DICOM plane with nothing on it (no frames, no classifications) holds no annotation.
-    empty_planes = {
-        plane
-        for plane, group in (ann.get("groups") or {}).items()
-        if not group["frames"] and not group["classifications"]
-    }
-    missing = []
-    for path, leaf in _leaves(ann):
-        if path.endswith("#key") and not _is_data_key(spec, leaf):
-            continue  # a field name, not data
-        if leaf in empty_planes:
-            continue
-        # Booleans land as keyframe (a column of the frame's row), as Python's str() of it.
-        if str(leaf) not in landed:
-            missing.append((path, leaf))
-    assert missing == [], missing
 
 
 def test_what_is_not_landed_is_an_error_record_with_its_path_and_raw_json() -> None:
