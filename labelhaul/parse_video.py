@@ -135,9 +135,7 @@ def parse_frame_annotations(p: FrameParser, annotations: Mapping[str, Any], ctx:
                 _orphans(p, ctx, _dict(entries), set(), f"{root}.segments.{plane}")
         _orphan_key_map(p, ctx, key_map, claimed, root)
         return
-    claimed = _parse_frames(
-        p, ctx, _dict(annotations.get("frames")), segments, key_map, None, root
-    )
+    claimed = _parse_frames(p, ctx, _dict(annotations.get("frames")), segments, key_map, None, root)
     del claimed
 
 
