@@ -59,6 +59,7 @@ _GROUP_KEYS = frozenset({"name", "classifications", "frames", "segments", "key_f
 class _Context(Protocol):
     label_id: str | None
     source: str
+    path: str  # JSON path of the label in the export line, e.g. projects.<id>.labels[0]
 
 
 class FrameParser(Protocol):
@@ -106,6 +107,8 @@ class FrameParser(Protocol):
 
 def parse_frame_annotations(p: FrameParser, annotations: Mapping[str, Any], ctx: _Context) -> None:
     """Land a label's `frames` (video) or `groups` (DICOM) and their segments and key frames."""
+    # Error records name the JSON path in the export line, as rows' own errors do.
+    root = f"{ctx.path}.annotations" if ctx.path else "annotations"
     groups = annotations.get("groups")
     segments = _dict(annotations.get("segments"))
     key_map = _dict(annotations.get("key_frame_feature_map"))
@@ -114,7 +117,7 @@ def parse_frame_annotations(p: FrameParser, annotations: Mapping[str, Any], ctx:
         for plane, group in groups.items():
             plane = str(plane)
             group = _dict(group)
-            where = f"annotations.groups.{plane}"
+            where = f"{root}.groups.{plane}"
             _unknown_keys(p, ctx, group, _GROUP_KEYS, where)
             plane_segments = _dict(group.get("segments")) or _dict(segments.get(plane))
             plane_keys = _dict(group.get("key_frame_feature_map"))
@@ -129,12 +132,10 @@ def parse_frame_annotations(p: FrameParser, annotations: Mapping[str, Any], ctx:
         # Top-level entries of planes that have no group.
         for plane, entries in segments.items():
             if str(plane) not in groups:
-                _orphans(p, ctx, _dict(entries), set(), f"annotations.segments.{plane}")
-        _orphan_key_map(p, ctx, key_map, claimed)
+                _orphans(p, ctx, _dict(entries), set(), f"{root}.segments.{plane}")
+        _orphan_key_map(p, ctx, key_map, claimed, root)
         return
-    claimed = _parse_frames(
-        p, ctx, _dict(annotations.get("frames")), segments, key_map, None, "annotations"
-    )
+    claimed = _parse_frames(p, ctx, _dict(annotations.get("frames")), segments, key_map, None, root)
     del claimed
 
 
@@ -199,7 +200,7 @@ def _parse_frames(
             _parse_ranged(p, ctx, q, start, end, plane)
     _orphans(p, ctx, segments, seen_features, f"{where}.segments")
     if plane is None:
-        _orphan_key_map(p, ctx, key_map, seen_features)
+        _orphan_key_map(p, ctx, key_map, seen_features, where)
     return seen_features
 
 
@@ -294,9 +295,9 @@ def _orphans(
 
 
 def _orphan_key_map(
-    p: FrameParser, ctx: _Context, key_map: dict[str, Any], known: set[str]
+    p: FrameParser, ctx: _Context, key_map: dict[str, Any], known: set[str], root: str
 ) -> None:
-    _orphans(p, ctx, key_map, known, "annotations.key_frame_feature_map")
+    _orphans(p, ctx, key_map, known, f"{root}.key_frame_feature_map")
 
 
 def _unknown_keys(

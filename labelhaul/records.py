@@ -20,6 +20,10 @@ UNPARSED_KINDS: frozenset[str] = frozenset(
         "unknown_answer_shape",
         "unknown_answer_key",
         "unmatched_segments",
+        # Video and DICOM (labelhaul.parse_video): kept raw in the error record, not rows.
+        "bad_frame_number",
+        "frame_entry_without_annotation",
+        "unsupported_frame_relationship",
     }
 )
 

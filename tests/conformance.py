@@ -13,8 +13,15 @@ ones that landed nowhere. A leaf lands in one of two ways, and neither can happe
   record (its `extra.path` is the node's JSON path and its `extra.raw` equals the node), or
   in a row's `raw_json` column (a row of the node's own feature, equal to the node).
 
-A media kind's parser adds rules for its keys (`RULES.extend(...)`); leaves no rule maps
-and no raw JSON keeps are reported with their JSON path.
+Video and DICOM leaves carry context: a leaf under `frames.<n>` (and `groups.<plane>`)
+lands only in a row of that frame (a classification row whose `frame_start..frame_end`
+holds it) and plane; a key frame flag only in `keyframe` of that frame's row; a segment
+bound only as the `frame` of a row with that `segment_index`. Some rules map a value the
+parser converts (`expect`: document pages numbered from 0, a message tool's `format`) or
+read a JSON text column at the leaf's sub-path (`json_under`: geospatial `geojson`).
+
+Every kind in `MEDIA_KINDS` has its rules here; leaves no rule maps and no raw JSON keeps
+are reported with their JSON path.
 """
 
 from __future__ import annotations
@@ -50,13 +57,73 @@ class Rule:
     table: str
     column: str
     id_columns: tuple[str, ...]
+    # A further condition on the row (which token group, which message, which segment).
+    check: Callable[[Leaf, dict[str, Any]], bool] | None = None
+    # The value the column holds for the leaf, when the parser maps it (page offsets, ...).
+    expect: Callable[[Leaf], Any] | None = None
+    # The column is JSON text holding the node under this key: the leaf is at its sub-path.
+    json_under: str | None = None
 
     def matches(self, norm: str) -> bool:
         return re.fullmatch(self.pattern, norm) is not None
 
 
-def _rules_for(prefix: str, table: str, ids: tuple[str, ...], cols: dict[str, str]) -> list[Rule]:
-    return [Rule(re.escape(f"{prefix}.{k}"), table, c, ids) for k, c in cols.items()]
+def _rules_for(
+    prefix: str,
+    table: str,
+    ids: tuple[str, ...],
+    cols: dict[str, str],
+    check: Callable[[Leaf, dict[str, Any]], bool] | None = None,
+) -> list[Rule]:
+    return [Rule(re.escape(f"{prefix}.{k}"), table, c, ids, check) for k, c in cols.items()]
+
+
+def _node_at(leaf: Leaf, suffix: str) -> dict[str, Any]:
+    """The nearest ancestor of `leaf` whose JSON path ends with `suffix` + an index."""
+    for path, node in reversed(leaf.ancestors):
+        if re.search(rf"\.{suffix}\[\d+\]$", path) and isinstance(node, dict):
+            return node
+    return {}
+
+
+def _same_token_group(leaf: Leaf, row: dict[str, Any]) -> bool:
+    gid = _node_at(leaf, "groups").get("id")
+    return row.get("token_group_id") == (None if gid is None else str(gid))
+
+
+def _same_message(leaf: Leaf, row: dict[str, Any]) -> bool:
+    msg = _node_at(leaf, "selected_messages") or _node_at(leaf, "ranked_messages")
+    return row.get("message_id") == str(msg.get("message_id"))
+
+
+def _in_segment(leaf: Leaf, row: dict[str, Any]) -> bool:
+    """The row is on a frame of the leaf's segment (`segments.<feature>[i][0|1]`)."""
+    i = re.search(r"\[(\d+)\]\[[01]\]$", leaf.path)
+    return i is not None and row.get("segment_index") == int(i.group(1))
+
+
+def _page_offset(annotations: Any) -> int:
+    """1 when a document label numbers a page from 0 (parse_text shifts its pages to 1-based)."""
+    pages: list[Any] = []
+    for obj in (annotations or {}).get("objects") or ():
+        if isinstance(obj, dict):
+            pages.append(obj.get("page_number"))
+            loc = obj.get("location")
+            for group in (loc.get("groups") or ()) if isinstance(loc, dict) else ():
+                pages.append(group.get("page_number") if isinstance(group, dict) else None)
+    return int(any(p == 0 and not isinstance(p, bool) for p in pages))
+
+
+def _page(leaf: Leaf) -> Any:
+    return leaf.value + _page_offset(leaf.ancestors[0][1])
+
+
+# A message tool's `format` restates its annotation kind (labelhaul.parse_chat).
+_KIND_OF_FORMAT = {
+    "message-single-selection": "MessageSingleSelection",
+    "message-multi-selection": "MessageMultiSelection",
+    "message-ranking": "MessageRanking",
+}
 
 
 _OBJ = ("feature_id",)
@@ -145,6 +212,81 @@ RULES: list[Rule] = [
     Rule(r"SEGMENTS\[\]\[1\]", "classifications", "time_end_ms", _Q),
     Rule(r"SEGMENTS\[\]\.start", "classifications", "time_start_ms", _Q),
     Rule(r"SEGMENTS\[\]\.end", "classifications", "time_end_ms", _Q),
+    # Video and DICOM (labelhaul.parse_video): objects of `frames.<n>.objects.<feature id>`
+    # and frame classifications use the rules above, checked against the row of that frame
+    # (and plane); a segment's bounds are frames of rows with that `segment_index`; the key
+    # frame map is each frame's `keyframe`; a group's `name` restates its plane key.
+    Rule(r"SEGMENTS\[\]\[[01]\]", "annotations", "frame", _OBJ, _in_segment),
+    # A frame classification's range is one row (a run of frames with the same answer).
+    Rule(r"SEGMENTS\[\]\[0\]", "classifications", "frame_start", _Q),
+    Rule(r"SEGMENTS\[\]\[1\]", "classifications", "frame_end", _Q),
+    Rule(r"KEYFRAME", "annotations", "keyframe", _OBJ),
+    # Text, documents, conversations (labelhaul.parse_text).
+    *_rules_for(
+        "OBJECT.location",
+        "annotations",
+        _OBJ,
+        {"start": "text_start", "end": "text_end", "token": "text"},
+    ),
+    *_rules_for(
+        "OBJECT.conversational_location",
+        "annotations",
+        _OBJ,
+        {"message_id": "message_id", "location.start": "text_start", "location.end": "text_end"},
+    ),
+    *_rules_for(
+        "OBJECT.page_dimensions",
+        "annotations",
+        _OBJ,
+        {"width": "page_width", "height": "page_height"},
+    ),
+    Rule(re.escape("OBJECT.page_number"), "annotations", "page_number", _OBJ, expect=_page),
+    *_rules_for(
+        "OBJECT.location.groups[]",
+        "annotations",
+        _OBJ,
+        {"id": "token_group_id", "tokens[]": "token_ids", "text": "text"},
+        _same_token_group,
+    ),
+    Rule(
+        re.escape("OBJECT.location.groups[].page_number"),
+        "annotations",
+        "page_number",
+        _OBJ,
+        _same_token_group,
+        expect=_page,
+    ),
+    # Message tools (labelhaul.parse_chat): a row per selected or ranked message.
+    Rule(
+        re.escape("OBJECT.message_evaluation_task.format"),
+        "annotations",
+        "annotation_kind",
+        _OBJ,
+        expect=lambda leaf: _KIND_OF_FORMAT.get(leaf.value),
+    ),
+    *_rules_for(
+        "OBJECT.message_evaluation_task.data",
+        "annotations",
+        _OBJ,
+        {
+            "message_id": "message_id",
+            "model_config_name": "model_config_name",
+            "parent_message_id": "parent_message_id",
+        },
+    ),
+    *[
+        r
+        for key in ("selected_messages[]", "ranked_messages[]")
+        for r in _rules_for(
+            f"OBJECT.message_evaluation_task.data.{key}",
+            "annotations",
+            _OBJ,
+            {"message_id": "message_id", "model_config_name": "model_config_name", "order": "rank"},
+            _same_message,
+        )
+    ],
+    # Geospatial (labelhaul.parse_geo): the GeoJSON lands whole as `geometry_geojson`.
+    Rule(r"OBJECT\.geojson\..+", "annotations", "geometry_geojson", _OBJ, json_under="geojson"),
 ]
 
 _LABEL = re.compile(
@@ -152,17 +294,46 @@ _LABEL = re.compile(
     r"\.annotations\."
 )
 _CLS = re.compile(r"(timestamp(\.classifications)?|classifications)\[\d+\]")
+PLANES = ("Axial", "Sagittal", "Coronal")
+_GROUP = re.compile(r"^groups\.([^.\[]+)\.")
+_FRAME = re.compile(r"^frames\.(\d+)\.")
+_FRAME_OBJECT = re.compile(r"^objects\.[^.\[]+")  # frames' objects are keyed by feature id
+_PLANE_IN = re.compile(r"(?:^|\.)(?:groups|segments|key_frame_feature_map\.[^.\[]+)\.([^.\[]+)")
+
+
+def frame_context(path: str) -> tuple[int | None, str | None]:
+    """Return the (frame, plane) a leaf's path puts it on: `frames.<n>`, `groups.<plane>`,
+    `segments.<plane>`, `key_frame_feature_map.<feature>[.<plane>].<n>`."""
+    rest = _LABEL.sub("", path)
+    plane_match = _PLANE_IN.search(rest)
+    plane = plane_match.group(1) if plane_match else None
+    plane = plane if plane in PLANES else None
+    frame_match = re.search(r"(?:^|\.)frames\.(\d+)\.", rest)
+    frame = int(frame_match.group(1)) if frame_match else None
+    if rest.startswith("key_frame_feature_map.") or ".key_frame_feature_map." in rest:
+        last = rest.rsplit(".", 1)[-1]
+        frame = int(last) if last.isdigit() else None
+    return frame, plane
 
 
 def normalise(path: str) -> str:
-    """Return a leaf's path as rules see it: `OBJECT.…`, `REL.…`, `CLS.…`, `SEGMENTS…`."""
+    """Return a leaf's path as rules see it: `OBJECT.…`, `REL.…`, `CLS.…`, `SEGMENTS…`,
+    `KEYFRAME`, `GROUP.…` (a frame's or plane's prefix is context, see `frame_context`)."""
     rest = _LABEL.sub("", path)
+    group = _GROUP.match(rest)
+    if group:
+        rest = rest[group.end() :]
+        if "." not in rest and "[" not in rest:
+            return f"GROUP.{rest}"
+    if rest.startswith("key_frame_feature_map."):
+        return "KEYFRAME"
     if rest.startswith("segments."):
-        # segments.<feature id>[i][j]: the feature id is the leaf's owner, not part of the key;
-        # the last index says start (0) or end (1).
+        # segments.[<plane>.]<feature id>[i][j]: the feature id is the leaf's owner, not part
+        # of the key; the last index says start (0) or end (1).
         tail = rest[len("segments.") :]
         tail = tail[tail.find("[") :] if "[" in tail else ""
         return "SEGMENTS" + re.sub(r"\[\d+\]", "[]", tail, count=1)
+    rest = _FRAME_OBJECT.sub("objects[0]", _FRAME.sub("", rest, count=1), count=1)
     matches = list(_CLS.finditer(rest))
     if matches:
         rest = "CLS" + rest[matches[-1].end() :]
@@ -194,7 +365,12 @@ def _walk(
     ancestors = (*ancestors, (path, node))
     if isinstance(node, dict | list):
         for key, child_path, child in _children(node, path):
-            child_owner = key if parent_key in MAPS_BY_FEATURE and isinstance(node, dict) else owner
+            by_feature = parent_key in MAPS_BY_FEATURE and isinstance(node, dict)
+            if by_feature and key in PLANES:
+                # segments.<plane>.<feature id> (DICOM): the map is by feature one level down.
+                yield from _walk(child, child_path, owner, ancestors, parent_key)
+                continue
+            child_owner = key if by_feature else owner
             yield from _walk(child, child_path, child_owner, ancestors, key or None)
         return
     yield Leaf(path, normalise(path), node, owner, ancestors)
@@ -282,6 +458,9 @@ def walk(
             report.kept_raw += 1
             continue
         norm = normaliser(leaf.path)
+        if norm == "GROUP.name" and leaf.value == frame_context(leaf.path)[1]:
+            report.by_rule += 1  # a DICOM group's name restates its plane key
+            continue
         matching = [r for r in rules if r.matches(norm)]
         if not matching:
             report.unlanded.append(f"{leaf.path}={leaf.value!r}: no rule for {norm!r}")
@@ -297,14 +476,53 @@ def walk(
 
 
 def _lands(leaf: Leaf, rule: Rule, parsed: ParsedRow) -> bool:
-    """Whether a row of the leaf's owner holds its value in the rule's column."""
+    """Whether a row of the leaf's owner (on its frame and plane) holds its value in the
+    rule's column."""
     if leaf.owner is None:
         return False
+    frame, plane = frame_context(leaf.path)
+    expected = rule.expect(leaf) if rule.expect else leaf.value
     for row in parsed.tables.get(rule.table, []):
-        if any(row.get(c) == leaf.owner for c in rule.id_columns):
-            if any(_same(v, leaf.value) for v in _column_values(row, rule.column)):
-                return True
+        if not any(row.get(c) == leaf.owner for c in rule.id_columns):
+            continue
+        if not _on_frame(row, frame, plane) or (rule.check and not rule.check(leaf, row)):
+            continue
+        if rule.json_under is not None:
+            values = [_json_at(row.get(rule.column), leaf.path, rule.json_under)]
+        else:
+            values = _column_values(row, rule.column)
+        if any(_same(v, expected) for v in values):
+            return True
     return False
+
+
+def _on_frame(row: dict[str, Any], frame: int | None, plane: str | None) -> bool:
+    """Whether a row is on the frame and plane a leaf's path names (None: any)."""
+    if plane is not None and row.get("plane") != plane:
+        return False
+    if frame is None:
+        return True
+    if "frame_start" in row and "frame" not in row:
+        start, end = row.get("frame_start"), row.get("frame_end")
+        return start is not None and end is not None and start <= frame <= end
+    return bool(row.get("frame") == frame)
+
+
+_MISSING = object()
+
+
+def _json_at(text: Any, path: str, under: str) -> Any:
+    """The value at a leaf's sub-path (after `.<under>`) inside a JSON text column."""
+    if not isinstance(text, str):
+        return _MISSING
+    node: Any = orjson.loads(text)
+    sub = path[path.rindex(f".{under}") + len(under) + 1 :]
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", sub):
+        try:
+            node = node[key] if key else node[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return node
 
 
 def _kept_raw(leaf: Leaf, raw_at: dict[str, set[str]], raw_rows: dict[str, set[str]]) -> bool:

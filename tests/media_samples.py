@@ -33,6 +33,7 @@ MEDIA_ATTRIBUTES: dict[str, dict[str, Any]] = {
     "conversational": {"mime_type": "application/vnd.labelbox.conversational"},
     "llm": {"mime_type": "application/vnd.labelbox.conversational"},
     "mmc": {"mime_type": "application/vnd.labelbox.conversational.model-chat-evaluation"},
+    "geospatial": {"mime_type": "application/vnd.labelbox.tiled-imagery"},
 }
 
 
@@ -199,3 +200,67 @@ def format_samples() -> dict[str, dict[str, Any]]:
         {"frames": {"7": {"objects": {video_mask["feature_id"]: video_mask}}}}, "video"
     )
     return out
+
+
+def document_tokens_row() -> dict[str, Any]:
+    """Labelbox's documented DocumentBoundingBox (page 0) beside the SDK's DocumentEntityToken
+    (page 1) with a second token group added (an entity over a page break, page 2): a label
+    numbering pages from 0, whose pages all shift to 1-based."""
+    box = {
+        "feature_id": "cldnzepf100063b6jywag3r0e",
+        "name": "bbox_document",
+        "annotation_kind": "DocumentBoundingBox",
+        "classifications": [],
+        "page_number": 0,
+        "bounding_box": {"top": 145.469, "left": 5.388, "height": 107.755, "width": 39.869},
+    }
+    tokens = {
+        "feature_id": "cldnzepf100073b6jywag3r0f",
+        "name": "named-entity",
+        "value": "named_entity",
+        "annotation_kind": "DocumentEntityToken",
+        "classifications": [],
+        "location": {
+            "groups": [
+                {
+                    "id": "2f4336f4-a07e-4e0a-a9e1-5629b03b719b",
+                    "page_number": 1,
+                    "tokens": [
+                        "3f984bf3-1d61-44f5-b59a-9658a2e3440f",
+                        "3bf00b56-ff12-4e52-8cc1-08dbddb3c3b8",
+                    ],
+                    "text": "Metal-insulator (MI) transitions have been one of the",
+                },
+                {
+                    "id": "9a1c3e9e-4f0b-4a57-8d7e-0b8f2a6c1d21",
+                    "page_number": 2,
+                    "tokens": ["5e0c2b7a-7d43-4c38-9a61-2f5e8b9d0c14"],
+                    "text": "fundamental topics",
+                },
+            ]
+        },
+    }
+    return wrap({"objects": [box, tokens]}, "document")
+
+
+def geo_box_row() -> dict[str, Any]:
+    """Labelbox's documented GeoBoundingBox: GeoJSON in [longitude, latitude]."""
+    box = {
+        "feature_id": "cldnfc61v028y13yd41qozic7",
+        "name": "bbox_geo",
+        "annotation_kind": "GeoBoundingBox",
+        "classifications": [],
+        "geojson": {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [-58.64355672718979, -34.47613968717428],
+                    [-58.64355672718979, -34.44613181682816],
+                    [-58.58743082163835, -34.44613181682816],
+                    [-58.58743082163835, -34.47613968717428],
+                    [-58.64355672718979, -34.47613968717428],
+                ]
+            ],
+        },
+    }
+    return wrap({"objects": [box]}, "geospatial")

@@ -1,4 +1,4 @@
-"""Audio, HTML and not-yet-parsed media kinds through the real sync flow (Prefect's engine).
+"""Audio, HTML, video and DICOM through the real sync flow (Prefect's engine).
 
 The labelbox SDK talks to the emulator over HTTP; the store is a local directory or moto's
 S3 server.
@@ -93,7 +93,7 @@ def test_audio_and_html_round_trip_and_an_edit_lands_incrementally(
         assert len(cls) == len(ds.table("classifications", version="v000001"))
 
 
-def test_video_and_dicom_labels_are_reported_not_dropped(
+def test_video_and_dicom_labels_land_and_unknown_keys_are_reported_not_dropped(
     lb_env: EmulatorServer,
     object_store_uri: str,
     moto_server: str,
@@ -111,13 +111,19 @@ def test_video_and_dicom_labels_are_reported_not_dropped(
     export = [media.video_row(), media.dicom_row()]
     for row in export:
         row["projects"] = {pid: row["projects"][media.PROJECT_ID]}
+    # The issue's examples land as rows (#16 B); what no parser knows stays an error record:
+    # a made-up key beside the video's frames, and one inside a DICOM frame.
+    video_ann = export[0]["projects"][pid]["labels"][0]["annotations"]
+    video_ann["point_clouds"] = {media.BOX_ID: [{"x": 1.0, "y": 2.0, "z": 3.0}]}
+    dicom_ann = export[1]["projects"][pid]["labels"][0]["annotations"]
+    dicom_ann["groups"]["Axial"]["frames"]["3"]["hotspots"] = [{"x": 4.0}]
     export_file = tmp_path / "media.ndjson"
     export_file.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in export))
     assert lb_env.load_project(export_file) == pid
     result = _sync(pid, object_store_uri)
 
     # The run is not a plain "completed": it counts what did not become rows.
-    assert result["errors_by_kind"] == {"unknown_annotation_key": 4}
+    assert result["errors_by_kind"] == {"unknown_annotation_key": 2}
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(
@@ -125,23 +131,28 @@ def test_video_and_dicom_labels_are_reported_not_dropped(
             )
         )
     summary = "\n".join(str(a.data) for a in found if a.type == "markdown")
-    assert "# 4 problems" in summary and "**Not turned into rows: 4**" in summary
+    assert "# 2 problems" in summary and "**Not turned into rows: 2**" in summary
     with open_dataset(object_store_uri, pid, **opts) as ds:
         assert len(ds.table("labels")) == 2
-        assert len(ds.table("annotations")) == 0
+        ann = ds.table("annotations")
         entry = ds.file_entry("errors", "run_errors")
         data = gzip.decompress(ds.local_file(entry).read_bytes())
+    box = ann[ann["feature_id"] == media.BOX_ID].sort_values("frame")
+    assert box["frame"].tolist() == [1, 5, 9] and box["keyframe"].tolist() == [True] * 3
+    assert box["bbox_top"].tolist() == [11.0, 15.0, 19.0]
+    line = ann[ann["feature_id"] == media.LINE_ID]
+    assert line[["plane", "frame"]].values.tolist() == [["Axial", 3]]
+    assert len(ann) == 4
     errors = [json.loads(line) for line in data.splitlines() if line.strip()]
     by_path = {e["extra"]["path"]: e for e in errors}
-    frames = by_path[f"projects.{pid}.labels[0].annotations.frames"]
-    assert frames["feature_id"] == media.BOX_ID
-    assert frames["data_row_id"] == export[0]["data_row"]["id"]
-    raw = json.loads(frames["extra"]["raw"])
-    assert raw["5"]["objects"][media.BOX_ID]["bounding_box"]["top"] == 15.0
-    groups = by_path[f"projects.{pid}.labels[0].annotations.groups"]
-    assert groups["feature_id"] == media.LINE_ID
+    clouds = by_path[f"projects.{pid}.labels[0].annotations.point_clouds"]
+    assert clouds["data_row_id"] == export[0]["data_row"]["id"]
+    assert json.loads(clouds["extra"]["raw"]) == video_ann["point_clouds"]
+    hotspots = by_path[f"projects.{pid}.labels[0].annotations.groups.Axial.frames.3.hotspots"]
+    assert hotspots["data_row_id"] == export[1]["data_row"]["id"]
+    assert json.loads(hotspots["extra"]["raw"]) == [{"x": 4.0}]
     objects = open_object_store(object_store_uri, **opts)
     card = objects.get(f"{pid}/versions/{result['version_id']}/README.md")
     assert card is not None
     text = card.decode()
-    assert "## Not turned into rows" in text and "| unknown_annotation_key | 4 |" in text
+    assert "## Not turned into rows" in text and "| unknown_annotation_key | 2 |" in text

@@ -2,7 +2,8 @@
 
 Before #16 a video label's `annotations.frames` (and a DICOM label's `groups`) landed as a
 labels row with 0 annotations and 0 error records; message-scoped conversational answers gave
-a misleading "has no radio/checklist/text answer" warning and no row.
+a misleading "has no radio/checklist/text answer" warning and no row. Now video and DICOM
+frames are rows (labelhaul.parse_video); what no parser knows is an error record.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from labelhaul.emulator.synthetic import SyntheticSpec, build_row
 from labelhaul.records import UNPARSED_KINDS
 from labelhaul.rows import ParsedRow, parse_export_line
 from labelhaul.sync.report import summary_markdown
@@ -31,40 +33,64 @@ def _by_path(parsed: ParsedRow) -> dict[str, Any]:
     return {e.extra.get("path"): e for e in parsed.errors}
 
 
-def test_video_frames_segments_and_key_frames_are_error_records_with_raw_json() -> None:
+def _annotations(export: dict[str, Any]) -> dict[str, Any]:
+    annotations: dict[str, Any] = export["projects"][media.PROJECT_ID]["labels"][0]["annotations"]
+    return annotations
+
+
+def test_the_issues_video_and_dicom_examples_land_as_rows_with_no_errors() -> None:
+    video = media.video_row()
+    parsed = _parse(video)
+    assert parsed.errors == []
+    boxes = [r for r in parsed.tables["annotations"] if r["feature_id"] == media.BOX_ID]
+    assert sorted((r["frame"], r["keyframe"]) for r in boxes) == [(1, True), (5, True), (9, True)]
+    report = walk(video, parsed)
+    assert report.unlanded == [] and report.kept_raw == 0 and report.by_rule > 30
+    dicom = media.dicom_row()
+    parsed = _parse(dicom)
+    assert parsed.errors == []
+    [line] = [r for r in parsed.tables["annotations"] if r["feature_id"] == media.LINE_ID]
+    assert (line["annotation_kind"], line["plane"], line["frame"]) == ("DICOMPolyline", "Axial", 3)
+    report = walk(dicom, parsed)
+    assert report.unlanded == [] and report.kept_raw == 0
+
+
+def test_a_made_up_annotations_key_is_an_error_record_with_its_path_and_raw_json() -> None:
     export = media.video_row()
-    parsed = _parse(export)
-    assert len(parsed.tables["labels"]) == 1
-    errors = _by_path(parsed)
-    annotations = export["projects"][media.PROJECT_ID]["labels"][0]["annotations"]
-    for key in ("frames", "segments", "key_frame_feature_map"):
-        err = errors[f"{LABEL_PATH}.annotations.{key}"]
-        assert err.kind == "unknown_annotation_key"
-        assert err.stage == "parse"
-        assert err.data_row_id == export["data_row"]["id"]
-        assert err.label_id == export["projects"][media.PROJECT_ID]["labels"][0]["id"]
-        assert err.feature_id == media.BOX_ID  # the one tracked box
-        assert orjson.loads(err.extra["raw"]) == annotations[key]
-    frames = errors[f"{LABEL_PATH}.annotations.frames"]
-    # The nested answers' ids are named too, so a user can find them.
-    assert {"cvideoq000000000000000001", "cvideoa000000000000000001"} <= set(
-        frames.extra["feature_ids"]
-    )
-    # Every leaf of the label is either in a row or inside raw JSON an error keeps.
-    assert walk(export, parsed).unlanded == []
-
-
-def test_dicom_polyline_is_an_error_record_naming_its_feature() -> None:
-    export = media.dicom_row()
+    clouds = {media.BOX_ID: [{"x": 1.5, "y": 2.5, "z": 3.5}]}
+    _annotations(export)["point_clouds"] = clouds
     parsed = _parse(export)
     [err] = parsed.errors
-    assert err.kind == "unknown_annotation_key"
-    assert err.extra["path"] == f"{LABEL_PATH}.annotations.groups"
-    assert err.feature_id == media.LINE_ID
-    raw = orjson.loads(err.extra["raw"])
-    assert raw["Axial"]["frames"]["3"]["objects"][media.LINE_ID]["annotation_kind"] == (
-        "DICOMPolyline"
+    assert err.kind == "unknown_annotation_key" and err.stage == "parse"
+    assert err.extra["path"] == f"{LABEL_PATH}.annotations.point_clouds"
+    assert err.data_row_id == export["data_row"]["id"]
+    assert err.label_id == export["projects"][media.PROJECT_ID]["labels"][0]["id"]
+    assert orjson.loads(err.extra["raw"]) == clouds
+    assert walk(export, parsed).unlanded == []
+    parsed.errors.clear()  # without the error record the cloud's leaves land nowhere
+    assert len(walk(export, parsed).unlanded) == 3
+
+
+def test_an_unknown_kind_and_an_unknown_key_inside_a_frame_are_error_records() -> None:
+    export = media.video_row()
+    frame = _annotations(export)["frames"]["5"]
+    cuboid = {"feature_id": "ccuboid", "name": "c", "annotation_kind": "VideoCuboid", "dims": [2]}
+    frame["objects"]["ccuboid"] = cuboid
+    frame["hotspots"] = [{"x": 7}]
+    parsed = _parse(export)
+    errors = _by_path(parsed)
+    at = f"{LABEL_PATH}.annotations.frames.5"
+    kind = errors[f"{at}.objects.ccuboid"]
+    assert (kind.kind, kind.feature_id, kind.extra["frame"]) == (
+        "unknown_annotation_kind",
+        "ccuboid",
+        5,
     )
+    [row] = [r for r in parsed.tables["annotations"] if r["feature_id"] == "ccuboid"]
+    assert row["valid"] is False and orjson.loads(row["raw_json"]) == cuboid
+    key = errors[f"{at}.hotspots"]
+    assert key.kind == "unknown_annotation_key" and orjson.loads(key.extra["raw"]) == [{"x": 7}]
+    # The walker finds the frame's errors at their JSON paths in the export line.
     assert walk(export, parsed).unlanded == []
 
 
@@ -181,6 +207,19 @@ def test_the_multimodal_chat_sample_lands_its_message_scoped_radio() -> None:
     assert car["question_name"] == "Context subject"
 
 
+def test_a_synthetic_conversations_message_scoped_answers_all_land_as_rows() -> None:
+    # From #16 C's own walk: answered for messages 0, 2 and 4 of the conversation.
+    spec = SyntheticSpec.make(
+        n_rows=9, instances=2, seed=3, width=64, height=48, number=1, media=["conversational"]
+    )
+    export = build_row(spec, 0)
+    parsed = parse_export_line(orjson.dumps(export), 0, source_id=spec.project_id)
+    assert isinstance(parsed, ParsedRow) and parsed.errors == []
+    scoped = [r for r in parsed.tables["classifications"] if r.get("message_id")]
+    assert {r["message_id"] for r in scoped} == {"0", "2", "4"}
+    assert walk(export, parsed).unlanded == []
+
+
 def test_an_empty_unknown_key_has_nothing_to_lose() -> None:
     parsed = _parse(media.wrap({"frames": {}, "segments": {}}, "video"))
     assert parsed.errors == []
@@ -219,11 +258,23 @@ def test_summary_artifact_counts_what_did_not_become_rows() -> None:
 
 
 def test_unparsed_kinds_are_the_ones_the_parser_emits() -> None:
+    video = media.video_row()
+    annotations = _annotations(video)
+    annotations["frames"]["x9"] = {"objects": {}}  # not a frame number
+    annotations["segments"]["cghost"] = [[1, 2]]  # names no object on any frame
+    annotations["frames"]["5"]["objects"]["ccuboid"] = {"feature_id": "ccuboid", "name": "c"}
+    annotations["point_clouds"] = [{"x": 1}]
     kinds = set()
-    for export in (media.video_row(), *media.format_samples().values()):
+    for export in (video, *media.format_samples().values()):
         kinds |= {e.kind for e in _parse(export).errors}
+    # Each is input that did not become rows: the card and summary count it.
     assert kinds <= UNPARSED_KINDS
-    assert {"unknown_annotation_key", "unknown_annotation_kind"} <= kinds
+    assert {
+        "unknown_annotation_key",
+        "unknown_annotation_kind",
+        "bad_frame_number",
+        "frame_entry_without_annotation",
+    } <= kinds
 
 
 def test_classifications_on_the_question_itself_land_nested_and_custom_metrics_are_kept() -> None:

@@ -10,6 +10,7 @@ import pytest
 from labelhaul.emulator.media import audio as audio_media
 from labelhaul.emulator.synthetic import SyntheticSpec, build_row
 from labelhaul.parse_audio import time_range
+from labelhaul.records import UNPARSED_KINDS
 from labelhaul.rows import ParsedRow, parse_export_line
 from tests import media_samples as media
 
@@ -125,10 +126,16 @@ def test_bad_temporal_input_is_an_error_with_its_path_and_raw_json(
     assert found[0].extra["raw"]
 
 
-def test_segments_on_a_non_audio_row_stay_an_unknown_key() -> None:
-    # Video segments are another parser's (#16 part B): until then they are errors here.
-    parsed = _parse(media.wrap({"segments": {"cbox": [[1, 9]]}}, "video"))
-    assert [e.kind for e in parsed.errors] == ["unknown_annotation_key"]
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_segments_on_a_non_audio_row_are_frame_segments_naming_no_object(kind: str) -> None:
+    # Outside audio, `segments` are frame ranges (labelhaul.parse_video reads them by key, as
+    # an export may lack media_attributes): ranges of a feature on no frame are kept raw.
+    parsed = _parse(media.wrap({"segments": {"cbox": [[1, 9]]}}, kind))
+    [err] = parsed.errors
+    assert (err.kind, err.feature_id) == ("frame_entry_without_annotation", "cbox")
+    assert err.extra["path"] == f"projects.{media.PROJECT_ID}.labels[0].annotations.segments.cbox"
+    assert orjson.loads(err.extra["raw"]) == [[1, 9]]
+    assert err.kind in UNPARSED_KINDS  # counted in the card and the summary
 
 
 def test_time_range_reads_both_shapes() -> None:

@@ -45,14 +45,15 @@ def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]
         segments[plane] = segs
         for fid, by_frame in keys.items():
             key_map.setdefault(fid, {p: {} for p in PLANES})[plane] = by_frame
-    label = base["projects"][spec.project_id]["labels"][0]
-    global_cls = label["annotations"]["classifications"]
-    label["annotations"] = {
-        "groups": groups,
-        "segments": segments,
-        "classifications": global_cls,
-        "key_frame_feature_map": key_map,
-    }
+    # A legacy project's unlabelled rows have no label to fill.
+    for label in base["projects"][spec.project_id]["labels"]:
+        global_cls = label["annotations"]["classifications"]
+        label["annotations"] = {
+            "groups": groups,
+            "segments": segments,
+            "classifications": global_cls,
+            "key_frame_feature_map": key_map,
+        }
     base["data_row"]["row_data"] = base["data_row"]["row_data"].replace(".png", ".dcm")
     base["media_attributes"] = {
         "width": spec.width,

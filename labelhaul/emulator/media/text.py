@@ -91,8 +91,15 @@ def relationship(spec: SyntheticSpec, row: int, kind: str, src: str, tgt: str) -
 
 
 def label_annotations(base: dict[str, Any], spec: SyntheticSpec) -> dict[str, Any]:
-    """Return the annotations dict of `base`'s one label (the image row's)."""
-    annotations: dict[str, Any] = base["projects"][spec.project_id]["labels"][0]["annotations"]
+    """Return the annotations dict of `base`'s one label (the image row's).
+
+    A legacy project's unlabelled row has none: a dict no label holds is returned, so the
+    row stays unlabelled.
+    """
+    labels = base["projects"][spec.project_id]["labels"]
+    if not labels:
+        return {"objects": [], "classifications": [], "relationships": []}
+    annotations: dict[str, Any] = labels[0]["annotations"]
     return annotations
 
 

@@ -211,15 +211,16 @@ def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]
                 frames.setdefault(str(f), {"objects": {}, "classifications": []})
                 frames[str(f)]["classifications"].append(q)
     ordered = {k: frames[k] for k in sorted(frames, key=int)}
-    label = base["projects"][spec.project_id]["labels"][0]
-    global_cls = label["annotations"]["classifications"]
-    label["label_kind"] = "Video"
-    label["annotations"] = {
-        "frames": ordered,
-        "segments": segments,
-        "key_frame_feature_map": key_map,
-        "classifications": global_cls,
-    }
+    # A legacy project's unlabelled rows have no label to fill.
+    for label in base["projects"][spec.project_id]["labels"]:
+        global_cls = label["annotations"]["classifications"]
+        label["label_kind"] = "Video"
+        label["annotations"] = {
+            "frames": ordered,
+            "segments": segments,
+            "key_frame_feature_map": key_map,
+            "classifications": global_cls,
+        }
     base["data_row"]["row_data"] = base["data_row"]["row_data"].replace(".png", ".mp4")
     base["media_attributes"] = {
         "width": spec.width,
