@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from labelhaul.errors import ConfigError, StoreError
-from labelhaul.keys import parse_version
+from labelhaul.keys import parse_version, sql_key
 from labelhaul.manifest import FileEntry, Manifest
-from labelhaul.sqlviews import sql_key
 from labelhaul.storage import TEMP_MAX_AGE_S, ObjectInfo
 from labelhaul.store import LATEST, DatasetStore, FileMissingError
 from labelhaul.timestamps import parse_timestamp

@@ -167,3 +167,15 @@ def mask_dir_names(rows: Iterable[tuple[str, str | None]]) -> dict[str, str]:
             used.add(name)
             out[drid] = name
     return out
+
+
+# A version's `tables.sql` (labelhaul.sqlviews). Here, not in sqlviews, so the store (and the
+# mask stage's workers, which import it) need not import pyarrow.
+SQL_ROLE = "sql"
+SQL_NAME = "tables"
+SQL_FILE = "tables.sql"
+
+
+def sql_key(version_id: str) -> str:
+    """Return the key (from the dataset root) of a version's `tables.sql`."""
+    return f"versions/{version_id}/{SQL_FILE}"

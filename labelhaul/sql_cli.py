@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from labelhaul.errors import ConfigError
-from labelhaul.sqlviews import SQL_NAME, SQL_ROLE, quote_literal
+from labelhaul.keys import SQL_NAME, SQL_ROLE
+from labelhaul.sqlviews import quote_literal
 
 INSTALL_SQL = "pip install 'labelhaul[sql]'"
 

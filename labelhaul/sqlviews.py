@@ -40,15 +40,6 @@ import pyarrow as pa
 from labelhaul.manifest import FileEntry
 from labelhaul.segments import OVERRIDES_COLUMN, Segment, segments_of
 
-SQL_ROLE = "sql"
-SQL_NAME = "tables"
-SQL_FILE = "tables.sql"
-
-
-def sql_key(version_id: str) -> str:
-    """Return the key (from the dataset root) of a version's `tables.sql`."""
-    return f"versions/{version_id}/{SQL_FILE}"
-
 
 def quote_ident(name: str) -> str:
     """Return `name` as a DuckDB identifier."""

@@ -60,12 +60,15 @@ from pydantic import BaseModel
 
 from labelhaul.errors import ConflictError, NotFoundError, StoreError
 from labelhaul.keys import (
+    SQL_NAME,
+    SQL_ROLE,
     blob_key,
     check_sha256,
     format_version,
     join_key,
     parse_version,
     safe_segment,
+    sql_key,
 )
 from labelhaul.manifest import (
     SCHEMA_VERSION,
@@ -78,7 +81,6 @@ from labelhaul.manifest import (
     parse_manifest,
 )
 from labelhaul.records import unparsed_counts
-from labelhaul.sqlviews import SQL_NAME, SQL_ROLE, sql_key
 from labelhaul.storage import ObjectStore, PreconditionFailed
 
 LATEST = "_latest.json"
@@ -551,9 +553,14 @@ class VersionWriter:
 
         The file is checked (and freshened when old, so `gc`'s grace period restarts for it).
 
+        A parent's `tables.sql` is not carried over: each commit writes its own (a listed copy
+        of the parent's would name a file gc deletes with the parent).
+
         Raises:
             FileMissingError: the file is gone (e.g. collected after its versions expired).
         """
+        if entry.role == SQL_ROLE:
+            return entry
         if not self.store._present(self.store.key(entry.key)):
             raise FileMissingError(
                 f"{self.store.uri_for(entry.key)} is listed by the parent but gone"
