@@ -728,6 +728,7 @@ def pull_version(
             source = ds.coco_path(version_id, entry.name)
         elif entry.role == "spans" and isinstance(entry, FileEntry):
             target = out / "spans" / f"{safe_segment(entry.name)}.jsonl"
+            source = ds.local_file(entry)
         elif entry.role == "preference" and isinstance(entry, FileEntry):
             target = out / "preference" / f"{safe_segment(entry.name)}.jsonl"
             source = ds.local_file(entry)
