@@ -18,52 +18,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
+
+from labelhaul.parser_api import LabelContext, RowParser
 
 # Keys under `annotations` this module handles on an audio row (besides `timestamp`, which
 # rows.KNOWN_ANNOTATION_KEYS lists: it is parsed wherever it appears).
 AUDIO_KEYS: set[str] = {"segments"}
 # The keys of a classification that say when it applies.
 TIME_KEYS = ("timestamp", "start", "end")
-
-
-class LabelContext(Protocol):
-    """The ids of the label being parsed (`rows._LabelContext`)."""
-
-    label_id: str | None
-    path: str
-
-
-class RowParser(Protocol):
-    """What this module needs of `rows._RowParser`."""
-
-    def _error(
-        self,
-        kind: str,
-        message: str,
-        *,
-        label_id: str | None = ...,
-        feature_id: str | None = ...,
-        severity: str = ...,
-        **extra: Any,
-    ) -> None: ...
-
-    def _parse_question(
-        self,
-        q: dict[str, Any],
-        ctx: Any,
-        *,
-        parent: str | None,
-        obj_id: str | None,
-        depth: int,
-        path: tuple[str, ...],
-        jpath: str | None = ...,
-        where: Mapping[str, Any] | None = ...,
-    ) -> None: ...
-
-    def _is_audio(self) -> bool: ...
 
 
 def time_range(q: Mapping[str, Any]) -> tuple[int, int | None] | None:

@@ -1,6 +1,6 @@
 """Parse text, document and conversational annotations into `annotations` records.
 
-`labelhaul.rows` dispatches the kinds of `TEXT_KINDS` here (its `_RowParser` passed in), so
+`labelhaul.rows` dispatches the kinds of `TEXT_KINDS` here (its `RowParser` passed in), so
 the parsing of these media types lives apart from the image code:
 
 - `TextEntity` → `text_start`, `text_end` (end exclusive, in code points: the SDK's own
@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
+from labelhaul.parser_api import LabelContext, RowParser
 from labelhaul.urls import INLINE, hosting_of
 
 TEXT_ENTITY = "TextEntity"
@@ -46,30 +47,6 @@ DOCUMENT_TOKENS = "DocumentEntityToken"
 TEXT_KINDS = frozenset({TEXT_ENTITY, CONVERSATIONAL_ENTITY, DOCUMENT_BOX, DOCUMENT_TOKENS})
 
 Problem = tuple[str, str] | None
-
-
-class _RowParser(Protocol):
-    """What this module uses of `labelhaul.rows._RowParser` (rows imports this module)."""
-
-    data_row: dict[str, Any]
-
-    def _error(
-        self,
-        kind: str,
-        message: str,
-        *,
-        label_id: str | None = None,
-        feature_id: str | None = None,
-        severity: str = "error",
-        **extra: Any,
-    ) -> None: ...
-
-
-class _LabelContext(Protocol):
-    """What this module uses of `labelhaul.rows._LabelContext`."""
-
-    label_id: str | None
-    page_offset: int
 
 
 def page_offset(objects: Iterable[Any]) -> int:
@@ -88,7 +65,7 @@ def page_offset(objects: Iterable[Any]) -> int:
     return 0
 
 
-def inline_text(parser: _RowParser) -> str | None:
+def inline_text(parser: RowParser) -> str | None:
     """Return the row's text when its `row_data` is the text itself, else None."""
     row_data = parser.data_row.get("row_data")
     if isinstance(row_data, str) and hosting_of(row_data) == INLINE:
@@ -97,11 +74,11 @@ def inline_text(parser: _RowParser) -> str | None:
 
 
 def parse_object(
-    parser: _RowParser,
+    parser: RowParser,
     obj: dict[str, Any],
     kind: str | None,
     rec: dict[str, Any],
-    ctx: _LabelContext,
+    ctx: LabelContext,
 ) -> tuple[Problem, list[dict[str, Any]]]:
     """Fill `rec` from a text-like object; return its problem and any further records.
 
@@ -139,7 +116,7 @@ def parse_object(
 
 
 def _text_entity(
-    parser: _RowParser, obj: dict[str, Any], rec: dict[str, Any], ctx: _LabelContext
+    parser: RowParser, obj: dict[str, Any], rec: dict[str, Any], ctx: LabelContext
 ) -> Problem:
     loc = obj.get("location")
     if not isinstance(loc, dict):
@@ -186,7 +163,7 @@ def _offsets(loc: dict[str, Any], rec: dict[str, Any]) -> Problem:
     return None
 
 
-def _page(value: Any, rec: dict[str, Any], ctx: _LabelContext) -> Problem:
+def _page(value: Any, rec: dict[str, Any], ctx: LabelContext) -> Problem:
     if value is None:
         return ("missing_geometry", "no page_number")
     if not _is_int(value) or value < 0:
@@ -209,7 +186,7 @@ def _box(box: Any) -> Problem:
 
 
 def _token_entity(
-    obj: dict[str, Any], rec: dict[str, Any], ctx: _LabelContext
+    obj: dict[str, Any], rec: dict[str, Any], ctx: LabelContext
 ) -> tuple[Problem, list[dict[str, Any]]]:
     loc = obj.get("location")
     groups = loc.get("groups") if isinstance(loc, dict) else None

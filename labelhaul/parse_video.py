@@ -22,7 +22,7 @@ Anything else (a frame key that is not a number, an unknown key in a frame or gr
 `segments` or key frame entry naming no annotation) is an error record with the JSON path
 and the raw JSON.
 
-This module does not import `labelhaul.rows` (rows calls it): `FrameParser` is the part of
+This module does not import `labelhaul.rows` (rows calls it): `RowParser` is the part of
 `rows._RowParser` it uses.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from labelhaul.masktypes import MaskInstance, MaskJob
-from labelhaul.records import ErrorRecord
+from labelhaul.parser_api import LabelContext, RowParser
 
 # The keys of a label's `annotations` this module reads.
 FRAME_ANNOTATION_KEYS = frozenset({"frames", "segments", "key_frame_feature_map", "groups"})
@@ -56,56 +56,9 @@ _FRAME_KEYS = frozenset({"objects", "classifications"})
 _GROUP_KEYS = frozenset({"name", "classifications", "frames", "segments", "key_frame_feature_map"})
 
 
-class _Context(Protocol):
-    label_id: str | None
-    source: str
-    path: str  # JSON path of the label in the export line, e.g. projects.<id>.labels[0]
-
-
-class FrameParser(Protocol):
-    """What this module needs of `labelhaul.rows._RowParser`."""
-
-    data_row_id: str
-    global_key: str | None
-    width: int | None
-    height: int | None
-    tables: dict[str, list[dict[str, Any]]]
-    mask_jobs: list[MaskJob]
-    errors: list[ErrorRecord]
-
-    def _error(
-        self,
-        kind: str,
-        message: str,
-        *,
-        label_id: str | None = ...,
-        feature_id: str | None = ...,
-        severity: str = ...,
-        **extra: Any,
-    ) -> None: ...
-
-    def _parse_object(
-        self,
-        obj: dict[str, Any],
-        ctx: Any,
-        seen: set[str],
-        masks: dict[str | None, list[MaskInstance]],
-        pending_rels: list[dict[str, Any]],
-    ) -> None: ...
-
-    def _parse_question(
-        self,
-        q: dict[str, Any],
-        ctx: Any,
-        *,
-        parent: str | None,
-        obj_id: str | None,
-        depth: int,
-        path: tuple[str, ...],
-    ) -> None: ...
-
-
-def parse_frame_annotations(p: FrameParser, annotations: Mapping[str, Any], ctx: _Context) -> None:
+def parse_frame_annotations(
+    p: RowParser, annotations: Mapping[str, Any], ctx: LabelContext
+) -> None:
     """Land a label's `frames` (video) or `groups` (DICOM) and their segments and key frames."""
     # Error records name the JSON path in the export line, as rows' own errors do.
     root = f"{ctx.path}.annotations" if ctx.path else "annotations"
@@ -140,8 +93,8 @@ def parse_frame_annotations(p: FrameParser, annotations: Mapping[str, Any], ctx:
 
 
 def _parse_frames(
-    p: FrameParser,
-    ctx: _Context,
+    p: RowParser,
+    ctx: LabelContext,
     frames: dict[str, Any],
     segments: dict[str, Any],
     key_map: dict[str, Any],
@@ -205,8 +158,8 @@ def _parse_frames(
 
 
 def _parse_frame_object(
-    p: FrameParser,
-    ctx: _Context,
+    p: RowParser,
+    ctx: LabelContext,
     obj: dict[str, Any],
     fid: str,
     frame: int,
@@ -260,8 +213,8 @@ def _parse_frame_object(
 
 
 def _parse_ranged(
-    p: FrameParser,
-    ctx: _Context,
+    p: RowParser,
+    ctx: LabelContext,
     q: dict[str, Any],
     start: int | None,
     end: int | None,
@@ -279,7 +232,7 @@ def _parse_ranged(
 
 
 def _orphans(
-    p: FrameParser, ctx: _Context, entries: dict[str, Any], known: set[str], where: str
+    p: RowParser, ctx: LabelContext, entries: dict[str, Any], known: set[str], where: str
 ) -> None:
     for fid, value in entries.items():
         if str(fid) not in known:
@@ -295,13 +248,13 @@ def _orphans(
 
 
 def _orphan_key_map(
-    p: FrameParser, ctx: _Context, key_map: dict[str, Any], known: set[str], root: str
+    p: RowParser, ctx: LabelContext, key_map: dict[str, Any], known: set[str], root: str
 ) -> None:
     _orphans(p, ctx, key_map, known, f"{root}.key_frame_feature_map")
 
 
 def _unknown_keys(
-    p: FrameParser, ctx: _Context, holder: dict[str, Any], known: frozenset[str], where: str
+    p: RowParser, ctx: LabelContext, holder: dict[str, Any], known: frozenset[str], where: str
 ) -> None:
     for key in sorted(set(holder) - known):
         p._error(
