@@ -19,6 +19,10 @@ from typing import Any
 
 import orjson
 
+from labelhaul.coerce import as_dict as _dict
+from labelhaul.coerce import as_list as _list
+from labelhaul.coerce import as_str as _str
+
 MESSAGE_KINDS = {
     "MessageSingleSelection": "message-single-selection",
     "MessageMultiSelection": "message-multi-selection",
@@ -178,20 +182,6 @@ def _content(v: Any) -> str | None:
         ]
         return "\n".join(t for t in texts if isinstance(t, str)) or None
     return _json(v)
-
-
-def _str(v: Any) -> str | None:
-    if v is None:
-        return None
-    return v if isinstance(v, str) else str(v)
-
-
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
 
 
 def _json(v: Any) -> str:

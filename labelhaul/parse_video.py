@@ -36,6 +36,9 @@ from typing import Any
 
 import orjson
 
+from labelhaul.coerce import as_dict as _dict
+from labelhaul.coerce import as_list as _list
+from labelhaul.coerce import as_str as _str
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.parser_api import LabelContext, RowParser
 
@@ -294,20 +297,6 @@ def _frame_number(v: Any) -> int | None:
     if isinstance(v, str) and v.strip().isdigit():
         return int(v)
     return None
-
-
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _str(v: Any) -> str | None:
-    if v is None:
-        return None
-    return v if isinstance(v, str) else str(v)
 
 
 def _json(v: Any) -> str:

@@ -55,6 +55,9 @@ import numpy as np
 import orjson
 
 from labelhaul import parse_audio, parse_chat, parse_geo, parse_text
+from labelhaul.coerce import as_dict as _dict
+from labelhaul.coerce import as_list as _list
+from labelhaul.coerce import as_str as _str
 from labelhaul.masktypes import MaskInstance, MaskJob
 from labelhaul.parse_video import FRAME_ANNOTATION_KEYS, parse_frame_annotations
 from labelhaul.records import ErrorRecord
@@ -1046,20 +1049,6 @@ def _complete(table: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 # -- small coercions (export JSON is loosely typed; never raise on a wrong type) -------------
-
-
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _str(v: Any) -> str | None:
-    if v is None:
-        return None
-    return v if isinstance(v, str) else str(v)
 
 
 def _text(v: Any) -> str | None:

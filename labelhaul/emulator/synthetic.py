@@ -254,23 +254,53 @@ def ground_truth_masks(
     return {spec.mask_feature_id(row, j): inst == j + 1 for j in range(spec.instances)}
 
 
-def _answer(spec: SyntheticSpec, row: int, n: int, name: str, nested: list[Any]) -> dict[str, Any]:
+def schema_id(name: str, prefix: str = "csynschema") -> str:
+    """Return the (25-character) feature schema id of class or answer `name`."""
+    width = 25 - len(prefix)
+    return f"{prefix}{name[:width]:0<{width}}"
+
+
+def answer(
+    spec: SyntheticSpec,
+    row: int,
+    n: int,
+    name: str,
+    nested: list[Any] | None = None,
+    *,
+    kind: str = "an",
+    prefix: str = "csynschema",
+) -> dict[str, Any]:
+    """Return a radio or checklist answer `name` (with its nested classifications).
+
+    `kind` (two letters) is the kind of its feature id; `prefix` starts its schema id.
+    Every media kind's generator builds its answers here.
+    """
     return {
-        "feature_id": spec.id("an", row, n),
-        "feature_schema_id": f"csynschema{name[:15]:0<15}",
+        "feature_id": spec.id(kind, row, n),
+        "feature_schema_id": schema_id(name, prefix),
         "name": name,
         "value": name,
-        "classifications": nested,
+        "classifications": nested if nested is not None else [],
     }
 
 
-def _question(spec: SyntheticSpec, row: int, n: int, name: str, **answer: Any) -> dict[str, Any]:
+def question(
+    spec: SyntheticSpec,
+    row: int,
+    n: int,
+    name: str,
+    *,
+    kind: str = "cl",
+    prefix: str = "csynschema",
+    **answer_keys: Any,
+) -> dict[str, Any]:
+    """Return a classification `name` with its answer keys (`radio_answer=...`, ...)."""
     return {
-        "feature_id": spec.id("cl", row, n),
-        "feature_schema_id": f"csynschema{name[:15]:0<15}",
+        "feature_id": spec.id(kind, row, n),
+        "feature_schema_id": schema_id(name, prefix),
         "name": name,
         "value": name,
-        **answer,
+        **answer_keys,
     }
 
 
@@ -319,12 +349,12 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
         "bbox_with_radio_subclass",
         "ImageBoundingBox",
         classifications=[
-            _question(
+            question(
                 spec,
                 row,
                 0,
                 "sub_radio_question",
-                radio_answer=_answer(spec, row, 0, "first_sub_radio_answer", []),
+                radio_answer=answer(spec, row, 0, "first_sub_radio_answer", []),
             )
         ],
         bounding_box=box(),
@@ -346,7 +376,7 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
         fid = spec.mask_feature_id(row, j)
         nested = (
             [
-                _question(
+                question(
                     spec,
                     row,
                     10 + j,
@@ -372,64 +402,64 @@ def build_row(spec: SyntheticSpec, row: int) -> dict[str, Any]:
             mask_obj["composite_mask"] = {"url": comp_url, "color_rgb": list(color)}
         objects.append(mask_obj)
     classifications = [
-        _question(
+        question(
             spec,
             row,
             1,
             "radio_question",
-            radio_answer=_answer(spec, row, 1, ("first", "second")[row % 2] + "_radio_answer", []),
+            radio_answer=answer(spec, row, 1, ("first", "second")[row % 2] + "_radio_answer", []),
         ),
-        _question(
+        question(
             spec,
             row,
             2,
             "checklist_question",
             checklist_answers=[
-                _answer(spec, row, 2, "first_checklist_answer", []),
-                _answer(spec, row, 3, "second_checklist_answer", []),
+                answer(spec, row, 2, "first_checklist_answer", []),
+                answer(spec, row, 3, "second_checklist_answer", []),
             ],
         ),
-        _question(spec, row, 3, "free_text", text_answer={"content": f"row {row} text"}),
-        _question(
+        question(spec, row, 3, "free_text", text_answer={"content": f"row {row} text"}),
+        question(
             spec,
             row,
             4,
             "nested_radio_question",
-            radio_answer=_answer(
+            radio_answer=answer(
                 spec,
                 row,
                 4,
                 "first_radio_answer",
                 [
-                    _question(
+                    question(
                         spec,
                         row,
                         5,
                         "sub_radio_question",
-                        radio_answer=_answer(spec, row, 5, "first_sub_radio_answer", []),
+                        radio_answer=answer(spec, row, 5, "first_sub_radio_answer", []),
                     )
                 ],
             ),
         ),
-        _question(
+        question(
             spec,
             row,
             6,
             "nested_checklist_question",
             checklist_answers=[
-                _answer(
+                answer(
                     spec,
                     row,
                     6,
                     "first_checklist_answer",
                     [
-                        _question(
+                        question(
                             spec,
                             row,
                             7,
                             "sub_checklist_question",
                             checklist_answers=[
-                                _answer(spec, row, 7, "first_sub_checklist_answer", [])
+                                answer(spec, row, 7, "first_sub_checklist_answer", [])
                             ],
                         )
                     ],

@@ -11,12 +11,16 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
-if TYPE_CHECKING:
-    from labelhaul.emulator.synthetic import SyntheticSpec
+from labelhaul.emulator.synthetic import SyntheticSpec, answer, question
 
 MIME_TYPE = "audio/mpeg"
+
+# This kind's classifications and answers: feature ids "ac"/"aa", schema ids "csynaudio...".
+_q = partial(question, kind="ac", prefix="csynaudio")
+_a = partial(answer, kind="aa", prefix="csynaudio")
 
 
 def duration_ms(spec: SyntheticSpec, row: int) -> int:
@@ -38,26 +42,6 @@ def temporal_ranges(spec: SyntheticSpec, row: int) -> dict[str, list[tuple[int, 
         "speaker": [span(0, third)],
         "transcript": [span(third, 2 * third)],
         "sound_event": [span(0, third), span(2 * third, total)],
-    }
-
-
-def _q(spec: SyntheticSpec, row: int, n: int, name: str, **answer: Any) -> dict[str, Any]:
-    return {
-        "feature_id": spec.id("ac", row, n),
-        "feature_schema_id": f"csynaudio{name[:16]:0<16}",
-        "name": name,
-        "value": name,
-        **answer,
-    }
-
-
-def _a(spec: SyntheticSpec, row: int, n: int, name: str, nested: list[Any]) -> dict[str, Any]:
-    return {
-        "feature_id": spec.id("aa", row, n),
-        "feature_schema_id": f"csynaudio{name[:16]:0<16}",
-        "name": name,
-        "value": name,
-        "classifications": nested,
     }
 
 

@@ -13,32 +13,10 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labelhaul.emulator.media.text import label_annotations, relationship
-
-if TYPE_CHECKING:
-    from labelhaul.emulator.synthetic import SyntheticSpec
-
-
-def _answer(spec: SyntheticSpec, row: int, n: int, name: str) -> dict[str, Any]:
-    return {
-        "feature_id": spec.id("an", row, n),
-        "feature_schema_id": f"csynschema{name[:15]:0<15}",
-        "name": name,
-        "value": name,
-        "classifications": [],
-    }
-
-
-def _question(spec: SyntheticSpec, row: int, n: int, name: str, **rest: Any) -> dict[str, Any]:
-    return {
-        "feature_id": spec.id("cl", row, n),
-        "feature_schema_id": f"csynschema{name[:15]:0<15}",
-        "name": name,
-        "value": name,
-        **rest,
-    }
+from labelhaul.emulator.synthetic import SyntheticSpec, answer, question
 
 
 def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]:
@@ -79,26 +57,26 @@ def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]
     # Global questions keep the image row's; these are answered for one message each.
     annotations["classifications"] = [
         *annotations["classifications"],
-        _question(
+        question(
             spec,
             row,
             20,
             "intent",
             message_id="0",
-            conversational_radio_answer=_answer(spec, row, 20, "question"),
+            conversational_radio_answer=answer(spec, row, 20, "question"),
         ),
-        _question(
+        question(
             spec,
             row,
             21,
             "tone",
             message_id="2",
             conversational_checklist_answers=[
-                _answer(spec, row, 21, "polite"),
-                _answer(spec, row, 22, "brief"),
+                answer(spec, row, 21, "polite"),
+                answer(spec, row, 22, "brief"),
             ],
         ),
-        _question(
+        question(
             spec,
             row,
             23,

@@ -8,32 +8,17 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
-if TYPE_CHECKING:
-    from labelhaul.emulator.synthetic import SyntheticSpec
+from labelhaul.emulator.synthetic import SyntheticSpec, answer, question
 
 MIME_TYPE = "text/html"
 
 
-def _q(spec: SyntheticSpec, row: int, n: int, name: str, **answer: Any) -> dict[str, Any]:
-    return {
-        "feature_id": spec.id("hc", row, n),
-        "feature_schema_id": f"csynhtml{name[:17]:0<17}",
-        "name": name,
-        "value": name,
-        **answer,
-    }
-
-
-def _a(spec: SyntheticSpec, row: int, n: int, name: str, nested: list[Any]) -> dict[str, Any]:
-    return {
-        "feature_id": spec.id("ha", row, n),
-        "feature_schema_id": f"csynhtml{name[:17]:0<17}",
-        "name": name,
-        "value": name,
-        "classifications": nested,
-    }
+# This kind's classifications and answers: feature ids "hc"/"ha", schema ids "csynhtml...".
+_q = partial(question, kind="hc", prefix="csynhtml")
+_a = partial(answer, kind="ha", prefix="csynhtml")
 
 
 def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]:

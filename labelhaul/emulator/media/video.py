@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from labelhaul.emulator import imaging
-
-if TYPE_CHECKING:
-    from labelhaul.emulator.synthetic import SyntheticSpec
+from labelhaul.emulator.synthetic import SyntheticSpec, answer
 
 FRAME_COUNT = 8
 FRAME_RATE = 10
@@ -116,16 +114,6 @@ def _geometry(rng: random.Random, key: str, w: int, h: int) -> Any:
     return [xy() for _ in range(rng.randint(2, 4))]
 
 
-def _answer(spec: SyntheticSpec, row: int, n: int, name: str) -> dict[str, Any]:
-    return {
-        "feature_id": spec.id("an", row, n),
-        "feature_schema_id": _schema(name),
-        "name": name,
-        "value": name,
-        "classifications": [],
-    }
-
-
 def build_frames(
     spec: SyntheticSpec, row: int, *, kind_prefix: str = "Video", tracks: Any = TRACKS
 ) -> tuple[dict[str, Any], dict[str, list[list[int]]], dict[str, dict[str, bool]]]:
@@ -154,7 +142,7 @@ def build_frames(
                             "feature_schema_id": _schema("nested_radio"),
                             "name": "nested_radio",
                             "value": "nested_radio",
-                            "radio_answer": _answer(spec, row, 30, "radio_option_1"),
+                            "radio_answer": answer(spec, row, 30, "radio_option_1"),
                         }
                     ]
                 frame(f)["objects"][fid] = {
@@ -202,11 +190,11 @@ def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]
                     "value": name,
                 }
                 if answer_kind == "radio":
-                    q["radio_answer"] = _answer(spec, row, n, f"{name}_answer_{a}")
+                    q["radio_answer"] = answer(spec, row, n, f"{name}_answer_{a}")
                 else:
                     q["checklist_answers"] = [
-                        _answer(spec, row, n, f"{name}_first"),
-                        _answer(spec, row, n + 1, f"{name}_second"),
+                        answer(spec, row, n, f"{name}_first"),
+                        answer(spec, row, n + 1, f"{name}_second"),
                     ]
                 frames.setdefault(str(f), {"objects": {}, "classifications": []})
                 frames[str(f)]["classifications"].append(q)
