@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/labelhaul demo
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -315,6 +315,9 @@ def test_more_ids_than_ten_exports_hold_run_ten_at_a_time(
         e for e in lb_env.request_log.entries() if e.operation == "exportDataRowsInProjectPyApi"
     ]
     assert len(started) == 12 and all(e.status == 200 for e in started)
-    assert lb_env.peak_running_exports[pid] == 10
+    # Never more than 10 at once (the emulator refuses an 11th), and more than one: they
+    # overlap. Exactly 10 is not guaranteed: on a loaded machine the first exports can
+    # finish their 5 s before the tenth starts.
+    assert 1 < lb_env.peak_running_exports[pid] <= 10
     with open_dataset(str(tmp_path / "store"), pid) as ds:
         assert sorted(ds.table("data_rows")["data_row_id"]) == sorted(ids)
