@@ -39,7 +39,7 @@ import orjson
 from labelhaul.coerce import as_dict as _dict
 from labelhaul.coerce import as_list as _list
 from labelhaul.coerce import as_str as _str
-from labelhaul.masktypes import MaskInstance, MaskJob
+from labelhaul.masktypes import MaskInstance
 from labelhaul.parser_api import LabelContext, RowParser
 
 # The keys of a label's `annotations` this module reads.
@@ -131,19 +131,7 @@ def _parse_frames(
             _parse_frame_object(
                 p, ctx, obj, fid, n, plane, masks, segments, key_map, f"{fpath}.objects.{key}"
             )
-        for composite_url, instances in masks.items():
-            p.mask_jobs.append(
-                MaskJob(
-                    data_row_id=p.data_row_id,
-                    global_key=p.global_key,
-                    label_id=ctx.label_id or "",
-                    composite_url=composite_url,
-                    width=p.width,
-                    height=p.height,
-                    instances=tuple(instances),
-                    frame=n,
-                )
-            )
+        p._add_mask_jobs(masks, ctx, frame=n)
         for q in _list(frame.get("classifications")):
             q = _dict(q)
             qid = _str(q.get("feature_id"))

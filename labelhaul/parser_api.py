@@ -71,4 +71,11 @@ class RowParser(Protocol):
         where: Mapping[str, Any] | None = ...,
     ) -> None: ...
 
+    def _add_mask_jobs(
+        self,
+        masks: dict[str | None, list[MaskInstance]],
+        ctx: Any,
+        frame: int | None = ...,
+    ) -> None: ...
+
     def _is_audio(self) -> bool: ...

@@ -528,6 +528,15 @@ class _RowParser:
         if "timestamp" in annotations or self._is_audio():
             parse_audio.parse_temporal(self, annotations, ctx)
         self._check_annotation_keys(annotations, ctx)
+        self._add_mask_jobs(masks, ctx)
+
+    def _add_mask_jobs(
+        self,
+        masks: dict[str | None, list[MaskInstance]],
+        ctx: _LabelContext,
+        frame: int | None = None,
+    ) -> None:
+        """Queue one mask job per composite URL of a label (of one frame, for video)."""
         for composite_url, instances in masks.items():
             self.mask_jobs.append(
                 MaskJob(
@@ -538,6 +547,7 @@ class _RowParser:
                     width=self.width,
                     height=self.height,
                     instances=tuple(instances),
+                    frame=frame,
                 )
             )
 
@@ -656,6 +666,12 @@ class _RowParser:
         for extra in more:
             extra.update(valid=rec["valid"], error_kind=rec["error_kind"], raw_json=rec["raw_json"])
             self.tables["annotations"].append(extra)
+        self._parse_object_questions(obj, ctx, fid, jpath)
+
+    def _parse_object_questions(
+        self, obj: dict[str, Any], ctx: _LabelContext, fid: str | None, jpath: str
+    ) -> None:
+        """Parse the classifications nested on an object or relationship `fid`."""
         for i, cls in enumerate(_list(obj.get("classifications"))):
             self._parse_question(
                 _dict(cls),
@@ -790,16 +806,9 @@ class _RowParser:
                 target_feature_id=tgt,
             )
         self.tables["relationships"].append(rec)
-        for i, cls in enumerate(_list(rel.get("classifications"))):
-            self._parse_question(
-                _dict(cls),
-                ctx,
-                parent=fid,
-                obj_id=fid,
-                depth=0,
-                path=(),
-                jpath=f"{ctx.path}.annotations.relationships[feature_id={fid}].classifications[{i}]",
-            )
+        self._parse_object_questions(
+            rel, ctx, fid, f"{ctx.path}.annotations.relationships[feature_id={fid}]"
+        )
 
     # -- classifications ---------------------------------------------------------------------
 
