@@ -47,7 +47,7 @@ from labelhaul.errors import ConfigError, StoreError
 from labelhaul.keys import parse_version, sql_key
 from labelhaul.manifest import FileEntry, Manifest
 from labelhaul.storage import TEMP_MAX_AGE_S, ObjectInfo
-from labelhaul.store import LATEST, DatasetStore, FileMissingError
+from labelhaul.store import DATA_DIRS, LATEST, DatasetStore, FileMissingError
 from labelhaul.timestamps import parse_timestamp
 
 # The longest plausible sync: the flow holds a dataset's slot for at most 6 h. A shorter
@@ -58,14 +58,7 @@ MIN_GRACE_HOURS = 6.0
 # checks that its blobs are still there before committing (`check_blobs_after_gc`).
 GC_MARKER = "_gc.json"
 
-# Directories of content-named data files (store._ROLE_DIRS) and of blobs.
-DATA_DIRS = (
-    "tables",
-    "coco",
-    "raw",
-    "spans",
-    "training",
-)  # spans: NER JSONL; training: preference pairs
+# Directories of content-named data files are store.DATA_DIRS; blobs are here.
 BLOB_DIR = "blobs/sha256"
 DELETE_BATCH = 1000  # keys per `delete_many` call: what one S3 DeleteObjects takes
 

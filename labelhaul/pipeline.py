@@ -894,7 +894,7 @@ def assemble_version(
         selected_labels=selected,
         frames=frame_index_from_parquet(paths["annotations"], selected),
     )
-    spans_path, spans_facts = _write_spans(out, paths, selected)
+    spans_path, spans_facts = _write_spans(out, paths, selected, kinds)
     preference_path, preference_facts = _write_preference(out, paths.get("classifications"))
     content = dict(digests)
     if policy is not DEFAULT_LABEL_POLICY:
@@ -932,23 +932,26 @@ def assemble_version(
 
 
 def _write_spans(
-    out: Path, paths: Mapping[str, Path], selected: Mapping[str, str]
+    out: Path,
+    paths: Mapping[str, Path],
+    selected: Mapping[str, str],
+    kinds: Mapping[str, int],
 ) -> tuple[Path | None, dict[str, Any] | None]:
-    """Write the span JSONL when the version has entities (labelhaul.spans); else nothing."""
-    import pyarrow.parquet as pq
+    """Write the span JSONL when the version has entities (labelhaul.spans); else nothing.
 
-    from labelhaul.spans import ANNOTATION_COLUMNS, DATA_ROW_COLUMNS, write_spans
+    `kinds` counts the annotation kinds of the version: with no entity kind among them
+    (an image project) the tables are not read at all.
+    """
+    from labelhaul.spans import ANNOTATION_COLUMNS, DATA_ROW_COLUMNS, SPAN_KINDS, write_spans
+    from labelhaul.tables import iter_parquet_records
 
-    def records(table: str, columns: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-        pf = pq.ParquetFile(str(paths[table]))
-        for batch in pf.iter_batches(batch_size=1_000, columns=list(columns)):
-            yield from batch.to_pylist()
-
+    if SPAN_KINDS.isdisjoint(kinds):
+        return None, None
     path = out / "spans-ner.jsonl"
     summary = write_spans(
         path,
-        records("data_rows", DATA_ROW_COLUMNS),
-        records("annotations", ANNOTATION_COLUMNS),
+        iter_parquet_records(paths["data_rows"], columns=DATA_ROW_COLUMNS),
+        iter_parquet_records(paths["annotations"], columns=ANNOTATION_COLUMNS),
         selected_labels=selected,
     )
     if not summary.lines and not summary.skipped:
@@ -961,16 +964,13 @@ def _write_preference(
     out: Path, classifications: Path | None
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """Write the preference pairs JSONL (labelhaul.preference) when any label has one."""
-    import pyarrow.parquet as pq
-
     from labelhaul.preference import COLUMNS, write_preference
+    from labelhaul.tables import iter_parquet_records
 
     if classifications is None:
         return None, None
     path = out / "preference-pairs.jsonl"
-    pf = pq.ParquetFile(str(classifications))
-    records = (rec for batch in pf.iter_batches(columns=list(COLUMNS)) for rec in batch.to_pylist())
-    summary = write_preference(path, records)
+    summary = write_preference(path, iter_parquet_records(classifications, columns=COLUMNS))
     if summary.labels == 0:
         path.unlink()
         return None, None
@@ -1254,7 +1254,6 @@ def land_version(
     if delta is None:
         for name, path in sorted(assembled.tables.items()):
             writer.add_file("table", path, name, ".parquet", name=name, rows=assembled.counts[name])
-        writer.add_file("coco", assembled.coco, "instances", ".json", name="instances")
     else:
         for name, path in sorted(delta.tables.items()):
             writer.add_file(
@@ -1269,15 +1268,15 @@ def land_version(
         writer.add_file(
             "overrides", delta.overrides, "overrides", ".parquet", segment=delta.segment
         )
-        if store_delta_coco:
-            writer.add_file("coco", assembled.coco, "instances", ".json", name="instances")
-        else:
-            # The COCO file is a function of the tables: a delta version lists its digest and
-            # the reader rebuilds it (and checks the digest), so a nightly run does not
-            # upload it whole.
-            sha, size = file_sha256(assembled.coco)
-            derived = {"role": "coco", "name": "instances", "sha256": sha, "bytes": size}
-            fields["derived_files"] = [{**derived, "from": "tables"}]
+    if delta is None or store_delta_coco:
+        writer.add_file("coco", assembled.coco, "instances", ".json", name="instances")
+    else:
+        # The COCO file is a function of the tables: a delta version lists its digest and
+        # the reader rebuilds it (and checks the digest), so a nightly run does not upload
+        # it whole.
+        sha, size = file_sha256(assembled.coco)
+        derived = {"role": "coco", "name": "instances", "sha256": sha, "bytes": size}
+        fields["derived_files"] = [{**derived, "from": "tables"}]
     fields["coco_info"] = assembled.coco_info
     fields["coco"] = assembled.coco_facts
     if assembled.spans_facts is not None:

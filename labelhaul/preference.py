@@ -43,7 +43,6 @@ COLUMNS = (
     "question_name",
     "answer_name",
     "text",
-    "message_id",
 )
 
 

@@ -632,9 +632,10 @@ def _pull_media(
 ) -> tuple[dict[str, tuple[str, str]], int]:
     """Write the version's media under DIR/images/; return the files and how many were fetched.
 
-    A file already there with the blob's size is kept (a second pull fetches nothing).
+    A file already there with the blob's content is kept (a second pull fetches nothing).
     """
     from labelhaul.media import media_key
+    from labelhaul.store import file_sha256
 
     files = _media_files(ds, version_id)
     objects = ds.store.objects
@@ -642,7 +643,7 @@ def _pull_media(
     def write(item: tuple[str, str]) -> int:
         sha, rel = item
         target = out / rel
-        if target.is_file() and file_sha256_of(target) == sha:
+        if target.is_file() and file_sha256(target)[0] == sha:
             return 0
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temp_beside(target)
@@ -663,15 +664,6 @@ def _pull_media(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         fetched = sum(pool.map(write, sorted(set(files.values()))))
     return files, fetched
-
-
-def file_sha256_of(path: Path) -> str:
-    """Return a local file's sha256 (streamed)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pull_version(
@@ -726,11 +718,8 @@ def pull_version(
         if entry.role == "coco":
             target = out / "coco" / f"{safe_segment(entry.name)}.json"
             source = ds.coco_path(version_id, entry.name)
-        elif entry.role == "spans" and isinstance(entry, FileEntry):
-            target = out / "spans" / f"{safe_segment(entry.name)}.jsonl"
-            source = ds.local_file(entry)
-        elif entry.role == "preference" and isinstance(entry, FileEntry):
-            target = out / "preference" / f"{safe_segment(entry.name)}.jsonl"
+        elif entry.role in ("spans", "preference") and isinstance(entry, FileEntry):
+            target = out / entry.role / f"{safe_segment(entry.name)}.jsonl"
             source = ds.local_file(entry)
         elif isinstance(entry, FileEntry):
             target = out / safe_segment(entry.role) / Path(entry.key).name

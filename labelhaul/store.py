@@ -103,8 +103,11 @@ _ROLE_DIRS = {
     "coco": "coco",
     "raw": "raw",
     "errors": "raw",
-    "preference": "training",  # training files other than COCO (gc.DATA_DIRS sweeps it)
+    "spans": "spans",  # the NER span JSONL (labelhaul.spans)
+    "preference": "training",  # training files other than COCO
 }
+# Every directory of content-named data files, for gc to sweep.
+DATA_DIRS = tuple(dict.fromkeys(_ROLE_DIRS.values()))
 _CHUNK = 1024 * 1024
 _PROBE_ABOVE_BYTES = 256 * 1024  # add_file HEADs before uploading files larger than this
 _SUFFIX_RE = re.compile(r"^(\.[A-Za-z0-9]{1,12}){0,3}$")
@@ -420,7 +423,7 @@ class DatasetStore:
         local = self.is_local()
 
         def path_for(key: str) -> str:
-            return key if local else self.objects.uri_for(self.key(key))
+            return key if local else self.uri_for(key)
 
         header = sql_header(self.dataset_id, version_id, local)
         return render_tables_sql(files, path_for=path_for, header=header).encode("utf-8")

@@ -601,10 +601,13 @@ def copy_rows_except(
     return copied
 
 
-def iter_parquet_records(path: str | Path, batch_size: int = 1_000) -> Iterator[dict[str, Any]]:
-    """Yield a Parquet table's rows as dicts, one batch in memory at a time."""
+def iter_parquet_records(
+    path: str | Path, batch_size: int = 1_000, columns: Iterable[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield a Parquet table's rows as dicts (of `columns`, default all), a batch at a time."""
     pf = pq.ParquetFile(str(path))
-    for batch in pf.iter_batches(batch_size=batch_size):
+    wanted = list(columns) if columns is not None else None
+    for batch in pf.iter_batches(batch_size=batch_size, columns=wanted):
         yield from batch.to_pylist()
 
 
