@@ -15,11 +15,13 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Callable
+from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import (
     DecodeError,
+    LocationValueError,
     NewConnectionError,
     ProtocolError,
     ProxyError,
@@ -29,7 +31,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from labelhaul.retry import GaveUp, RetryPolicy
 
-__all__ = ["HttpClient", "HttpError", "RetryPolicy", "origin", "parse_retry_after"]
+__all__ = ["BodySink", "HttpClient", "HttpError", "RetryPolicy", "origin", "parse_retry_after"]
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -61,15 +63,48 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 
 class HttpError(Exception):
-    """A GET that failed for good; `status` is None for connection errors."""
+    """A GET that failed for good; `status` is None for connection errors.
 
-    def __init__(self, url: str, status: int | None, reason: str, *, transient: bool) -> None:
+    `body` holds the first bytes of a terminal error response (an expired signed URL says
+    so there), `reason` the failure as a user reads it.
+    """
+
+    def __init__(
+        self, url: str, status: int | None, reason: str, *, transient: bool, body: bytes = b""
+    ) -> None:
         # Only scheme, host and path: query strings may carry signed tokens.
         safe = _safe(url)
         super().__init__(f"GET {safe} failed: {reason}")
         self.url = safe
         self.status = status
+        self.reason = reason
         self.transient = transient
+        self.body = body
+
+
+class BodySink(Protocol):
+    """Where one attempt's 200 body goes, chunk by chunk (`HttpClient.get_into`)."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class _Buffer:
+    """A body in memory (`HttpClient.get_bytes`)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        self.data.extend(chunk)
+
+    def discard(self) -> None:
+        self.data = bytearray()
+
+
+_Sink = TypeVar("_Sink", bound=BodySink)
+_ERROR_BODY_BYTES = 500
 
 
 class HttpClient:
@@ -126,11 +161,14 @@ class HttpClient:
             return {"Authorization": self._auth_header}
         return {}
 
-    def _get_once(self, url: str, max_bytes: int | None) -> tuple[int, str | None, bytes]:
-        """One GET: (status, Retry-After, body of a 200), following redirects by hand.
+    def _get_once(
+        self, url: str, max_bytes: int | None, sink: BodySink
+    ) -> tuple[int, str | None, str | None, bytes]:
+        """One GET, following redirects by hand: (status, Retry-After, Content-Type, error body).
 
-        The body is read here, so a truncated or reset body is an exception the retry loop
-        sees, and the size limit holds without buffering more than it.
+        A 200's body streams into `sink`, so a truncated or reset body is an exception the
+        retry loop sees, and the size limit holds without buffering more than it. Of any
+        other status, the first bytes of its body are returned.
         """
         for _ in range(_MAX_REDIRECTS + 1):
             resp = self._pool.request(
@@ -147,21 +185,24 @@ class HttpClient:
                     url = urljoin(url, location)
                     continue
                 if status != 200:
-                    return status, resp.headers.get("retry-after"), b""
-                body = bytearray()
+                    error_body = resp.read(_ERROR_BODY_BYTES) or b""
+                    return status, resp.headers.get("retry-after"), None, error_body
+                size = 0
                 for chunk in resp.stream(1 << 16):
-                    body.extend(chunk)
-                    if max_bytes is not None and len(body) > max_bytes:
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
                         resp.close()  # do not read the rest of an oversized body to reuse it
                         raise HttpError(
                             url, 200, f"body larger than {max_bytes} bytes", transient=False
                         )
+                    sink.write(chunk)
                 expected = resp.headers.get("content-length")
                 encoding = resp.headers.get("content-encoding")
                 if expected is not None and encoding in (None, "identity"):
-                    if int(expected) != len(body):
-                        raise _Truncated(f"truncated body: {len(body)} of {expected} bytes")
-                return status, None, bytes(body)
+                    if int(expected) != size:
+                        raise _Truncated(f"truncated body: {size} of {expected} bytes")
+                ctype = resp.headers.get("content-type")
+                return status, None, ctype.strip() if ctype else None, b""
             finally:
                 if not resp.closed:
                     resp.drain_conn()
@@ -174,16 +215,38 @@ class HttpClient:
         Raises:
             HttpError: a terminal status (e.g. 401, 403, 404) or retries exhausted.
         """
+        return bytes(self.get_into(url, _Buffer, max_bytes=max_bytes)[0].data)
 
-        def attempt() -> bytes:
+    def get_into(
+        self, url: str, new_sink: Callable[[], _Sink], *, max_bytes: int | None = None
+    ) -> tuple[_Sink, str | None]:
+        """GET `url` streaming its body into a fresh sink per attempt: (sink, Content-Type).
+
+        A failed attempt's sink is discarded. Retries follow the policy, as `get_bytes`.
+
+        Raises:
+            HttpError: a terminal status (its first bytes in `body`), a URL no attempt can
+                fetch, a body over `max_bytes`, or retries exhausted (`transient=True`).
+        """
+
+        def attempt() -> tuple[_Sink, str | None]:
+            sink = new_sink()
             try:
-                status, retry_after_header, body = self._get_once(url, max_bytes)
+                status, retry_after_header, ctype, error_body = self._get_once(url, max_bytes, sink)
             except _TRANSPORT_ERRORS as exc:
+                sink.discard()
                 raise _TransientGet(url, None, _transport_reason(exc)) from exc
+            except LocationValueError as exc:  # not an http(s) URL: no retry can fix it
+                sink.discard()
+                raise HttpError(url, None, f"bad URL: {exc}", transient=False) from exc
+            except BaseException:
+                sink.discard()
+                raise
             if status == 200:
-                return body
+                return sink, ctype
+            sink.discard()
             if status not in RETRY_STATUSES:
-                raise HttpError(url, status, f"HTTP {status}", transient=False)
+                raise HttpError(url, status, f"HTTP {status}", transient=False, body=error_body)
             retry_after = parse_retry_after(retry_after_header)
             if retry_after is not None and retry_after > self.policy.max_retry_after_s:
                 raise HttpError(

@@ -11,7 +11,7 @@ an object in place under the same key is not seen unless `media_attributes.conte
 changes).
 
 Media hosts never receive the Labelbox API key: the GETs here carry no credentials at all
-(signed URLs carry their own), on a session whose client holds no key.
+(signed URLs carry their own): their `HttpClient` holds no key.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -29,12 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import requests
-
-from labelhaul.http import RETRY_STATUSES, HttpClient, parse_retry_after
+from labelhaul.http import HttpClient, HttpError
 from labelhaul.keys import check_sha256
 from labelhaul.records import ErrorRecord
-from labelhaul.retry import GaveUp
 from labelhaul.urls import strip_signing
 
 STAGE = "media"
@@ -42,7 +39,6 @@ MEDIA_DIR = "media/sha256"
 URL_INDEX_DIR = "media/urls"
 DOWNLOADED = "downloaded"
 REUSED = "reused"
-_CHUNK = 1 << 20
 # Extensions `labelhaul pull` gives a media file, by content type (else from the URL's path).
 EXTENSIONS = {
     "image/jpeg": ".jpg",
@@ -81,7 +77,7 @@ def extension_for(content_type: str | None, url: str | None) -> str:
         if ext:
             return ext
     if url:
-        path = strip_signing(url).split("?", 1)[0].rsplit("/", 1)[-1]
+        path = url.split("?", 1)[0].rsplit("/", 1)[-1]
         if "." in path:
             ext = "." + path.rsplit(".", 1)[-1].lower()
             if 1 < len(ext) <= 6 and ext[1:].isalnum():
@@ -124,14 +120,6 @@ class MediaStore(Protocol):
     def key(self, relative: str) -> str: ...
 
 
-class _Transient(Exception):
-    def __init__(self, status: int | None, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class _Permanent(Exception):
     def __init__(self, status: int | None, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -141,7 +129,7 @@ class _Permanent(Exception):
 
 
 def _safe(url: str) -> str:
-    return strip_signing(url).split("?", 1)[0]
+    return url.split("?", 1)[0]
 
 
 def _kind_of(status: int, body: bytes) -> str:
@@ -213,82 +201,30 @@ class _Body:
             self.path.unlink(missing_ok=True)
 
 
-_SESSIONS = threading.local()
-
-
-def _session() -> requests.Session:
-    """This thread's requests session for media (pooled per host; never holds credentials).
-
-    Media bodies stream to disk through requests' `iter_content`; `HttpClient` (urllib3)
-    reads whole bodies into memory, which suits masks and export chunks, not videos.
-    """
-    session: requests.Session | None = getattr(_SESSIONS, "session", None)
-    if session is None:
-        session = requests.Session()
-        session.trust_env = False  # as HttpClient: no proxies or .netrc credentials
-        _SESSIONS.session = session
-    return session
-
-
 def download(
     http: HttpClient, url: str, tmp_dir: Path, *, max_bytes: int | None = None
 ) -> _Fetched:
     """GET `url`, hashing as it streams (a large body into a temporary file); retried.
 
-    No credentials are sent (the request carries no Authorization header whatever the host).
+    `http` holds no API key: the request carries no Authorization header whatever the host.
 
     Raises:
-        _Permanent: a status that will not change on retry (403 expired, 404, ...), or too big.
-        GaveUp: transient failures (5xx, 429, resets, truncated bodies) outlasted the policy.
+        _Permanent: a status that will not change on retry (403 expired, 404, ...), a URL no
+            attempt can fetch, or a body over `max_bytes`.
+        HttpError: transient failures (5xx, 429, resets, truncated bodies) outlasted the
+            policy (`transient=True`).
     """
-
-    def attempt() -> _Fetched:
-        try:
-            resp = _session().get(
-                url, timeout=http.timeout_s, stream=True, allow_redirects=True, headers={}
-            )
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise _Transient(None, type(exc).__name__) from exc
-        except requests.exceptions.RequestException as exc:  # a URL no retry can fix
-            raise _Permanent(None, "media_bad_url", f"{type(exc).__name__}: {exc}") from exc
-        with resp:
-            status = resp.status_code
-            if status != 200:
-                body = resp.raw.read(500, decode_content=True) if resp.raw else b""
-                if status in RETRY_STATUSES:
-                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
-                    raise _Transient(status, f"HTTP {status}", retry_after)
-                raise _Permanent(status, _kind_of(status, body or b""), f"HTTP {status}")
-            sink = _Body(tmp_dir)
-            try:
-                for chunk in resp.iter_content(chunk_size=_CHUNK):
-                    sink.write(chunk)
-                    if max_bytes is not None and sink.size > max_bytes:
-                        raise _Permanent(
-                            200, "media_too_large", f"body larger than {max_bytes} bytes"
-                        )
-                expected = resp.headers.get("content-length")
-                identity = resp.headers.get("content-encoding") in (None, "identity")
-                if expected is not None and identity and int(expected) != sink.size:
-                    raise _Transient(200, f"truncated body: {sink.size} of {expected} bytes")
-            except (
-                requests.exceptions.ConnectionError,
-                requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                sink.discard()
-                raise _Transient(200, type(exc).__name__) from exc
-            except BaseException:
-                sink.discard()
-                raise
-            ctype = resp.headers.get("content-type")
-            return sink.finish(ctype.strip() if ctype else None)
-
-    return http.policy.call(
-        attempt,
-        retry_on=lambda exc: isinstance(exc, _Transient),
-        what=f"GET {_safe(url)}",
-    )
+    try:
+        sink, ctype = http.get_into(url, lambda: _Body(tmp_dir), max_bytes=max_bytes)
+    except HttpError as exc:
+        if exc.transient:
+            raise
+        if exc.status is None:
+            raise _Permanent(None, "media_bad_url", exc.reason) from exc
+        if exc.status == 200:
+            raise _Permanent(200, "media_too_large", exc.reason) from exc
+        raise _Permanent(exc.status, _kind_of(exc.status, exc.body), exc.reason) from exc
+    return sink.finish(ctype)
 
 
 class _RecentUrls:
@@ -356,17 +292,8 @@ def fetch_one(
         fetched = download(http, job.url, tmp_dir, max_bytes=max_bytes)
     except _Permanent as exc:
         return _error(job, exc.kind, exc.reason, status=exc.status, transient=False)
-    except GaveUp as gave_up:
-        last = gave_up.last
-        status = last.status if isinstance(last, _Transient) else None
-        reason = last.reason if isinstance(last, _Transient) else type(last).__name__
-        return _error(
-            job,
-            "media_unavailable",
-            f"{reason} after {gave_up.attempts} attempts",
-            status=status,
-            transient=True,
-        )
+    except HttpError as exc:  # transient failures outlasted the retry policy
+        return _error(job, "media_unavailable", exc.reason, status=exc.status, transient=True)
     try:
         key = store.key(media_key(fetched.sha256))
         try:
