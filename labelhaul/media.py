@@ -227,7 +227,7 @@ def download(
     return sink.finish(ctype)
 
 
-class _RecentUrls:
+class RecentUrls:
     """URLs this run already resolved (two data rows sharing one file): bounded."""
 
     def __init__(self, limit: int = 100_000) -> None:
@@ -271,7 +271,7 @@ def fetch_one(
     tmp_dir: Path,
     *,
     max_bytes: int | None = None,
-    recent: _RecentUrls | None = None,
+    recent: RecentUrls | None = None,
 ) -> MediaResult | ErrorRecord:
     """Land one data row's media (or find it landed); return its result or an error record."""
     from labelhaul.storage import PreconditionFailed
@@ -352,14 +352,17 @@ def fetch_media(
     workers: int = 8,
     max_bytes: int | None = None,
     on_done: Callable[[int], None] | None = None,
+    recent: RecentUrls | None = None,
 ) -> Iterator[MediaResult | ErrorRecord]:
     """Fetch every job's media with `workers` threads; yield results in the jobs' order.
 
     At most `2 * workers` jobs are in flight, so memory stays bounded by the workers' chunks
-    (each download streams through a temporary file in `tmp_dir`).
+    (each download streams through a temporary file in `tmp_dir`). `recent` remembers the
+    URLs already resolved: pass one across a run's parts so a file shared by rows of two
+    parts is not looked up in the store again.
     """
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    recent = _RecentUrls()
+    recent = recent if recent is not None else RecentUrls()
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="media") as pool:
         window: list[Any] = []

@@ -540,27 +540,19 @@ def check_media_failures(staging: Path, *, latest: str | None) -> int:
     """
     from labelhaul.errors import IncompleteRunError
 
-    transient = failed = 0
-    reasons: dict[str, int] = {}
-    for err in read_errors(staging):
-        if err.get("stage") != "media" or err.get("severity") != "error":
-            continue
-        failed += 1
-        extra = err.get("extra") or {}
-        if extra.get("transient"):
-            transient += 1
-            status = extra.get("status")
-            why = f"HTTP {status}" if status else "connection reset or timeout"
-            reasons[why] = reasons.get(why, 0) + 1
-    if transient:
+    failures = count_failures(
+        staging, lambda err: err.get("stage") == "media" and err.get("severity") == "error"
+    )
+    if failures.transient:
         where = f"latest stays {latest}" if latest else "no version is made"
-        why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(failures.reasons.items()))
         raise IncompleteRunError(
-            f"{transient} media file(s) could not be downloaded for transient reasons ({why}): "
+            f"{failures.transient} media file(s) could not be downloaded for transient "
+            f"reasons ({why}): "
             f"nothing committed, {where}. Re-run the sync once the media host answers; it "
             "fetches only the media the store lacks (LABELHAUL_HTTP_RETRIES sets the retries)."
         )
-    return failed
+    return failures.transient + failures.permanent
 
 
 # --------------------------------------------------------------------------- masks
@@ -637,10 +629,15 @@ class MaskFailures:
 
 def count_mask_failures(staging: Path) -> MaskFailures:
     """Count the run's final mask failures (see `masks._from_instance_url`)."""
+    return count_failures(staging, _is_final_mask_failure)
+
+
+def count_failures(staging: Path, counts: Callable[[dict[str, Any]], bool]) -> MaskFailures:
+    """Count the staged error records `counts` selects, transient (by reason) or permanent."""
     transient = permanent = 0
     reasons: dict[str, int] = {}
     for err in read_errors(staging):
-        if not _is_final_mask_failure(err):
+        if not counts(err):
             continue
         extra = err.get("extra") or {}
         if extra.get("transient"):

@@ -13,7 +13,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from labelhaul.http import HttpClient
-from labelhaul.media import fetch_media
+from labelhaul.media import RecentUrls, fetch_media
 from labelhaul.pipeline import MediaTotals, has_media_jobs, part_media_jobs, write_media_results
 
 
@@ -31,6 +31,7 @@ def fetch_media_task(
     logger = get_run_logger()
     store = open_store(settings, store_uri, dataset_id, check=False)
     totals = MediaTotals()
+    recent = RecentUrls()  # one for the run: rows of different parts can share a file
     with HttpClient(
         timeout_s=settings.http_timeout_s,
         policy=settings.http_retry_policy(),
@@ -46,6 +47,7 @@ def fetch_media_task(
                 staging / "media-tmp",
                 workers=settings.media_workers,
                 max_bytes=settings.max_media_bytes,
+                recent=recent,
             )
             got = write_media_results(staging, part, outcomes)
             for name, value in got.to_dict().items():
