@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 
 def as_dict(v: Any) -> dict[str, Any]:
     """Return `v` if it is a dict, else an empty one."""
@@ -23,3 +25,8 @@ def as_str(v: Any) -> str | None:
     if v is None:
         return None
     return v if isinstance(v, str) else str(v)
+
+
+def as_json(v: Any) -> str:
+    """Return `v` as JSON text with sorted keys: the `raw_json` columns' one encoding."""
+    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labelhaul.errors import ConfigError
-from labelhaul.segments import OVERRIDES_COLUMN, manifest_segments, read_overrides
+from labelhaul.segments import OVERRIDES_COLUMN, dropped_ids, table_parts
 
 INSTALL_POLARS = "pip install 'labelhaul[polars]'"
 
@@ -42,16 +42,12 @@ def segment_parts(ds: Any, name: str, version: str) -> tuple[list[tuple[Path, se
     manifest = ds.load_manifest(version)
     if name not in manifest.table_names():
         ds.file_entry("table", name, version)  # raises, listing the tables there are
-    segments = manifest_segments(manifest)
-    later: set[str] = set()
-    parts: list[tuple[Path, set[str]]] = []
-    for seg in reversed(segments):
-        entry = seg.tables.get(name)
-        if entry is not None:
-            parts.append((ds.local_file(entry), set(later)))
-        if seg.overrides is not None:
-            later |= read_overrides(ds.local_file(seg.overrides))
-    parts.reverse()
+    all_parts = table_parts(manifest, name, ds.local_file)
+    parts = [
+        (path, drop)
+        for (path, _), drop in zip(all_parts, dropped_ids(all_parts), strict=True)
+        if path is not None
+    ]
     schema = SCHEMAS.get(name)
     if schema is None:
         schema = pq.read_schema(parts[0][0])

@@ -20,13 +20,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
+from labelhaul.coerce import as_json
 from labelhaul.parser_api import LabelContext, RowParser
 
-# Keys under `annotations` this module handles on an audio row (besides `timestamp`, which
-# rows.KNOWN_ANNOTATION_KEYS lists: it is parsed wherever it appears).
-AUDIO_KEYS: set[str] = {"segments"}
 # The keys of a classification that say when it applies.
 TIME_KEYS = ("timestamp", "start", "end")
 
@@ -78,7 +74,7 @@ def parse_temporal(parser: RowParser, annotations: Mapping[str, Any], ctx: Label
                     label_id=ctx.label_id,
                     feature_id=str(fid),
                     path=jpath,
-                    raw=_json(q),
+                    raw=as_json(q),
                 )
             if own_span is not None and own_span not in spans:
                 spans = [own_span, *spans]
@@ -103,7 +99,7 @@ def parse_temporal(parser: RowParser, annotations: Mapping[str, Any], ctx: Label
                 label_id=ctx.label_id,
                 feature_id=fid if isinstance(fid, str) else None,
                 path=jpath,
-                raw=_json(q),
+                raw=as_json(q),
             )
         parser._parse_question(q, ctx, parent=None, obj_id=None, depth=0, path=(), jpath=jpath)
     for fid, spans in ranges.items():
@@ -115,7 +111,7 @@ def parse_temporal(parser: RowParser, annotations: Mapping[str, Any], ctx: Label
                 label_id=ctx.label_id,
                 feature_id=fid,
                 path=f"{base}.segments.{fid}",
-                raw=_json([list(s) for s in spans]),
+                raw=as_json([list(s) for s in spans]),
             )
 
 
@@ -139,7 +135,7 @@ def _temporal_questions(
                 f"annotations.timestamp has key(s) labelhaul does not parse: {sorted(rest)}",
                 label_id=ctx.label_id,
                 path=f"{base}.timestamp",
-                raw=_json(rest),
+                raw=as_json(rest),
             )
     else:
         parser._error(
@@ -148,7 +144,7 @@ def _temporal_questions(
             "one; not landed, kept in this error record",
             label_id=ctx.label_id,
             path=where,
-            raw=_json(node),
+            raw=as_json(node),
         )
         return []
     out: list[tuple[str, dict[str, Any]]] = []
@@ -161,7 +157,7 @@ def _temporal_questions(
                 f"annotations.timestamp holds a {type(item).__name__}, not a classification",
                 label_id=ctx.label_id,
                 path=f"{where}[{i}]",
-                raw=_json(item),
+                raw=as_json(item),
             )
     return out
 
@@ -180,7 +176,7 @@ def _segments(
             "annotations.segments is not an object of feature ids; kept in this error record",
             label_id=ctx.label_id,
             path=base,
-            raw=_json(node),
+            raw=as_json(node),
         )
         return {}
     out: dict[str, list[tuple[int, int | None]]] = {}
@@ -195,7 +191,7 @@ def _segments(
                     label_id=ctx.label_id,
                     feature_id=str(fid),
                     path=f"{base}.{fid}",
-                    raw=_json(span),
+                    raw=as_json(span),
                 )
             else:
                 good.append(pair)
@@ -223,7 +219,3 @@ def _ms(v: Any) -> int | None:
     if not math.isfinite(v):
         return None
     return round(v)
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()

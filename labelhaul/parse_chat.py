@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from labelhaul.coerce import as_dict as _dict
+from labelhaul.coerce import as_json
 from labelhaul.coerce import as_list as _list
 from labelhaul.coerce import as_str as _str
 
@@ -104,7 +105,7 @@ def _conversation(row_data: Any) -> dict[str, Any] | None:
 def _add(
     out: list[dict[str, Any]], base: dict[str, Any], position: int, msg: Any, **cols: Any
 ) -> None:
-    out.append({**base, "position": position, "raw_json": _json(msg), **cols})
+    out.append({**base, "position": position, "raw_json": as_json(msg), **cols})
 
 
 def _messages_v1(
@@ -181,8 +182,4 @@ def _content(v: Any) -> str | None:
             if isinstance(p, dict) and p.get("type") == "text"
         ]
         return "\n".join(t for t in texts if isinstance(t, str)) or None
-    return _json(v)
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+    return as_json(v)

@@ -35,8 +35,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
+from labelhaul.coerce import as_json
 from labelhaul.parser_api import LabelContext, RowParser
 from labelhaul.urls import INLINE, hosting_of
 
@@ -143,7 +142,7 @@ def _text_entity(
                 feature_id=rec["feature_id"],
                 severity="warning",
                 path="location.token",
-                raw=_json(obj),
+                raw=as_json(obj),
             )
     else:
         rec["text"] = covered
@@ -153,11 +152,11 @@ def _text_entity(
 def _offsets(loc: dict[str, Any], rec: dict[str, Any]) -> Problem:
     start, end = loc.get("start"), loc.get("end")
     if start is None or end is None:
-        return ("missing_geometry", f"location lacks start/end: {_json(loc)}")
+        return ("missing_geometry", f"location lacks start/end: {as_json(loc)}")
     if not (_is_int(start) and _is_int(end)) or not 0 <= start <= end:
         return (
             "bad_text_offsets",
-            f"location start/end are not offsets 0 <= start <= end: {_json(loc)}",
+            f"location start/end are not offsets 0 <= start <= end: {as_json(loc)}",
         )
     rec["text_start"], rec["text_end"] = int(start), int(end)
     return None
@@ -177,11 +176,11 @@ def _box(box: Any) -> Problem:
         return ("missing_geometry", "DocumentBoundingBox has no bounding_box")
     nums = [_number(box.get(k)) for k in ("left", "top", "width", "height")]
     if any(n is None for n in nums):
-        return ("missing_geometry", f"bounding_box lacks left/top/width/height: {_json(box)}")
+        return ("missing_geometry", f"bounding_box lacks left/top/width/height: {as_json(box)}")
     if not all(math.isfinite(n) for n in nums if n is not None):
         return ("non_finite_coordinates", "bounding_box has NaN or infinite values")
     if (nums[2] or 0.0) < 0 or (nums[3] or 0.0) < 0:
-        return ("negative_bbox_size", f"bounding_box has negative size: {_json(box)}")
+        return ("negative_bbox_size", f"bounding_box has negative size: {as_json(box)}")
     return None
 
 
@@ -199,7 +198,7 @@ def _token_entity(
         if not isinstance(group, dict):
             problem = problem or (
                 "missing_geometry",
-                f"token group is not an object: {_json(group)}",
+                f"token group is not an object: {as_json(group)}",
             )
             continue
         tokens = group.get("tokens")
@@ -232,7 +231,3 @@ def _number(v: Any) -> float | None:
 def _finite(v: Any) -> float | None:
     n = _number(v)
     return n if n is not None and math.isfinite(n) else None
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()

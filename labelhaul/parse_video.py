@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from labelhaul.coerce import as_dict as _dict
+from labelhaul.coerce import as_json
 from labelhaul.coerce import as_list as _list
 from labelhaul.coerce import as_str as _str
 from labelhaul.masktypes import MaskInstance
@@ -116,7 +117,7 @@ def _parse_frames(
                 f"frame key {fkey!r} is not a frame number; the frame was not landed",
                 label_id=ctx.label_id,
                 path=f"{where}.frames.{fkey}",
-                raw=_json(frame),
+                raw=as_json(frame),
             )
             continue
         numbered.append((n, str(fkey), _dict(frame)))
@@ -179,7 +180,7 @@ def _parse_frame_object(
             label_id=ctx.label_id,
             feature_id=fid,
             path=path,
-            raw=_json(obj),
+            raw=as_json(obj),
         )
     keyframe = _dict(key_map.get(fid)).get(str(frame))
     for rec in p.tables["annotations"][n_ann:]:
@@ -189,7 +190,7 @@ def _parse_frame_object(
         rec["segment_index"] = _segment_index(segments.get(fid), frame)
         rec["plane"] = plane
         if rec.get("raw_json") is not None:
-            rec["raw_json"] = _json(obj)
+            rec["raw_json"] = as_json(obj)
     for rec in p.tables["classifications"][n_cls:]:
         rec["frame_start"] = rec["frame_end"] = frame
         rec["plane"] = plane
@@ -234,7 +235,7 @@ def _orphans(
                 feature_id=str(fid),
                 severity="warning",
                 path=f"{where}.{fid}",
-                raw=_json(value),
+                raw=as_json(value),
             )
 
 
@@ -253,7 +254,7 @@ def _unknown_keys(
             f"{where}.{key} is not a key labelhaul knows; kept in the raw export",
             label_id=ctx.label_id,
             path=f"{where}.{key}",
-            raw=_json(holder[key]),
+            raw=as_json(holder[key]),
         )
 
 
@@ -285,7 +286,3 @@ def _frame_number(v: Any) -> int | None:
     if isinstance(v, str) and v.strip().isdigit():
         return int(v)
     return None
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()

@@ -56,6 +56,7 @@ import orjson
 
 from labelhaul import parse_audio, parse_chat, parse_geo, parse_text
 from labelhaul.coerce import as_dict as _dict
+from labelhaul.coerce import as_json
 from labelhaul.coerce import as_list as _list
 from labelhaul.coerce import as_str as _str
 from labelhaul.masktypes import MaskInstance, MaskJob
@@ -261,6 +262,9 @@ class _RowParser:
         self.global_key = _str(self.data_row.get("global_key"))
         media = _dict(self.obj.get("media_attributes"))
         self.media = media
+        mime = _str(media.get("mime_type")) or ""
+        # Audio, from its media attributes (asked per label and per key: decided once).
+        self._audio = mime.startswith("audio/") or _str(media.get("asset_type")) == "audio"
         self.width = _int(media.get("width"))
         self.height = _int(media.get("height"))
         self.tile_bounds, self.tile_crs = parse_geo.tile_layer(self.data_row.get("row_data"))
@@ -314,7 +318,7 @@ class _RowParser:
             "frame_rate": _float(self.media.get("frame_rate")),
             "frame_count": _int(self.media.get("frame_count")),
             "content_length": _int(self.media.get("content_length")),
-            "media_attributes_json": _json(self.media) if self.media else None,
+            "media_attributes_json": as_json(self.media) if self.media else None,
             "dataset_id": _str(details.get("dataset_id")),
             "dataset_name": _str(details.get("dataset_name")),
             "created_at": _str(details.get("created_at")),
@@ -373,7 +377,7 @@ class _RowParser:
             severity="warning",
             path=f"{where}.{entry_id}",
             entry_id=entry_id,
-            raw=_json(entry),
+            raw=as_json(entry),
         )
         return True
 
@@ -395,7 +399,7 @@ class _RowParser:
                 "workflow_status": _str(pd.get("workflow_status")),
                 "priority": _int(pd.get("priority")),
                 "consensus_expected_label_count": _int(pd.get("consensus_expected_label_count")),
-                "project_tags": _json(tags) if tags is not None else None,
+                "project_tags": as_json(tags) if tags is not None else None,
             }
         )
         for seq, move in enumerate(_list(pd.get("workflow_history"))):
@@ -480,7 +484,7 @@ class _RowParser:
                 "updated_at": _str(details.get("updated_at")),
                 "created_by": _str(details.get("created_by")),
                 "content_last_updated_at": _str(details.get("content_last_updated_at")),
-                "reviews": _json(reviews) if reviews is not None else None,
+                "reviews": as_json(reviews) if reviews is not None else None,
                 "seconds_to_create": _float(perf.get("seconds_to_create")),
                 "seconds_to_review": _float(perf.get("seconds_to_review")),
                 "skipped": _bool(perf.get("skipped")),
@@ -553,14 +557,12 @@ class _RowParser:
 
     def _is_audio(self) -> bool:
         """Whether the data row is audio (its media attributes say so)."""
-        mime = _str(self.media.get("mime_type")) or ""
-        return mime.startswith("audio/") or _str(self.media.get("asset_type")) == "audio"
+        return self._audio
 
     def _check_annotation_keys(self, annotations: dict[str, Any], ctx: _LabelContext) -> None:
         """Record every key under `annotations` that no parser turned into rows."""
-        known = KNOWN_ANNOTATION_KEYS | (parse_audio.AUDIO_KEYS if self._is_audio() else set())
         for key in annotations:
-            if key in known:
+            if key in KNOWN_ANNOTATION_KEYS:
                 continue
             value = annotations[key]
             if value in ({}, [], None):
@@ -578,7 +580,7 @@ class _RowParser:
                 object_feature_ids=sorted(objects),
                 feature_ids=sorted(features),
                 source=ctx.source,
-                raw=_json(value),
+                raw=as_json(value),
             )
 
     def _check_duplicate(self, obj: dict[str, Any], ctx: _LabelContext, seen: set[str]) -> bool:
@@ -631,7 +633,7 @@ class _RowParser:
             "raw_json": None,
         }
         if "custom_metrics" in obj:
-            rec["custom_metrics"] = _json(obj["custom_metrics"])
+            rec["custom_metrics"] = as_json(obj["custom_metrics"])
         problem: tuple[str, str] | None = None
         more: list[dict[str, Any]] = []  # further records of the object (token groups, messages)
         if kind in GEOMETRY_KINDS:
@@ -652,7 +654,7 @@ class _RowParser:
         if problem is not None:
             rec["valid"] = False
             rec["error_kind"] = problem[0]
-            rec["raw_json"] = _json(obj)
+            rec["raw_json"] = as_json(obj)
             self._error(
                 problem[0],
                 problem[1],
@@ -848,7 +850,7 @@ class _RowParser:
                     label_id=ctx.label_id,
                     feature_id=qid,
                     path=jpath,
-                    raw=_json(q),
+                    raw=as_json(q),
                 )
             else:
                 if span is not None:
@@ -886,7 +888,7 @@ class _RowParser:
         if not present:
             # Kept whole: a row with the question's ids and its raw JSON, and an error.
             self.tables["classifications"].append(
-                {**base, "path": "/".join(qpath), "raw_json": _json(q)}
+                {**base, "path": "/".join(qpath), "raw_json": as_json(q)}
             )
             self._error(
                 "unknown_answer_shape",
@@ -896,7 +898,7 @@ class _RowParser:
                 feature_id=qid,
                 path=jpath,
                 keys=sorted(q),
-                raw=_json(q),
+                raw=as_json(q),
             )
             return
         if unknown:
@@ -908,7 +910,7 @@ class _RowParser:
                 feature_id=qid,
                 path=jpath,
                 keys=unknown,
-                raw=_json(q),
+                raw=as_json(q),
             )
         answers: list[tuple[str, str, int | None, dict[str, Any]]] = []
         for key in present:
@@ -1015,7 +1017,7 @@ class _RowParser:
                     "attachment_id": _str(att.get("id")),
                     "type": _str(att.get("type")),
                     "name": _str(att.get("name")),
-                    "value": value if isinstance(value, str) or value is None else _json(value),
+                    "value": value if isinstance(value, str) or value is None else as_json(value),
                 }
             )
 
@@ -1031,7 +1033,7 @@ class _RowParser:
                     "schema_name": _str(md.get("schema_name")),
                     "schema_kind": _str(md.get("schema_kind")),
                     "type": _str(md.get("type")) or _value_type(md),
-                    "value": value if isinstance(value, str) or value is None else _json(value),
+                    "value": value if isinstance(value, str) or value is None else as_json(value),
                     "value_name": _str(md.get("value_name")),
                 }
             )
@@ -1064,7 +1066,7 @@ def _text(v: Any) -> str | None:
     """A string as it is; any other JSON value as JSON text (`true`, `3`); None as None."""
     if v is None or isinstance(v, str):
         return v
-    return _json(v)
+    return as_json(v)
 
 
 def _feature_ids(node: Any, key: str | None = None) -> tuple[set[str], set[str]]:
@@ -1155,10 +1157,6 @@ def _color(v: Any) -> tuple[int, int, int] | None:
     if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in v):
         return None
     return (v[0], v[1], v[2])
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _value_type(md: dict[str, Any]) -> str | None:

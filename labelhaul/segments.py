@@ -141,6 +141,33 @@ def read_overrides(path: Path) -> set[str]:
     return {str(v) for v in column.to_pylist() if v is not None}
 
 
+def table_parts(
+    manifest: Manifest, name: str, local_file: Callable[[FileEntry], Path]
+) -> list[tuple[Path | None, set[str]]]:
+    """Return, per segment in order, its file of table `name` and the ids it overrides.
+
+    The file is None where the segment holds no rows of the table; `local_file` returns a
+    local path of a manifest entry's file (downloading it).
+    """
+    parts: list[tuple[Path | None, set[str]]] = []
+    for seg in manifest_segments(manifest):
+        entry = seg.tables.get(name)
+        overrides = read_overrides(local_file(seg.overrides)) if seg.overrides else set()
+        parts.append((local_file(entry) if entry else None, overrides))
+    return parts
+
+
+def dropped_ids(parts: Sequence[tuple[Path | None, set[str]]]) -> list[set[str]]:
+    """Return, per part of `table_parts`, the ids it loses: those a LATER segment overrides."""
+    later: set[str] = set()
+    dropped: list[set[str]] = []
+    for _path, overrides in reversed(parts):
+        dropped.append(set(later))
+        later |= overrides
+    dropped.reverse()
+    return dropped
+
+
 def iter_merged_batches(
     parts: Sequence[tuple[Path | None, set[str]]],
     schema: pa.Schema | None = None,
@@ -159,14 +186,7 @@ def iter_merged_batches(
     """
     from labelhaul.tables import _conform
 
-    # The ids each segment loses: those overridden by any LATER segment.
-    later: set[str] = set()
-    dropped: list[set[str]] = []
-    for _path, overrides in reversed(parts):
-        dropped.append(set(later))
-        later |= overrides
-    dropped.reverse()
-    for (path, _overrides), drop in zip(parts, dropped, strict=True):
+    for (path, _overrides), drop in zip(parts, dropped_ids(parts), strict=True):
         if path is None:
             continue
         value_set = pa.array(sorted(drop), type=pa.string()) if drop else None
@@ -214,11 +234,7 @@ def materialize_table(
     """
     from labelhaul.tables import SCHEMAS, _open_writer
 
-    parts: list[tuple[Path | None, set[str]]] = []
-    for seg in manifest_segments(manifest):
-        entry = seg.tables.get(name)
-        overrides = read_overrides(local_file(seg.overrides)) if seg.overrides else set()
-        parts.append((local_file(entry) if entry else None, overrides))
+    parts = table_parts(manifest, name, local_file)
     schema = SCHEMAS.get(name)
     if schema is None:
         first = next((p for p, _ in parts if p is not None), None)

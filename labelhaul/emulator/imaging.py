@@ -193,11 +193,10 @@ def encode_photo(width: int, height: int, seed: int, fmt: str) -> bytes:
     ).astype(np.int16)
     noise = rng.integers(-24, 25, size=(height, width, 3), dtype=np.int16)
     rgb = np.clip(base + noise, 0, 255).astype(np.uint8)
+    if pil_format != "JPEG":
+        return encode_rgb_png(rgb)
     buf = io.BytesIO()
-    if pil_format == "JPEG":
-        Image.fromarray(rgb, mode="RGB").save(buf, format="JPEG", quality=85)
-    else:
-        Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", compress_level=1)
+    Image.fromarray(rgb, mode="RGB").save(buf, format="JPEG", quality=85)
     return buf.getvalue()
 
 
