@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     max_media_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="Largest media file fetched (include_media)."
     )
+    fetch_row_content: bool = Field(
+        default=True,
+        description="Fetch the file a text or conversation row's row_data URL names (a .txt, "
+        "a conversation JSON), right after the export, into the store and the tables "
+        "(messages, covered text, spans, preference pairs). Only text-like rows.",
+    )
     label_policy: LabelPolicy = Field(
         default=LabelPolicy.benchmark,
         description=(

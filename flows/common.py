@@ -60,6 +60,7 @@ from labelhaul.maskpool import mask_pool
 from labelhaul.pipeline import (
     AssembledVersion,
     StageSummary,
+    any_media_jobs,
     check_mask_failures,
     check_media_failures,
 )
@@ -281,7 +282,11 @@ def run_sync(
                 _end_empty_export(run, plan, parent, summary)
                 return record
             latest = parent.version_id if parent else None
-            media = _media_stage(run, summary, latest=latest) if include_media else None
+            media = None
+            if include_media or any_media_jobs(staging, summary.parts):
+                # Text-like rows' content is fetched without include_media too (row_content).
+                totals = _media_stage(run, summary, latest=latest)
+                media = totals if include_media else None
             masks = _mask_stage(run, summary, latest=latest)
             fields = _assemble(run, plan, parent_manifest, params, filters, summary, masks, media)
             result = _land(run, plan, parent, fields, dataset)

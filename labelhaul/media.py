@@ -10,6 +10,9 @@ A URL's bytes are taken to be immutable (Labelbox-hosted media is; a user bucket
 an object in place under the same key is not seen unless `media_attributes.content_length`
 changes).
 
+Text-like rows (`labelhaul.row_content`) go through here too, include_media or not: their
+job asks for the body (`MediaJob.content`), which the result carries to the tables.
+
 Media hosts never receive the Labelbox API key: the GETs here carry no credentials at all
 (signed URLs carry their own): their `HttpClient` holds no key.
 
@@ -25,13 +28,14 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from labelhaul.http import HttpClient, HttpError
 from labelhaul.keys import check_sha256
 from labelhaul.records import ErrorRecord
+from labelhaul.row_content import CONTENT_MAX_BYTES
 from labelhaul.urls import strip_signing
 
 STAGE = "media"
@@ -99,6 +103,11 @@ class MediaJob:
     url: str
     offset: int | None = None
     expected_bytes: int | None = None  # media_attributes.content_length, when exported
+    # A text-like row (labelhaul.row_content): the result carries the body for the tables.
+    content: bool = False
+
+
+_Octets = bytes  # `MediaResult.bytes` (a size) shadows the type inside that class
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,10 @@ class MediaResult:
     bytes: int
     content_type: str | None
     outcome: str  # DOWNLOADED | REUSED
+    # The body, for a job that asked for it (`MediaJob.content`) and got at most
+    # `row_content.CONTENT_MAX_BYTES`; not written to the media results.
+    content: _Octets | None = field(default=None, repr=False)
+    content_error: str | None = None  # why a job that asked for the body has none
 
 
 class MediaStore(Protocol):
@@ -281,12 +294,19 @@ def fetch_one(
     if entry is None:
         entry = _lookup(store, index_key, job.expected_bytes)
     if entry is not None:
+        sha, size = str(entry["sha256"]), int(entry["bytes"])
+        body = None
+        if job.content and size <= CONTENT_MAX_BYTES:
+            # The tables need the text: read it back from the store (small, text-like).
+            body = store.objects.get(store.key(media_key(sha)))
         return MediaResult(
             job.data_row_id,
-            str(entry["sha256"]),
-            int(entry["bytes"]),
+            sha,
+            size,
             entry.get("content_type"),
             REUSED,
+            body,
+            _content_error(job, size, body),
         )
     try:
         fetched = download(http, job.url, tmp_dir, max_bytes=max_bytes)
@@ -294,6 +314,9 @@ def fetch_one(
         return _error(job, exc.kind, exc.reason, status=exc.status, transient=False)
     except HttpError as exc:  # transient failures outlasted the retry policy
         return _error(job, "media_unavailable", exc.reason, status=exc.status, transient=True)
+    body = None
+    if job.content and fetched.size <= CONTENT_MAX_BYTES:
+        body = fetched.data if fetched.data is not None else _read(fetched.path)
     try:
         key = store.key(media_key(fetched.sha256))
         try:
@@ -317,8 +340,24 @@ def fetch_one(
     if recent is not None:
         recent.put(index_key, entry)
     return MediaResult(
-        job.data_row_id, fetched.sha256, fetched.size, fetched.content_type, DOWNLOADED
+        job.data_row_id,
+        fetched.sha256,
+        fetched.size,
+        fetched.content_type,
+        DOWNLOADED,
+        body,
+        _content_error(job, fetched.size, body),
     )
+
+
+def _content_error(job: MediaJob, size: int, body: bytes | None) -> str | None:
+    if not job.content or body is not None:
+        return None
+    return "content_too_large" if size > CONTENT_MAX_BYTES else "content_unavailable"
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
 
 
 def _error(

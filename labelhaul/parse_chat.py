@@ -7,8 +7,8 @@
 - The conversation lands in `messages` when the export holds it: `row_data` that is the
   conversation JSON itself (v1 `application/vnd.labelbox.conversational` with
   `messages[]` and `modelOutputs[]`, or v2 `...model-chat-evaluation` with `actors`,
-  `messages{}`). Labelbox usually exports `row_data` as the URL of that JSON: then nothing
-  is fetched here (a media download is #18's), and `messages` stays empty for that row.
+  `messages{}`). Labelbox usually exports `row_data` as the URL of that JSON: the media
+  stage fetches it and `labelhaul.row_content` parses it with `parse_messages` too.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """

@@ -7,7 +7,8 @@ the parsing of these media types lives apart from the image code:
   export fixture has start 66, end 128 over a 62-code-point token) and `text`, the covered
   text: `location.token` when exported, else the slice of the row's text when `row_data` is
   the text itself (Labelbox exports what was uploaded: the text, or a URL to it). With a URL
-  and no token, `text` stays null: the offsets index the file at `row_data`.
+  and no token, `text` stays null here: the sync fills it from the fetched file
+  (`labelhaul.row_content`).
 - `ConversationalTextEntity` → `message_id`, `text_start`, `text_end` (the conversation is
   a JSON file at `row_data`; the export carries no covered text).
 - `DocumentBoundingBox` → `page_number`, `bbox_*`, `page_width` / `page_height` from

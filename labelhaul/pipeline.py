@@ -14,6 +14,7 @@ Staging layout (one directory per run)::
     parts/part-000001.masks.ndjson     the part's mask results (written by the mask stage)
     parts/part-000001.media-jobs.ndjson  the part's media to fetch (with include_media)
     parts/part-000001.media.ndjson     the part's media results (written by the media stage)
+    parts/part-000001.content.ndjson   text-like rows' fetched content (labelhaul.row_content)
     data_row_ids.txt          every data row id the export returned (incremental merges)
 
 A part is a run of consecutive data rows holding at most `part_composites` composites (one
@@ -199,6 +200,7 @@ def stage_export(
     source_id: str | None = None,
     not_after: datetime | None = None,
     media: bool = False,
+    row_content: bool = False,
 ) -> StageSummary:
     """Stream the RESULT lines into the staging directory, part by part.
 
@@ -220,6 +222,9 @@ def stage_export(
             that does not parse, gets a `timestamp_out_of_range` warning and no say in it.
         media: also list each data row's media (its `row_data` URL as exported, still
             signed) for the media stage (`include_media`).
+        row_content: list the media of text-like rows whose `row_data` is a URL (a .txt,
+            a conversation JSON) for the media stage, which fetches it for the tables
+            (labelhaul.row_content).
     """
     from labelhaul.rows import parse_export_line
     from labelhaul.tables import compute_watermark
@@ -283,8 +288,15 @@ def stage_export(
                 part = _PartWriter(parts_dir, len(summary.parts) + 1)
                 summary.parts.append(part.name)
             part.add(parsed.tables, parsed.mask_jobs, offset)
-            if media:
-                job = media_job_of(line, parsed.data_row_id, parsed.global_key, offset)
+            if media or row_content:
+                job = media_job_of(
+                    line,
+                    parsed.data_row_id,
+                    parsed.global_key,
+                    offset,
+                    media=media,
+                    row_content=row_content,
+                )
                 if job is not None:
                     part.add_media(job)
             if earlier is None:
@@ -423,22 +435,36 @@ def read_errors(staging: Path) -> Iterator[dict[str, Any]]:
 
 MEDIA_JOBS = "media-jobs.ndjson"
 MEDIA_RESULTS = "media.ndjson"
+CONTENT = "content.ndjson"
 
 
 def media_job_of(
-    line: bytes, data_row_id: str, global_key: str | None, offset: int
+    line: bytes,
+    data_row_id: str,
+    global_key: str | None,
+    offset: int,
+    *,
+    media: bool = True,
+    row_content: bool = False,
 ) -> MediaJob | None:
     """Return the media job of one export line: its `row_data` URL as exported (signed).
 
     The tables keep the URL without its signature (`labelhaul.urls`); the media stage needs
-    the signed one, which only the raw line has. None when the row data is not a URL.
+    the signed one, which only the raw line has. None when the row data is not a URL, or
+    when only `row_content` is asked and the row is not text-like (labelhaul.row_content).
+    A text-like row's job asks for its body (`MediaJob.content`) either way.
     """
+    from labelhaul.row_content import wants_content
+
     obj = orjson.loads(line)
     data_row = obj.get("data_row") if isinstance(obj, dict) else None
     row_data = data_row.get("row_data") if isinstance(data_row, dict) else None
     if not isinstance(row_data, str) or not is_fetchable(row_data):
         return None
-    attrs = obj.get("media_attributes")
+    attrs = obj.get("media_attributes") if isinstance(obj, dict) else None
+    content = wants_content(row_data, attrs)
+    if not media and not (row_content and content):
+        return None
     length = attrs.get("content_length") if isinstance(attrs, dict) else None
     return MediaJob(
         data_row_id=data_row_id,
@@ -446,6 +472,7 @@ def media_job_of(
         url=row_data,
         offset=offset,
         expected_bytes=length if isinstance(length, int) and length > 0 else None,
+        content=content,
     )
 
 
@@ -460,6 +487,11 @@ def part_media_jobs(staging: Path, part: str) -> Iterator[MediaJob]:
 def has_media_jobs(staging: Path, part: str) -> bool:
     """Say whether staging listed media for `part`."""
     return (staging / "parts" / f"{part}.{MEDIA_JOBS}").exists()
+
+
+def any_media_jobs(staging: Path, parts: Iterable[str]) -> bool:
+    """Say whether staging listed media for any part (include_media, or text-like rows)."""
+    return any(has_media_jobs(staging, part) for part in parts)
 
 
 @dataclass
@@ -481,9 +513,11 @@ def write_media_results(
     """Write one part's media results and error records (a re-run replaces, never mixes)."""
     target = staging / "parts" / f"{part}.{MEDIA_RESULTS}"
     tmp = target.with_suffix(".tmp")
+    content_target = staging / "parts" / f"{part}.{CONTENT}"
+    content_tmp = content_target.with_suffix(".tmp")
     totals = MediaTotals()
     errors: list[ErrorRecord] = []
-    with open(tmp, "wb") as fh:
+    with open(tmp, "wb") as fh, open(content_tmp, "wb") as contents:
         for outcome in outcomes:
             if isinstance(outcome, ErrorRecord):
                 errors.append(outcome)  # one part's failures: bounded by the part
@@ -497,10 +531,109 @@ def write_media_results(
                 totals.bytes_downloaded += outcome.bytes
             else:
                 totals.reused += 1
-            fh.write(_dumps(dataclasses.asdict(outcome)) + b"\n")
+            if outcome.content is not None or outcome.content_error is not None:
+                contents.write(_dumps(_content_line(outcome)) + b"\n")
+            result = {
+                f.name: getattr(outcome, f.name)
+                for f in dataclasses.fields(outcome)
+                if f.name not in ("content", "content_error")
+            }
+            fh.write(_dumps(result) + b"\n")
     tmp.replace(target)
+    content_tmp.replace(content_target)
     append_errors(staging, errors)
     return totals
+
+
+def _content_line(outcome: MediaResult) -> dict[str, Any]:
+    """Return a content file line: the body as text, or why there is none."""
+    from labelhaul.row_content import decode_content
+
+    line: dict[str, Any] = {"data_row_id": outcome.data_row_id, "sha256": outcome.sha256}
+    text = decode_content(outcome.content) if outcome.content is not None else None
+    if text is None:
+        line["error"] = outcome.content_error or "content_not_utf8"
+    else:
+        line["text"] = text
+    return line
+
+
+def read_part_contents(staging: Path, part: str) -> Iterator[dict[str, Any]]:
+    """Yield one part's fetched contents, a line (one data row's) at a time."""
+    path = staging / "parts" / f"{part}.{CONTENT}"
+    if path.exists():
+        yield from read_ndjson(path)
+
+
+CONTENT_ERRORS = "content-errors.ndjson"
+CONTENT_ERRORS_APPENDED = "content-errors.appended"
+
+
+def apply_part_contents(
+    staging: Path,
+    part: str,
+    by_table: dict[str, list[dict[str, Any]]],
+    media: Mapping[str, Mapping[str, Any]],
+    errors: IO[bytes],
+) -> None:
+    """Apply a part's fetched contents to its records (labelhaul.row_content), in place.
+
+    Every text-like data row gets its `content_status`; fetched texts and conversations
+    fill `content_text`, covered text and `messages`. Memory: the part's records (held
+    anyway) and one content at a time; problems are written to `errors`.
+    """
+    from labelhaul.row_content import apply_content, cover_conversation_entities, missing_status
+
+    rows = {str(r.get("data_row_id")): r for r in by_table.get("data_rows", [])}
+    annotations: dict[str, list[dict[str, Any]]] = {}
+    for rec in by_table.get("annotations", []):
+        annotations.setdefault(str(rec.get("data_row_id")), []).append(rec)
+    applied: set[str] = set()
+    for line in read_part_contents(staging, part):
+        drid = str(line["data_row_id"])
+        row = rows.get(drid)
+        if row is None:
+            continue  # a superseded copy's content
+        applied.add(drid)
+        if "text" not in line:
+            row["content_status"] = line.get("error")
+            errors.write(_dumps(_content_error(row, line).to_dict()) + b"\n")
+            continue
+        messages, problems = apply_content(
+            row, annotations.get(drid, []), line["text"], sha256=line.get("sha256")
+        )
+        if messages:
+            by_table.setdefault("messages", []).extend(messages)
+        for err in problems:
+            errors.write(_dumps(err.to_dict()) + b"\n")
+    for drid, row in rows.items():
+        if drid not in applied:
+            error = media.get(drid, {}).get("media_error")
+            row["content_status"] = missing_status(row, error)
+    cover_conversation_entities(by_table.get("annotations", []), by_table.get("messages", []))
+    if applied and by_table.get("messages"):
+        # Every table in data row order (preference.Conversations walks them side by side):
+        # fetched conversations' messages go beside the inline ones, not after them.
+        order = {drid: i for i, drid in enumerate(rows)}
+        by_table["messages"].sort(key=lambda m: order.get(str(m.get("data_row_id")), -1))
+
+
+def _content_error(row: Mapping[str, Any], line: Mapping[str, Any]) -> ErrorRecord:
+    kind = str(line.get("error"))
+    why = {
+        "content_not_utf8": "is not UTF-8 text",
+        "content_too_large": "is larger than Labelbox's 16 MB text limit",
+    }.get(kind, "could not be read back from the store (re-run the sync)")
+    return ErrorRecord(
+        "media",
+        kind,
+        f"the content of data row {row.get('data_row_id')} (row_data {row.get('row_data')}) "
+        f"{why}: its text, messages and covered text are missing (the file is kept as "
+        "media, data_rows.media_sha256)",
+        data_row_id=str(row.get("data_row_id")),
+        global_key=row.get("global_key"),
+        extra={"media_sha256": line.get("sha256"), "path": "data_row.row_data"},
+    )
 
 
 def read_media_results(staging: Path, part: str) -> dict[str, dict[str, Any]]:
@@ -828,6 +961,9 @@ def assemble_version(
     replaced = replaced_data_row_ids or set()
     delta_sink = TableSink(out / "delta") if parent_tables and parent_manifest else None
     failures = read_mask_failures(staging)
+    # Problems with fetched contents: written again by each attempt, appended to the
+    # run's errors once (an assembly retry must not count them twice).
+    content_errors = open(staging / CONTENT_ERRORS, "wb")  # noqa: SIM115 - closed below
     try:
         if parent_tables:
             for table, path in parent_tables.items():
@@ -838,6 +974,7 @@ def assemble_version(
             by_table: dict[str, list[dict[str, Any]]] = {}
             for table, record in iter_part_records(staging, part):
                 by_table.setdefault(table, []).append(record)
+            apply_part_contents(staging, part, by_table, media, content_errors)
             for table, records in by_table.items():
                 if table == "annotations":
                     records = apply_mask_results(records, results, failures)
@@ -847,8 +984,10 @@ def assemble_version(
                 if delta_sink is not None:
                     delta_sink.add(table, records)
     finally:
+        content_errors.close()
         paths = sink.close()
         delta_paths = delta_sink.close() if delta_sink is not None else {}
+    _append_content_errors_once(staging)
     counts = sink.counts()
     delta = None
     if delta_sink is not None and parent_manifest is not None:
@@ -891,16 +1030,27 @@ def assemble_version(
         selected_labels=selected,
         frames=frame_index_from_parquet(paths["annotations"], selected),
     )
+    from labelhaul.row_content import CONVERSATION, TEXT, count_statuses
+
+    content = count_statuses(
+        iter_parquet_records(paths["data_rows"], columns=["mime_type", "content_status"])
+    )
     spans_path, spans_facts = _write_spans(out, paths, selected, kinds)
-    preference_path, preference_facts = _write_preference(out, paths.get("classifications"))
-    content = dict(digests)
+    if spans_facts is not None and content[TEXT]:
+        spans_facts["text_rows"] = content[TEXT]
+    preference_path, preference_facts = _write_preference(
+        out, paths.get("classifications"), paths.get("messages"), paths.get("data_rows")
+    )
+    if preference_facts is not None and content[CONVERSATION]:
+        preference_facts["conversation_rows"] = content[CONVERSATION]
+    digested = dict(digests)
     if policy is not DEFAULT_LABEL_POLICY:
-        content["coco.label_policy"] = policy.value
+        digested["coco.label_policy"] = policy.value
     return AssembledVersion(
         tables=dict(paths),
         counts=counts,
         table_digests=digests,
-        content_digest=dataset_digest(content),
+        content_digest=dataset_digest(digested),
         coco=coco_path,
         coco_results=coco_results,
         category_map=summary.category_map,
@@ -957,17 +1107,38 @@ def _write_spans(
     return (path if summary.lines else None), summary.facts()
 
 
+def _append_content_errors_once(staging: Path) -> None:
+    """Append the content problems assembly found to the run's errors, once per run."""
+    marker = staging / CONTENT_ERRORS_APPENDED
+    if marker.exists():
+        return
+    with open(staging / CONTENT_ERRORS, "rb") as src, open(staging / "errors.ndjson", "ab") as dst:
+        for line in src:
+            dst.write(line)
+    marker.touch()
+
+
 def _write_preference(
-    out: Path, classifications: Path | None
+    out: Path,
+    classifications: Path | None,
+    messages: Path | None = None,
+    data_rows: Path | None = None,
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """Write the preference pairs JSONL (labelhaul.preference) when any label has one."""
-    from labelhaul.preference import COLUMNS, write_preference
+    from labelhaul.preference import COLUMNS, MESSAGE_COLUMNS, write_preference
     from labelhaul.tables import iter_parquet_records
 
     if classifications is None:
         return None, None
     path = out / "preference-pairs.jsonl"
-    summary = write_preference(path, iter_parquet_records(classifications, columns=COLUMNS))
+    summary = write_preference(
+        path,
+        iter_parquet_records(classifications, columns=COLUMNS),
+        iter_parquet_records(messages, columns=MESSAGE_COLUMNS) if messages else None,
+        (str(r["data_row_id"]) for r in iter_parquet_records(data_rows, columns=["data_row_id"]))
+        if messages and data_rows
+        else None,
+    )
     if summary.labels == 0:
         path.unlink()
         return None, None

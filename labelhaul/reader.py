@@ -609,8 +609,14 @@ def _point_coco_at(path: Path, files: Mapping[str, tuple[str, str]]) -> None:
                     continue
                 body = line.rstrip(b"\n")
                 tail = b""
-                for end in (b'],"annotations":[', b"]}", b"],", b","):
-                    if body.endswith(end):
+                # The last image's line goes on with the annotations (all of them when there
+                # are none: `],"annotations":[],...}`). A quote inside a JSON string is
+                # escaped, so the first unescaped `],"annotations":[` is where images end.
+                cut = body.find(b'],"annotations":[')
+                if cut >= 0:
+                    body, tail = body[:cut], body[cut:]
+                for end in (b"]}", b"],", b","):
+                    if not tail and body.endswith(end):
                         body, tail = body[: -len(end)], end
                         break
                 if tail != b",":

@@ -12,9 +12,10 @@ Offsets are character (code point) offsets into `text`, end exclusive, as Python
 `Doc.char_span` take them; spans are sorted by (start, end, label, feature_id) and may
 overlap (spaCy's `doc.spans` holds overlapping spans; `doc.ents` does not).
 
-- Text (`TextEntity`): `text` is the row's text when `row_data` is the text itself. When
-  `row_data` is a URL the text is not in the export and the row is left out, counted as
-  `text_not_in_export` (fetch `row_data` and slice `text_start:text_end` to build it).
+- Text (`TextEntity`): `text` is the row's text: `row_data` when it is the text itself,
+  else the text the sync fetched from the `row_data` URL (`data_rows.content_text`,
+  labelhaul.row_content). A row whose text is neither is left out, its entities counted as
+  `text_not_in_export` (the manifest's `spans.text_rows` says why the text is missing).
 - Documents (`DocumentEntityToken`): the text layer is not in the export, only each token
   group's text, so `text` is the label's token groups' texts joined by a newline, in page
   order then export order, and each group is one span covering its text.
@@ -56,7 +57,7 @@ ANNOTATION_COLUMNS = (
     "page_number",
     "valid",
 )
-DATA_ROW_COLUMNS = ("data_row_id", "row_data", "hosting")
+DATA_ROW_COLUMNS = ("data_row_id", "row_data", "hosting", "content_text")
 
 
 @dataclass
@@ -130,7 +131,7 @@ def _by_data_row(
 
 
 class _InlineTexts:
-    """Walk `data_rows` alongside `annotations`: the inline text of a data row, if any."""
+    """Walk `data_rows` alongside `annotations`: a data row's text (inline or fetched)."""
 
     def __init__(self, rows: Iterator[Mapping[str, Any]]) -> None:
         self._rows = rows
@@ -141,6 +142,8 @@ class _InlineTexts:
             return self._seen[1]
         for row in self._rows:
             text = row.get("row_data") if row.get("hosting") == INLINE else None
+            if text is None:
+                text = row.get("content_text")  # fetched from the row_data URL
             self._seen = (str(row["data_row_id"]), text if isinstance(text, str) else None)
             if self._seen[0] == drid:
                 return self._seen[1]

@@ -1003,12 +1003,29 @@ def _preference_card_lines(facts: dict[str, Any] | None) -> list[str]:
         return []
     skipped = facts.get("skipped") or {}
     shown = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "none"
+    sources = facts.get("labels_from") or {}
+    rows = facts.get("conversation_rows") or {}
+    where = []
+    if sources:
+        where.append(
+            f"- Pairs of {sources.get('answers', 0)} labels came from text answers (prompt "
+            f"and responses in the label), of {sources.get('conversation', 0)} from the "
+            "conversation at `row_data` (the `messages` table)."
+        )
+    if rows:
+        counted = ", ".join(f"{k} {v}" for k, v in sorted(rows.items()))
+        where.append(
+            f"- Conversation rows by where their content came from: {counted} "
+            "(`data_rows.content_status`; anything but inline and fetched is missing, "
+            "with an error record of stage `media`)."
+        )
     return [
         "",
         "## Training outputs (LLM preference pairs)",
         "",
         f"- `preference/pairs` (JSONL): {facts.get('pairs', 0)} pairs from "
         f"{facts.get('labels', 0)} labels with a preference; labels without a pair: {shown}.",
+        *where,
         "- One line per label and rejected response: `prompt`, `chosen`, `rejected` (TRL's "
         "preference format with an explicit prompt, read by `DPOTrainer`), and "
         "`data_row_id`, `global_key`, `label_id`, `chosen_name`, `rejected_name`, `reason`.",
@@ -1056,10 +1073,19 @@ def _spans_card_lines(spans: dict[str, Any] | None) -> list[str]:
         "JSONL; character offsets, end exclusive, as spaCy's `Doc.char_span` takes them)."
     )
     lines.append(
-        "- Text: the row's text when `row_data` is the text itself; documents: the token "
+        "- Text: the row's text, `row_data` itself or the file its URL names (fetched by "
+        "the sync, `data_rows.content_text`); documents: the token "
         "groups' texts joined by newlines (the text layer is not in the export). The label "
         "policy picks one label per data row, as for COCO."
     )
+    rows = spans.get("text_rows") or {}
+    if rows:
+        counted = ", ".join(f"{k} {v}" for k, v in sorted(rows.items()))
+        lines.append(
+            f"- Text rows by where their text came from: {counted} "
+            "(`data_rows.content_status`; anything but inline and fetched is missing, "
+            "with an error record of stage `media`)."
+        )
     skipped = spans.get("skipped") or {}
     if skipped:
         lines.append(

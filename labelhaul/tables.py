@@ -93,6 +93,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("media_bytes", _I),
         ("media_content_type", _S),
         ("media_error", _S),
+        # Text-like rows (labelhaul.row_content): the text fetched from a row_data URL
+        # (text/plain; null when row_data is the text itself), and where the content came
+        # from: inline | fetched | not_fetched | why it is missing (an error kind).
+        ("content_text", _S),
+        ("content_status", _S),
     ),
     "labels": _schema(
         *_ROW_IDS,

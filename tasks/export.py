@@ -151,6 +151,7 @@ def stage_export_task(
             source_id=jobs[0].source_id if jobs else None,
             not_after=not_after,
             media=media,
+            row_content=settings.fetch_row_content,
         )
         error_readers = [
             StagedStream(client, j.task_id, "ERRORS", _journal(staging, j, "ERRORS"), http=http)

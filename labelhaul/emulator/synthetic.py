@@ -165,6 +165,14 @@ class SyntheticSpec:
             )
         return f"https://storage.labelbox.com/{ORG_ID}%2F{self.tag}-{row:06d}.png"
 
+    def content_url(self, row: int, ext: str) -> str:
+        """Return the URL of row `row`'s own file (a .txt, a conversation .json) as stored.
+
+        Under `MEDIA_PATH`, so exports rebase it onto the emulator and sign it, and the
+        emulator serves it (`SyntheticSource.media_file`) whatever `media_format` is.
+        """
+        return f"https://storage.labelbox.com{MEDIA_PATH}{self.project_id}/{row:06d}.{ext}"
+
     @property
     def mime_type(self) -> str:
         """Return the media's MIME type `media_attributes` reports."""
@@ -695,12 +703,24 @@ class SyntheticSource(RowSource):
         return self._cache.get(f"{spec.composite_id(row)}@{number}", info)
 
     def media_file(self, name: str) -> tuple[bytes, str] | None:
-        """Return the media file `<row>.<ext>` of this project and its content type."""
+        """Return the media file `<row>.<ext>` of this project and its content type.
+
+        A text-like row (text, conversation, LLM, multimodal chat) serves its own file,
+        built by its media module's `content(spec, row, ext)`, whatever `media_format` is.
+        """
         spec = self.spec
+        stem, _, got = name.partition(".")
+        if stem.isdigit() and 0 <= int(stem) < spec.n_rows and int(stem) not in self._deleted:
+            kind = spec.media_of(int(stem))
+            if kind != "image":
+                module = importlib.import_module(f"labelhaul.emulator.media.{kind}")
+                content = getattr(module, "content", None)
+                if content is not None:
+                    served: tuple[bytes, str] | None = content(spec, int(stem), got)
+                    return served
         if spec.media_format is None:
             return None
         _, content_type, ext = imaging.MEDIA_FORMATS[spec.media_format]
-        stem, _, got = name.partition(".")
         if got != ext or not stem.isdigit() or not 0 <= int(stem) < spec.n_rows:
             return None
         if self._photo is None:

@@ -228,8 +228,11 @@ def test_preference_pairs_are_built_from_the_radio_and_the_responses(tmp_path: P
     path = tmp_path / "pairs.jsonl"
     summary = write_preference(path, _classifications(spec))
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert summary.pairs == summary.labels == 5 and summary.skipped == {}
-    for r, line in enumerate(lines):
+    # Rows 0, 2, 4 hold the prompt and responses as answers; rows 1 and 3 only the radio
+    # (their pairs come from the conversation: tests/unit/test_row_content.py).
+    assert summary.pairs == 3 and summary.labels == 5
+    assert summary.skipped == {"no_conversation": 2}
+    for r, line in zip((0, 2, 4), lines, strict=True):
         chosen = llm.chosen_of(spec, r)
         assert line["prompt"] == llm.prompt_of(spec, r)
         assert line["chosen"] == llm.response_of(spec, r, chosen)
@@ -244,9 +247,9 @@ def test_preference_pairs_are_built_from_the_radio_and_the_responses(tmp_path: P
 
 
 def test_labels_without_a_prompt_or_another_response_are_counted(tmp_path: Path) -> None:
-    spec = _spec(("llm",), n=2)
-    records = _classifications(spec)
-    row0, row1 = spec.data_row_id(0), spec.data_row_id(1)
+    spec = _spec(("llm",), n=3)  # rows 0 and 2 carry the prompt and responses as answers
+    records = [r for r in _classifications(spec) if r["data_row_id"] != spec.data_row_id(1)]
+    row0, row1 = spec.data_row_id(0), spec.data_row_id(2)
     records = [
         r
         for r in records
@@ -256,7 +259,7 @@ def test_labels_without_a_prompt_or_another_response_are_counted(tmp_path: Path)
             and r["question_name"] in llm.RESPONSES
             and r["question_name"] != r["answer_name"]
             and r["answer_kind"] == "text"
-            and r["question_name"] != llm.RESPONSES[llm.chosen_of(spec, 1)]
+            and r["question_name"] != llm.RESPONSES[llm.chosen_of(spec, 2)]
         )
     ]
     summary = write_preference(tmp_path / "p.jsonl", records)

@@ -7,6 +7,12 @@ a JSON file at `row_data`, not in the export), global questions answered for one
 (`message_id` beside `conversational_radio_answer`, `conversational_checklist_answers`,
 `conversational_text_answer`), and a `TextUnidirectionalRelationship` between two entities.
 
+The conversation is Labelbox's conversational import format v1 ("Import conversational
+text data": `type` `application/vnd.labelbox.conversational`, `version` 1, `messages[]`
+with `messageId`, `content`, `user{userId, name}`, `align`, `canLabel`). Rows whose
+`text.is_inline` says so carry it inline as `row_data` (a JSON string); the others name a
+file the emulator serves (`content`, signed like image media).
+
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
 
@@ -15,17 +21,56 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from labelhaul.emulator.media.text import label_annotations, relationship
+import orjson
+
+from labelhaul.emulator.media.text import is_inline, label_annotations, relationship
 from labelhaul.emulator.synthetic import SyntheticSpec, answer, question
+
+MIME_TYPE = "application/vnd.labelbox.conversational"
+N_MESSAGES = 6
+_SPEAKERS = (("user-0001", "Customer"), ("agent-0001", "Agent"))
+
+
+def message_text(spec: SyntheticSpec, row: int, n: int) -> str:
+    """Return the content of message `n` of row `row` (long enough for every entity)."""
+    who = "customer" if n % 2 == 0 else "agent"
+    return f"Message {n} of row {row} from the {who}: the parcel to Lisbon is late again today."
+
+
+def conversation_of(spec: SyntheticSpec, row: int) -> dict[str, Any]:
+    """Return row `row`'s conversation JSON (v1), messages "0".."5"."""
+    messages = []
+    for n in range(N_MESSAGES):
+        user_id, name = _SPEAKERS[n % 2]
+        messages.append(
+            {
+                "messageId": str(n),
+                "timestampUsec": 1700000000000000 + n,
+                "content": message_text(spec, row, n),
+                "user": {"userId": user_id, "name": name},
+                "align": "left" if n % 2 == 0 else "right",
+                "canLabel": True,
+            }
+        )
+    return {"type": MIME_TYPE, "version": 1, "messages": messages}
+
+
+def content(spec: SyntheticSpec, row: int, ext: str) -> tuple[bytes, str] | None:
+    """Return the conversation file a URL row's `row_data` names."""
+    if ext != "json" or is_inline(spec, row):
+        return None
+    return orjson.dumps(conversation_of(spec, row)), "application/json"
 
 
 def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]:
     """Turn the image-shaped `base` row into a conversation row."""
     rng = random.Random(spec._row_seed(row, "conversation"))
     base["data_row"]["row_data"] = (
-        f"https://storage.labelbox.com/synthetic%2F{spec.tag}-{row:06d}.json"
+        orjson.dumps(conversation_of(spec, row)).decode()
+        if is_inline(spec, row)
+        else spec.content_url(row, "json")
     )
-    base["media_attributes"] = {"mime_type": "application/vnd.labelbox.conversational"}
+    base["media_attributes"] = {"mime_type": MIME_TYPE}
     objects: list[dict[str, Any]] = []
     for n in range(3):
         start = rng.randint(0, 40)

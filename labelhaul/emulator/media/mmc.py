@@ -8,7 +8,9 @@ Labelbox exports a multimodal chat label as message tools and classifications (d
 `model_config_name`, `order` 1 = best), message-scoped answers
 (`conversational_radio_answer`, `conversational_checklist_answers`,
 `conversational_text_answer` with `message_id`) and global ones. The conversation is not in
-the export: `row_data` is the URL of its conversation v2 JSON.
+the export: `row_data` is the URL of its conversation v2 JSON ("Import multimodal chat
+data": `actors{id: {role, metadata}}`, `messages{id: {actorId, content[], childMessageIds}}`),
+which the emulator serves, signed (`content`).
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -19,9 +21,42 @@ import copy
 import random
 from typing import Any
 
-from labelhaul.emulator.synthetic import ORG_ID, SyntheticSpec
+import orjson
+
+from labelhaul.emulator.synthetic import SyntheticSpec
 
 MODELS = ("model-alpha", "model-beta", "model-gamma")
+MIME_TYPE = "application/vnd.labelbox.conversational.model-chat-evaluation"
+
+
+def conversation_of(spec: SyntheticSpec, row: int) -> dict[str, Any]:
+    """Return the conversation v2 JSON at row `row`'s `row_data`: a prompt, a reply per model."""
+    human = spec.id("ac", row, 0)
+    actors: dict[str, Any] = {human: {"role": "human", "metadata": {"name": "User"}}}
+    replies = [response_message_id(spec, row, n) for n in range(len(MODELS))]
+    messages: dict[str, Any] = {
+        prompt_message_id(spec, row): {
+            "actorId": human,
+            "content": [{"type": "text", "content": f"Which boat is best? (row {row})"}],
+            "childMessageIds": replies,
+        }
+    }
+    for n, model in enumerate(MODELS):
+        actor = spec.id("ac", row, 1 + n)
+        actors[actor] = {"role": "model", "metadata": {"modelConfigName": model}}
+        messages[replies[n]] = {
+            "actorId": actor,
+            "content": [{"type": "text", "content": f"{model} answers row {row}."}],
+            "childMessageIds": [],
+        }
+    return {"type": MIME_TYPE, "version": 2, "actors": actors, "messages": messages}
+
+
+def content(spec: SyntheticSpec, row: int, ext: str) -> tuple[bytes, str] | None:
+    """Return the conversation file row `row`'s `row_data` names."""
+    if ext != "json":
+        return None
+    return orjson.dumps(conversation_of(spec, row)), "application/json"
 
 
 def prompt_message_id(spec: SyntheticSpec, row: int) -> str:
@@ -64,12 +99,8 @@ def _msg(spec: SyntheticSpec, row: int, n: int) -> dict[str, str]:
 def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]:
     """Return row `row` as a multimodal chat data row (see the module docstring)."""
     out = copy.deepcopy(base)
-    out["data_row"]["row_data"] = (
-        f"https://storage.labelbox.com/{ORG_ID}%2F{spec.tag}-{row:06d}-conversation-v2.json"
-    )
-    out["media_attributes"] = {
-        "mime_type": "application/vnd.labelbox.conversational.model-chat-evaluation"
-    }
+    out["data_row"]["row_data"] = spec.content_url(row, "json")
+    out["media_attributes"] = {"mime_type": MIME_TYPE}
     ranking = ranking_of(spec, row)
     parent = prompt_message_id(spec, row)
     objects = [

@@ -5,7 +5,8 @@ Shapes as Labelbox exports them (docs.labelbox.com "Export text annotations"): a
 fixture covers a 62-code-point token with start 66, end 128). A text data row's `row_data`
 is what was uploaded, either the text itself (up to 16 MB) or an https URL to a UTF-8 .txt
 ("Import text data"): even text rows carry the text inline, odd ones a URL, so both shapes
-are exported.
+are exported. The emulator serves a URL row's .txt (signed, `content`), and a URL row's
+entities carry no `token`: their covered text is only in that file.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -53,8 +54,15 @@ def entity_spans(spec: SyntheticSpec, row: int, text: str) -> list[tuple[int, in
 
 
 def text_url(spec: SyntheticSpec, row: int) -> str:
-    """Return where row `row`'s text lives when it was uploaded as a URL."""
-    return f"https://storage.labelbox.com/synthetic%2F{spec.tag}-{row:06d}.txt"
+    """Return where row `row`'s text lives when it was uploaded as a URL (served here)."""
+    return spec.content_url(row, "txt")
+
+
+def content(spec: SyntheticSpec, row: int, ext: str) -> tuple[bytes, str] | None:
+    """Return the file a URL row's `row_data` names: its text as UTF-8."""
+    if ext != "txt" or is_inline(spec, row):
+        return None
+    return text_of(spec, row).encode("utf-8"), "text/plain; charset=utf-8"
 
 
 def is_inline(spec: SyntheticSpec, row: int) -> bool:
@@ -108,8 +116,15 @@ def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]
     text = text_of(spec, row)
     base["data_row"]["row_data"] = text if is_inline(spec, row) else text_url(spec, row)
     base["media_attributes"] = {"mime_type": "text/plain"}
+    inline = is_inline(spec, row)
     objects = [
-        entity(spec, row, n, name, {"start": s, "end": e, "token": text[s:e]})
+        entity(
+            spec,
+            row,
+            n,
+            name,
+            {"start": s, "end": e, "token": text[s:e]} if inline else {"start": s, "end": e},
+        )
         for n, (s, e, name) in enumerate(entity_spans(spec, row, text))
     ]
     # A nested answer on the first entity, as the image objects carry.
