@@ -236,12 +236,19 @@ class SyntheticSpec:
 
 
 def ground_truth_masks(
-    spec: SyntheticSpec, row: int, frame: int | None = None
+    spec: SyntheticSpec, row: int, frame: int | None = None, plane: str | None = None
 ) -> dict[str, NDArray[np.bool_]]:
     """Return each mask instance of row `row` as a full-size boolean array, by feature id.
 
-    For a video row, the masks on `frame` (1-based; `media.video.MASK_FRAMES` have masks).
+    For a video row, the masks on `frame` (1-based; `media.video.MASK_FRAMES` have masks);
+    for a DICOM row, those on slice `frame` of `plane` (`media.dicom.MASK_PLANES`).
     """
+    if spec.media_of(row) == "dicom":
+        dicom = importlib.import_module("labelhaul.emulator.media.dicom")
+        by_slice: dict[str, NDArray[np.bool_]] = dicom.ground_truth_masks(
+            spec, row, plane or "Axial", 1 if frame is None else frame
+        )
+        return by_slice
     if spec.media_of(row) == "video":
         video = importlib.import_module("labelhaul.emulator.media.video")
         masks: dict[str, NDArray[np.bool_]] = video.ground_truth_masks(
@@ -724,6 +731,16 @@ class SyntheticSource(RowSource):
             video = importlib.import_module("labelhaul.emulator.media.video")
             png: bytes | None = video.frame_composite_png(self.spec, parsed[1], frame)
             return png
+        if parsed is not None and parsed[0] == "cm" and self.spec.media_of(parsed[1]) == "dicom":
+            # One composite per plane (its id's item number), one image per slice.
+            dicom = importlib.import_module("labelhaul.emulator.media.dicom")
+            plane = dicom.plane_of_composite(parsed[2])
+            if plane is None:
+                return None
+            slice_png: bytes | None = dicom.frame_composite_png(
+                self.spec, parsed[1], plane, frame
+            )
+            return slice_png
         return super().composite_png_of_frame(composite_id, frame)
 
     def instance_png(self, feature_id: str) -> bytes | None:
