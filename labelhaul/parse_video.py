@@ -14,7 +14,8 @@ What lands:
   of the feature's `segments` holds the frame), `plane` for DICOM, and the geometry columns
   images use (`Video*`/`DICOM*` kinds are read as their `Image*` twins); nested answers of an
   object as `classifications` rows with `frame_start` = `frame_end` = the frame;
-- each segmentation mask frame as its own mask job (`MaskJob.frame`): one composite per frame;
+- each segmentation mask frame as its own mask job (`MaskJob.frame`, and `MaskJob.plane` for
+  DICOM): one composite per frame (per plane), joined back by (feature, plane, frame);
 - frame-based classifications as `classifications` rows, one per run of consecutive frames
   with the same answer (`frame_start`, `frame_end`, scope "frame"); a DICOM group's own
   classifications with its `plane`.
@@ -131,7 +132,7 @@ def _parse_frames(
             _parse_frame_object(
                 p, ctx, obj, fid, n, plane, masks, segments, key_map, f"{fpath}.objects.{key}"
             )
-        p._add_mask_jobs(masks, ctx, frame=n)
+        p._add_mask_jobs(masks, ctx, frame=n, plane=plane)
         for q in _list(frame.get("classifications")):
             q = _dict(q)
             qid = _str(q.get("feature_id"))

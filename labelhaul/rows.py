@@ -535,8 +535,10 @@ class _RowParser:
         masks: dict[str | None, list[MaskInstance]],
         ctx: _LabelContext,
         frame: int | None = None,
+        plane: str | None = None,
     ) -> None:
-        """Queue one mask job per composite URL of a label (of one frame, for video)."""
+        """Queue one mask job per composite URL of a label (of one frame, for video; of one
+        frame of one plane, for DICOM)."""
         for composite_url, instances in masks.items():
             self.mask_jobs.append(
                 MaskJob(
@@ -548,6 +550,7 @@ class _RowParser:
                     height=self.height,
                     instances=tuple(instances),
                     frame=frame,
+                    plane=plane,
                 )
             )
 
