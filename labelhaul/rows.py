@@ -637,7 +637,10 @@ class _RowParser:
             rec["custom_metrics"] = _json(obj["custom_metrics"])
         problem: tuple[str, str] | None = None
         more: list[dict[str, Any]] = []  # further records of the object (token groups, messages)
-        if kind in GEOMETRY_KINDS:
+        tiled = self.tile_bounds is not None or self.tile_crs is not None
+        if tiled and (geo_mask := parse_geo.unsupported_mask(obj, kind)) is not None:
+            problem = geo_mask  # no mask job: nothing documents where its pixels are
+        elif kind in GEOMETRY_KINDS:
             problem = self._geometry(obj, kind, rec)
         elif kind == MASK_KIND:
             problem = self._mask(obj, ctx, rec, masks)
