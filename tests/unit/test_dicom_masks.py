@@ -92,7 +92,9 @@ def test_one_feature_in_two_planes_on_the_same_slice_keeps_both_masks() -> None:
         assert np.array_equal(got, truth), (r["plane"], r["frame"], r["feature_id"])
     # The two planes' slice 1 of one feature are different masks.
     fid = spec.mask_feature_id(1, 0)
-    by_plane = {r["plane"]: r["mask_sha256"] for r in masks if r["feature_id"] == fid and r["frame"] == 1}
+    by_plane = {
+        r["plane"]: r["mask_sha256"] for r in masks if r["feature_id"] == fid and r["frame"] == 1
+    }
     assert by_plane["Axial"] != by_plane["Sagittal"]
 
 

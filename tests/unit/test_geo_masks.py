@@ -26,7 +26,9 @@ _API = "https://api.labelbox.com/api/v1"
 
 
 def _geo_row_with(obj: dict[str, Any]) -> tuple[dict[str, Any], SyntheticSpec]:
-    spec = SyntheticSpec.make(n_rows=1, instances=1, seed=2, width=32, height=24, media=["geospatial"])
+    spec = SyntheticSpec.make(
+        n_rows=1, instances=1, seed=2, width=32, height=24, media=["geospatial"]
+    )
     row = build_row(spec, 0)
     row["projects"][spec.project_id]["labels"][0]["annotations"]["objects"].append(obj)
     return row, spec

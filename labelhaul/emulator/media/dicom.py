@@ -67,9 +67,7 @@ def plane_of_composite(n: int) -> str | None:
 
 def composite_url(spec: SyntheticSpec, row: int, plane: str, frame: int) -> str:
     """Return the URL of the composite of one slice (the server rewrites host and task)."""
-    return (
-        f"{_API}/tasks/{spec.id('tk', row)}/masks/{composite_id(spec, row, plane)}/index/{frame}"
-    )
+    return f"{_API}/tasks/{spec.id('tk', row)}/masks/{composite_id(spec, row, plane)}/index/{frame}"
 
 
 def has_masks(spec: SyntheticSpec, plane: str, frame: int) -> bool:
@@ -77,9 +75,7 @@ def has_masks(spec: SyntheticSpec, plane: str, frame: int) -> bool:
     return spec.instances > 0 and plane in MASK_PLANES and 1 <= frame <= MASK_FRAMES
 
 
-def frame_instance_map(
-    spec: SyntheticSpec, row: int, plane: str, frame: int
-) -> NDArray[np.uint16]:
+def frame_instance_map(spec: SyntheticSpec, row: int, plane: str, frame: int) -> NDArray[np.uint16]:
     """Return the instance map of one slice (0 background, j + 1 instance j)."""
     return imaging.instance_map(
         spec.width,
