@@ -55,9 +55,28 @@ FRAME_KINDS = {
     "DICOMPolyline": "ImagePolyline",
     "DICOMSegmentationMask": "ImageSegmentationMask",
 }
+# Labelbox's export shows only `VideoBoundingBox` (labelbox-python's export test) and
+# `DICOMPolyline` (docs: "Export DICOM annotations"); the other names above follow that
+# pattern unconfirmed. So any `Video<X>` / `DICOM<X>` whose `Image<X>` has geometry is read
+# as that twin too (`frame_twin`): `DICOMPoint` or `VideoPolyline`, whichever Labelbox emits.
+_IMAGE_KINDS = frozenset(
+    {"ImageBoundingBox", "ImagePoint", "ImagePolyline", "ImagePolygon", "ImageSegmentationMask"}
+)
 PLANES = ("Axial", "Sagittal", "Coronal")
 _FRAME_KEYS = frozenset({"objects", "classifications"})
 _GROUP_KEYS = frozenset({"name", "classifications", "frames", "segments", "key_frame_feature_map"})
+
+
+def frame_twin(kind: str | None) -> str | None:
+    """Return the image kind whose geometry a frame-based kind has, or None."""
+    if kind is None:
+        return None
+    if kind in FRAME_KINDS:
+        return FRAME_KINDS[kind]
+    for prefix in ("Video", "DICOM"):
+        if kind.startswith(prefix) and f"Image{kind[len(prefix) :]}" in _IMAGE_KINDS:
+            return f"Image{kind[len(prefix) :]}"
+    return None
 
 
 def parse_frame_annotations(
@@ -162,7 +181,7 @@ def _parse_frame_object(
     path: str,
 ) -> None:
     kind = _str(obj.get("annotation_kind"))
-    twin = FRAME_KINDS.get(kind or "")
+    twin = frame_twin(kind)
     # Read as its image twin (same geometry keys), then put the real kind back.
     parsed = {**obj, "feature_id": fid, "annotation_kind": twin or kind}
     n_ann, n_cls, n_err = (

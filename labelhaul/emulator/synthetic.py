@@ -737,9 +737,7 @@ class SyntheticSource(RowSource):
             plane = dicom.plane_of_composite(parsed[2])
             if plane is None:
                 return None
-            slice_png: bytes | None = dicom.frame_composite_png(
-                self.spec, parsed[1], plane, frame
-            )
+            slice_png: bytes | None = dicom.frame_composite_png(self.spec, parsed[1], plane, frame)
             return slice_png
         return super().composite_png_of_frame(composite_id, frame)
 
@@ -799,7 +797,8 @@ def _revise_chat_and_geo(label: dict[str, Any], number: int) -> None:
         if kind == "GeoPoint":
             obj["geojson"]["coordinates"][0] += number * 1e-4
         elif kind == "MessageRanking":
-            ranked = obj["message_evaluation_task"]["data"]["ranked_messages"]
+            mmc = importlib.import_module("labelhaul.emulator.media.mmc")
+            ranked = mmc.ranked_messages(obj)
             ranked[0]["order"], ranked[1]["order"] = ranked[1]["order"], ranked[0]["order"]
     for cls in annotations.get("classifications") or []:
         if cls.get("name") == "Provide a reason for your choice":
