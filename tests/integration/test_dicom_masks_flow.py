@@ -98,3 +98,33 @@ def test_dicom_masks_land_per_plane_and_slice_pixel_exact_and_pull_per_plane(
         plane = images[a["image_id"]]["plane"]
         truth = ground_truth_masks(spec, parsed[1], int(a["frame"]), plane)[a["feature_id"]]
         np.testing.assert_array_equal(gt.annToMask(a) > 0, truth)
+
+
+def test_verify_repair_brings_back_each_plane_of_a_dicom_mask(
+    lb_env: EmulatorServer, tmp_path: Path
+) -> None:
+    """Each plane's slice is its own repair job: a feature's Axial and Sagittal blobs (the
+    same feature id, the same slice number) both come back."""
+    import subprocess
+    import sys
+
+    store = str(tmp_path / "store")
+    pid = lb_env.add_synthetic_project(n_rows=1, instances=1, media=["dicom"])
+    sync_project_ok(pid, store)
+    with open_dataset(store, pid) as ds:
+        ann = ds.table("annotations")
+    masks = ann[ann["annotation_kind"] == "DICOMSegmentationMask"]
+    shas = sorted(masks["mask_sha256"].unique())
+    assert len(shas) == 2 * 2  # 2 planes x 2 slices of one feature
+    for sha in shas:
+        (Path(store) / pid / "blobs" / "sha256" / sha[:2] / f"{sha}.png").unlink()
+    cmd = [sys.executable, "-m", "labelhaul", "verify", store, "--dataset", pid, "--repair"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for sha in shas:
+        assert f"repaired blob {sha}" in done.stdout
+    spec = lb_env.synthetic_spec(pid)
+    with open_dataset(store, pid) as ds:
+        for _, row in masks.iterrows():
+            truth = ground_truth_masks(spec, 0, int(row["frame"]), row["plane"])
+            assert np.array_equal(ds.mask(row) > 0, truth[row["feature_id"]])
