@@ -539,6 +539,9 @@ class _RowParser:
     ) -> None:
         """Queue one mask job per composite URL of a label (of one frame, for video; of one
         frame of one plane, for DICOM)."""
+        # A DICOM plane's slices need not be the size media_attributes gives (planes of a
+        # volume differ, and nothing documents which one it names): its PNG says.
+        width, height = (None, None) if plane else (self.width, self.height)
         for composite_url, instances in masks.items():
             self.mask_jobs.append(
                 MaskJob(
@@ -546,8 +549,8 @@ class _RowParser:
                     global_key=self.global_key,
                     label_id=ctx.label_id or "",
                     composite_url=composite_url,
-                    width=self.width,
-                    height=self.height,
+                    width=width,
+                    height=height,
                     instances=tuple(instances),
                     frame=frame,
                     plane=plane,

@@ -54,6 +54,8 @@ def test_dicom_masks_are_one_job_per_plane_and_slice() -> None:
         ("Axial", 1), ("Axial", 2), ("Sagittal", 1), ("Sagittal", 2)
     ]  # fmt: skip
     assert len({j.composite_url for j in jobs}) == 4
+    # Planes differ in size; media_attributes gives one: the PNG's own size is used.
+    assert {(j.width, j.height) for j in jobs} == {(None, None)}
     for job in jobs:
         assert job.composite_url is not None and job.composite_url.endswith(f"/index/{job.frame}")
         assert [i.feature_id for i in job.instances] == [spec.mask_feature_id(0, j) for j in (0, 1)]
@@ -90,6 +92,8 @@ def test_one_feature_in_two_planes_on_the_same_slice_keeps_both_masks() -> None:
         truth = dicom.ground_truth_masks(spec, 1, r["plane"], r["frame"])[r["feature_id"]]
         got = mask_from_blob(blobs[r["mask_sha256"]], r) > 0
         assert np.array_equal(got, truth), (r["plane"], r["frame"], r["feature_id"])
+        # Each plane's own size (Sagittal is 32x40 here), not media_attributes' 40x32.
+        assert (r["image_width"], r["image_height"]) == dicom.plane_size(spec, r["plane"])
     # The two planes' slice 1 of one feature are different masks.
     fid = spec.mask_feature_id(1, 0)
     by_plane = {

@@ -75,11 +75,17 @@ def has_masks(spec: SyntheticSpec, plane: str, frame: int) -> bool:
     return spec.instances > 0 and plane in MASK_PLANES and 1 <= frame <= MASK_FRAMES
 
 
+def plane_size(spec: SyntheticSpec, plane: str) -> tuple[int, int]:
+    """Return (width, height) of one plane's slices: a volume's planes differ in size, and
+    `media_attributes` gives one size; here Axial is that size and the others are its
+    transpose."""
+    return (spec.width, spec.height) if plane == "Axial" else (spec.height, spec.width)
+
+
 def frame_instance_map(spec: SyntheticSpec, row: int, plane: str, frame: int) -> NDArray[np.uint16]:
     """Return the instance map of one slice (0 background, j + 1 instance j)."""
     return imaging.instance_map(
-        spec.width,
-        spec.height,
+        *plane_size(spec, plane),
         spec.instances,
         _seed(spec, row, f"dicom-{plane}-layout-{frame}"),
         holes=spec.distinct_masks,
