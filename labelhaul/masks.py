@@ -163,8 +163,12 @@ def _record(
         label_id=job.label_id,
         feature_id=inst.feature_id if inst else None,
         global_key=job.global_key,
-        # The frame of a video/DICOM composite: failures join back by (feature, frame).
-        extra={k: v for k, v in {**extra, "frame": job.frame}.items() if v is not None},
+        # The frame (and DICOM plane) of a composite: failures join back by `mask_key`.
+        extra={
+            k: v
+            for k, v in {**extra, "frame": job.frame, "plane": job.plane}.items()
+            if v is not None
+        },
         severity=severity,
     )
 
@@ -337,6 +341,7 @@ def _land(
         rle=enc.rle,
         source=source,
         frame=job.frame,
+        plane=job.plane,
     )
 
 

@@ -35,6 +35,10 @@ class MaskJob:
     # Video and DICOM: the frame this composite is of (one composite per frame); None for an
     # image. Results carry it back so a feature's mask joins to its row of that frame.
     frame: int | None = None
+    # DICOM: the plane ("Axial", "Sagittal", "Coronal") the frame is a slice of; None for
+    # video and images. Frame numbers restart in each plane, so (feature, frame) alone is not
+    # one mask: a feature segmented in two planes has a frame 1 in each.
+    plane: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,15 @@ class MaskResult:
     rle: str  # COCO compressed RLE counts of the FULL-size mask
     source: str  # "composite" or "instance"
     frame: int | None = None  # MaskJob.frame: the frame of a video/DICOM mask, else None
+    plane: str | None = None  # MaskJob.plane: the DICOM plane of that frame, else None
 
 
-def mask_key(feature_id: str, frame: int | None) -> str:
-    """Return the key mask results and failures join by: the feature, and its frame if any."""
-    return feature_id if frame is None else f"{feature_id}@{frame}"
+def mask_key(feature_id: str, frame: int | None, plane: str | None = None) -> str:
+    """Return the key mask results and failures join by: the feature, and its frame if any.
+
+    A DICOM frame is `<feature>@<plane>/<frame>`; video (`<feature>@<frame>`) and image
+    (`<feature>`) keys are unchanged, so results staged before planes still join.
+    """
+    if frame is None:
+        return feature_id
+    return f"{feature_id}@{frame}" if not plane else f"{feature_id}@{plane}/{frame}"

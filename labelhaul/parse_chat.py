@@ -1,9 +1,13 @@
 """Multimodal chat / LLM evaluation tools and conversations of an export line (#16).
 
-- `MessageSingleSelection`, `MessageMultiSelection`, `MessageRanking` objects (their
-  `message_evaluation_task`, the fields of the SDK's `MessageEvaluationTaskAnnotation`)
-  land as `annotations` rows, one per selected or ranked message: `message_id`,
-  `parent_message_id`, `model_config_name` and, for a ranking, `rank` (1 = best).
+- `MessageSingleSelection`, `MessageMultiSelection`, `MessageRanking` objects land as
+  `annotations` rows, one per selected or ranked message: `message_id`,
+  `parent_message_id`, `model_config_name` and, for a ranking, `rank` (1 = best). Labelbox
+  exports them as `selected_message{message_id, model_config_name, parent_message_id}`,
+  `selected_messages{messages[], parent_message_id}` and `ranked_messages{ranked_messages[]
+  (with `order`), parent_message_id}` (labelbox-python's export test,
+  `expected_exports_v2_mmc`); the import shape of the SDK's
+  `MessageEvaluationTaskAnnotation` (`message_evaluation_task.data`) is read too.
 - The conversation lands in `messages` when the export holds it: `row_data` that is the
   conversation JSON itself (v1 `application/vnd.labelbox.conversational` with
   `messages[]` and `modelOutputs[]`, or v2 `...model-chat-evaluation` with `actors`,
@@ -31,21 +35,46 @@ MESSAGE_KINDS = {
 }
 
 
+# The key of each tool's messages in Labelbox's export (labelbox-python
+# tests/integration/conftest.py `expected_exports_v2_mmc`).
+EXPORT_KEYS = {
+    "MessageSingleSelection": "selected_message",
+    "MessageMultiSelection": "selected_messages",
+    "MessageRanking": "ranked_messages",
+}
+
+
+def _task_messages(obj: dict[str, Any], kind: str) -> tuple[Any, list[Any]] | None:
+    """Return (parent message id, selected or ranked messages) of a tool, or None."""
+    held = obj.get(EXPORT_KEYS[kind])
+    if isinstance(held, dict):
+        if kind == "MessageSingleSelection":
+            return held.get("parent_message_id"), [held]
+        inner = "messages" if kind == "MessageMultiSelection" else "ranked_messages"
+        return held.get("parent_message_id"), _list(held.get(inner))
+    # The SDK's import shape (MessageEvaluationTaskAnnotation), an earlier reading.
+    task = obj.get("message_evaluation_task")
+    data = task.get("data") if isinstance(task, dict) else None
+    if not isinstance(data, dict):
+        return None
+    if kind == "MessageSingleSelection":
+        return data.get("parent_message_id"), [data]
+    key = "selected_messages" if kind == "MessageMultiSelection" else "ranked_messages"
+    return data.get("parent_message_id"), _list(data.get(key))
+
+
 def message_tool(
     obj: dict[str, Any], kind: str, rec: dict[str, Any]
 ) -> tuple[tuple[str, str] | None, list[dict[str, Any]]]:
     """Fill `rec` with the tool's first message; return (problem, records of the others)."""
-    task = obj.get("message_evaluation_task")
-    data = task.get("data") if isinstance(task, dict) else None
-    if not isinstance(data, dict):
-        return ("missing_messages", f"{kind} has no message_evaluation_task.data"), []
-    rec["parent_message_id"] = _str(data.get("parent_message_id"))
-    if kind == "MessageSingleSelection":
-        messages: list[Any] = [data]
-    elif kind == "MessageMultiSelection":
-        messages = _list(data.get("selected_messages"))
-    else:
-        messages = _list(data.get("ranked_messages"))
+    found = _task_messages(obj, kind)
+    if found is None:
+        return (
+            "missing_messages",
+            f"{kind} has no {EXPORT_KEYS[kind]} (nor message_evaluation_task.data)",
+        ), []
+    parent, messages = found
+    rec["parent_message_id"] = _str(parent)
     if not messages or not all(isinstance(m, dict) and m.get("message_id") for m in messages):
         return (
             "missing_messages",

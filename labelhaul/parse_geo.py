@@ -8,6 +8,15 @@ CRS (`crs`): "EPSG:4326" on an EPSG tile layer (Labelbox converts to lon/lat wha
 layer's projection), "simple" (pixel coordinates) on a Simple layer. The tile layer
 (`row_data` as imported: `bounds`, `epsg`) lands in `data_rows.tile_bounds` / `tile_crs`.
 
+A segmentation mask on a tiled imagery row (a `GeoSegmentationMask`, or any object with a
+`composite_mask` or `mask`) is not landed: Labelbox documents no export shape for one (its
+"Export geospatial annotations" page lists boxes, points, polylines and polygons only, and
+the SDK's `EPSGTransformer`, which maps tiled imagery shapes between pixels and EPSG, takes
+Point, Line, Rectangle and Polygon, no Mask), so a mask PNG of a tile layer has no documented
+georeference to turn into geometry. It is an `unsupported_geo_mask` error record with its
+JSON path and raw JSON (`records.UNPARSED_KINDS`: the card and summary count it), and no mask
+job is queued for it.
+
 WKB is written here by hand: three geometry types, each a header and packed doubles
 (OGC 06-103r4 section 8.2), simpler than a dependency on Shapely/GEOS for it.
 
@@ -29,6 +38,9 @@ GEO_KINDS = {
     "GeoPolyline": "LineString",
     "GeoPolygon": "Polygon",
 }
+# Mask kinds a tiled imagery row could carry (the image kind when a project mixes media).
+GEO_MASK_KINDS = frozenset({"GeoSegmentationMask", "ImageSegmentationMask"})
+UNSUPPORTED_MASK = "unsupported_geo_mask"
 _WKB_TYPES = {"Point": 1, "LineString": 2, "Polygon": 3}
 _MIN_POINTS = {"Point": 1, "LineString": 2, "Polygon": 4}  # a closed ring: 3 corners + close
 
@@ -54,6 +66,18 @@ def tile_layer(row_data: Any) -> tuple[str | None, str | None]:
     return (
         orjson.dumps(bounds).decode() if bounds is not None else None,
         crs_name(epsg) if isinstance(epsg, str) else None,
+    )
+
+
+def unsupported_mask(obj: dict[str, Any], kind: str | None) -> tuple[str, str] | None:
+    """Return (error kind, message) when a tiled imagery row's object is a mask, else None."""
+    if kind not in GEO_MASK_KINDS and "composite_mask" not in obj and "mask" not in obj:
+        return None
+    return (
+        UNSUPPORTED_MASK,
+        f"{kind or 'an object'} with a mask on a tiled imagery row is not landed: Labelbox "
+        "documents no geospatial mask export, nor how its pixels map to the tile layer; "
+        "kept with its raw JSON (draw polygons to export geometry)",
     )
 
 

@@ -14,7 +14,8 @@ What lands:
   of the feature's `segments` holds the frame), `plane` for DICOM, and the geometry columns
   images use (`Video*`/`DICOM*` kinds are read as their `Image*` twins); nested answers of an
   object as `classifications` rows with `frame_start` = `frame_end` = the frame;
-- each segmentation mask frame as its own mask job (`MaskJob.frame`): one composite per frame;
+- each segmentation mask frame as its own mask job (`MaskJob.frame`, and `MaskJob.plane` for
+  DICOM): one composite per frame (per plane), joined back by (feature, plane, frame);
 - frame-based classifications as `classifications` rows, one per run of consecutive frames
   with the same answer (`frame_start`, `frame_end`, scope "frame"); a DICOM group's own
   classifications with its `plane`.
@@ -55,9 +56,28 @@ FRAME_KINDS = {
     "DICOMPolyline": "ImagePolyline",
     "DICOMSegmentationMask": "ImageSegmentationMask",
 }
+# Labelbox's export shows only `VideoBoundingBox` (labelbox-python's export test) and
+# `DICOMPolyline` (docs: "Export DICOM annotations"); the other names above follow that
+# pattern unconfirmed. So any `Video<X>` / `DICOM<X>` whose `Image<X>` has geometry is read
+# as that twin too (`frame_twin`): `DICOMPoint` or `VideoPolyline`, whichever Labelbox emits.
+_IMAGE_KINDS = frozenset(
+    {"ImageBoundingBox", "ImagePoint", "ImagePolyline", "ImagePolygon", "ImageSegmentationMask"}
+)
 PLANES = ("Axial", "Sagittal", "Coronal")
 _FRAME_KEYS = frozenset({"objects", "classifications"})
 _GROUP_KEYS = frozenset({"name", "classifications", "frames", "segments", "key_frame_feature_map"})
+
+
+def frame_twin(kind: str | None) -> str | None:
+    """Return the image kind whose geometry a frame-based kind has, or None."""
+    if kind is None:
+        return None
+    if kind in FRAME_KINDS:
+        return FRAME_KINDS[kind]
+    for prefix in ("Video", "DICOM"):
+        if kind.startswith(prefix) and f"Image{kind[len(prefix) :]}" in _IMAGE_KINDS:
+            return f"Image{kind[len(prefix) :]}"
+    return None
 
 
 def parse_frame_annotations(
@@ -132,7 +152,7 @@ def _parse_frames(
             _parse_frame_object(
                 p, ctx, obj, fid, n, plane, masks, segments, key_map, f"{fpath}.objects.{key}"
             )
-        p._add_mask_jobs(masks, ctx, frame=n)
+        p._add_mask_jobs(masks, ctx, frame=n, plane=plane)
         for q in _list(frame.get("classifications")):
             q = _dict(q)
             qid = _str(q.get("feature_id"))
@@ -162,7 +182,7 @@ def _parse_frame_object(
     path: str,
 ) -> None:
     kind = _str(obj.get("annotation_kind"))
-    twin = FRAME_KINDS.get(kind or "")
+    twin = frame_twin(kind)
     # Read as its image twin (same geometry keys), then put the real kind back.
     parsed = {**obj, "feature_id": fid, "annotation_kind": twin or kind}
     n_ann, n_cls, n_err = (

@@ -76,6 +76,7 @@ class RowParser(Protocol):
         masks: dict[str | None, list[MaskInstance]],
         ctx: Any,
         frame: int | None = ...,
+        plane: str | None = ...,
     ) -> None: ...
 
     def _is_audio(self) -> bool: ...

@@ -127,6 +127,7 @@ def job_from_dict(d: dict[str, Any]) -> MaskJob:
         height=d.get("height"),
         instances=instances,
         frame=d.get("frame"),
+        plane=d.get("plane"),
     )
 
 
@@ -740,15 +741,20 @@ def _is_final_mask_failure(err: dict[str, Any]) -> bool:
 
 
 def read_mask_failures(staging: Path) -> dict[str, str]:
-    """Return `mask_key(feature id, frame)` -> the kind of the record that left it maskless.
+    """Return `mask_key(feature id, frame, plane)` -> the kind of the record that left it maskless.
 
     Only failed instances are held (not every mask), so memory follows the failures.
     """
     return {
-        mask_key(str(err["feature_id"]), (err.get("extra") or {}).get("frame")): str(err["kind"])
+        _failure_key(err): str(err["kind"])
         for err in read_errors(staging)
         if err.get("feature_id") and _is_final_mask_failure(err)
     }
+
+
+def _failure_key(err: dict[str, Any]) -> str:
+    extra = err.get("extra") or {}
+    return mask_key(str(err["feature_id"]), extra.get("frame"), extra.get("plane"))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ UNPARSED_KINDS: frozenset[str] = frozenset(
         "bad_frame_number",
         "frame_entry_without_annotation",
         "unsupported_frame_relationship",
+        # Geospatial masks (labelhaul.parse_geo): no documented export shape.
+        "unsupported_geo_mask",
     }
 )
 

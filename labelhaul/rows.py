@@ -539,8 +539,13 @@ class _RowParser:
         masks: dict[str | None, list[MaskInstance]],
         ctx: _LabelContext,
         frame: int | None = None,
+        plane: str | None = None,
     ) -> None:
-        """Queue one mask job per composite URL of a label (of one frame, for video)."""
+        """Queue one mask job per composite URL of a label (of one frame, for video; of one
+        frame of one plane, for DICOM)."""
+        # A DICOM plane's slices need not be the size media_attributes gives (planes of a
+        # volume differ, and nothing documents which one it names): its PNG says.
+        width, height = (None, None) if plane else (self.width, self.height)
         for composite_url, instances in masks.items():
             self.mask_jobs.append(
                 MaskJob(
@@ -548,10 +553,11 @@ class _RowParser:
                     global_key=self.global_key,
                     label_id=ctx.label_id or "",
                     composite_url=composite_url,
-                    width=self.width,
-                    height=self.height,
+                    width=width,
+                    height=height,
                     instances=tuple(instances),
                     frame=frame,
+                    plane=plane,
                 )
             )
 
@@ -636,7 +642,10 @@ class _RowParser:
             rec["custom_metrics"] = as_json(obj["custom_metrics"])
         problem: tuple[str, str] | None = None
         more: list[dict[str, Any]] = []  # further records of the object (token groups, messages)
-        if kind in GEOMETRY_KINDS:
+        tiled = self.tile_bounds is not None or self.tile_crs is not None
+        if tiled and (geo_mask := parse_geo.unsupported_mask(obj, kind)) is not None:
+            problem = geo_mask  # no mask job: nothing documents where its pixels are
+        elif kind in GEOMETRY_KINDS:
             problem = self._geometry(obj, kind, rec)
         elif kind == MASK_KIND:
             problem = self._mask(obj, ctx, rec, masks)

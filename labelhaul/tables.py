@@ -456,20 +456,21 @@ def apply_mask_results(
 ) -> list[dict[str, Any]]:
     """Return annotation records with the mask_* columns filled from results by feature id.
 
-    Video and DICOM masks join by (feature id, frame): one result per instance per frame
-    (`masktypes.mask_key`). A mask object without a result keeps null mask columns and gets
-    `valid` false and `error_kind` from `failures` (`mask_key` -> the error record's kind,
-    e.g. `mask_unavailable` or `mask_empty`; `mask_unavailable` when no record names it), so
-    a failed mask never looks like a valid one and COCO counts it as skipped by that kind.
+    Video and DICOM masks join by (feature id, frame) and, for DICOM, the plane: one result
+    per instance per frame (`masktypes.mask_key`). A mask object without a result keeps
+    null mask columns and gets `valid` false and `error_kind` from `failures` (`mask_key`
+    -> the error record's kind, e.g. `mask_unavailable` or `mask_empty`; `mask_unavailable`
+    when no record names it), so a failed mask never looks like a valid one and COCO counts
+    it as skipped by that kind.
     """
-    by_feature = {mask_key(r.feature_id, r.frame): r for r in results}
+    by_feature = {mask_key(r.feature_id, r.frame, r.plane): r for r in results}
     failed = failures or {}
     out: list[dict[str, Any]] = []
     for rec in records:
         if rec.get("annotation_kind") not in MASK_KINDS:
             out.append(rec)
             continue
-        key = mask_key(rec.get("feature_id") or "", rec.get("frame"))
+        key = mask_key(rec.get("feature_id") or "", rec.get("frame"), rec.get("plane"))
         res = by_feature.get(key)
         if res is None:
             kind = failed.get(key, "mask_unavailable")

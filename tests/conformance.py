@@ -92,7 +92,11 @@ def _same_token_group(leaf: Leaf, row: dict[str, Any]) -> bool:
 
 
 def _same_message(leaf: Leaf, row: dict[str, Any]) -> bool:
-    msg = _node_at(leaf, "selected_messages") or _node_at(leaf, "ranked_messages")
+    msg = (
+        _node_at(leaf, "selected_messages")
+        or _node_at(leaf, "ranked_messages")
+        or _node_at(leaf, "messages")  # the export's selected_messages.messages[]
+    )
     return row.get("message_id") == str(msg.get("message_id"))
 
 
@@ -279,6 +283,32 @@ RULES: list[Rule] = [
         for key in ("selected_messages[]", "ranked_messages[]")
         for r in _rules_for(
             f"OBJECT.message_evaluation_task.data.{key}",
+            "annotations",
+            _OBJ,
+            {"message_id": "message_id", "model_config_name": "model_config_name", "order": "rank"},
+            _same_message,
+        )
+    ],
+    # The same tools in Labelbox's export shape (labelbox-python `expected_exports_v2_mmc`).
+    *[
+        r
+        for key in ("selected_message", "selected_messages", "ranked_messages")
+        for r in _rules_for(
+            f"OBJECT.{key}",
+            "annotations",
+            _OBJ,
+            {
+                "message_id": "message_id",
+                "model_config_name": "model_config_name",
+                "parent_message_id": "parent_message_id",
+            },
+        )
+    ],
+    *[
+        r
+        for key in ("selected_messages.messages[]", "ranked_messages.ranked_messages[]")
+        for r in _rules_for(
+            f"OBJECT.{key}",
             "annotations",
             _OBJ,
             {"message_id": "message_id", "model_config_name": "model_config_name", "order": "rank"},

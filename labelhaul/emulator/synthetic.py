@@ -244,12 +244,19 @@ class SyntheticSpec:
 
 
 def ground_truth_masks(
-    spec: SyntheticSpec, row: int, frame: int | None = None
+    spec: SyntheticSpec, row: int, frame: int | None = None, plane: str | None = None
 ) -> dict[str, NDArray[np.bool_]]:
     """Return each mask instance of row `row` as a full-size boolean array, by feature id.
 
-    For a video row, the masks on `frame` (1-based; `media.video.MASK_FRAMES` have masks).
+    For a video row, the masks on `frame` (1-based; `media.video.MASK_FRAMES` have masks);
+    for a DICOM row, those on slice `frame` of `plane` (`media.dicom.MASK_PLANES`).
     """
+    if spec.media_of(row) == "dicom":
+        dicom = importlib.import_module("labelhaul.emulator.media.dicom")
+        by_slice: dict[str, NDArray[np.bool_]] = dicom.ground_truth_masks(
+            spec, row, plane or "Axial", 1 if frame is None else frame
+        )
+        return by_slice
     if spec.media_of(row) == "video":
         video = importlib.import_module("labelhaul.emulator.media.video")
         masks: dict[str, NDArray[np.bool_]] = video.ground_truth_masks(
@@ -744,6 +751,14 @@ class SyntheticSource(RowSource):
             video = importlib.import_module("labelhaul.emulator.media.video")
             png: bytes | None = video.frame_composite_png(self.spec, parsed[1], frame)
             return png
+        if parsed is not None and parsed[0] == "cm" and self.spec.media_of(parsed[1]) == "dicom":
+            # One composite per plane (its id's item number), one image per slice.
+            dicom = importlib.import_module("labelhaul.emulator.media.dicom")
+            plane = dicom.plane_of_composite(parsed[2])
+            if plane is None:
+                return None
+            slice_png: bytes | None = dicom.frame_composite_png(self.spec, parsed[1], plane, frame)
+            return slice_png
         return super().composite_png_of_frame(composite_id, frame)
 
     def instance_png(self, feature_id: str) -> bytes | None:
@@ -802,7 +817,8 @@ def _revise_chat_and_geo(label: dict[str, Any], number: int) -> None:
         if kind == "GeoPoint":
             obj["geojson"]["coordinates"][0] += number * 1e-4
         elif kind == "MessageRanking":
-            ranked = obj["message_evaluation_task"]["data"]["ranked_messages"]
+            mmc = importlib.import_module("labelhaul.emulator.media.mmc")
+            ranked = mmc.ranked_messages(obj)
             ranked[0]["order"], ranked[1]["order"] = ranked[1]["order"], ranked[0]["order"]
     for cls in annotations.get("classifications") or []:
         if cls.get("name") == "Provide a reason for your choice":

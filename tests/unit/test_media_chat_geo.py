@@ -155,7 +155,7 @@ def test_a_ranking_with_a_gap_is_marked_invalid() -> None:
     spec = _spec(("mmc",), n=1)
     row = build_row(spec, 0)
     ranking = row["projects"][spec.project_id]["labels"][0]["annotations"]["objects"][2]
-    ranking["message_evaluation_task"]["data"]["ranked_messages"][0]["order"] = 7
+    mmc.ranked_messages(ranking)[0]["order"] = 7
     parsed = _parse(row)
     rows = [a for a in parsed.tables["annotations"] if a["annotation_kind"] == "MessageRanking"]
     assert len(rows) == 3 and all(a["error_kind"] == "bad_ranking" for a in rows)

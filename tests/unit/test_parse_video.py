@@ -121,8 +121,12 @@ def test_dicom_with_segments_and_key_frames_inside_each_group_lands_the_same() -
     nested = _parse(row, spec)
     flat = _parse(build_row(spec, 0), spec)
     assert nested.errors == []
-    assert len(flat.tables["annotations"]) == 4
+    # 4 polyline rows; 2 masks x 2 planes x 2 slices (emulator.media.dicom).
+    assert len(flat.tables["annotations"]) == 4 + 2 * 2 * 2
     assert nested.tables["annotations"] == flat.tables["annotations"]
+    assert sorted((j.plane, j.frame) for j in nested.mask_jobs) == sorted(
+        (j.plane, j.frame) for j in flat.mask_jobs
+    )
 
 
 def test_export_without_interpolated_frames_has_key_frames_only() -> None:

@@ -1,8 +1,10 @@
 """Synthetic audio rows: global and temporal classifications, in Labelbox's export shape.
 
 Global classifications sit under `annotations.classifications` as for images; temporal ones
-are nested under `annotations.timestamp`, each with its range in milliseconds
-(`timestamp: {start, end}`), and a feature drawn over several ranges lists them in
+are nested under `annotations.timestamp`, an object (labelbox-python's export test shows
+`"timestamp": {}` beside `"segments": {}`), here `{"classifications": [...]}`, each with its
+range in milliseconds (`timestamp: {start, end}`; the SDK's temporal types count in ms), and
+a feature drawn over several ranges lists them in
 `annotations.segments{"<feature id>": [[start, end], ...]}`. No objects, no masks.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
@@ -109,7 +111,7 @@ def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]
                 "objects": [],
                 "classifications": global_cls,
                 "relationships": [],
-                "timestamp": temporal,
+                "timestamp": {"classifications": temporal},
                 "segments": {
                     spec.id("ac", row, 6): [list(s) for s in ranges["sound_event"]],
                 },
@@ -121,6 +123,7 @@ def revise(row: dict[str, Any], number: int) -> None:
     """Relabel as an edit would: the speaker's range ends `number` x 10 ms later."""
     for project in (row.get("projects") or {}).values():
         for label in project.get("labels") or []:
-            for q in (label.get("annotations") or {}).get("timestamp") or []:
+            stamp = (label.get("annotations") or {}).get("timestamp") or {}
+            for q in stamp.get("classifications") or []:
                 if q.get("name") == "speaker":
                     q["timestamp"]["end"] += 10 * number

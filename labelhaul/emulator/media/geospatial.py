@@ -44,7 +44,8 @@ def build(spec: SyntheticSpec, row: int, base: dict[str, Any]) -> dict[str, Any]
     """Return row `row` as a geospatial data row (see the module docstring)."""
     out = copy.deepcopy(base)
     out["data_row"]["row_data"] = json.dumps(tile_layer_of(spec, row), sort_keys=True)
-    out["media_attributes"] = {"mime_type": "application/vnd.labelbox.tiled-imagery"}
+    # docs "Media attributes": application/x-tms-geo (EPSG layers; x-tms-simple for Simple).
+    out["media_attributes"] = {"mime_type": "application/x-tms-geo"}
     (s, w), (n, e) = bounds_of(spec, row)
     rng = random.Random(spec._row_seed(row, "geo"))
 

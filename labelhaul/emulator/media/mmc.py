@@ -1,11 +1,12 @@
 """Synthetic multimodal chat evaluation rows (`--media mmc`).
 
 Labelbox exports a multimodal chat label as message tools and classifications (docs:
-"Export multimodal chat annotations"; the tools' fields are those of the SDK's
-`MessageEvaluationTaskAnnotation`): `MessageSingleSelection`, `MessageMultiSelection` and
-`MessageRanking` objects whose `message_evaluation_task` names the prompt message
-(`parent_message_id`) and the chosen or ranked responses (`message_id`,
-`model_config_name`, `order` 1 = best), message-scoped answers
+"Export multimodal chat annotations"; the tools' shape is that of labelbox-python's export
+test, `expected_exports_v2_mmc`): a `MessageSingleSelection` with `selected_message`, a
+`MessageMultiSelection` with `selected_messages{messages[]}` and a `MessageRanking` with
+`ranked_messages{ranked_messages[]}`, each naming the prompt message (`parent_message_id`)
+and the chosen or ranked responses (`message_id`, `model_config_name`, `order` 1 = best)
+(not the SDK's import shape, `message_evaluation_task{format, data}`); message-scoped answers
 (`conversational_radio_answer`, `conversational_checklist_answers`,
 `conversational_text_answer` with `message_id`) and global ones. The conversation is not in
 the export: `row_data` is the URL of its conversation v2 JSON ("Import multimodal chat
@@ -76,11 +77,27 @@ def ranking_of(spec: SyntheticSpec, row: int) -> list[int]:
     return order
 
 
+# Where each tool keeps its messages in the export, and the list inside (None: the tool's
+# object is the one message).
+_EXPORT_KEYS = {
+    "MessageSingleSelection": ("selected_message", None),
+    "MessageMultiSelection": ("selected_messages", "messages"),
+    "MessageRanking": ("ranked_messages", "ranked_messages"),
+}
+
+
 def _tool(
     spec: SyntheticSpec, row: int, n: int, kind: str, fmt: str, data: dict[str, Any]
 ) -> dict[str, Any]:
     name = {"MessageSingleSelection": "best_response", "MessageMultiSelection": "good_responses"}
     label = name.get(kind, "response_ranking")
+    key, inner = _EXPORT_KEYS[kind]
+    if inner is None:
+        held = data
+    else:
+        # `data` is in the import shape; the export's list key differs for multi-selection.
+        listed = data["selected_messages"] if kind == "MessageMultiSelection" else data[inner]
+        held = {"parent_message_id": data["parent_message_id"], inner: listed}
     return {
         "feature_id": spec.id("mt", row, n),
         "feature_schema_id": f"csynschemammc{n:011d}",
@@ -88,8 +105,18 @@ def _tool(
         "value": label,
         "annotation_kind": kind,
         "classifications": [],
-        "message_evaluation_task": {"format": fmt, "data": data},
+        key: held,
     }
+
+
+def ranked_messages(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return a MessageRanking object's ranked messages (export or import shape)."""
+    held = obj.get("ranked_messages")
+    if isinstance(held, dict):
+        out: list[dict[str, Any]] = held["ranked_messages"]
+        return out
+    legacy: list[dict[str, Any]] = obj["message_evaluation_task"]["data"]["ranked_messages"]
+    return legacy
 
 
 def _msg(spec: SyntheticSpec, row: int, n: int) -> dict[str, str]:
