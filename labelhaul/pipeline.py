@@ -289,7 +289,7 @@ def stage_export(
                 part = _PartWriter(parts_dir, len(summary.parts) + 1)
                 summary.parts.append(part.name)
             part.add(parsed.tables, parsed.mask_jobs, offset)
-            if media or row_content:
+            if media or (row_content and _text_like(parsed.tables)):
                 job = media_job_of(
                     line,
                     parsed.data_row_id,
@@ -437,6 +437,17 @@ def read_errors(staging: Path) -> Iterator[dict[str, Any]]:
 MEDIA_JOBS = "media-jobs.ndjson"
 MEDIA_RESULTS = "media.ndjson"
 CONTENT = "content.ndjson"
+
+
+def _text_like(tables: dict[str, list[dict[str, Any]]]) -> bool:
+    """Tell from a parsed row's `data_rows` record whether its content may need fetching.
+
+    Decided before `media_job_of` parses the raw line again: an image row costs nothing.
+    """
+    from labelhaul.row_content import content_kind
+
+    rows = tables.get("data_rows") or ()
+    return any(content_kind(r.get("mime_type")) is not None for r in rows)
 
 
 def media_job_of(

@@ -66,7 +66,9 @@ def content_kind(mime_type: Any) -> str | None:
 
 def wants_content(row_data: Any, media_attributes: Any) -> bool:
     """Tell whether a row's `row_data` is the URL of text-like content to fetch."""
-    if not isinstance(row_data, str) or not row_data.lower().startswith(("http://", "https://")):
+    if not isinstance(row_data, str) or not row_data[:8].lower().startswith(
+        ("http://", "https://")
+    ):
         return False
     mime = media_attributes.get("mime_type") if isinstance(media_attributes, dict) else None
     return content_kind(mime) is not None
