@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from labelhaul.commands import start_early
+
+    if argv is None:  # the command itself, not a call from Python (a test, a notebook)
+        # Before the parser: `sync`'s options import the flows, and they import Prefect.
+        start_early(sys.argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
