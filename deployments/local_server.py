@@ -259,3 +259,46 @@ class TemporaryApi:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+_EARLY_API: TemporaryApi | None = (
+    None  # the TemporaryApi `start_early` started for this process's sync
+)
+
+
+def start_early(argv: list[str]) -> None:
+    """Before anything imports Prefect: start a `labelhaul sync`'s temporary API server.
+
+    Only for `sync` (not its --help) when nothing names a Prefect server
+    (`local_server.temporary_api_wanted`); it comes up while the flows are imported and
+    the sync's checks run, and stops at exit, after Prefect's own exit handlers.
+    """
+    global _EARLY_API
+    if _EARLY_API is not None or argv[:1] != ["sync"] or {"-h", "--help"} & set(argv):
+        return
+    if "prefect" in sys.modules:
+        return  # its settings are read: PREFECT_API_URL set now would not reach them all
+    import atexit
+
+    if not temporary_api_wanted(dict(os.environ), Path.cwd()):
+        return
+    _EARLY_API = TemporaryApi()
+    # Registered before Prefect registers its own exit handlers, so it runs after them
+    # (atexit is last in, first out): Prefect's log and event workers drain into a live API.
+    atexit.register(_EARLY_API.stop)
+    os.environ["PREFECT_API_URL"] = _EARLY_API.url
+
+
+def wait_for_early_api() -> None:
+    """Wait until the temporary server `start_early` started answers (no-op without one)."""
+    if _EARLY_API is None:
+        return
+    # Prefect's own line when it starts one (tests and users count temporary servers by it).
+    print(
+        f"labelhaul: Starting temporary server on {_EARLY_API.url.removesuffix('/api')} "
+        "(no PREFECT_API_URL; it stops with this sync)",
+        file=sys.stderr,
+        flush=True,
+    )
+    timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+    _EARLY_API.wait_ready(timeout)

@@ -100,7 +100,7 @@ def _exit_after_sync(code: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from labelhaul.commands import start_early
+    from labelhaul.deployments.local_server import start_early
 
     if argv is None:  # the command itself, not a call from Python (a test, a notebook)
         # Before the parser: `sync`'s options import the flows, and they import Prefect.

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from labelhaul.deployments import local_server
 from labelhaul.deployments.local_server import temporary_api_wanted
-
-from labelhaul import commands
 
 
 def _wanted(tmp_path: Path, **env: str) -> bool:
@@ -82,8 +81,8 @@ def test_only_a_sync_run_starts_one(argv: list[str], monkeypatch: pytest.MonkeyP
         "labelhaul.deployments.local_server.TemporaryApi", lambda: started.append(1)
     )
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    commands.start_early(argv)
-    assert started == [] and commands._EARLY_API is None
+    local_server.start_early(argv)
+    assert started == [] and local_server._EARLY_API is None
 
 
 def test_not_once_prefect_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,5 +94,5 @@ def test_not_once_prefect_is_imported(monkeypatch: pytest.MonkeyPatch) -> None:
         "labelhaul.deployments.local_server.TemporaryApi", lambda: started.append(1)
     )
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    commands.start_early(["sync", "--project-id", "x"])
-    assert started == [] and commands._EARLY_API is None
+    local_server.start_early(["sync", "--project-id", "x"])
+    assert started == [] and local_server._EARLY_API is None
