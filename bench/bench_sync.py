@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_sync [--sizes 1280x853] [--labels 50,200]
         [--instances 8] [--seed-labels 10] [--latency 0.02] [--arms server,temporary]
-        [--profile DIR]
+        [--profile DIR] [--tree NAME=PATH] [--quick]
 
     # issue 17's figures: 1000 labels x 8 instances at three image sizes, and the curve
     .venv/bin/python -m bench.bench_sync --sizes 1280x853,2560x1707,320x240 --labels 100,1000
@@ -192,6 +192,29 @@ def codec_ms_per_composite(emu: EmulatorProcess, project_id: str, samples: int =
     return statistics.median(times) * 1000
 
 
+def link_tree(tree: Path, out: Path) -> str:
+    """Lay out a checkout's packages as installed (`labelhaul.flows` is `flows/`, ...).
+
+    Returns the PYTHONPATH that makes `python -m labelhaul` run that checkout's code: a
+    path entry comes before the editable install's finder, which would map `flows` and
+    the others to this checkout.
+    """
+    if not (tree / "labelhaul" / "__init__.py").exists():
+        raise SystemExit(f"--tree {tree}: no labelhaul/ there; give a checkout's root")
+    pkg = out / "labelhaul"
+    pkg.mkdir(parents=True)
+    for child in (tree / "labelhaul").iterdir():
+        (pkg / child.name).symlink_to(child.resolve())
+    for name in ("flows", "tasks", "config", "deployments"):
+        (pkg / name).symlink_to((tree / name).resolve())
+    return str(out)
+
+
+def stages_line(run: SyncRun) -> str:
+    """One line of the run's stage timings: startup, the flow's stages, teardown."""
+    return ", ".join(f"{k} {v:.2f}" for k, v in run.stage_breakdown().items())
+
+
 def count_servers(run: SyncRun) -> int:
     return len(run.servers)
 
@@ -338,16 +361,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency", type=float, default=0.02, help="seconds added to each mask GET")
     p.add_argument("--arms", default="server,temporary", help="server, temporary or both")
     p.add_argument("--profile", type=Path, default=None, help="py-spy output directory")
+    p.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also run each arm with the code of another checkout (e.g. the commit before a "
+        "change: `git archive REV | tar -x -C DIR`), in the same invocation, as ARM@NAME",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one size, 100 labels, the server arm (plus --tree arms): a few minutes",
+    )
     args = p.parse_args(argv or [])
+    if args.quick:
+        args.sizes = args.sizes.split(",")[0]
+        args.labels = "100" if args.labels == "50,200" else args.labels
+        args.arms = "server" if args.arms == "server,temporary" else args.arms
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     counts = sorted({int(n) for n in args.labels.split(",")})
-    arms = [a for a in args.arms.split(",") if a]
+    base_arms = [a for a in args.arms.split(",") if a]
+    trees = dict(t.split("=", 1) for t in args.tree)
+    arms = base_arms + [f"{a}@{name}" for name in trees for a in base_arms]
     print(f"machine: {machine()}")
     print(
         f"{args.instances} mask instances per label; emulator in its own process (sharing "
         f"the same cores), stored distinct masks, +{args.latency * 1000:.0f} ms per mask GET"
     )
     workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    pythonpath = {
+        name: link_tree(Path(path), workdir / f"tree-{name}") for name, path in trees.items()
+    }
     emu = EmulatorProcess(workdir)
     prefect, prefect_env = start_prefect_server(workdir)
     figures: list[SizeFigures] = []
@@ -394,8 +439,11 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 emu.set_mask_latency(args.latency)
                 for arm in arms:
-                    extra = prefect_env if arm == "server" else {"PREFECT_HOME": str(home)}
+                    kind, _, tree = arm.partition("@")
+                    extra = prefect_env if kind == "server" else {"PREFECT_HOME": str(home)}
                     env = clean_env(**extra, **emu.env())
+                    if tree:
+                        env["PYTHONPATH"] = pythonpath[tree]
                     store = str(workdir / f"store-{arm}-{n}-{fig.size}")
                     emu0 = emu.cpu_seconds()
                     run = run_sync(env, pid, store, "full", workdir)
@@ -409,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"(load {fig.load[(arm, n)]})",
                         flush=True,
                     )
+                    print(f"    stages: {stages_line(run)}", flush=True)
                 if args.profile is not None and n == counts[-1]:
                     profile(args, emu, pid, prefect_env, workdir, fig.size, n)
     finally:

@@ -114,3 +114,191 @@ def local_prefect_server(timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[Local
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- sync's own
+
+
+# Where Prefect reads settings besides the environment: if any of these could name an API
+# (or turn the temporary server off), `labelhaul sync` leaves the choice to Prefect.
+_PREFECT_CONFIG_FILES = (".env", "prefect.toml", "pyproject.toml")
+
+
+def temporary_api_wanted(env: dict[str, str], cwd: Path, home: Path | None = None) -> bool:
+    """Say whether a sync with this environment would run on a temporary Prefect server.
+
+    True only when nothing could point Prefect at a server: no PREFECT_API_URL in the
+    environment, none in the active profile, no Prefect settings in the working
+    directory's `.env`, `prefect.toml` or `pyproject.toml`, and the temporary server not
+    turned off. Anything uncertain is False: Prefect then decides, as before.
+    """
+    if env.get("PREFECT_API_URL"):
+        return False
+    for name in ("PREFECT_SERVER_EPHEMERAL_ENABLED", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"):
+        if env.get(name, "true").strip().lower() in ("0", "false", "no", "off"):
+            return False
+    if env.get("PREFECT_PROFILE") not in (None, "", "ephemeral"):
+        return False  # another profile may name a server
+    prefect_home = Path(env.get("PREFECT_HOME") or home or Path.home() / ".prefect")
+    profiles = Path(env.get("PREFECT_PROFILES_PATH") or prefect_home / "profiles.toml")
+    if _mentions(profiles, "PREFECT_API_URL"):
+        return False
+    if (cwd / "prefect.toml").exists():
+        return False
+    return not (_mentions(cwd / ".env", "PREFECT_") or _mentions(cwd / "pyproject.toml", "prefect"))
+
+
+def _mentions(path: Path, text: str) -> bool:
+    try:
+        return text in path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # unreadable: cannot tell, so assume it might
+
+
+class TemporaryApi:
+    """The temporary Prefect API server of one `labelhaul sync`, started before Prefect.
+
+    Prefect starts its own temporary server only when its client first needs the API:
+    after the flows are imported and the sync's checks have run, and after importing
+    Prefect's whole server package into the sync's process (~2 s of CPU) to do it. This
+    starts the same server (Prefect's own command: uvicorn on `create_app`, ephemeral
+    services only) as the sync's first act, so it comes up while the sync imports and
+    checks, and the sync's process never imports the server. PREFECT_API_URL points this
+    process (and every child) at it; it stops after Prefect's own exit handlers ran.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self._env = dict(os.environ if env is None else env)
+        self.log = Path(tempfile.gettempdir()) / f"labelhaul-temporary-api-{os.getpid()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._ready = False
+        self._spawn()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _spawn(self) -> None:
+        self.port = _free_port()
+        import importlib.util
+
+        spec = importlib.util.find_spec("prefect")
+        if spec is None or spec.origin is None:
+            raise ConfigError("Prefect is not installed: reinstall labelhaul (make install)")
+        app_dir = str(Path(spec.origin).parent.parent)
+        env = {
+            **self._env,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        # The server needs no Labelbox key, store or AWS credentials.
+        env = {
+            k: v for k, v in env.items() if not k.startswith(("LABELBOX_", "LABELHAUL_", "AWS_"))
+        }
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    app_dir,
+                    "--factory",
+                    "prefect.server.api.server:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call, no locks
+            )
+
+    def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Return once the server answers its health check.
+
+        Raises:
+            ConfigError: it did not come up in `timeout_s` (the message names its log).
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._ready:
+            assert self.proc is not None
+            code = self.proc.poll()
+            if code == 3:  # uvicorn's "address in use": another port, as Prefect does
+                self._spawn()
+                continue
+            if code is not None or time.monotonic() > deadline:
+                raise ConfigError(
+                    f"The temporary Prefect server did not start (see {self.log}): start one "
+                    "with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+                )
+            self._ready = _healthy(self.url)
+            if not self._ready:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server and reap it (it may be mid-start)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_EARLY_API: TemporaryApi | None = (
+    None  # the TemporaryApi `start_early` started for this process's sync
+)
+
+
+def start_early(argv: list[str]) -> None:
+    """Before anything imports Prefect: start a `labelhaul sync`'s temporary API server.
+
+    Only for `sync` (not its --help) when nothing names a Prefect server
+    (`local_server.temporary_api_wanted`); it comes up while the flows are imported and
+    the sync's checks run, and stops at exit, after Prefect's own exit handlers.
+    """
+    global _EARLY_API
+    if _EARLY_API is not None or argv[:1] != ["sync"] or {"-h", "--help"} & set(argv):
+        return
+    if "prefect" in sys.modules:
+        return  # its settings are read: PREFECT_API_URL set now would not reach them all
+    import atexit
+
+    if not temporary_api_wanted(dict(os.environ), Path.cwd()):
+        return
+    _EARLY_API = TemporaryApi()
+    # Registered before Prefect registers its own exit handlers, so it runs after them
+    # (atexit is last in, first out): Prefect's log and event workers drain into a live API.
+    atexit.register(_EARLY_API.stop)
+    os.environ["PREFECT_API_URL"] = _EARLY_API.url
+
+
+def wait_for_early_api() -> None:
+    """Wait until the temporary server `start_early` started answers (no-op without one)."""
+    if _EARLY_API is None:
+        return
+    # Prefect's own line when it starts one (tests and users count temporary servers by it).
+    print(
+        f"labelhaul: Starting temporary server on {_EARLY_API.url.removesuffix('/api')} "
+        "(no PREFECT_API_URL; it stops with this sync)",
+        file=sys.stderr,
+        flush=True,
+    )
+    timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+    _EARLY_API.wait_ready(timeout)

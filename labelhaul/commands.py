@@ -359,6 +359,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.api_key_value()  # fail fast, before Prefect starts, naming the fix
     _preflight(kwargs, settings)
+    from labelhaul.deployments.local_server import wait_for_early_api
+
+    wait_for_early_api()
     # Flow[..., Any] matches Prefect's NoReturn overload of __call__: say what comes back.
     state = cast("State[Any]", flow(**kwargs, return_state=True))
     if not state.is_completed():

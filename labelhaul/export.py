@@ -561,6 +561,22 @@ def _failure_message(task: Any) -> str:
     return "; ".join(dict.fromkeys(parts)) or "no message from Labelbox"
 
 
+FIRST_POLL_S = 0.1  # first wait between two polls of an export task; doubles up to poll_s
+
+
+def poll_delays(poll_s: float, first_s: float = FIRST_POLL_S) -> Iterator[float]:
+    """Yield the waits between polls of an export task: `first_s`, doubling, then `poll_s`.
+
+    A small export is done within a second of being started (the emulator's in well under
+    one): polling every `poll_s` from the start made every sync wait a whole interval for
+    it. A long one is still polled every `poll_s` after the first few seconds.
+    """
+    delay = min(first_s, poll_s)
+    while True:
+        yield delay
+        delay = min(delay * 2, poll_s)
+
+
 def wait_for_export(
     client: Any,
     task_id: str,
@@ -572,6 +588,8 @@ def wait_for_export(
     clock: Callable[[], float] = time.monotonic,
 ) -> TaskState:
     """Poll an export task until it completes, logging progress.
+
+    Polls after `poll_delays(poll_s)`: quickly at first, every `poll_s` from a few seconds on.
 
     Raises:
         ExportTimeoutError: still running after `timeout_s`.
@@ -589,6 +607,7 @@ def wait_for_export(
         not_found=f"Export task {task_id} not found for this API key's user.",
     )
     last_pct: float | None = None
+    delays = poll_delays(poll_s)
     while True:
         status = str(task.status)
         pct = task.completion_percentage
@@ -609,7 +628,7 @@ def wait_for_export(
                 f"Export task {task_id} still {status} ({pct}% done) after {timeout_s:.0f}s: "
                 "raise LABELHAUL_EXPORT_TIMEOUT_S or export less (filters)."
             )
-        sleep(min(poll_s, remaining))
+        sleep(min(next(delays), remaining))
         call_graphql(task.refresh, client, what=f"poll export task {task_id}", policy=policy)
 
 

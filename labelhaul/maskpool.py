@@ -17,6 +17,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -75,11 +76,32 @@ def run_mask_part(
             store.put_blob,
             max_pixels=settings.max_mask_pixels,
             workers=settings.mask_workers,
-            on_done=lambda done: write_part_progress(staging, part, done),
+            on_done=_progress_writer(staging, part, len(jobs)),
         )
     n_results, n_errors = write_mask_results(staging, part, results, errors)
     composites = sum(1 for job in jobs if job.composite_url is not None)
     return MaskPartSummary(part=part, composites=composites, instances=n_results, errors=n_errors)
+
+
+PROGRESS_EVERY_S = 0.25  # the flow reads progress each second: a file per composite was waste
+
+
+def _progress_writer(
+    staging: Path, part: str, total: int, clock: Callable[[], float] = time.monotonic
+) -> Callable[[int], None]:
+    """Return an `on_done` that writes the part's progress at most every PROGRESS_EVERY_S.
+
+    The last composite is always written, so a finished part reads as done.
+    """
+    last = [-PROGRESS_EVERY_S]
+
+    def on_done(done: int) -> None:
+        now = clock()
+        if done >= total or now - last[0] >= PROGRESS_EVERY_S:
+            last[0] = now
+            write_part_progress(staging, part, done)
+
+    return on_done
 
 
 def _warm() -> None:

@@ -647,15 +647,23 @@ class SyntheticSource(RowSource):
         self._stored: dict[str, bytes] = {}
         self._photo: bytes | None = None  # the media image, encoded once (`media_file`)
 
-    def store_masks(self) -> None:
-        """Render every mask PNG of the current rows now; serve them from memory after."""
-        for row in range(self.spec.n_rows):
+    def store_masks(self, rows: Iterable[int] | None = None) -> None:
+        """Render the mask PNGs of `rows` (default: every row) now; serve them from memory after."""
+        for row in range(self.spec.n_rows) if rows is None else rows:
             number = self._revision(row)
             inst, png = self._render(row)
             self._stored[f"{self.spec.composite_id(row)}@{number}"] = png
             for j in range(self.spec.instances):
                 feature_id = self.spec.mask_feature_id(row, j)
                 self._stored[f"{feature_id}@{number}"] = imaging.encode_mask_png(inst == j + 1)
+
+    def stored_masks(self) -> dict[str, bytes]:
+        """Return the PNGs `store_masks` rendered, by composite or feature id and revision."""
+        return dict(self._stored)
+
+    def add_stored_masks(self, stored: dict[str, bytes]) -> None:
+        """Serve these PNGs (another process's `stored_masks` of the same spec) from memory."""
+        self._stored.update(stored)
 
     def count(self) -> int:
         return self.spec.n_rows

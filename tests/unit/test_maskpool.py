@@ -46,3 +46,30 @@ def test_a_worker_failure_reaches_the_part(tmp_path: Path) -> None:
             pool.run(settings, str(tmp_path / "store"), "ds", tmp_path / "missing", "part-1")
     finally:
         pool.close()
+
+
+def test_progress_is_written_a_few_times_a_second_and_always_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file written and renamed per composite (8 blobs' worth of work) cost ~3 ms a label;
+    # the flow reads progress once a second.
+    from labelhaul import maskpool
+    from labelhaul.sync.report import read_mask_progress
+
+    staging = _staging_with_empty_part(tmp_path)
+    writes: list[int] = []
+    real = maskpool.write_part_progress
+
+    def counting(staging: Path, part: str, done: int) -> None:
+        writes.append(done)
+        real(staging, part, done)
+
+    monkeypatch.setattr(maskpool, "write_part_progress", counting)
+    now = [0.0]
+    on_done = maskpool._progress_writer(staging, "part-000001", 10, clock=lambda: now[0])
+    for done in range(1, 11):
+        now[0] += 0.1  # one composite every 100 ms
+        on_done(done)
+    assert writes[0] == 1 and writes[-1] == 10
+    assert len(writes) <= 5  # 1 s of work: every 0.25 s, and the last
+    assert read_mask_progress(staging, ["part-000001"]) == 10
