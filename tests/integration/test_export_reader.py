@@ -226,7 +226,8 @@ def test_several_exports_stream_as_one(
 def test_slow_task_is_waited_for_with_progress(
     emulator: Any, lb_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    emulator.faults.set("graphql", "slow_task", next_n=1, seconds=1.0)
+    # 3 s: long enough that a loaded machine still finds it unfinished at its first poll.
+    emulator.faults.set("graphql", "slow_task", next_n=1, seconds=3.0)
     [job] = start_export(lb_client, project_id=emulator.seed_project_id, policy=FAST)
     with caplog.at_level(logging.INFO, logger="labelhaul.export"):
         state = wait_for_export(lb_client, job.task_id, timeout_s=30, poll_s=0.1)
