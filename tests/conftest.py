@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,16 @@ pytest_plugins = [
 # Telemetry off and no stray Prefect profile, before anything imports Prefect.
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`: no worker runs two slow files in a row (see tests/scheduling.py)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.scheduling import LongestFirstFileScheduling
+
+    return LongestFirstFileScheduling(config, log)
 
 
 def _file_rank(path: str, slow: bool) -> int:
@@ -36,7 +47,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "/e2e/" in path:
             item.add_marker(pytest.mark.e2e)
     # Longest first, so `make test`'s `--dist loadfile --no-loadscope-reorder` hands each
-    # worker a slow file at the start and the many quick files fill in behind them. xdist's
+    # worker a slow file at the start and the many quick files fill in behind them
+    # (tests/scheduling.py takes those from the back of this order). xdist's
     # default order (most tests first) started the one-test files (chaos, signals, the
     # wheel) last, each the only thing running on its worker at the end of the run.
     # A stable sort: files keep their order within a rank, tests their order within a file.
