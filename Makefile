@@ -18,7 +18,10 @@ demo: $(STAMP)
 	$(BIN)/labelhaul demo
 
 test: $(STAMP)
-	$(BIN)/pytest -n 4 --dist loadfile
+	@# Whole files per worker, longest first (the order tests/conftest.py gives them): without
+	@# --no-loadscope-reorder xdist sends the files with most tests first and the one-test slow
+	@# files (chaos, signals, the wheel) last, each then the only thing left running.
+	$(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit
