@@ -695,7 +695,9 @@ def check_media_failures(staging: Path, *, latest: str | None) -> int:
             f"{failures.transient} media file(s) could not be downloaded for transient "
             f"reasons ({why}): "
             f"nothing committed, {where}. Re-run the sync once the media host answers; it "
-            "fetches only the media the store lacks (LABELHAUL_HTTP_RETRIES sets the retries)."
+            "fetches only the media the store lacks (LABELHAUL_HTTP_RETRIES sets the retries; "
+            "text and conversation rows' files are fetched without include_media too, "
+            "LABELHAUL_FETCH_ROW_CONTENT=false skips them)."
         )
     return failures.transient + failures.permanent
 

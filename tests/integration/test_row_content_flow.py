@@ -177,6 +177,7 @@ def test_a_content_host_outage_fails_the_run_uncommitted(
     state = sync_project(pid, store=store, return_state=True, mode=SyncMode.full)
     assert state.is_failed()
     assert "1 media file(s) could not be downloaded for transient reasons" in state.message
+    assert "LABELHAUL_FETCH_ROW_CONTENT=false skips them" in state.message  # names the way out
     assert not (Path(store) / pid / "_latest.json").exists()
 
 
