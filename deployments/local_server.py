@@ -171,6 +171,9 @@ class TemporaryApi:
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self._env = dict(os.environ if env is None else env)
+        # The server's output goes to a file with no name: nothing is left in the temporary
+        # directory when the sync ends, even by SIGKILL. A failed start writes it out.
+        self._output = tempfile.TemporaryFile()
         self.log = Path(tempfile.gettempdir()) / f"labelhaul-temporary-api-{os.getpid()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -201,30 +204,29 @@ class TemporaryApi:
         env = {
             k: v for k, v in env.items() if not k.startswith(("LABELBOX_", "LABELHAUL_", "AWS_"))
         }
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--app-dir",
-                    app_dir,
-                    "--factory",
-                    "prefect.server.api.server:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "error",
-                    "--lifespan",
-                    "on",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call, no locks
-            )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                app_dir,
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call, no locks
+        )
 
     def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         """Return once the server answers its health check.
@@ -240,6 +242,7 @@ class TemporaryApi:
                 self._spawn()
                 continue
             if code is not None or time.monotonic() > deadline:
+                self._write_log()
                 raise ConfigError(
                     f"The temporary Prefect server did not start (see {self.log}): start one "
                     "with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
@@ -247,6 +250,12 @@ class TemporaryApi:
             self._ready = _healthy(self.url)
             if not self._ready:
                 time.sleep(0.05)
+
+    def _write_log(self) -> None:
+        """Write what the server printed to `self.log`, which the start-up error names."""
+        self._output.flush()
+        self._output.seek(0)
+        self.log.write_bytes(self._output.read())
 
     def stop(self) -> None:
         """Stop the server and reap it (it may be mid-start)."""
