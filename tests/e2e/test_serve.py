@@ -28,6 +28,7 @@ from tests.e2e.serve_rig import (
     SECRET,
     _check_deployment,
     _client_env,
+    _deliver,
     _deployment,
     _finished,
     _free_port,
@@ -111,19 +112,7 @@ def test_serve_run_button_and_debounced_webhook_burst(
             )
 
             def deliver(delivery: str) -> str:
-                body = json.dumps(
-                    {"id": f"label-{delivery}", "project": {"id": project_id}}
-                ).encode()
-                response = httpx.post(
-                    f"{receiver}/webhook",
-                    content=body,
-                    headers={
-                        "X-Hub-Signature": sign(SECRET, body),
-                        "X-Labelbox-Id": delivery,
-                        "X-Labelbox-Event": "LABEL_UPDATED",
-                    },
-                )
-                return str(response.json()["status"])
+                return _deliver(receiver, project_id, delivery)
 
             # A wrongly signed delivery is refused and starts nothing.
             bad_body = json.dumps({"id": "label-x", "project": {"id": project_id}}).encode()
