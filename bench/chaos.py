@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labelhaul.deployments.local_server import terminate
+
 from bench._common import create_bucket
 from bench.harness import FaultProxy, VersionCheck, validate_latest
 from labelhaul.emulator import EmulatorServer
@@ -76,13 +78,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: floa
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, 15)
 
 
 @dataclass

@@ -38,6 +38,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Stop a child server: SIGTERM, SIGKILL after `timeout_s`, and reap it (no-op if gone)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when serve dies, even by SIGKILL (Linux prctl)."""
     try:
@@ -108,12 +120,7 @@ def local_prefect_server(timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[Local
             time.sleep(0.5)
         yield LocalServer(url, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 30)
 
 
 # --------------------------------------------------------------------------- sync's own
@@ -260,14 +267,8 @@ class TemporaryApi:
     def stop(self) -> None:
         """Stop the server and reap it (it may be mid-start)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            terminate(proc, 10)
 
 
 _EARLY_API: TemporaryApi | None = (
