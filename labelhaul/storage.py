@@ -374,7 +374,8 @@ class LocalObjectStore:
         The same steps as `_write_temp` + `_commit_temp` (a temp file, `link()` to the name,
         which fails if the name exists and never follows a symlink there, so the name needs
         no symlink check) without the `Path` objects, buffered file, uuid and extra stat
-        per blob that were most of a blob's cost (1.7x less CPU per blob: `python -m bench.bench_blob_put`).
+        per blob that were most of a blob's cost (1.7x less CPU a blob:
+        `python -m bench.bench_blob_put`).
         """
         validate_key(key)
         path = f"{self._root_str}/{key}"
