@@ -6,7 +6,8 @@ callable taking the parsed arguments and returning an exit code. Commands that r
 flows import Prefect lazily, inside the command, so the library, `labelhaul --help` and
 the commands that only read a store stay Prefect-free. `labelhaul sync` reads its options
 from the flows' signatures, so it adds them when it is used (`DeferredParser`), not when
-the parser is built.
+the parser is built. A command line that names a known command registers only that
+command's module (`modules_for`), so `labelhaul sync` does not import the emulator.
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -22,15 +23,31 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-# module path -> registers these commands
-_COMMAND_MODULES: tuple[str, ...] = (
-    "labelhaul.emulator.cli",  # emulator
-    "labelhaul.commands",  # sync, demo
-    "labelhaul.deployments.cli",  # serve, webhook
-    "labelhaul.reader_cli",  # versions, show, diff, pull
-    "labelhaul.sql_cli",  # sql
-    "labelhaul.ops_cli",  # gc, verify, doctor
-)
+# module path -> the commands its `register` adds (tests/unit/test_cli_commands.py checks
+# this against what each module registers)
+_COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "labelhaul.emulator.cli": ("emulator",),
+    "labelhaul.commands": ("sync", "demo"),
+    "labelhaul.deployments.cli": ("serve", "webhook"),
+    "labelhaul.reader_cli": ("versions", "show", "diff", "pull"),
+    "labelhaul.sql_cli": ("sql",),
+    "labelhaul.ops_cli": ("gc", "verify", "doctor"),
+}
+
+
+def modules_for(argv: Sequence[str]) -> list[str]:
+    """Return the command modules a command line needs: the one naming its command, or all.
+
+    Registering a module imports it, and some import a lot that other commands never use
+    (the emulator's server, the deployments, DuckDB's views: ~1 s of CPU together), so a
+    known command only registers its own; `--help`, no command or an unknown one get all,
+    for the full list of commands.
+    """
+    if argv and not argv[0].startswith("-"):
+        for module, commands in _COMMAND_MODULES.items():
+            if argv[0] in commands:
+                return [module]
+    return list(_COMMAND_MODULES)
 
 
 class DeferredParser(argparse.ArgumentParser):
@@ -67,13 +84,14 @@ class DeferredParser(argparse.ArgumentParser):
         return super().format_help()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the parser, with every command or (given the command line) only the one it names."""
     parser = argparse.ArgumentParser(
         prog="labelhaul",
         description="Turn Labelbox exports into versioned, training-ready datasets.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=DeferredParser)
-    for name in _COMMAND_MODULES:
+    for name in modules_for(argv) if argv is not None else _COMMAND_MODULES:
         module = importlib.import_module(name)
         module.register(sub)
     return parser
@@ -105,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the command itself, not a call from Python (a test, a notebook)
         # Before the parser: `sync`'s options import the flows, and they import Prefect.
         start_early(sys.argv[1:])
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
