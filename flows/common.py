@@ -11,10 +11,11 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,7 +57,7 @@ from labelhaul.export_params import (
 )
 from labelhaul.labelpolicy import LabelPolicy
 from labelhaul.manifest import Manifest
-from labelhaul.maskpool import mask_pool
+from labelhaul.maskpool import early_mask_pool, mask_pool
 from labelhaul.pipeline import (
     AssembledVersion,
     StageSummary,
@@ -277,17 +278,19 @@ def run_sync(
                 dataset=dataset,
             )
             filters = export_filters(plan, filters, parent_manifest, overlap)
-            summary = _export(run, plan, parent, parent_manifest, params, filters, overlap)
-            if summary.rows == 0:
-                _end_empty_export(run, plan, parent, summary)
-                return record
-            latest = parent.version_id if parent else None
-            media = None
-            if include_media or any_media_jobs(staging, summary.parts):
-                # Text-like rows' content is fetched without include_media too (row_content).
-                totals = _media_stage(run, summary, latest=latest)
-                media = totals if include_media else None
-            masks = _mask_stage(run, summary, latest=latest)
+            # Staging starts the mask pool once it sees the stage will need one.
+            with early_mask_pool(settings):
+                summary = _export(run, plan, parent, parent_manifest, params, filters, overlap)
+                if summary.rows == 0:
+                    _end_empty_export(run, plan, parent, summary)
+                    return record
+                latest = parent.version_id if parent else None
+                media = None
+                if include_media or any_media_jobs(staging, summary.parts):
+                    # Text-like rows' content is fetched without include_media too.
+                    totals = _media_stage(run, summary, latest=latest)
+                    media = totals if include_media else None
+                masks = _mask_stage(run, summary, latest=latest)
             fields = _assemble(run, plan, parent_manifest, params, filters, summary, masks, media)
             result = _land(run, plan, parent, fields, dataset)
             record["lock_released_at"] = now_iso()
@@ -403,6 +406,7 @@ def _export(
         settings, params=params, **export_source(run.kind, run.dataset_id, filters)
     )
     record["export_task_ids"] = [j.task_id for j in jobs]
+    threading.Thread(target=warm_assemble_imports, name="labelhaul-warm", daemon=True).start()
     wait_export_task(settings, jobs)
     run.timer.lap("export_wait")
     summary = stage_export_task(
@@ -410,6 +414,20 @@ def _export(
     )
     run.timer.lap("export_stream")
     return summary
+
+
+def warm_assemble_imports() -> None:
+    """Import what assembling needs while the flow waits for the export (a thread's work).
+
+    pyarrow imports pandas on its first `pa.array` of Python lists (to ask whether they
+    are a pandas object): ~0.5 s of CPU that assembling paid on the sync's critical path,
+    while the export wait (seconds on the emulator, minutes on Labelbox) sleeps.
+    """
+    with suppress(ImportError):
+        import pandas  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+
+        import labelhaul.coco  # noqa: F401
 
 
 @dataclass

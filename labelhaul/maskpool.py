@@ -37,7 +37,15 @@ from labelhaul.sync.report import write_part_progress
 if TYPE_CHECKING:
     from labelhaul.config import Settings
 
-__all__ = ["MaskPool", "active_pool", "mask_pool", "run_mask_part"]
+__all__ = [
+    "EarlyPool",
+    "MaskPool",
+    "active_pool",
+    "early_mask_pool",
+    "mask_pool",
+    "run_mask_part",
+    "staged_mask_parts",
+]
 
 
 @lru_cache(maxsize=2)
@@ -114,11 +122,21 @@ class MaskPool:
     def __init__(self, workers: int) -> None:
         # spawn, not fork: the flow process runs threads (Prefect's event loop, HTTP pools)
         # that a forked child would inherit mid-operation.
+        self.workers = workers
         self._executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_warm,
         )
+
+    def warm(self) -> None:
+        """Start every worker now, without waiting: each imports the mask stage meanwhile.
+
+        The executor spawns a worker per submission while none is idle, so one no-op per
+        worker starts them all.
+        """
+        for _ in range(self.workers):
+            self._executor.submit(_warm)
 
     def run(
         self, settings: Settings, store_uri: str, dataset_id: str, staging: Path, part: str
@@ -144,14 +162,78 @@ def active_pool() -> MaskPool | None:
 
 @contextmanager
 def mask_pool(workers: int) -> Iterator[MaskPool]:
-    """Open a pool for the block: mask parts submitted within it send their work to it."""
-    pool = MaskPool(workers)
+    """Open a pool for the block: mask parts submitted within it send their work to it.
+
+    Within `early_mask_pool`, a pool staging already started is used (and left for that
+    block to close); otherwise one is opened now and closed at the end of this block.
+    """
+    early = _EARLY.get()
+    started = early.pool if early is not None else None
+    pool = started if started is not None and started.workers == workers else MaskPool(workers)
     token = _ACTIVE.set(pool)
     try:
         yield pool
     finally:
         _ACTIVE.reset(token)
-        pool.close()
+        if pool is not started:
+            pool.close()
+
+
+class EarlyPool:
+    """Starts a sync's mask pool while the export is still being staged.
+
+    A pool's workers take about a second each to start (a process, numpy, the codec, the
+    HTTP client and the store); started when the mask stage begins, the whole mask stage
+    waited for them. Staging tells this how many parts hold mask jobs so far
+    (`staged_mask_parts`); once that many parts will run in processes
+    (`use_mask_processes`, which only turns true as parts are added), the pool is started
+    and warms while the rest of the export streams. A sync whose mask stage runs on
+    threads or Dask never starts one.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.pool: MaskPool | None = None
+
+    def staged(self, mask_parts: int) -> None:
+        from labelhaul.sync.mask_stage import use_mask_processes
+
+        settings = self._settings
+        if (
+            self.pool is None
+            and not settings.dask_address
+            and mask_parts > 0
+            and use_mask_processes(settings, mask_parts)
+        ):
+            self.pool = MaskPool(settings.mask_parallel_parts)
+            self.pool.warm()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+
+_EARLY: ContextVar[EarlyPool | None] = ContextVar("labelhaul_early_mask_pool", default=None)
+
+
+@contextmanager
+def early_mask_pool(settings: Settings) -> Iterator[EarlyPool]:
+    """Let staging start the mask pool within the block (`staged_mask_parts`); close it after."""
+    early = EarlyPool(settings)
+    token = _EARLY.set(early)
+    try:
+        yield early
+    finally:
+        _EARLY.reset(token)
+        early.close()
+
+
+def staged_mask_parts(mask_parts: int) -> None:
+    """Tell the running sync's `early_mask_pool`, if any, how many parts hold mask jobs."""
+    early = _EARLY.get()
+    if early is not None:
+        early.staged(mask_parts)
 
 
 PartRunner = Callable[["Settings", str, str, Path, str], MaskPartSummary]

@@ -26,6 +26,7 @@ from labelhaul.export import (
 )
 from labelhaul.export_params import ExportFilters, ExportParams
 from labelhaul.http import HttpClient
+from labelhaul.maskpool import staged_mask_parts
 from labelhaul.pipeline import StageSummary, stage_export, stage_export_errors
 
 # Where the stage keeps each export stream as it arrives (one file per task and stream):
@@ -152,6 +153,7 @@ def stage_export_task(
             not_after=not_after,
             media=media,
             row_content=settings.fetch_row_content,
+            on_mask_parts=staged_mask_parts,
         )
         error_readers = [
             StagedStream(client, j.task_id, "ERRORS", _journal(staging, j, "ERRORS"), http=http)

@@ -73,3 +73,53 @@ def test_progress_is_written_a_few_times_a_second_and_always_at_the_end(
     assert writes[0] == 1 and writes[-1] == 10
     assert len(writes) <= 5  # 1 s of work: every 0.25 s, and the last
     assert read_mask_progress(staging, ["part-000001"]) == 10
+
+
+def test_staging_starts_the_pool_once_the_stage_will_run_in_processes(tmp_path: Path) -> None:
+    # The pool used to start only when the mask stage began, so every process sync waited
+    # a worker's start-up (~1 s) after the export; now staging starts it.
+    from labelhaul.maskpool import early_mask_pool, staged_mask_parts
+
+    settings = Settings(labelbox_api_key="k", mask_parallel_parts=2)
+    with early_mask_pool(settings) as early:
+        for n in (1, 2, 3):
+            staged_mask_parts(n)
+            assert early.pool is None  # threads below 4 parts: no processes started
+        staged_mask_parts(4)
+        started = early.pool
+        assert started is not None
+        staged_mask_parts(5)
+        assert early.pool is started  # one pool per sync
+        with mask_pool(2) as pool:
+            assert pool is started and part_runner() == started.run
+        assert early.pool is started  # the stage's block leaves it to the sync's
+        staging = _staging_with_empty_part(tmp_path)
+        summary = started.run(settings, str(tmp_path / "store"), "ds", staging, "part-000001")
+        assert summary.instances == 0
+    assert early.pool is None and started._executor._shutdown_thread
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"dask_address": "tcp://127.0.0.1:8786"},
+        {"mask_processes": False},
+        {"mask_parallel_parts": 1},
+    ],
+)
+def test_staging_starts_no_pool_for_a_stage_on_threads_or_dask(
+    overrides: dict[str, object],
+) -> None:
+    from labelhaul.maskpool import early_mask_pool, staged_mask_parts
+
+    settings = Settings(labelbox_api_key="k", **overrides)
+    with early_mask_pool(settings) as early:
+        staged_mask_parts(50)
+        assert early.pool is None
+
+
+def test_outside_a_sync_staging_starts_nothing() -> None:
+    from labelhaul.maskpool import _EARLY, staged_mask_parts
+
+    staged_mask_parts(50)
+    assert _EARLY.get() is None

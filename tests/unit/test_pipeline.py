@@ -254,3 +254,11 @@ def test_mask_failures_are_counted_transient_or_permanent(tmp_path: Path) -> Non
     text = str(info.value)
     assert "2 of 10 masks could not be downloaded for transient reasons" in text
     assert "HTTP 503: 1" in text and "latest stays v000003" in text
+
+
+def test_staging_reports_each_new_part_holding_mask_jobs(tmp_path: Path) -> None:
+    rows = _synthetic_rows(10)
+    seen: list[int] = []
+    summary = stage_export(_lines(rows), tmp_path, part_composites=3, on_mask_parts=seen.append)
+    with_jobs = [p for p in summary.parts if part_jobs(tmp_path, p)]
+    assert seen == list(range(1, len(with_jobs) + 1)) and len(with_jobs) == 4
