@@ -105,7 +105,12 @@ def _stage_record(table: str, record: dict[str, Any], *, decode: bool) -> dict[s
 
 
 def job_to_dict(job: MaskJob) -> dict[str, Any]:
-    return dataclasses.asdict(job)
+    """Return the job's fields, its instances left as dataclasses (orjson writes them as
+    objects, the same bytes as `dataclasses.asdict` gives, without its deep copy)."""
+    return {f: getattr(job, f) for f in _JOB_FIELDS}
+
+
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(MaskJob))
 
 
 def job_from_dict(d: dict[str, Any]) -> MaskJob:
@@ -158,12 +163,13 @@ class _PartWriter:
         self._media: IO[bytes] | None = None
         self.rows = 0
         self.composites = 0
+        self.jobs = 0
 
     def add_media(self, job: MediaJob) -> None:
         if self._media is None:
             path = self.records_path.parent / f"{self.name}.{MEDIA_JOBS}"
             self._media = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._media.write(_dumps(dataclasses.asdict(job)) + b"\n")
+        self._media.write(_dumps(job) + b"\n")  # orjson writes a dataclass's fields
 
     def add(
         self, tables: dict[str, list[dict[str, Any]]], jobs: list[MaskJob], offset: int
@@ -177,6 +183,7 @@ class _PartWriter:
             self._jobs.write(_dumps({**job_to_dict(job), "row_offset": offset}))
             self._jobs.write(b"\n")
         self.rows += 1
+        self.jobs += len(jobs)
         self.composites += len(jobs)
 
     def close(self) -> None:
@@ -202,6 +209,7 @@ def stage_export(
     not_after: datetime | None = None,
     media: bool = False,
     row_content: bool = False,
+    on_mask_parts: Callable[[int], None] | None = None,
 ) -> StageSummary:
     """Stream the RESULT lines into the staging directory, part by part.
 
@@ -215,6 +223,8 @@ def stage_export(
         part_composites: cut a part once it holds this many composite masks.
         part_rows: cut a part once it holds this many data rows.
         on_row: called with the running row count (progress reporting).
+        on_mask_parts: called with the number of parts holding mask jobs so far, each time
+            it grows (the flow starts its mask pool early: `maskpool.EarlyPool`).
         source_id: the exported project or model run; other projects' entries in a row
             become error records (`rows.parse_export_line`).
         not_after: when the export was started. The watermark never passes it (a row
@@ -244,6 +254,7 @@ def stage_export(
     # as the incremental merge's id set holds anyway).
     seen: dict[str, tuple[int, int, int, int]] = {}
     limit = not_after.astimezone(UTC) if not_after is not None else None
+    mask_parts = 0  # parts holding a mask job so far (on_mask_parts)
 
     def warn(err: ErrorRecord) -> None:
         summary.errors += 1
@@ -288,6 +299,10 @@ def stage_export(
             if part is None:
                 part = _PartWriter(parts_dir, len(summary.parts) + 1)
                 summary.parts.append(part.name)
+            if parsed.mask_jobs and part.jobs == 0:
+                mask_parts += 1
+                if on_mask_parts is not None:
+                    on_mask_parts(mask_parts)
             part.add(parsed.tables, parsed.mask_jobs, offset)
             if media or (row_content and _text_like(parsed.tables)):
                 job = media_job_of(
@@ -737,7 +752,8 @@ def write_mask_results(
     n = 0
     with open(tmp, "wb") as fh:
         for r in results:
-            fh.write(_dumps(dataclasses.asdict(r)) + b"\n")
+            # orjson writes a dataclass's fields as asdict would, without its deep copy.
+            fh.write(_dumps(r) + b"\n")
             n += 1
     tmp.replace(target)
     return n, append_errors(staging, errors)
