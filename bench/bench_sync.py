@@ -362,6 +362,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--arms", default="server,temporary", help="server, temporary or both")
     p.add_argument("--profile", type=Path, default=None, help="py-spy output directory")
     p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only threads holding the GIL (py-spy --gil), so a "
+        "thread waiting for the GIL is not counted as the work it waits to do",
+    )
+    p.add_argument(
         "--tree",
         action="append",
         default=[],
@@ -453,7 +459,9 @@ def main(argv: list[str] | None = None) -> None:
                     shutil.rmtree(store, ignore_errors=True)
                     print(
                         f"  {fig.size} {arm}: {n} labels in {run.seconds:.2f}s, CPU "
-                        f"{run.cpu_s:.1f}s, temporary servers {len(run.servers)} "
+                        f"{run.cpu_s:.1f}s (mask workers {run.worker_cpu_s:.1f}s, "
+                        f"{1000 * run.worker_cpu_s / n:.1f} ms/label), temporary servers "
+                        f"{len(run.servers)} "
                         f"(load {fig.load[(arm, n)]})",
                         flush=True,
                     )
@@ -485,6 +493,8 @@ def profile(
     out = args.profile / f"sync-{size}-{n}.txt"
     rate = 97
     wrap = [str(spy), "record", "--subprocesses", "--format", "raw", "--rate", str(rate)]
+    if args.profile_gil:
+        wrap.append("--gil")  # only samples holding the GIL: Python's CPU, not waits for it
     wrap += ["--output", str(out), "--"]
     env = clean_env(**prefect_env, **emu.env())
     run = run_sync(env, pid, str(workdir / "store-profile"), "full", workdir, wrap=wrap)
