@@ -32,3 +32,12 @@ def make_manifest(**fields: Any) -> Manifest:
     }
     doc.update(fields)
     return Manifest.model_validate(doc, strict=False)
+
+
+# A Prefect API nothing listens on, for `labelhaul sync` subprocesses that must fail before
+# Prefect is used: with no PREFECT_API_URL each one started a temporary Prefect server
+# (~4.5 CPU-s) only to stop it again. A sync that did reach Prefect would fail on it with a
+# connection error instead of the one line these tests expect. The path with no
+# PREFECT_API_URL keeps its own tests (tests/e2e/test_cli.py's missing key,
+# tests/e2e/test_cli_sync.py's one temporary server).
+UNREACHABLE_PREFECT_API = "http://127.0.0.1:9/api"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from labelhaul.emulator import EmulatorServer
+from tests.helpers import UNREACHABLE_PREFECT_API
 
 LABELHAUL = [sys.executable, "-m", "labelhaul"]
 
@@ -25,6 +26,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_sync_without_api_key_fails_fast_naming_the_fix(tmp_path: Path) -> None:
+    # With no PREFECT_API_URL, as a user runs it: the temporary server it starts early is
+    # stopped again on the way out.
     proc = subprocess.run(
         [*LABELHAUL, "sync", "--project-id", "cproject", "--store", str(tmp_path / "s")],
         env=_env(tmp_path),
@@ -38,10 +41,15 @@ def test_sync_without_api_key_fails_fast_naming_the_fix(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sync_command_lands_a_version_and_the_demo_runs(tmp_path: Path) -> None:
+def test_sync_command_lands_a_version_and_the_demo_runs(
+    tmp_path: Path, prefect_harness: str
+) -> None:
     with EmulatorServer(api_key="cli-test-key") as emu:
         env = _env(
             tmp_path,
+            # The session's Prefect server: a sync's own temporary one (~25 CPU-s) is what
+            # tests/e2e/test_cli_sync.py checks; the demo below still runs with none.
+            PREFECT_API_URL=prefect_harness,
             LABELBOX_API_KEY=emu.api_key,
             LABELBOX_ENDPOINT=emu.graphql_url,
             LABELBOX_REST_ENDPOINT=emu.rest_url,
@@ -126,9 +134,10 @@ def test_sync_help_explains_the_flags() -> None:
         assert needle in text, needle
 
 
-def test_negative_overlap_is_refused() -> None:
+def test_negative_overlap_is_refused(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*LABELHAUL, "sync", "--project-id", "p", "--overlap-minutes", "-5"],
+        env=_env(tmp_path, PREFECT_API_URL=UNREACHABLE_PREFECT_API),
         capture_output=True,
         text=True,
         timeout=60,
@@ -203,7 +212,12 @@ def test_project_filters_with_a_model_run_are_refused_before_anything_runs(
             "2030-01-01T00:00:00Z",
         ],
         # A key and an endpoint nothing listens on: going any further would fail otherwise.
-        env=_env(tmp_path, LABELBOX_API_KEY="some-key", LABELBOX_ENDPOINT="http://127.0.0.1:9"),
+        env=_env(
+            tmp_path,
+            LABELBOX_API_KEY="some-key",
+            LABELBOX_ENDPOINT="http://127.0.0.1:9",
+            PREFECT_API_URL=UNREACHABLE_PREFECT_API,
+        ),
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from labelhaul.emulator import EmulatorServer
+from tests.helpers import UNREACHABLE_PREFECT_API
 
 LABELHAUL = [sys.executable, "-m", "labelhaul"]
 
@@ -18,8 +19,9 @@ def _run(
     tmp_path: Path, emu: EmulatorServer, args: list[str], **env: str
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LABELBOX_", "LABELHAUL_"))}
-    base.pop("PREFECT_API_URL", None)
     base.update(
+        # No temporary server: these fail before Prefect (see UNREACHABLE_PREFECT_API).
+        PREFECT_API_URL=UNREACHABLE_PREFECT_API,
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         DO_NOT_TRACK="1",
         LABELBOX_API_KEY=emu.api_key,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_cli import _env
+from tests.helpers import UNREACHABLE_PREFECT_API
 
 LABELHAUL = [sys.executable, "-m", "labelhaul"]
 
@@ -29,7 +30,12 @@ def test_malformed_id_fails_in_one_line_before_prefect_starts(
     proc = subprocess.run(
         [*LABELHAUL, "sync", option, value, "--store", str(store)],
         # A key is configured: the id must be what is refused, not the key.
-        env=_env(tmp_path, LABELBOX_API_KEY="some-key", LABELBOX_ENDPOINT="http://127.0.0.1:9"),
+        env=_env(
+            tmp_path,
+            LABELBOX_API_KEY="some-key",
+            LABELBOX_ENDPOINT="http://127.0.0.1:9",
+            PREFECT_API_URL=UNREACHABLE_PREFECT_API,  # no temporary server to start and stop
+        ),
         cwd=tmp_path,
         capture_output=True,
         text=True,
