@@ -53,10 +53,15 @@ def _fresh_venv(root: Path, wheel: Path) -> Path:
     The dependencies are reached through a .pth line appended after the venv's own
     site-packages, so the wheel's `labelhaul` is the one imported, not the editable checkout.
     """
-    venv.EnvBuilder(with_pip=True).create(root)
+    # No pip of its own (ensurepip cost 8.5 of this test's CPU-s): this environment's pip
+    # installs into it (`--python`), as the venv's own would.
+    venv.EnvBuilder(with_pip=False).create(root)
     python = root / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        [
+            *(sys.executable, "-m", "pip", "--python", str(python)),
+            *("install", "--quiet", "--no-deps", "--no-index", str(wheel)),
+        ],
         check=True,
         timeout=300,
     )
