@@ -310,26 +310,7 @@ class LocalObjectStore:
             self._ensure_parent(path)
             etag = etag or _sha256_file(tmp)
             if if_none_match:
-                try:
-                    # link() fails if the name exists: atomic create-only, never a partial file.
-                    try:
-                        os.link(tmp, path)
-                    except FileNotFoundError:
-                        # Its directory went away since we made it (a gc, a test): again.
-                        self._made_dirs.discard(str(path.parent))
-                        self._ensure_parent(path)
-                        os.link(tmp, path)
-                except FileExistsError as exc:
-                    raise PreconditionFailed(f"{key} already exists") from exc
-                except OSError as exc:
-                    if exc.errno not in _NO_HARDLINKS:
-                        raise
-                    # No hard links here (some network/FUSE filesystems): every writer of
-                    # this key takes its lock, so check-then-rename is still exclusive.
-                    with self._lock(key):
-                        if path.exists():
-                            raise PreconditionFailed(f"{key} already exists") from None
-                        os.replace(tmp, path)
+                self._link_create_only(str(tmp), str(path), key)
                 return etag
             with self._lock(key):
                 if if_match is not None:
@@ -406,24 +387,39 @@ class LocalObjectStore:
             if parent not in self._made_dirs:
                 os.makedirs(parent, exist_ok=True)
                 self._made_dirs.add(parent)
+            self._link_create_only(tmp, path, key)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return etag
+
+    def _link_create_only(self, tmp: str, path: str, key: str) -> None:
+        """Give the finished temp file `tmp` the name `path`, unless that name exists.
+
+        Raises:
+            PreconditionFailed: `path` exists (a file, or a symlink: link() never follows it).
+        """
+        try:
+            # link() fails if the name exists: atomic create-only, never a partial file.
             try:
                 os.link(tmp, path)
             except FileNotFoundError:
                 # Its directory went away since we made it (a gc, a test): again.
+                parent = os.path.dirname(path)
                 os.makedirs(parent, exist_ok=True)
+                self._made_dirs.add(parent)
                 os.link(tmp, path)
         except FileExistsError as exc:
             raise PreconditionFailed(f"{key} already exists") from exc
         except OSError as exc:
             if exc.errno not in _NO_HARDLINKS:
                 raise
-            return self._commit_temp(
-                Path(path), key, Path(tmp), if_none_match=True, if_match=None, etag=etag
-            )
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return etag
+            # No hard links here (some network/FUSE filesystems): every writer of
+            # this key takes its lock, so check-then-rename is still exclusive.
+            with self._lock(key):
+                if os.path.lexists(path):
+                    raise PreconditionFailed(f"{key} already exists") from None
+                os.replace(tmp, path)
 
     def put_file(
         self, key: str, path: str | os.PathLike[str], *, if_none_match: bool = False

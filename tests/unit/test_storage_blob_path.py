@@ -85,3 +85,20 @@ def test_an_object_not_named_by_its_content_takes_the_general_path(tmp_path: Pat
     with pytest.raises(PreconditionFailed):
         store.put("ds/runs/r.json", b"{}", if_none_match=True)
     assert store.get("ds/runs/r.json") == b"{}"
+
+
+@pytest.mark.parametrize("blob", [True, False])
+def test_without_hard_links_create_only_still_refuses_a_second_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blob: bool
+) -> None:
+    store = LocalObjectStore(tmp_path)
+
+    def no_links(src: object, dst: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")  # some FUSE filesystems
+
+    monkeypatch.setattr(os, "link", no_links)
+    key = _blob(b"png") if blob else "ds/runs/r.json"
+    store.put(key, b"png", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        store.put(key, b"png", if_none_match=True)
+    assert store.get(key) == b"png" and _parts(tmp_path) == []
