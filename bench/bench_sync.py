@@ -37,6 +37,9 @@ mask codec's cost per composite is measured here, in one process on one thread:
 `check_png` + `composite_keys` + `split` + `encode_instance` for each instance, over
 composites downloaded from the emulator (the bytes the sync splits).
 
+Arms run in the order given for the first label count, reversed for the second, and so on,
+so a `--tree` comparison sees each tree run both first and second.
+
 `--profile DIR` runs the server arm once more under `py-spy record --subprocesses` (install
 py-spy into the venv: it is not a dependency) and prints where the samples went.
 """
@@ -444,7 +447,10 @@ def main(argv: list[str] | None = None) -> None:
                         flush=True,
                     )
                 emu.set_mask_latency(args.latency)
-                for arm in arms:
+                # Every other label count runs the arms in reverse order: the later arm of
+                # a pair tends to meet the load the earlier one left (emulator, servers).
+                ordered = arms if counts.index(n) % 2 == 0 else arms[::-1]
+                for arm in ordered:
                     kind, _, tree = arm.partition("@")
                     extra = prefect_env if kind == "server" else {"PREFECT_HOME": str(home)}
                     env = clean_env(**extra, **emu.env())
