@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
         for width, height in sizes:
             fig = SizeFigures(f"{width}x{height}")
             figures.append(fig)
-            for n in counts:
+            for i, n in enumerate(counts):
                 emu.set_mask_latency(0)
                 pid = emu.add_synthetic_project(
                     n,
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
                 emu.set_mask_latency(args.latency)
                 # Every other label count runs the arms in reverse order: the later arm of
                 # a pair tends to meet the load the earlier one left (emulator, servers).
-                ordered = arms if counts.index(n) % 2 == 0 else arms[::-1]
+                ordered = arms if i % 2 == 0 else arms[::-1]
                 for arm in ordered:
                     kind, _, tree = arm.partition("@")
                     extra = prefect_env if kind == "server" else {"PREFECT_HOME": str(home)}

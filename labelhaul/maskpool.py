@@ -169,7 +169,7 @@ def mask_pool(workers: int) -> Iterator[MaskPool]:
     """
     early = _EARLY.get()
     started = early.pool if early is not None else None
-    pool = started if started is not None and started.workers == workers else MaskPool(workers)
+    pool = started or MaskPool(workers)
     token = _ACTIVE.set(pool)
     try:
         yield pool
@@ -202,7 +202,6 @@ class EarlyPool:
         if (
             self.pool is None
             and not settings.dask_address
-            and mask_parts > 0
             and use_mask_processes(settings, mask_parts)
         ):
             self.pool = MaskPool(settings.mask_parallel_parts)

@@ -163,7 +163,6 @@ class _PartWriter:
         self._media: IO[bytes] | None = None
         self.rows = 0
         self.composites = 0
-        self.jobs = 0
 
     def add_media(self, job: MediaJob) -> None:
         if self._media is None:
@@ -183,7 +182,6 @@ class _PartWriter:
             self._jobs.write(_dumps({**job_to_dict(job), "row_offset": offset}))
             self._jobs.write(b"\n")
         self.rows += 1
-        self.jobs += len(jobs)
         self.composites += len(jobs)
 
     def close(self) -> None:
@@ -299,7 +297,7 @@ def stage_export(
             if part is None:
                 part = _PartWriter(parts_dir, len(summary.parts) + 1)
                 summary.parts.append(part.name)
-            if parsed.mask_jobs and part.jobs == 0:
+            if parsed.mask_jobs and part.composites == 0:  # counts the part's mask jobs
                 mask_parts += 1
                 if on_mask_parts is not None:
                     on_mask_parts(mask_parts)

@@ -358,11 +358,12 @@ class LocalObjectStore:
         per blob that were most of a blob's cost (1.7x less CPU a blob:
         `python -m bench.bench_blob_put`).
         """
-        validate_key(key)
         path = f"{self._root_str}/{key}"
         parent = path.rsplit("/", 1)[0]
-        if parent not in self._safe_dirs:
-            self._path(key)  # resolves and checks the directory once
+        if parent in self._safe_dirs:
+            validate_key(key)
+        else:
+            self._path(key)  # validates the key, resolves and checks the directory once
         tmp = f"{self._tmp_str}/{os.getpid()}{self._tmp_prefix}{next(self._tmp_seq)}.part"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
