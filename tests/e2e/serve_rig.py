@@ -14,7 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -201,3 +202,31 @@ def _deliver(receiver: str, project_id: str, delivery: str) -> str:
         },
     )
     return str(response.json()["status"])
+
+
+@contextmanager
+def _served(
+    projects: Path, env: dict[str, str], logs: Path
+) -> Iterator[tuple[_Process, _Process, str]]:
+    """Run `labelhaul serve` and `labelhaul webhook` on `projects`: (serve, webhook, receiver URL).
+
+    A failed assertion in the block prints both processes' output; both stop after it.
+    """
+    serve = _Process(
+        [str(BIN / "labelhaul"), "serve", "--projects", str(projects)], env, logs / "serve.log"
+    )
+    port = _free_port()
+    webhook = _Process(
+        [str(BIN / "labelhaul"), "webhook", "--port", str(port), "--projects", str(projects)],
+        env,
+        logs / "webhook.log",
+    )
+    try:
+        yield serve, webhook, f"http://127.0.0.1:{port}"
+    except AssertionError:
+        print("--- serve ---\n" + serve.output())
+        print("--- webhook ---\n" + webhook.output())
+        raise
+    finally:
+        webhook.stop()
+        serve.stop()

@@ -22,7 +22,6 @@ import pytest
 from labelhaul.deployments.webhook import sign
 
 from tests.e2e.serve_rig import (
-    BIN,
     DEBOUNCE_S,
     GAP_S,
     SECRET,
@@ -31,10 +30,9 @@ from tests.e2e.serve_rig import (
     _deliver,
     _deployment,
     _finished,
-    _free_port,
-    _Process,
     _projects_file,
     _runs,
+    _served,
     _wait_for,
 )
 
@@ -73,17 +71,7 @@ def test_serve_run_button_and_debounced_webhook_burst(
     store = tmp_path / "store"
     projects = _projects_file(tmp_path / "projects.toml", project_id, store)
     env = _client_env(tmp_path / "home", prefect_server, emulator)
-    serve = _Process(
-        [str(BIN / "labelhaul"), "serve", "--projects", str(projects)], env, tmp_path / "serve.log"
-    )
-    webhook_port = _free_port()
-    webhook = _Process(
-        [str(BIN / "labelhaul"), "webhook", "--port", str(webhook_port)]
-        + ["--projects", str(projects)],
-        env,
-        tmp_path / "webhook.log",
-    )
-    try:
+    with _served(projects, env, tmp_path) as (serve, webhook, receiver):
         with httpx.Client(base_url=prefect_server, timeout=10) as api:
             deployment = _wait_for(
                 "the served deployment", lambda: _deployment(api, "e2e-seed"), 60, serve
@@ -103,7 +91,6 @@ def test_serve_run_button_and_debounced_webhook_burst(
             assert (store / project_id / "_latest.json").exists()
 
             # A burst of label changes, one of them delivered twice.
-            receiver = f"http://127.0.0.1:{webhook_port}"
             _wait_for(
                 "the webhook receiver",
                 lambda: True if httpx.get(f"{receiver}/healthz").status_code == 200 else None,
@@ -172,10 +159,3 @@ def test_serve_run_button_and_debounced_webhook_burst(
             for output in (serve.output(tail=None), webhook.output(tail=None)):
                 assert SECRET not in output
                 assert emulator.api_key not in output
-    except AssertionError:
-        print("--- serve ---\n" + serve.output())
-        print("--- webhook ---\n" + webhook.output())
-        raise
-    finally:
-        webhook.stop()
-        serve.stop()

@@ -15,15 +15,13 @@ import httpx
 import pytest
 
 from tests.e2e.serve_rig import (
-    BIN,
     _client_env,
     _deliver,
     _deployment,
     _finished,
-    _free_port,
-    _Process,
     _projects_file,
     _runs,
+    _served,
     _wait_for,
 )
 
@@ -44,18 +42,7 @@ def test_webhook_trigger_runs_only_after_label_changes(
         debounce=debounce,
     )
     env = _client_env(tmp_path / "home", prefect_server, emulator)
-    serve = _Process(
-        [str(BIN / "labelhaul"), "serve", "--projects", str(projects)], env, tmp_path / "serve.log"
-    )
-    webhook_port = _free_port()
-    webhook = _Process(
-        [str(BIN / "labelhaul"), "webhook", "--port", str(webhook_port)]
-        + ["--projects", str(projects)],
-        env,
-        tmp_path / "webhook.log",
-    )
-    receiver = f"http://127.0.0.1:{webhook_port}"
-    try:
+    with _served(projects, env, tmp_path) as (serve, webhook, receiver):
         with httpx.Client(base_url=prefect_server, timeout=10) as api:
             deployment = _wait_for(
                 "the served deployment", lambda: _deployment(api, "e2e-idle"), 60, serve
@@ -104,10 +91,3 @@ def test_webhook_trigger_runs_only_after_label_changes(
                 )
                 time.sleep(max(0.0, (quiet_until - datetime.now(UTC)).total_seconds()))
                 assert len(triggered()) == before + 1, triggered()
-    except AssertionError:
-        print("--- serve ---\n" + serve.output())
-        print("--- webhook ---\n" + webhook.output())
-        raise
-    finally:
-        webhook.stop()
-        serve.stop()
