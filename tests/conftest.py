@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.prefect",
     "tests.fixtures.chaos",
+    "tests.fixtures.cpu_log",
 ]
 
 # Telemetry off and no stray Prefect profile, before anything imports Prefect.
