@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,9 +13,15 @@ from tests.e2e.serve_rig import BIN, _base_env, _free_port, _Process, _wait_for
 
 
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start `prefect server start` on a free loopback port; yield its API URL."""
+def prefect_server(
+    tmp_path_factory: pytest.TempPathFactory, migrated_prefect_db: Path
+) -> Iterator[str]:
+    """Start `prefect server start` on a free loopback port; yield its API URL.
+
+    Its database starts as a copy of the run's migrated one (tests/fixtures/prefect.py).
+    """
     home = tmp_path_factory.mktemp("prefect-server-home")
+    shutil.copyfile(migrated_prefect_db, home / "prefect.db")
     port = _free_port()
     env = _base_env(home)
     env.update(
