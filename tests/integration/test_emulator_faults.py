@@ -223,11 +223,13 @@ def _status_after(client: Any, task_id: str, wait_s: float) -> str:
 
 
 def test_slow_then_failed_task(emulator: EmulatorServer, lb_client: Any) -> None:
-    emulator.faults.set("graphql", "slow_task", next_n=1, seconds=0.5)
+    # IN_PROGRESS for 3 s from its creation: the SDK's export() call has to read it back
+    # inside that window, which 0.5 s missed on a loaded machine (read back as FAILED).
+    emulator.faults.set("graphql", "slow_task", next_n=1, seconds=3)
     emulator.faults.set("graphql", "failed_task", next_n=1, message="quota")
     task = lb_client.get_project(emulator.seed_project_id).export()
     assert task.status == "IN_PROGRESS"
-    assert _status_after(lb_client, task.uid, 0.6) == "FAILED"
+    assert _status_after(lb_client, task.uid, 3.1) == "FAILED"
 
 
 def test_task_faults_can_target_model_run_exports(emulator: EmulatorServer, lb_client: Any) -> None:
