@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         description="Run the mask parts in a process pool (one process per parallel part) "
         "instead of threads, so the split's numpy work scales with cores at a few seconds of "
         "process start-up per sync. Unset: processes when a run has at least "
-        "4 mask parts, threads for smaller runs. Ignored when a Dask scheduler is configured.",
+        "2 mask parts, threads for a run of one part. Ignored when a Dask scheduler is configured.",
     )
     max_mask_error_fraction: float = Field(
         default=1.0,

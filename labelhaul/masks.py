@@ -3,7 +3,7 @@
 `process_jobs` works on one batch of `MaskJob`s (one job = one label's composite PNG)
 with a pool of `workers` threads, so that many downloads are in flight at once. The pixel
 work does not scale on threads (its many short numpy calls hold the GIL: 2 threads gave
-1.45x one), so the flow runs a sync's parts in a process pool from 4 parts up
+1.45x one), so the flow runs a sync's parts in a process pool from 2 parts up
 (`use_mask_processes`). Memory is bounded by the composites in flight (one per worker),
 not by the batch: each worker drops the composite's pixels before taking the next job,
 and every instance PNG goes to `put_blob` as soon as it is encoded.

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 
 MaskRunner = Literal["dask", "processes", "threads"]
 
-PROCESS_POOL_MIN_PARTS = 4  # below this, process start-up costs more than threads lose
+# One part runs on one process either way, so threads; from 2 parts processes win now that
+# staging starts the pool while the export streams (c87909b): 150-300 labels at 1280x853,
+# mask stage 0.75-0.8x on processes at the same CPU (docs/performance.md, fourth pass).
+PROCESS_POOL_MIN_PARTS = 2
 
 
 def use_mask_processes(settings: Settings, parts: int) -> bool:
@@ -25,7 +28,7 @@ def use_mask_processes(settings: Settings, parts: int) -> bool:
 
     Threads share one GIL: the split's many short numpy calls on a large composite hold it,
     so 2 threads gave 1.45x one thread where 2 processes gave 1.75x (`python -m bench
-    masks`). A small run is not worth the processes' start-up.
+    masks`). A run of one part cannot use a second process.
     """
     if settings.mask_processes is not None:
         return settings.mask_processes

@@ -38,6 +38,7 @@ def test_mask_stage_on_dask_lands_the_same_dataset(
     monkeypatch.setenv("LABELBOX_REST_ENDPOINT", emulator.rest_url)
     monkeypatch.setenv("LABELHAUL_MASK_BATCH_SIZE", "3")
     pid = emulator.add_synthetic_project(n_rows=9, instances=3)
+    monkeypatch.setenv("LABELHAUL_MASK_PROCESSES", "false")  # 3 parts: threads, not processes
     threads = _sync(pid, str(tmp_path / "threads"))
     emulator.request_log.clear()
     monkeypatch.setenv("LABELHAUL_DASK_ADDRESS", dask_cluster)

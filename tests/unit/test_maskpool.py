@@ -82,13 +82,12 @@ def test_staging_starts_the_pool_once_the_stage_will_run_in_processes(tmp_path: 
 
     settings = Settings(labelbox_api_key="k", mask_parallel_parts=2)
     with early_mask_pool(settings) as early:
-        for n in (1, 2, 3):
-            staged_mask_parts(n)
-            assert early.pool is None  # threads below 4 parts: no processes started
-        staged_mask_parts(4)
+        staged_mask_parts(1)
+        assert early.pool is None  # one part runs on threads: no processes started
+        staged_mask_parts(2)
         started = early.pool
         assert started is not None
-        staged_mask_parts(5)
+        staged_mask_parts(3)
         assert early.pool is started  # one pool per sync
         with mask_pool(2) as pool:
             assert pool is started and part_runner() == started.run
