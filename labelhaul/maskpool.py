@@ -169,7 +169,7 @@ def mask_pool(workers: int) -> Iterator[MaskPool]:
     """
     early = _EARLY.get()
     started = early.pool if early is not None else None
-    pool = started or MaskPool(workers)
+    pool = started if started is not None else MaskPool(workers)
     token = _ACTIVE.set(pool)
     try:
         yield pool

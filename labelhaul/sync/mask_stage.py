@@ -19,7 +19,7 @@ MaskRunner = Literal["dask", "processes", "threads"]
 
 # One part runs on one process either way, so threads; from 2 parts processes win now that
 # staging starts the pool while the export streams (c87909b): 150-300 labels at 1280x853,
-# mask stage 0.75-0.8x on processes at the same CPU (docs/performance.md, fourth pass).
+# mask stage 0.75-0.86x on processes at the same CPU (docs/performance.md, fourth pass).
 PROCESS_POOL_MIN_PARTS = 2
 
 
