@@ -1,12 +1,13 @@
 """The mask stage: download each composite once, split it by colour, land one blob per instance.
 
-`process_jobs` works on one batch of `MaskJob`s (one job = one label's composite PNG)
-with a pool of `workers` threads, so that many downloads are in flight at once. The pixel
-work does not scale on threads (its many short numpy calls hold the GIL: 2 threads gave
-1.45x one), so the flow runs a sync's parts in a process pool from 2 parts up
-(`use_mask_processes`). Memory is bounded by the composites in flight (one per worker),
-not by the batch: each worker drops the composite's pixels before taking the next job,
-and every instance PNG goes to `put_blob` as soon as it is encoded.
+`process_jobs` works on one batch of `MaskJob`s (one job = one label's composite PNG):
+`workers` threads download, so that many downloads are in flight at once, and the calling
+thread splits, encodes and lands each composite as its download finishes. The pixel work
+does not scale on threads (its many short numpy calls hold the GIL, and threads taking
+turns at it cost CPU), so the flow runs a sync's parts in a process pool from 2 parts up
+(`use_mask_processes`). Memory is bounded by 2 x `workers` composite bodies and the
+pixels of one composite, not by the batch: every instance PNG goes to `put_blob` as soon
+as it is encoded.
 
 When the composite is missing, expired (403/404), unreadable, the wrong size, or lacks an
 instance's colour, that instance falls back to its own `mask.url`. Two instances painted
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 from labelhaul.errors import AuthError
@@ -107,16 +108,12 @@ def process_jobs(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     job_list = list(jobs)
-    results: list[MaskResult] = []
-    errors: list[ErrorRecord] = []
-
-    def run(job: MaskJob) -> tuple[list[MaskResult], list[ErrorRecord]]:
-        return process_job(job, http, put_blob, max_pixels=max_pixels)
-
     if workers == 1 or len(job_list) <= 1:
+        results: list[MaskResult] = []
+        errors: list[ErrorRecord] = []
         try:
             for done, job in enumerate(job_list, 1):
-                res, errs = run(job)
+                res, errs = process_job(job, http, put_blob, max_pixels=max_pixels)
                 results.extend(res)
                 errors.extend(errs)
                 if on_done is not None:
@@ -125,24 +122,94 @@ def process_jobs(
             # The caller's thread may live on (a Prefect worker): do not keep its buffers.
             release_scratch()
         return results, errors
-    with ThreadPoolExecutor(
-        max_workers=min(workers, len(job_list)), thread_name_prefix="labelhaul-masks"
-    ) as pool:
-        futures: list[Future[tuple[list[MaskResult], list[ErrorRecord]]]] = [
-            pool.submit(run, job) for job in job_list
-        ]
+    return _pipelined(job_list, http, put_blob, max_pixels, workers, on_done)
+
+
+# A downloaded composite, or why it could not be downloaded.
+Fetched = bytes | HttpError
+
+
+def _prefetches(job: MaskJob) -> bool:
+    """True when the job's only download is its composite (no instance needs a fallback
+    before the composite is read): a pool thread fetches it, the consuming thread splits it.
+    """
+    if job.composite_url is None:
+        return False
+    colors = [inst.color for inst in job.instances]
+    return BACKGROUND not in map(tuple, colors) and len(set(map(tuple, colors))) == len(colors)
+
+
+def _pipelined(
+    job_list: list[MaskJob],
+    http: BytesFetcher,
+    put_blob: PutBlob,
+    max_pixels: int,
+    workers: int,
+    on_done: Callable[[int], None] | None,
+) -> tuple[list[MaskResult], list[ErrorRecord]]:
+    """Download on `workers` threads; split, encode and land on the calling thread.
+
+    Threads that all run pixel work contend for the GIL: at 20 ms per mask GET, 8 such
+    threads cost 14.7 ms of CPU per 1280x853 composite and 16 threads 20 ms, where
+    downloads on 8 threads feeding one splitting thread cost 10.3 ms at the same wall time
+    (docs/performance.md, fifth pass). Jobs that need instance-mask downloads before the
+    composite is read (no composite, a black or shared colour) run whole on a pool thread,
+    as their downloads are most of their time. Composites are split as their downloads
+    finish, in any order; results and errors come back in job order. At most 2 x
+    `workers` composites are held at once (downloading or downloaded, not yet split).
+    """
+    n = len(job_list)
+    out: list[tuple[list[MaskResult], list[ErrorRecord]] | None] = [None] * n
+    limit = max_png_bytes(max_pixels)
+
+    def fetch(job: MaskJob) -> Fetched:
+        assert job.composite_url is not None
         try:
-            for done, fut in enumerate(futures, 1):
-                res, errs = fut.result()
-                results.extend(res)
-                errors.extend(errs)
+            return http.get_bytes(job.composite_url, max_bytes=limit)
+        except HttpError as exc:
+            return exc
+
+    def whole(job: MaskJob) -> tuple[list[MaskResult], list[ErrorRecord]]:
+        return process_job(job, http, put_blob, max_pixels=max_pixels)
+
+    pending: dict[Future[Any], int] = {}
+    with ThreadPoolExecutor(
+        max_workers=min(workers, n), thread_name_prefix="labelhaul-masks"
+    ) as pool:
+        try:
+            submitted = done = 0
+            while done < n:
+                while submitted < n and len(pending) < 2 * workers:
+                    job = job_list[submitted]
+                    task = fetch if _prefetches(job) else whole
+                    pending[pool.submit(task, job)] = submitted
+                    submitted += 1
+                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                fut = min(ready, key=pending.__getitem__)
+                i = pending.pop(fut)
+                value = fut.result()
+                if isinstance(value, tuple):
+                    out[i] = value
+                else:
+                    out[i] = process_job(
+                        job_list[i], http, put_blob, max_pixels=max_pixels, composite=value
+                    )
+                done += 1
                 if on_done is not None:
                     on_done(done)
         except BaseException:
             # Do not download the rest of the batch after a fatal error.
-            for fut in futures:
+            for fut in pending:
                 fut.cancel()
             raise
+        finally:
+            release_scratch()
+    results: list[MaskResult] = []
+    errors: list[ErrorRecord] = []
+    for item in out:
+        assert item is not None
+        results.extend(item[0])
+        errors.extend(item[1])
     return results, errors
 
 
@@ -181,9 +248,18 @@ def _auth_error(exc: HttpError) -> AuthError:
 
 
 def process_job(
-    job: MaskJob, http: BytesFetcher, put_blob: PutBlob, *, max_pixels: int
+    job: MaskJob,
+    http: BytesFetcher,
+    put_blob: PutBlob,
+    *,
+    max_pixels: int,
+    composite: Fetched | None = None,
 ) -> tuple[list[MaskResult], list[ErrorRecord]]:
-    """Split one composite (or fall back to instance masks) and land its blobs."""
+    """Split one composite (or fall back to instance masks) and land its blobs.
+
+    `composite`: the composite already downloaded (or its download's error), else it is
+    downloaded here when needed.
+    """
     # By position in the job: feature ids come from the export and are not trusted unique.
     results: dict[int, MaskResult] = {}
     errors: list[ErrorRecord] = []
@@ -228,7 +304,9 @@ def process_job(
 
     composite_transient = False
     if wanted:
-        opened, reason, composite_transient = _open_composite(job, http, max_pixels, errors)
+        opened, reason, composite_transient = _open_composite(
+            job, http, max_pixels, errors, composite
+        )
         landed: set[tuple[int, int, int]] = set()
         if opened is not None:
             height, width = opened.height, opened.width
@@ -272,6 +350,7 @@ def _open_composite(
     http: BytesFetcher,
     max_pixels: int,
     errors: list[ErrorRecord],
+    fetched: Fetched | None = None,
 ) -> tuple[CompositeKeys | None, str, bool]:
     """Download, check and decode the composite into colour keys of its non-black window.
 
@@ -282,7 +361,13 @@ def _open_composite(
     if job.composite_url is None:
         return None, "the label has no composite mask URL", False
     try:
-        data = http.get_bytes(job.composite_url, max_bytes=max_png_bytes(max_pixels))
+        if isinstance(fetched, HttpError):
+            raise fetched
+        data = (
+            fetched
+            if fetched is not None
+            else http.get_bytes(job.composite_url, max_bytes=max_png_bytes(max_pixels))
+        )
     except HttpError as exc:
         if exc.status == 401:
             raise _auth_error(exc) from exc
