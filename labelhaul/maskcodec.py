@@ -37,10 +37,12 @@ over 7 rounds; ratio = median time of a library decoder over ours), 2026-12-01
 A 4.4-Mpixel mask is a size real projects send, and there the fastest library takes
 1.4-4.5x our time with 1 or 8 instances: zlib 1.2 copies a mask's long runs byte by byte
 (27 of libpng's 28 ms, quiet machine), zlib-ng does not. Below `DIRECT_MIN_BYTES`
-(320x240 to 1280x853) composites already go to libpng, and the libraries are 0.61-1.63x
-of that (noise, and their arms reading only the window's keys). Whole process, 2 workers
-x 20 decodes of the 8-instance Pillow-written composite, start-up included: 0.82x the
-wall time of libpng (medians 9.5 s / 12.6 s). Details: docs/performance.md, "Issue 15".
+(320x240 to 1280x853) composites already go to libpng (decoded into scratch memory and
+keyed inside their non-black window, as the direct path does: 7.4 -> 6.7 ms per 1280x853
+composite of the emulator's, 2026-12-02), and the libraries are 0.61-1.63x of that
+(noise, and their arms reading only the window's keys). Whole process, 2 workers x 20
+decodes of the 8-instance Pillow-written composite, start-up included: 0.82x the wall
+time of libpng (medians 9.5 s / 12.6 s). Details: docs/performance.md, "Issue 15".
 
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """
@@ -491,21 +493,54 @@ def composite_keys(data: bytes, hdr: PngHeader) -> CompositeKeys:
     """Decode a checked composite straight into colour keys, cropped to its non-black part.
 
     An 8-bit RGB composite (what Labelbox serves) is inflated and unfiltered in place
-    (`_inflate_rows`); its all-black border rows and columns are found with two cheap
-    reductions, and keys are read only inside: each pixel's 3 bytes and the next one as
-    one little-endian uint32, masked to 24 bits, with no copy of the pixels. Any other PNG
-    goes through `decode_png` and `color_keys`, uncropped. The keys live in this thread's
-    scratch memory: valid until the next composite in this thread.
+    (`_inflate_rows`), or, below the sizes where that pays, decoded by libpng into this
+    thread's scratch memory; either way its all-black border rows and columns are found
+    with two cheap reductions, and keys are read only inside (`_window_keys`). Any other
+    PNG goes through `decode_png` and `color_keys`, uncropped. The keys live in this
+    thread's scratch memory: valid until the next composite in this thread.
 
     Raises:
         MaskImageError: as `decode_png`.
     """
     h, w = hdr.height, hdr.width
-    buf = _inflate_rows(data, hdr) if hdr.color_type == 2 else None
-    if buf is None:
-        return CompositeKeys(color_keys(decode_png(data, hdr)), 0, 0, h, w)
-    stride = 1 + 3 * w
-    pixels = buf[: h * stride].reshape(h, stride)[:, 1:]
+    if hdr.color_type == 2 and hdr.bit_depth == 8:
+        buf = _inflate_rows(data, hdr)
+        if buf is not None:
+            return _window_keys(buf, 1, 1 + 3 * w, h, w)
+        buf = _rgb_with_libpng(data, hdr)
+        if buf is not None:
+            return _window_keys(buf, 0, 3 * w, h, w)
+    return CompositeKeys(color_keys(decode_png(data, hdr)), 0, 0, h, w)
+
+
+def _rgb_with_libpng(data: bytes, hdr: PngHeader) -> U8Array | None:
+    """Decode an 8-bit RGB PNG with libpng into scratch memory, with a spare zero byte after.
+
+    None for a file with a tRNS chunk (libpng would add an alpha channel) or one libpng
+    refuses: the caller then takes `decode_png`, which gives the verdict and the message.
+    A "tRNS" found inside the compressed pixels only sends the file to that slower path.
+    """
+    if b"tRNS" in data:
+        return None
+    size = hdr.height * hdr.width * 3
+    buf: U8Array = _scratch.get("rows", size + 1, np.uint8)
+    try:
+        imagecodecs.png_decode(data, out=buf[:size].reshape(hdr.height, hdr.width, 3))
+    except Exception:  # imagecodecs raises PngError, ValueError, even UnicodeError
+        return None
+    buf[size] = 0
+    return buf
+
+
+def _window_keys(buf: U8Array, first: int, stride: int, h: int, w: int) -> CompositeKeys:
+    """Keys of the non-black window of RGB rows in `buf`: row r's pixels start at
+    `first + r * stride`; one spare byte follows the last pixel.
+
+    Each key is a little-endian uint32 read at a pixel's 3 bytes, masked to 24 bits: the
+    4th byte read (the next pixel's red, the next row's filter byte or the spare byte)
+    is masked off, and the pixels are not copied.
+    """
+    pixels = buf[first : first + h * stride].reshape(h, stride)[:, : 3 * w]
     live_rows = np.flatnonzero(np.bitwise_or.reduce(pixels, axis=1))
     if live_rows.size == 0:
         return CompositeKeys(np.empty((0, 0), dtype=np.uint32), 0, 0, h, w)
@@ -514,10 +549,12 @@ def composite_keys(data: bytes, hdr: PngHeader) -> CompositeKeys:
     live_cols = np.flatnonzero(column_bytes.any(axis=1))
     x0, x1 = int(live_cols[0]), int(live_cols[-1]) + 1
     rows, cols = y1 - y0, x1 - x0
-    # The 4th byte of each read is the next pixel's red, the next row's filter byte or the
-    # spare byte after the last row: masked off.
     quads: npt.NDArray[np.uint32] = np.ndarray(
-        (rows, cols), dtype="<u4", buffer=buf, offset=y0 * stride + 1 + 3 * x0, strides=(stride, 3)
+        (rows, cols),
+        dtype="<u4",
+        buffer=buf,
+        offset=first + y0 * stride + 3 * x0,
+        strides=(stride, 3),
     )
     keys: U32Array = _scratch.get("keys", rows * cols, np.uint32).reshape(rows, cols)
     np.bitwise_and(quads, np.uint32(0x00FFFFFF), out=keys)

@@ -477,3 +477,51 @@ def test_damaged_streams_are_still_refused(direct: None) -> None:
         with pytest.raises(mc.MaskImageError) as err:
             mc.composite_keys(data, hdr)
         assert err.value.kind == "mask_corrupt", what
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+def test_libpng_decoded_composites_are_cropped_and_split_exactly(interlace: bool) -> None:
+    """Below the direct path's sizes an RGB composite is decoded by libpng into scratch
+    memory and keyed only inside its non-black window, as the direct path does."""
+    rng = np.random.default_rng(11)
+    for h, w, n in ((1, 1, 1), (5, 7, 2), (40, 60, 6), (64, 48, 30)):
+        lab = random_labels(h, w, n, int(rng.integers(1 << 30)))
+        if h > 4:
+            lab[:2, :] = 0  # black rows and columns the window drops
+            lab[:, -3:] = 0
+            lab[-1, -1] = 1  # ... but the last pixel is live: its key reads the spare byte
+        colors = distinct_colors(n, int(rng.integers(1 << 30)))
+        img = Image.fromarray(paint(lab, colors))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", **({"interlace": 1} if interlace else {}))
+        png = buf.getvalue()
+        hdr = mc.read_png_header(png)
+        assert mc._inflate_rows(png, hdr) is None  # libpng's side of the threshold
+        keys = mc.composite_keys(png, hdr)
+        if h > 4:
+            assert keys.cropped and keys.y0 >= 2
+        found = dict(keys.split(colors))
+        expected = split_png(png, colors)
+        assert set(found) == set(expected)
+        for c, inst in found.items():
+            assert_instance_exact(inst, lab == colors.index(c) + 1)
+            assert mc.encode_instance(inst, h, w) == mc.encode_instance(expected[c], h, w)
+
+
+def test_libpng_path_leaves_transparency_and_damage_to_decode_png() -> None:
+    lab = random_labels(20, 30, 3, 5)
+    colors = distinct_colors(3, 5)
+    img = Image.fromarray(paint(lab, colors))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", transparency=colors[0])  # an RGB file with a tRNS chunk
+    png = buf.getvalue()
+    hdr = mc.read_png_header(png)
+    keys = mc.composite_keys(png, hdr)
+    assert not keys.cropped  # decode_png + color_keys: the transparent colour never matches
+    assert colors[0] not in dict(keys.split(colors))
+    good = png_of(paint(lab, colors))
+    idat = good.index(b"IDAT")
+    broken = good[: idat + 10] + bytes(20) + good[idat + 30 :]
+    with pytest.raises(mc.MaskImageError) as err:
+        mc.composite_keys(broken, mc.read_png_header(broken))
+    assert err.value.kind == "mask_corrupt"
