@@ -105,7 +105,9 @@ class Settings(BaseSettings):
         description="Longest one HTTP GET (a mask, an export chunk) is retried before it "
         "counts as failed (plus one request's own timeout).",
     )
-    mask_workers: int = Field(default=8, ge=1, description="Threads downloading/splitting masks.")
+    mask_workers: int = Field(
+        default=8, ge=1, description="Threads downloading masks per part (one thread splits them)."
+    )
     media_workers: int = Field(
         default=8, ge=1, description="Threads downloading data rows' media (include_media)."
     )
