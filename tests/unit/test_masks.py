@@ -112,6 +112,15 @@ def files_for(j: MaskJob, lab: np.ndarray) -> dict[str, bytes]:
     return out
 
 
+def batch(n: int, lab: np.ndarray) -> tuple[list[MaskJob], dict[str, bytes]]:
+    """`n` jobs L0..L{n-1} with their composites and instance masks, all of `lab`."""
+    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(n)]
+    files: dict[str, bytes] = {}
+    for j in jobs:
+        files.update(files_for(j, lab))
+    return jobs, files
+
+
 def check_result_pixels(res: MaskResult, lab: np.ndarray, blobs: Blobs, index: int) -> None:
     truth = lab == index
     crop = np.asarray(Image.open(io.BytesIO(blobs.data[res.sha256])))
@@ -279,10 +288,7 @@ def test_empty_and_corrupt_instance_masks() -> None:
 
 def test_unauthorised_key_stops_the_batch() -> None:
     lab = labels()
-    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(6)]
-    files: dict[str, bytes] = {}
-    for j in jobs:
-        files.update(files_for(j, lab))
+    jobs, files = batch(6, lab)
     del files["c/L0"]
     fetch = DictFetcher(files, {"c/L0": 401})
     with pytest.raises(AuthError) as err:
@@ -293,10 +299,7 @@ def test_unauthorised_key_stops_the_batch() -> None:
 @pytest.mark.parametrize("workers", [1, 3])
 def test_process_jobs_keeps_order_and_fetches_each_composite_once(workers: int) -> None:
     lab = labels()
-    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(7)]
-    files: dict[str, bytes] = {}
-    for j in jobs:
-        files.update(files_for(j, lab))
+    jobs, files = batch(7, lab)
     del files["c/L3"]  # one expired composite
     fetch = DictFetcher(files)
     blobs = Blobs()
@@ -333,10 +336,7 @@ def test_a_failing_blob_store_stops_the_batch() -> None:
     from labelhaul.errors import StoreUnavailableError
 
     lab = labels()
-    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(5)]
-    files: dict[str, bytes] = {}
-    for j in jobs:
-        files.update(files_for(j, lab))
+    jobs, files = batch(5, lab)
 
     def broken(sha: str, png: bytes) -> None:
         raise StoreUnavailableError("bucket unreachable: check LABELHAUL_STORE")
@@ -440,10 +440,7 @@ def test_composites_download_on_pool_threads_and_split_on_the_calling_thread() -
     """Pixel work on many threads contends for the GIL (CPU per composite 14.7 -> 10.3 ms on
     8 threads, docs/performance.md fifth pass): only downloads run on the pool's threads."""
     lab = labels()
-    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(8)]
-    files: dict[str, bytes] = {}
-    for j in jobs:
-        files.update(files_for(j, lab))
+    jobs, files = batch(8, lab)
     fetch = ThreadRecordingFetcher(files)
     put_threads: set[int] = set()
 
@@ -486,10 +483,7 @@ def test_jobs_needing_instance_masks_download_them_on_pool_threads() -> None:
 
 def test_composites_finishing_out_of_order_come_back_in_job_order() -> None:
     lab = labels()
-    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(7)]
-    files: dict[str, bytes] = {}
-    for j in jobs:
-        files.update(files_for(j, lab))
+    jobs, files = batch(7, lab)
     last_asked = threading.Event()
 
     class LateFirst(DictFetcher):
@@ -509,10 +503,7 @@ def test_composites_finishing_out_of_order_come_back_in_job_order() -> None:
 
 def test_downloads_run_at_most_twice_the_workers_ahead_of_the_split() -> None:
     lab = labels()
-    jobs = [job(label=f"L{i}", comp=f"c/L{i}") for i in range(30)]
-    files: dict[str, bytes] = {}
-    for j in jobs:
-        files.update(files_for(j, lab))
+    jobs, files = batch(30, lab)
     fetch = DictFetcher(files)
     ahead: list[int] = []
 
