@@ -277,14 +277,14 @@ def _inflate_rows(data: bytes, hdr: PngHeader) -> U8Array | None:
     channels = _CHANNELS.get(hdr.color_type)
     if channels is None or hdr.bit_depth != 8 or hdr.interlace != 0 or not _DIRECT:
         return None
-    idat = _idat_of(data)
-    if idat is None:
-        return None
     h, w = hdr.height, hdr.width
     stride = 1 + w * channels
     size = h * stride
-    if size < DIRECT_MIN_BYTES or size < DIRECT_MIN_RATIO * len(idat):
-        return None  # libpng is as fast or faster here (see DIRECT_MIN_BYTES)
+    if size < DIRECT_MIN_BYTES:
+        return None  # libpng is as fast or faster here (see DIRECT_MIN_BYTES): no chunk walk
+    idat = _idat_of(data)
+    if idat is None or size < DIRECT_MIN_RATIO * len(idat):
+        return None  # an unsound chunk, or a loosely compressed stream (libpng is faster)
     buf: U8Array = _scratch.get("rows", size + 1, np.uint8)
     try:
         got = imagecodecs.zlibng_decode(idat, out=buf.data)

@@ -129,14 +129,41 @@ def process_jobs(
 Fetched = bytes | HttpError
 
 
-def _prefetches(job: MaskJob) -> bool:
-    """True when the job's only download is its composite (no instance needs a fallback
-    before the composite is read): a pool thread fetches it, the consuming thread splits it.
+def _needs_own_mask(
+    job: MaskJob, inst: MaskInstance, counts: Counter[tuple[int, int, int]]
+) -> tuple[str | None, str, str] | None:
+    """Why `inst` must come from its own mask URL before the composite is read, else None.
+
+    Returns (warning kind or None, reason, warning message). `counts`: instances per colour.
     """
     if job.composite_url is None:
-        return False
-    colors = [inst.color for inst in job.instances]
-    return BACKGROUND not in map(tuple, colors) and len(set(map(tuple, colors))) == len(colors)
+        # Exports from before composite masks: each instance has only its own mask.url.
+        # That is the source, not a fallback (no warning), and its colour means nothing.
+        return None, "the export has no composite mask for it", ""
+    if tuple(inst.color) == BACKGROUND:
+        reason = "colour [0, 0, 0] is the composite's background"
+        return "mask_color_background", reason, f"{reason}: using the instance mask"
+    if counts[inst.color] > 1:
+        reason = f"colour {list(inst.color)} is shared by {counts[inst.color]} instances"
+        return "mask_color_shared", reason, f"{reason} in the composite: using the instance mask"
+    return None
+
+
+def _prefetches(job: MaskJob) -> bool:
+    """True when the job's only download is its composite (no instance needs its own mask
+    before the composite is read): a pool thread fetches it, the consuming thread splits it.
+    """
+    counts = Counter(inst.color for inst in job.instances)
+    return all(_needs_own_mask(job, inst, counts) is None for inst in job.instances)
+
+
+def _fetch_composite(job: MaskJob, http: BytesFetcher, max_pixels: int) -> Fetched:
+    """Download the job's composite; an HTTP failure is returned, not raised."""
+    assert job.composite_url is not None
+    try:
+        return http.get_bytes(job.composite_url, max_bytes=max_png_bytes(max_pixels))
+    except HttpError as exc:
+        return exc
 
 
 def _pipelined(
@@ -160,19 +187,12 @@ def _pipelined(
     """
     n = len(job_list)
     out: list[tuple[list[MaskResult], list[ErrorRecord]] | None] = [None] * n
-    limit = max_png_bytes(max_pixels)
-
-    def fetch(job: MaskJob) -> Fetched:
-        assert job.composite_url is not None
-        try:
-            return http.get_bytes(job.composite_url, max_bytes=limit)
-        except HttpError as exc:
-            return exc
 
     def whole(job: MaskJob) -> tuple[list[MaskResult], list[ErrorRecord]]:
         return process_job(job, http, put_blob, max_pixels=max_pixels)
 
-    pending: dict[Future[Any], int] = {}
+    # future -> (job index, True when it fetched only the composite, to split here)
+    pending: dict[Future[Any], tuple[int, bool]] = {}
     with ThreadPoolExecutor(
         max_workers=min(workers, n), thread_name_prefix="labelhaul-masks"
     ) as pool:
@@ -181,19 +201,24 @@ def _pipelined(
             while done < n:
                 while submitted < n and len(pending) < 2 * workers:
                     job = job_list[submitted]
-                    task = fetch if _prefetches(job) else whole
-                    pending[pool.submit(task, job)] = submitted
+                    prefetch = _prefetches(job)
+                    new: Future[Any] = (
+                        pool.submit(_fetch_composite, job, http, max_pixels)
+                        if prefetch
+                        else pool.submit(whole, job)
+                    )
+                    pending[new] = (submitted, prefetch)
                     submitted += 1
                 ready, _ = wait(pending, return_when=FIRST_COMPLETED)
                 fut = min(ready, key=pending.__getitem__)
-                i = pending.pop(fut)
-                value = fut.result()
-                if isinstance(value, tuple):
-                    out[i] = value
-                else:
-                    out[i] = process_job(
-                        job_list[i], http, put_blob, max_pixels=max_pixels, composite=value
+                i, fetched_only = pending.pop(fut)
+                out[i] = (
+                    process_job(
+                        job_list[i], http, put_blob, max_pixels=max_pixels, composite=fut.result()
                     )
+                    if fetched_only
+                    else fut.result()
+                )
                 done += 1
                 if on_done is not None:
                     on_done(done)
@@ -269,38 +294,16 @@ def process_job(
     counts = Counter(inst.color for inst in job.instances)
     wanted: list[tuple[int, MaskInstance]] = []
     for pos, inst in enumerate(job.instances):
-        if job.composite_url is None:
-            # Exports from before composite masks: each instance has only its own mask.url.
-            # That is the source, not a fallback, and its colour means nothing.
-            fallback.append((pos, inst, "the export has no composite mask for it"))
-        elif tuple(inst.color) == BACKGROUND:
-            reason = "colour [0, 0, 0] is the composite's background"
-            errors.append(
-                _record(
-                    job,
-                    "mask_color_background",
-                    f"{reason}: using the instance mask",
-                    inst,
-                    severity="warning",
-                    color=list(inst.color),
-                )
-            )
-            fallback.append((pos, inst, reason))
-        elif counts[inst.color] > 1:
-            reason = f"colour {list(inst.color)} is shared by {counts[inst.color]} instances"
-            errors.append(
-                _record(
-                    job,
-                    "mask_color_shared",
-                    f"{reason} in the composite: using the instance mask",
-                    inst,
-                    severity="warning",
-                    color=list(inst.color),
-                )
-            )
-            fallback.append((pos, inst, reason))
-        else:
+        own = _needs_own_mask(job, inst, counts)
+        if own is None:
             wanted.append((pos, inst))
+            continue
+        kind, reason, message = own
+        if kind is not None:
+            errors.append(
+                _record(job, kind, message, inst, severity="warning", color=list(inst.color))
+            )
+        fallback.append((pos, inst, reason))
 
     composite_transient = False
     if wanted:
@@ -360,15 +363,9 @@ def _open_composite(
     """
     if job.composite_url is None:
         return None, "the label has no composite mask URL", False
-    try:
-        if isinstance(fetched, HttpError):
-            raise fetched
-        data = (
-            fetched
-            if fetched is not None
-            else http.get_bytes(job.composite_url, max_bytes=max_png_bytes(max_pixels))
-        )
-    except HttpError as exc:
+    data = fetched if fetched is not None else _fetch_composite(job, http, max_pixels)
+    if isinstance(data, HttpError):
+        exc = data
         if exc.status == 401:
             raise _auth_error(exc) from exc
         reason = f"composite download failed: {exc}"
