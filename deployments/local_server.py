@@ -299,10 +299,13 @@ def start_early(argv: list[str]) -> None:
     os.environ["PREFECT_API_URL"] = _EARLY_API.url
 
 
-def wait_for_early_api() -> None:
-    """Wait until the temporary server `start_early` started answers (no-op without one)."""
+def wait_for_early_api() -> bool:
+    """Wait until the temporary server `start_early` started answers.
+
+    Returns True once it does, False at once when this process started none.
+    """
     if _EARLY_API is None:
-        return
+        return False
     # Prefect's own line when it starts one (tests and users count temporary servers by it).
     print(
         f"labelhaul: Starting temporary server on {_EARLY_API.url.removesuffix('/api')} "
@@ -312,3 +315,4 @@ def wait_for_early_api() -> None:
     )
     timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
     _EARLY_API.wait_ready(timeout)
+    return True

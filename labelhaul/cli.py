@@ -123,15 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the command itself, not a call from Python (a test, a notebook)
         # Before the parser: `sync`'s options import the flows, and they import Prefect.
         start_early(sys.argv[1:])
-    parser = build_parser(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help()
-        return 2
     from labelhaul.errors import LabelhaulError
 
+    args: argparse.Namespace | None = None
     try:
+        # Inside the try: `sync`'s options import Prefect, whose settings may refuse a
+        # PREFECT_* variable (`prefectapi.invalid_setting`).
+        parser = build_parser(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help()
+            return 2
         code = int(func(args) or 0)
         sys.stdout.flush()  # here, so a closed pipe is caught below and not at exit
         if argv is None and args.command == "sync":
@@ -150,6 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from labelhaul.prefectapi import invalid_setting
+
+        line = invalid_setting(exc)
+        if line is None:
+            raise
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            traceback.print_exc()
+        print(f"labelhaul: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

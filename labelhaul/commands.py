@@ -361,7 +361,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     _preflight(kwargs, settings)
     from labelhaul.deployments.local_server import wait_for_early_api
 
-    wait_for_early_api()
+    if not wait_for_early_api():
+        from labelhaul.prefectapi import require_prefect_api
+
+        require_prefect_api()  # a server that is not up: one line, not Prefect's tracebacks
     # Flow[..., Any] matches Prefect's NoReturn overload of __call__: say what comes back.
     state = cast("State[Any]", flow(**kwargs, return_state=True))
     if not state.is_completed():

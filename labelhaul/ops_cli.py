@@ -192,31 +192,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefect_api() -> tuple[str | None, Any]:
-    """Return PREFECT_API_URL (env or profile) and a health check through Prefect's client."""
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url:
-        return None, None
-
-    def healthcheck() -> str | None:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            problem = client.api_healthcheck()
-        return None if problem is None else f"{type(problem).__name__}: {problem}"
-
-    return str(url), healthcheck
-
-
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Run every check, print one line each, exit 1 if any failed."""
     from labelhaul.config.settings import load_settings
     from labelhaul.doctor import run_checks
+    from labelhaul.prefectapi import prefect_api
 
     settings = load_settings()
-    url, healthcheck = _prefect_api()
+    url, healthcheck = prefect_api()
     checks = run_checks(
         settings,
         project_id=args.project_id,

@@ -138,3 +138,43 @@ def test_both_id_filters(emulator: EmulatorServer, tmp_path: Path) -> None:
         ],
     )
     assert "not both" in _one_line(proc)
+
+
+def _prefect_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one line a sync prints when Prefect itself is misconfigured (it never ran)."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert lines and lines[-1].startswith("labelhaul: error:"), proc.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("url", [UNREACHABLE_PREFECT_API, "127.0.0.1:4200/api"])
+def test_prefect_server_not_running(emulator: EmulatorServer, tmp_path: Path, url: str) -> None:
+    """PREFECT_API_URL names a server that is not up (or no URL): one line, not 95 of
+    tracebacks from Prefect's client, and nothing is staged or landed."""
+    store = tmp_path / "s"
+    proc = _run(
+        tmp_path,
+        emulator,
+        ["--project-id", emulator.seed_project_id, "--store", str(store)],
+        PREFECT_API_URL=url,
+    )
+    line = _prefect_line(proc)
+    assert len([x for x in proc.stderr.splitlines() if x.strip()]) == 1, proc.stderr
+    assert url in line and "prefect server start" in line and "PREFECT_API_URL" in line
+    assert not (store / "datasets").exists() or not any((store / "datasets").iterdir())
+
+
+def test_invalid_prefect_setting(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A PREFECT_* variable Prefect's settings refuse: the variable, what is wrong, no
+    traceback (Prefect prints its own plugin line first; that one is not ours)."""
+    proc = _run(
+        tmp_path,
+        emulator,
+        ["--project-id", emulator.seed_project_id, "--store", str(tmp_path / "s")],
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY="often",
+    )
+    line = _prefect_line(proc)
+    assert "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in line and "'often'" in line
+    assert "valid integer" in line
