@@ -34,9 +34,9 @@ CPU is the sync's process tree's (the kernel's rusage of the process and its wai
 children, pool workers and temporary server included). Marginal wall and CPU per label are
 the least-squares slope over the label counts; the fixed cost is the wall intercept, and
 is also measured: before the timed counts of each size, every arm syncs a 1-label project
-(all fixed cost but one label's work). That sync also warms the arm, so no timed sync is
-the invocation's first (which paid ~1 s more start-up). The
-mask codec's cost per composite is measured here, in one process on one thread:
+(all fixed cost but one label's work), twice: the first warms the arm (an arm's first sync
+paid 1-12 s more start-up), the second is the measured fixed cost, and no timed sync is an
+arm's first. The mask codec's cost per composite is measured here, in one process on one thread:
 `check_png` + `composite_keys` + `split` + `encode_instance` for each instance, over
 composites downloaded from the emulator (the bytes the sync splits).
 
@@ -440,14 +440,17 @@ def main(argv: list[str] | None = None) -> None:
                 1, args.instances, width, height, seed=0, stored_masks=True, distinct_masks=True
             )
             emu.set_mask_latency(args.latency)
+            # Twice per arm: the first sync of an arm is a warm-up (on this machine kind it
+            # paid 2-12 s more start-up after an idle spell), the second is the fixed cost.
             for arm in arms:
-                run = sync_arm(arm, one, f"1-{fig.size}")
-                fig.one_label[arm] = run
-                print(
-                    f"  {fig.size} {arm}: 1 label in {run.seconds:.2f}s "
-                    f"(load {load_average()}); stages: {stages_line(run)}",
-                    flush=True,
-                )
+                for what in ("warm-up", "fixed cost"):
+                    run = sync_arm(arm, one, f"1-{fig.size}")
+                    fig.one_label[arm] = run
+                    print(
+                        f"  {fig.size} {arm}: 1 label in {run.seconds:.2f}s, {what} "
+                        f"(load {load_average()}); stages: {stages_line(run)}",
+                        flush=True,
+                    )
             for i, n in enumerate(counts):
                 emu.set_mask_latency(0)
                 pid = emu.add_synthetic_project(
