@@ -43,6 +43,13 @@ def _run(
     )
 
 
+def _sync_seed(tmp_path: Path, emu: EmulatorServer, **env: str) -> subprocess.CompletedProcess[str]:
+    """`labelhaul sync` of the seed project into `tmp_path / "s"`, with `env` (as `_run`)."""
+    return _run(
+        tmp_path, emu, ["--project-id", emu.seed_project_id, "--store", str(tmp_path / "s")], **env
+    )
+
+
 def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1, proc.stderr
@@ -93,12 +100,7 @@ def test_s3_store_with_no_such_bucket(
 
 
 def test_wrong_key(emulator: EmulatorServer, tmp_path: Path) -> None:
-    proc = _run(
-        tmp_path,
-        emulator,
-        ["--project-id", emulator.seed_project_id, "--store", str(tmp_path / "s")],
-        LABELBOX_API_KEY="not-the-key",
-    )
+    proc = _sync_seed(tmp_path, emulator, LABELBOX_API_KEY="not-the-key")
     line = _one_line(proc)
     assert "LABELBOX_API_KEY" in line and "not-the-key" not in proc.stderr
 
@@ -153,13 +155,8 @@ def _prefect_line(proc: subprocess.CompletedProcess[str]) -> str:
 def test_prefect_server_not_running(emulator: EmulatorServer, tmp_path: Path, url: str) -> None:
     """PREFECT_API_URL names a server that is not up (or no URL): one line, not 95 of
     tracebacks from Prefect's client, and nothing is staged or landed."""
+    proc = _sync_seed(tmp_path, emulator, PREFECT_API_URL=url)
     store = tmp_path / "s"
-    proc = _run(
-        tmp_path,
-        emulator,
-        ["--project-id", emulator.seed_project_id, "--store", str(store)],
-        PREFECT_API_URL=url,
-    )
     line = _prefect_line(proc)
     assert len([x for x in proc.stderr.splitlines() if x.strip()]) == 1, proc.stderr
     assert url in line and "prefect server start" in line and "PREFECT_API_URL" in line
@@ -169,12 +166,7 @@ def test_prefect_server_not_running(emulator: EmulatorServer, tmp_path: Path, ur
 def test_invalid_prefect_setting(emulator: EmulatorServer, tmp_path: Path) -> None:
     """A PREFECT_* variable Prefect's settings refuse: the variable, what is wrong, no
     traceback (Prefect prints its own plugin line first; that one is not ours)."""
-    proc = _run(
-        tmp_path,
-        emulator,
-        ["--project-id", emulator.seed_project_id, "--store", str(tmp_path / "s")],
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY="often",
-    )
+    proc = _sync_seed(tmp_path, emulator, PREFECT_FLOWS_HEARTBEAT_FREQUENCY="often")
     line = _prefect_line(proc)
     assert "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in line and "'often'" in line
     assert "valid integer" in line
