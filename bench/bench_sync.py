@@ -69,6 +69,7 @@ from bench._common import (
     EmulatorProcess,
     SyncRun,
     clean_env,
+    file_create_us,
     load_average,
     machine,
     run_sync,
@@ -415,18 +416,23 @@ def main(argv: list[str] | None = None) -> None:
     if "temporary" in arms:
         migrate_database(home)
 
-    def sync_arm(arm: str, pid: str, tag: str) -> SyncRun:
-        """One `labelhaul sync` of project `pid` in `arm`'s environment, into a fresh store."""
+    probes = iter(range(1_000_000))
+
+    def sync_arm(arm: str, pid: str, tag: str) -> tuple[SyncRun, float]:
+        """One `labelhaul sync` of project `pid` in `arm`'s environment, into a fresh store.
+
+        Returns the run and the file-create cost measured just before it. Stores are kept
+        until the invocation ends: deleting one sync's 8,000 blobs made the next sync's
+        blob creates ~10x dearer on this machine kind (`file_create_us`).
+        """
         kind, _, tree = arm.partition("@")
         extra = prefect_env if kind == "server" else {"PREFECT_HOME": str(home)}
         env = clean_env(**extra, **emu.env())
         if tree:
             env["PYTHONPATH"] = pythonpath[tree]
         store = str(workdir / f"store-{arm}-{tag}")
-        try:
-            return run_sync(env, pid, store, "full", workdir)
-        finally:
-            shutil.rmtree(store, ignore_errors=True)
+        create_us = file_create_us(workdir / f"create-probe-{next(probes)}")
+        return run_sync(env, pid, store, "full", workdir), create_us
 
     try:
         for width, height in sizes:
@@ -444,11 +450,12 @@ def main(argv: list[str] | None = None) -> None:
             # paid 2-12 s more start-up after an idle spell), the second is the fixed cost.
             for arm in arms:
                 for what in ("warm-up", "fixed cost"):
-                    run = sync_arm(arm, one, f"1-{fig.size}")
+                    run, create_us = sync_arm(arm, one, f"1-{fig.size}-{what[0]}")
                     fig.one_label[arm] = run
                     print(
                         f"  {fig.size} {arm}: 1 label in {run.seconds:.2f}s, {what} "
-                        f"(load {load_average()}); stages: {stages_line(run)}",
+                        f"(load {load_average()}, file create {create_us:.0f} us); "
+                        f"stages: {stages_line(run)}",
                         flush=True,
                     )
             for i, n in enumerate(counts):
@@ -476,7 +483,6 @@ def main(argv: list[str] | None = None) -> None:
                         api_key=emu.api_key, endpoint=emu.graphql_url, rest_endpoint=emu.rest_url
                     ).headers
                     fig.seed_per_label = seed_masks(subset, headers, out) / len(subset)
-                    shutil.rmtree(out, ignore_errors=True)
                     print(
                         f"  {fig.size} seed: export of {n} rows {export_s:.2f}s, masks "
                         f"{fig.seed_per_label * 1000:.0f} ms/label over {len(subset)} labels "
@@ -489,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
                 ordered = arms if i % 2 == 0 else arms[::-1]
                 for arm in ordered:
                     emu0 = emu.cpu_seconds()
-                    run = sync_arm(arm, pid, f"{n}-{fig.size}")
+                    run, create_us = sync_arm(arm, pid, f"{n}-{fig.size}")
                     fig.runs[(arm, n)] = run
                     fig.emu_cpu[(arm, n)] = emu.cpu_seconds() - emu0
                     fig.load[(arm, n)] = load_average()
@@ -498,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"{run.cpu_s:.1f}s (mask workers {run.worker_cpu_s:.1f}s, "
                         f"{1000 * run.worker_cpu_s / n:.1f} ms/label), temporary servers "
                         f"{len(run.servers)} "
-                        f"(load {fig.load[(arm, n)]})",
+                        f"(load {fig.load[(arm, n)]}, file create {create_us:.0f} us)",
                         flush=True,
                     )
                     print(f"    stages: {stages_line(run)}", flush=True)
