@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         base_s = time.perf_counter() - t0
         cpu.append((_cpu() - c0, emu.cpu_seconds() - e0))
         base_gets = emu.media_requests()
-        shutil.rmtree(out, ignore_errors=True)
+        # `out` stays until the end: deleting it now would make the next arm's file creates
+        # dearer on this machine kind (bench._common.file_create_us).
         print(f"  baseline: {len(subset)} rows in {base_s:.2f}s", flush=True)
 
         store = workdir / "store"
