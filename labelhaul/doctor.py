@@ -178,8 +178,9 @@ def check_prefect(api_url: str | None, healthcheck: Callable[[], str | None] | N
         return Check(
             name,
             False,
-            f"{api_url} is not healthy ({problem}): start the server (`prefect server start`) "
-            "or fix PREFECT_API_URL / PREFECT_API_KEY",
+            f"{api_url} is not healthy ({problem}): start the server (`prefect server start`; "
+            "a new one answers some seconds after its banner) or fix PREFECT_API_URL / "
+            "PREFECT_API_KEY",
         )
     return Check(name, True, f"{api_url} healthy")
 

@@ -160,6 +160,8 @@ def test_prefect_server_not_running(emulator: EmulatorServer, tmp_path: Path, ur
     line = _prefect_line(proc)
     assert len([x for x in proc.stderr.splitlines() if x.strip()]) == 1, proc.stderr
     assert url in line and "prefect server start" in line and "PREFECT_API_URL" in line
+    # A server still starting refuses connections after printing its banner (seen by hand).
+    assert "after its banner" in line
     assert not (store / "datasets").exists() or not any((store / "datasets").iterdir())
 
 
