@@ -27,5 +27,11 @@ write-run-record   3
 collect-garbage    2
 =================  ========  ===========================================================
 
+No task is cached (`cache_policy=NO_CACHE` on each): every one exports, streams or writes
+the staging folder or the store. Under Prefect's default policy (inputs + source + flow run
+id), once results are persisted (`PREFECT_RESULTS_PERSIST_BY_DEFAULT`) a flow run's retry
+took read-parent, start-export and wait-export from its first attempt and landed that old
+export under a watermark taken at the retry. It also saves hashing every task's inputs.
+
 Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 """

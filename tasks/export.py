@@ -12,6 +12,7 @@ from typing import Any
 
 from labelhaul.config import Settings
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from labelhaul.errors import is_terminal
@@ -46,7 +47,7 @@ def _retry_unless_terminal(task: Any, task_run: Any, state: Any) -> bool:
 # No Prefect retries: every GraphQL call inside is retried by the policy already, and a
 # retry of the task would start the exports again (and double LABELHAUL_EXPORT_TIMEOUT_S
 # for parts run in waves).
-@task(name="start-export", retries=0)
+@task(name="start-export", retries=0, cache_policy=NO_CACHE)
 def start_export_task(
     settings: Settings,
     *,
@@ -78,7 +79,7 @@ def start_export_task(
 
 # No Prefect retries: each poll is retried inside `wait_for_export`, and a retry of the
 # whole wait would start the timeout over (LABELHAUL_EXPORT_TIMEOUT_S bounds the step).
-@task(name="wait-export", retries=0)
+@task(name="wait-export", retries=0, cache_policy=NO_CACHE)
 def wait_export_task(settings: Settings, jobs: list[ExportJob]) -> None:
     """Wait for every export task; a timeout raises, a FAILED task carries Labelbox's message."""
     client = client_from_settings(settings)
@@ -100,6 +101,7 @@ def _journal(staging: Path, job: ExportJob, stream: StreamName) -> Path:
 # and chunk GETs retry inside (the policy); a retry resumes from the staged offset.
 @task(
     name="stage-export",
+    cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=_retry_unless_terminal,

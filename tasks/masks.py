@@ -9,6 +9,7 @@ from pathlib import Path
 
 from labelhaul.config import Settings
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from labelhaul.maskpool import part_runner
@@ -18,7 +19,7 @@ from labelhaul.pipeline import MaskPartSummary
 # No Prefect retries: each mask GET retries inside (the HTTP policy; what still fails is a
 # record, and a transient one fails the run), and each blob PUT too (botocore's adaptive
 # mode), so a task retry would only multiply them.
-@task(name="split-masks", retries=0, task_run_name="split-masks-{part}")
+@task(name="split-masks", retries=0, task_run_name="split-masks-{part}", cache_policy=NO_CACHE)
 def process_mask_part(
     settings: Settings, store_uri: str, dataset_id: str, staging: Path, part: str
 ) -> MaskPartSummary:

@@ -10,6 +10,7 @@ from pathlib import Path
 from labelhaul.config import Settings
 from labelhaul.tasks.store import open_store
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from labelhaul.http import HttpClient
@@ -19,7 +20,7 @@ from labelhaul.pipeline import MediaTotals, has_media_jobs, part_media_jobs, wri
 
 # No Prefect retries: each GET retries inside (the HTTP policy) and what still fails
 # transiently is a record that fails the run, so a task retry would only multiply them.
-@task(name="fetch-media", retries=0)
+@task(name="fetch-media", retries=0, cache_policy=NO_CACHE)
 def fetch_media_task(
     settings: Settings, store_uri: str, dataset_id: str, staging: Path, parts: list[str]
 ) -> MediaTotals:

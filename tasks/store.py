@@ -12,6 +12,7 @@ from typing import Any
 from labelhaul.config import Settings
 from labelhaul.tasks.export import _retry_unless_terminal
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from labelhaul.manifest import Manifest
@@ -41,6 +42,7 @@ def open_store(
 
 @task(
     name="read-parent",
+    cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_retry_unless_terminal,
@@ -67,6 +69,7 @@ def read_parent_task(
 
 @task(
     name="list-known-blobs",
+    cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_retry_unless_terminal,
@@ -91,6 +94,7 @@ def known_blobs_task(
 
 @task(
     name="assemble-version",
+    cache_policy=NO_CACHE,
     retries=1,
     retry_delay_seconds=[5],
     retry_condition_fn=_retry_unless_terminal,
@@ -129,6 +133,7 @@ def assemble_task(
 
 @task(
     name="land-version",
+    cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=[2, 5, 15],
     retry_condition_fn=_retry_unless_terminal,
@@ -168,6 +173,7 @@ def land_version_task(
 
 @task(
     name="begin-run-record",
+    cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_retry_unless_terminal,
@@ -193,6 +199,7 @@ def begin_run_task(
 # on it: terminal errors are never retried, by any task.
 @task(
     name="write-run-record",
+    cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=[1, 5, 15],
     retry_condition_fn=_retry_unless_terminal,
@@ -214,6 +221,7 @@ def write_run_record_now(
 
 @task(
     name="collect-garbage",
+    cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=_retry_unless_terminal,

@@ -321,3 +321,44 @@ def test_more_ids_than_ten_exports_hold_run_ten_at_a_time(
     assert 1 < lb_env.peak_running_exports[pid] <= 10
     with open_dataset(str(tmp_path / "store"), pid) as ds:
         assert sorted(ds.table("data_rows")["data_row_id"]) == sorted(ids)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_flow_retry_starts_a_new_export_even_with_results_persisted(
+    lb_env: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow run's retry exports again; no task answers from Prefect's cache.
+
+    With `PREFECT_RESULTS_PERSIST_BY_DEFAULT` on (a common Prefect setting) our tasks had
+    Prefect's default cache policy (inputs + source + run id): the retry of a flow run
+    took `read-parent`, `start-export` and `wait-export` from the first attempt, landing
+    the first attempt's export under a watermark taken at the retry (changes in between
+    never exported) from signed URLs that may have expired.
+    """
+    from labelhaul.flows.params import SyncMode
+    from labelhaul.flows.sync_project import sync_project
+    from prefect.settings import (
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+        temporary_settings,
+    )
+
+    monkeypatch.setenv("LABELHAUL_HTTP_RETRIES", "1")
+    pid = lb_env.add_synthetic_project(n_rows=5, instances=1)
+    # Every mask GET of the first attempt fails (composite and instance mask, each retried
+    # once): it ends IncompleteRunError after its export; the retry finds the masks.
+    lb_env.faults.set("mask", "5xx", next_n=20, status=503)
+    results = tmp_path / "results"
+    with temporary_settings(
+        {PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_LOCAL_STORAGE_PATH: results}
+    ):
+        state = sync_project.with_options(retries=1, retry_delay_seconds=0)(
+            pid, store=str(tmp_path / "store"), mode=SyncMode.full, return_state=True
+        )
+    assert state.is_completed(), state.message
+    exports = [
+        e for e in lb_env.request_log.entries() if e.operation == "exportDataRowsInProjectPyApi"
+    ]
+    assert len(exports) == 2  # one per attempt
+    with open_dataset(str(tmp_path / "store"), pid) as ds:
+        assert ds.table("annotations")["mask_sha256"].notna().sum() == 5
