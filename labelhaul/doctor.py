@@ -86,6 +86,7 @@ def check_project(client: Any, project_id: str) -> Check:
         project = call_graphql(
             lambda: client.get_project(project_id),
             client,
+            sdk_method="Client:get_project",
             what=f"open project {project_id}",
             policy=_POLICY,
             not_found="not found: check the id (Labelbox project URL) and that the API key's "
