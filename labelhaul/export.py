@@ -220,7 +220,8 @@ def call_graphql(
         sdk_method: the SDK method `fn` calls, as the SDK names it in its `X-SDK-Method`
             header ("Class:method"); taken from `fn` itself when it is a bound method.
             Without a name the SDK finds one by `inspect.stack()` on every request, which
-            reads the source of every frame: ~26 ms a call under Prefect's engine.
+            reads the source of every frame (51 walks, 383 ms, in a 1,000-label sync). The
+            SDK's pagination (`Task.get_task`, `Task.refresh`) still walks, whatever is set.
 
     Raises:
         AuthError, NotFoundError, FilterError, TransientError, TerminalError
