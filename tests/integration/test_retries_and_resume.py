@@ -371,7 +371,7 @@ def test_sdk_calls_name_their_method_so_the_sdk_walks_no_stack(
 
     Unnamed, the SDK finds the name by `inspect.stack()` on every request: 51 walks, 383 ms
     in a 1,000-label sync (issue 17). Its pagination (created_tasks) names itself by a walk
-    whatever we set: counted apart, not asserted.
+    whatever we set: not counted here (`labelbox.pagination` holds its own reference).
     """
     import lbox.request_client
 
