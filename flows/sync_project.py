@@ -106,11 +106,17 @@ def sync_project(
 
 
 def _deployment_defaults() -> dict[str, object] | None:
-    """Return the default parameters of this run's deployment, None outside a deployment."""
-    from prefect.client.orchestration import get_client
-    from prefect.runtime import deployment
+    """Return the default parameters of this run's deployment, None outside a deployment.
 
-    if deployment.id is None:
+    The deployment id comes from the engine's own flow run: `prefect.runtime.deployment.id`
+    reads the flow run from the API again when there is none (every run outside one).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    deployment_id = context.flow_run.deployment_id if context and context.flow_run else None
+    if deployment_id is None:
         return None
     with get_client(sync_client=True) as client:
-        return dict(client.read_deployment(deployment.id).parameters or {})
+        return dict(client.read_deployment(deployment_id).parameters or {})

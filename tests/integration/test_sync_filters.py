@@ -172,3 +172,27 @@ def test_the_deployment_defaults_define_the_dataset(lb_env: EmulatorServer, tmp_
     again = run(workflow_status="InReview")  # ad hoc again: merged, nothing removed
     assert again["mode"] == "merge" and again["version_id"] == "v000003"
     assert ids() == {spec.data_row_id(r) for r in (0, 2, 4, 6)}
+
+
+def test_a_run_outside_a_deployment_reads_no_flow_run_for_its_deployment_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deployment id comes from the engine's flow run, not a second read of it.
+
+    `prefect.runtime.deployment.id` reads the flow run from the API when the run has no
+    deployment (every CLI sync): 143-242 ms of each sync's fixed cost (issue 17).
+    """
+    import prefect.runtime.deployment
+    from labelhaul.flows.sync_project import _deployment_defaults
+    from prefect import flow
+
+    def no_api_read() -> None:
+        raise AssertionError("read the flow run from the API for its deployment id")
+
+    monkeypatch.setitem(prefect.runtime.deployment.FIELDS, "id", no_api_read)
+
+    @flow
+    def outside_a_deployment() -> dict[str, object] | None:
+        return _deployment_defaults()
+
+    assert outside_a_deployment() is None
