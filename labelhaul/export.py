@@ -233,7 +233,7 @@ def call_graphql(
     chosen = graphql_policy_of(client, policy)
     transient = (lbx.ApiLimitError, lbx.NetworkError, lbx.TimeoutError, lbx.InternalServerError)
     started = clock()
-    named = _name_sdk_method(client, sdk_method or _sdk_method_of(fn))
+    named = _name_sdk_method(client, sdk_method, fn)
     try:
         return chosen.call(
             fn,
@@ -297,18 +297,17 @@ def call_graphql(
             client.unset_sdk_method()
 
 
-def _sdk_method_of(fn: Callable[..., Any]) -> str | None:
-    """Name a bound SDK method as the SDK's own stack walk does ("Task:refresh"), else None."""
-    owner = getattr(fn, "__self__", None)
-    name = getattr(fn, "__name__", None)
-    if owner is None or name is None:
-        return None
-    # A classmethod's owner is the class: the walk finds no `self` there and names no class.
-    return f"{'' if isinstance(owner, type) else type(owner).__name__}:{name}"
+def _name_sdk_method(client: Any, given: str | None, fn: Callable[..., Any]) -> bool:
+    """Tell the SDK the method name for its header, so it skips its stack walk.
 
-
-def _name_sdk_method(client: Any, name: str | None) -> bool:
-    """Tell the SDK the method name for its header, so it skips its stack walk."""
+    `given`, else a bound method's name as the walk finds it ("Task:refresh"; a
+    classmethod's owner is the class, where the walk finds no `self` and names no class).
+    Returns whether a name was set.
+    """
+    name = given
+    owner, attr = getattr(fn, "__self__", None), getattr(fn, "__name__", None)
+    if name is None and owner is not None and attr is not None:
+        name = f"{'' if isinstance(owner, type) else type(owner).__name__}:{attr}"
     setter = getattr(client, "set_sdk_method", None)
     if name is None or setter is None:
         return False
