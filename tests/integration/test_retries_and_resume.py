@@ -386,7 +386,9 @@ def test_sdk_calls_name_their_method_so_the_sdk_walks_no_stack(
         return str(real_walk())
 
     monkeypatch.setattr(lbox.request_client, "call_info_as_str", counted)
-    emulator.task_seconds = 0.3  # IN_PROGRESS at the first read: the wait polls (refresh)
+    # IN_PROGRESS at the first read, so the wait polls (Task:refresh). 0.3 s was too short
+    # on a loaded CI machine: its first read came after the task completed.
+    emulator.task_seconds = 2.0
     pid = emulator.add_synthetic_project(n_rows=3, instances=1)
     client = make_client(
         emulator.api_key, emulator.graphql_url, emulator.rest_url, graphql_policy=FAST
