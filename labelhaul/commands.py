@@ -277,6 +277,10 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Our own progress lines and the labelbox SDK's warnings belong in the run's logs.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "labelhaul,labelbox")
+    # Our lines outside a flow run (the checks before a sync) are for the terminal only.
+    # Prefect's default warns on each, and its log worker then waits at exit for an API
+    # that may be the very thing that is down (5 s of a failing `labelhaul sync`).
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def _whole_number(minimum: int | None) -> Callable[[str], int]:

@@ -20,6 +20,7 @@ from typing import Any
 from labelhaul.errors import LabelhaulError
 from labelhaul.export import call_graphql, make_client
 from labelhaul.http import RetryPolicy
+from labelhaul.retry import quiet_retries
 from labelhaul.storage import ObjectStore, open_object_store
 from labelhaul.writecheck import probe_conditional_writes
 
@@ -200,18 +201,19 @@ def run_checks(
     meaningless); the store and Prefect checks always run.
     """
     checks = [check_api_key(settings)]
-    if checks[0].ok:
-        endpoint, client = check_labelbox(settings)
-        checks.append(endpoint)
-        if project_id:
-            if client is not None:
-                checks.append(check_project(client, project_id))
-            else:
-                checks.append(
-                    Check(f"project {project_id}", False, "not checked: fix the endpoint first")
-                )
-    checks.append(check_store(store or settings.store, settings))
-    checks.append(check_prefect(prefect_api_url, prefect_healthcheck))
+    with quiet_retries():  # each check says what failed in its own line
+        if checks[0].ok:
+            endpoint, client = check_labelbox(settings)
+            checks.append(endpoint)
+            if project_id:
+                if client is not None:
+                    checks.append(check_project(client, project_id))
+                else:
+                    checks.append(
+                        Check(f"project {project_id}", False, "not checked: fix the endpoint first")
+                    )
+        checks.append(check_store(store or settings.store, settings))
+        checks.append(check_prefect(prefect_api_url, prefect_healthcheck))
     secret = settings.labelbox_api_key
     key = secret.get_secret_value() if secret is not None else ""
     if key:

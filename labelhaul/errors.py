@@ -65,6 +65,10 @@ class LabelboxUnavailableError(TerminalError):
     """Labelbox's API kept failing (5xx, timeouts) for the whole retry deadline."""
 
 
+class LabelboxUnreachableError(TransientError):
+    """Labelbox's host refused every connection or did not resolve (not an answer from it)."""
+
+
 class DiskFullError(TerminalError):
     """A local disk is full (ENOSPC / EDQUOT): the message names the path."""
 

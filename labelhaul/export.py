@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import re
 import threading
 import time
 import types
@@ -36,6 +37,7 @@ from labelhaul.errors import (
     ExportTimeoutError,
     FilterError,
     LabelboxUnavailableError,
+    LabelboxUnreachableError,
     LabelhaulError,
     NotFoundError,
     TerminalError,
@@ -132,6 +134,7 @@ def make_client(
         kwargs["rest_endpoint"] = rest_endpoint
     client = labelbox.Client(**kwargs)
     _take_off_sdk_retry(client)
+    _quiet_sdk_network_errors()
     client.labelhaul_graphql_deadline_s = graphql_deadline_s
     client.labelhaul_graphql_policy = graphql_policy
     return client
@@ -144,6 +147,29 @@ def _take_off_sdk_retry(client: Any) -> None:
     inner = getattr(wrapped, "__wrapped__", None)
     if request_client is not None and inner is not None:
         request_client.execute = types.MethodType(inner, request_client)
+
+
+class _SdkNetworkErrorFilter(logging.Filter):
+    """Drop the SDK's "Unknown error: ..." line unless its logger is at DEBUG.
+
+    `lbox.request_client` logs every connection failure at ERROR and then raises it as a
+    `NetworkError`, which `call_graphql` retries and reports once, with its cause. Kept,
+    the SDK's line came first and said the same thing unasked (a sync, a doctor run).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith("Unknown error:"):
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_SDK_NETWORK_FILTER = _SdkNetworkErrorFilter()
+
+
+def _quiet_sdk_network_errors() -> None:
+    logger = logging.getLogger("lbox.request_client")
+    if _SDK_NETWORK_FILTER not in logger.filters:
+        logger.addFilter(_SDK_NETWORK_FILTER)
 
 
 def client_from_settings(settings: Any) -> Any:
@@ -249,9 +275,10 @@ def call_graphql(
                 what, client, last, gave_up.attempts, gave_up.elapsed_s, chosen.deadline_s
             ) from last
         if type(last).__name__ == "NetworkError":
-            raise TransientError(
+            cause, unreachable = _network_cause(last)
+            raise (LabelboxUnreachableError if unreachable else TransientError)(
                 f"Cannot reach Labelbox at {_endpoint_of(client)} to {what} after "
-                f"{gave_up.attempts} attempts ({_scrub(str(last), client)}): check "
+                f"{gave_up.attempts} attempts ({_scrub(cause, client)}): check "
                 "LABELBOX_ENDPOINT and the network."
             ) from last
         raise TransientError(
@@ -313,6 +340,27 @@ def _name_sdk_method(client: Any, given: str | None, fn: Callable[..., Any]) -> 
         return False
     setter(name)
     return True
+
+
+# The errnos of a host that cannot be reached at all: refused, no route, no network, a name
+# that does not resolve (EAI_NONAME, EAI_AGAIN, EAI_NODATA).
+_UNREACHABLE_ERRNOS = frozenset({111, 113, 101, -2, -3, -5})
+_ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^\"')]+)")
+
+
+def _network_cause(exc: BaseException) -> tuple[str, bool]:
+    """Return what a connection failure came down to, once, and whether the host is unreachable.
+
+    The SDK's `NetworkError` repeats urllib3's whole chain twice ("HTTPConnectionPool(...):
+    Max retries exceeded ... (Caused by NewConnectionError(...: [Errno 111] Connection
+    refused)) (caused by: <the same>)"): this gives "Connection refused" (the errno's
+    text), or the first of those copies when there is no errno.
+    """
+    text = str(exc)
+    found = _ERRNO.search(text)
+    if found is None:
+        return text.split(" (caused by: ", 1)[0], False
+    return found.group(2).strip(), int(found.group(1)) in _UNREACHABLE_ERRNOS
 
 
 def _unavailable(

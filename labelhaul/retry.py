@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,6 +29,21 @@ import tenacity
 T = TypeVar("T")
 
 log = logging.getLogger("labelhaul.retry")
+
+
+@contextmanager
+def quiet_retries() -> Iterator[None]:
+    """Keep retry lines off the terminal: for checks, which pass or fail in one line each.
+
+    Process-wide while it lasts; for the checks that run before anything else (the
+    preflight of `labelhaul sync`, `labelhaul doctor`).
+    """
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 class GaveUp(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,29 @@ def test_unknown_model_run(emulator: EmulatorServer, tmp_path: Path) -> None:
         ["--model-run-id", "cnosuchrun00000000000000", "--store", str(tmp_path / "s")],
     )
     assert "cnosuchrun00000000000000 not found" in _one_line(proc)
+
+
+@pytest.mark.parametrize("option", ["--project-id", "--model-run-id"])
+def test_labelbox_unreachable(emulator: EmulatorServer, tmp_path: Path, option: str) -> None:
+    """A LABELBOX_ENDPOINT that refuses connections: one line naming it, the cause and the
+    fix. It used to pass the check (a connection error counted as transient), print the
+    SDK's own ERROR line, and then name Prefect or retry inside the flow for half a minute.
+    Run with Prefect's own default for lines outside a flow run (it warned on each)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}/graphql"
+    target = emulator.seed_project_id if option == "--project-id" else emulator.seed_model_run_id
+    proc = _run(
+        tmp_path,
+        emulator,
+        [option, target, "--store", str(tmp_path / "s")],
+        LABELBOX_ENDPOINT=endpoint,
+        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="",
+    )
+    line = _one_line(proc)
+    assert line.startswith(f"labelhaul: error: Cannot reach Labelbox at {endpoint} "), line
+    assert "(Connection refused): check LABELBOX_ENDPOINT" in line
+    assert "HTTPConnectionPool" not in line and "labelhaul doctor" in line
 
 
 def test_both_id_filters(emulator: EmulatorServer, tmp_path: Path) -> None:
