@@ -32,6 +32,7 @@ from labelhaul.errors import AuthError
 from labelhaul.http import HttpError
 from labelhaul.maskcodec import (
     CompositeKeys,
+    EncodedMask,
     InstanceMask,
     MaskImageError,
     PngHeader,
@@ -41,6 +42,7 @@ from labelhaul.maskcodec import (
     crop_binary,
     decode_png,
     encode_instance,
+    encode_instances,
     release_scratch,
 )
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
@@ -57,6 +59,9 @@ __all__ = [
 ]
 
 STAGE = "mask"
+# Crop pixels encoded in one pass (`encode_instances`): 8 instances of a 1280x853 composite
+# are ~0.8 M; a batch never holds more than this plus one crop (bool, 1 byte a pixel).
+_ENCODE_BATCH_PIXELS = 4_000_000
 # Composites are painted on black: an instance in black cannot be told from the background.
 BACKGROUND = (0, 0, 0)
 
@@ -314,12 +319,21 @@ def process_job(
         if opened is not None:
             height, width = opened.height, opened.width
             by_color = {inst.color: (pos, inst) for pos, inst in wanted}
-            # Each crop is encoded and landed before the next one is cut. Black never
-            # gets here (it took the fallback above), so the window may drop the border.
+            # Crops are encoded together (their RLEs in one pass) and landed in batches of
+            # at most _ENCODE_BATCH_PIXELS, so a composite of many large instances never
+            # holds all its crops at once. Black never gets here (it took the fallback
+            # above), so the window may drop the border.
+            batch: list[tuple[int, MaskInstance, InstanceMask]] = []
+            pixels = 0
             for color, inst_mask in opened.split(list(by_color)):
                 pos, inst = by_color[color]
-                results[pos] = _land(job, inst, inst_mask, height, width, "composite", put_blob)
+                batch.append((pos, inst, inst_mask))
                 landed.add(color)
+                pixels += inst_mask.w * inst_mask.h
+                if pixels >= _ENCODE_BATCH_PIXELS:
+                    _land_batch(job, batch, height, width, put_blob, results)
+                    batch, pixels = [], 0
+            _land_batch(job, batch, height, width, put_blob, results)
         for pos, inst in wanted:
             if inst.color in landed:
                 continue
@@ -397,16 +411,28 @@ def _open_composite(
     return keys, "", False
 
 
+def _land_batch(
+    job: MaskJob,
+    batch: list[tuple[int, MaskInstance, InstanceMask]],
+    height: int,
+    width: int,
+    put_blob: PutBlob,
+    results: dict[int, MaskResult],
+) -> None:
+    encoded = encode_instances([mask for _, _, mask in batch], height, width)
+    for (pos, inst, _mask), enc in zip(batch, encoded, strict=True):
+        results[pos] = _land(job, inst, enc, height, width, "composite", put_blob)
+
+
 def _land(
     job: MaskJob,
     inst: MaskInstance,
-    mask: InstanceMask,
+    enc: EncodedMask,
     height: int,
     width: int,
     source: str,
     put_blob: PutBlob,
 ) -> MaskResult:
-    enc = encode_instance(mask, height, width)
     put_blob(enc.sha256, enc.png)
     return MaskResult(
         data_row_id=job.data_row_id,
@@ -491,4 +517,5 @@ def _from_instance_url(
             severity="warning",
             composite_reason=composite_reason,
         )
-    return _land(job, inst, cropped, hdr.height, hdr.width, "instance", put_blob)
+    enc = encode_instance(cropped, hdr.height, hdr.width)
+    return _land(job, inst, enc, hdr.height, hdr.width, "instance", put_blob)

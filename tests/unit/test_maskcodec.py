@@ -251,6 +251,30 @@ def test_rle_matches_pycocotools_on_random_masks() -> None:
         assert_instance_exact(inst, truth)
 
 
+def test_one_pass_over_many_instances_matches_pycocotools_on_each() -> None:
+    """`encode_instances` encodes a composite's instances together (one numpy pass for all
+    their RLEs): each must still match pycocotools on its own, full-height ones included."""
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        h, w = (int(v) for v in rng.integers(1, 16, 2))
+        truths = [rng.random((h, w)) < rng.random() for _ in range(int(rng.integers(1, 9)))]
+        if rng.random() < 0.3:
+            truths.append(np.ones((h, w), dtype=bool))  # every pixel, up to the last one
+        if rng.random() < 0.3:
+            column = np.zeros((h, w), dtype=bool)
+            column[:, int(rng.integers(0, w))] = True  # a full-height run
+            truths.append(column)
+        insts = [(t, mc.crop_binary(t)) for t in truths]
+        kept = [(t, i) for t, i in insts if i is not None]
+        encoded = mc.encode_instances([i for _, i in kept], h, w)
+        assert len(encoded) == len(kept)
+        for (truth, inst), enc in zip(kept, encoded, strict=True):
+            ref = coco_mask.encode(np.asfortranarray(truth.astype(np.uint8)))
+            assert enc.rle == ref["counts"].decode("ascii")
+            assert enc == mc.encode_instance(inst, h, w)
+    assert mc.encode_instances([], 3, 3) == []
+
+
 def test_instance_png_binarisation() -> None:
     gray = np.array([[0, 1], [255, 0]], dtype=np.uint8)
     np.testing.assert_array_equal(mc.binary_from_instance_png(gray), gray != 0)

@@ -167,6 +167,23 @@ def test_same_input_gives_same_blobs_and_results() -> None:
     assert {r.source for r in res} == {"instance"}
 
 
+def test_encoding_in_batches_of_any_size_lands_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A composite's crops are encoded together up to a pixel budget: a budget of one
+    pixel (every crop its own batch) lands the very same results and blobs."""
+    from labelhaul import masks
+
+    lab = labels()
+    j = job()
+    whole = process_job(j, DictFetcher(files_for(j, lab)), Blobs(), max_pixels=10**6)
+    monkeypatch.setattr(masks, "_ENCODE_BATCH_PIXELS", 1)
+    blobs = Blobs()
+    one_by_one = process_job(j, DictFetcher(files_for(j, lab)), blobs, max_pixels=10**6)
+    assert one_by_one == whole
+    assert blobs.puts == 3
+    for i, r in enumerate(one_by_one[0], start=1):
+        check_result_pixels(r, lab, blobs, i)
+
+
 @pytest.mark.parametrize(
     ("composite_bytes", "expected_kind"),
     [
