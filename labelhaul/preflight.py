@@ -61,6 +61,7 @@ def check_sync(
             elif model_run_id is not None:
                 open_model_run(client, model_run_id, policy=_POLICY)
     except LabelboxUnreachableError as exc:
-        raise ConfigError(f"{exc} (`labelhaul doctor` checks every setting)") from exc
+        found = str(exc).rstrip(".")
+        raise ConfigError(f"{found}; `labelhaul doctor` checks every setting.") from exc
     except TransientError:
         return  # not a verdict on the configuration: the flow retries it
