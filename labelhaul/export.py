@@ -17,9 +17,11 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 import types
@@ -343,8 +345,17 @@ def _name_sdk_method(client: Any, given: str | None, fn: Callable[..., Any]) -> 
 
 
 # The errnos of a host that cannot be reached at all: refused, no route, no network, a name
-# that does not resolve (EAI_NONAME, EAI_AGAIN, EAI_NODATA).
-_UNREACHABLE_ERRNOS = frozenset({111, 113, 101, -2, -3, -5})
+# that does not resolve.
+_UNREACHABLE_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        socket.EAI_NONAME,
+        socket.EAI_AGAIN,
+        socket.EAI_NODATA,
+    }
+)
 _ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^\"')]+)")
 
 

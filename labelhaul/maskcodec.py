@@ -719,9 +719,8 @@ def _rle_counts_flat(
     sizes = np.array([i.w for i in insts], dtype=np.int64) * pads
     offsets = np.cumsum(sizes) - sizes
     flat = np.zeros(int(sizes.sum()), dtype=np.bool_)
-    for inst, off in zip(insts, offsets.tolist(), strict=True):
-        padded = flat[off : off + inst.w * (inst.h + 2)].reshape(inst.w, inst.h + 2)
-        padded[:, 1:-1] = inst.crop.T
+    for inst, off, size in zip(insts, offsets.tolist(), sizes.tolist(), strict=True):
+        flat[off : off + size].reshape(inst.w, inst.h + 2)[:, 1:-1] = inst.crop.T
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     del flat
     which = np.searchsorted(offsets, change, side="right") - 1
@@ -738,20 +737,14 @@ def _rle_counts_flat(
         keep[1:] &= ~same
         keep[:-1] &= ~same
     full, which = full[keep], which[keep]
-    # Per instance: diff([0, *its positions, total]); laid end to end, one diff for all.
+    # Per instance: diff([0, *its positions, total]). One diff for all, its first step of
+    # each instance taken from 0, then each instance's last count (up to total) put in.
     per = np.bincount(which, minlength=n).astype(np.int64)
-    first = np.cumsum(per + 2) - (per + 2)  # where each instance's leading 0 goes
-    last = first + per + 1  # and its total
-    ext = np.empty(int(per.sum()) + 2 * n, dtype=np.int64)
-    middle = np.ones(ext.size, dtype=np.bool_)
-    middle[first] = False
-    middle[last] = False
-    ext[first] = 0
-    ext[last] = total
-    ext[middle] = full
-    within = np.ones(ext.size - 1, dtype=np.bool_)
-    within[last[:-1]] = False  # the step from one instance's total to the next one's 0
-    counts: npt.NDArray[np.int64] = np.diff(ext)[within]
+    ends = np.cumsum(per)
+    counts: npt.NDArray[np.int64] = np.diff(full, prepend=0)
+    starts = (ends - per)[per > 0]
+    counts[starts] = full[starts]
+    counts = np.insert(counts, ends, total - np.where(per > 0, full[ends - 1], 0))
     return counts, per + 1
 
 
