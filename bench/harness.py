@@ -223,7 +223,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy: FaultProxy = self.server.proxy  # type: ignore[attr-defined]
         body = self._read_body()
-        if proxy.delay_s > 0 and self.command in proxy.delay_methods:
+        if proxy.delays(self.command, self.path):
             time.sleep(proxy.delay_s)
         fault = proxy.draw(self.command)
         if fault == "reset":
@@ -305,6 +305,9 @@ class FaultProxy:
             burst: S3 answers every request of a hot prefix 503 SlowDown for a while).
         delay_s: seconds each request of `delay_methods` waits before it is forwarded (a
             slow store, so a test can act while a sync is in the middle of writing).
+        delay_from: with it, requests are delayed only from the first one of
+            `delay_methods` whose path contains it onwards (that one included): the store
+            turns slow at a chosen step, and the steps before it run at full speed.
     """
 
     def __init__(
@@ -319,6 +322,7 @@ class FaultProxy:
         burst: int = 0,
         delay_s: float = 0.0,
         delay_methods: tuple[str, ...] = ("PUT",),
+        delay_from: str | None = None,
     ) -> None:
         hostport = upstream.split("://", 1)[-1].rstrip("/")
         host, _, port = hostport.partition(":")
@@ -331,6 +335,8 @@ class FaultProxy:
         self.burst = burst
         self.delay_s = delay_s
         self.delay_methods = delay_methods
+        self.delay_from = delay_from
+        self._delaying = delay_from is None
         self.counts = FaultCounts()
         self.traffic = Traffic()
         self.lock = threading.Lock()
@@ -343,6 +349,15 @@ class FaultProxy:
     def url(self) -> str:
         """`http://127.0.0.1:<port>` of the proxy."""
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def delays(self, method: str, path: str) -> bool:
+        """Whether this request waits `delay_s` before it is forwarded."""
+        if self.delay_s <= 0 or method not in self.delay_methods:
+            return False
+        with self.lock:
+            if not self._delaying and self.delay_from is not None and self.delay_from in path:
+                self._delaying = True
+            return self._delaying
 
     def draw(self, method: str) -> str | None:
         """Decide the fault of one request (None: forward it untouched)."""

@@ -1,15 +1,17 @@
 """`labelhaul sync` stopped by SIGTERM or SIGKILL while it writes to a slow S3 store.
 
 Real processes: the CLI as a subprocess with its own temporary Prefect server, the
-emulator, moto's server behind `FaultProxy` (each PUT delayed, so the commit step takes a
-few seconds and the signal lands in it). The key is a canary with a trailing newline, so
-these kills are also failure paths of the canary test (issue 13 item 9).
+emulator, moto's server behind `FaultProxy` (in the first run, each PUT from the first
+table file on is delayed, so the commit step takes a few seconds and the signal lands in
+it). The key is a canary with a trailing newline, so these kills are also failure paths of
+the canary test (issue 13 item 9).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,11 +56,18 @@ def _reap_all() -> Any:
         _reap(_STARTED.pop())
 
 
-def _sync(env: dict[str, str], pid: str, store: str, log: Path) -> subprocess.Popen[bytes]:
+def _sync(
+    env: dict[str, str], pid: str, store: str, log: Path, migrated_db: Path
+) -> subprocess.Popen[bytes]:
     # Each run its own Prefect database, as separate `labelhaul sync` invocations on
     # separate temporary servers: the killed run's sync slot cannot hold up the next one,
-    # so the next run must tell the dead run from a live one by its owner process.
-    env = {**env, "PREFECT_HOME": f"{env['PREFECT_HOME']}-{log.stem}"}
+    # so the next run must tell the dead run from a live one by its owner process. Each
+    # database starts as a copy of the run's migrated one: migrating from empty took ~10 s
+    # of each sync's start-up, and a fresh home's first sync is tested in test_cli.py.
+    home = Path(f"{env['PREFECT_HOME']}-{log.stem}")
+    home.mkdir()
+    shutil.copyfile(migrated_db, home / "prefect.db")
+    env = {**env, "PREFECT_HOME": str(home)}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -114,17 +123,20 @@ def _records(s3_client: Any, bucket: str, pid: str) -> dict[str, dict[str, Any]]
 
 
 def test_sigterm_in_the_commit_is_cancelled_and_sigkill_is_cleaned_up_by_the_next_run(
-    tmp_path: Path, moto_server: str, s3_client: Any, s3_bucket: str
+    tmp_path: Path, moto_server: str, s3_client: Any, s3_bucket: str, migrated_prefect_db: Path
 ) -> None:
     key = f"canary-{uuid.uuid4().hex}"
-    with EmulatorServer(api_key=key) as emu, FaultProxy(moto_server, delay_s=0.4) as proxy:
+    with (
+        EmulatorServer(api_key=key) as emu,
+        FaultProxy(moto_server, delay_s=0.4, delay_from="/tables/") as proxy,
+    ):
         pid = emu.add_synthetic_project(n_rows=12, instances=3)
         env = _env(tmp_path, emu, proxy, key)
         store = f"s3://{s3_bucket}/store"
         objects = open_object_store(store, endpoint_url=moto_server)
 
         # 1. SIGTERM while the version's files are being written.
-        proc = _sync(env, pid, store, tmp_path / "term.log")
+        proc = _sync(env, pid, store, tmp_path / "term.log", migrated_prefect_db)
         _wait_for_commit_step(s3_client, s3_bucket, pid, proc)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -139,10 +151,11 @@ def test_sigterm_in_the_commit_is_cancelled_and_sigkill_is_cleaned_up_by_the_nex
         assert "SIGTERM" in term["error"], term
         assert not validate_latest(objects, pid).problems
         assert not list((tmp_path / "tmp").glob("labelhaul-*")), "SIGTERM left its staging"
+        proxy.delay_s = 0.0  # the other runs need no slow store
 
         # 2. SIGKILL once it has begun its record and staged the export: nothing can run;
         #    its staging folder (with the raw export) stays behind.
-        proc = _sync(env, pid, store, tmp_path / "kill.log")
+        proc = _sync(env, pid, store, tmp_path / "kill.log", migrated_prefect_db)
         deadline = time.monotonic() + 300
         while not (
             list((tmp_path / "tmp").glob("labelhaul-*/raw-export.ndjson.gz"))
@@ -163,7 +176,7 @@ def test_sigterm_in_the_commit_is_cancelled_and_sigkill_is_cleaned_up_by_the_nex
         assert [v["status"] for v in killed.values()] == ["running"], killed
 
         # 3. The next run cleans the dead run's staging and marks its record as killed.
-        proc = _sync(env, pid, store, tmp_path / "next.log")
+        proc = _sync(env, pid, store, tmp_path / "next.log", migrated_prefect_db)
         proc.wait(timeout=600)
         _reap(proc)
         out = (tmp_path / "next.log").read_text(errors="replace")
