@@ -79,11 +79,18 @@ def test_sync_command_lands_a_version_and_the_demo_runs(
         assert (store / emu.seed_project_id / "_latest.json").exists()
         assert "cli-test-key" not in proc.stdout + proc.stderr
 
+    # Run as `make demo` runs it, with .venv/bin not on PATH (even when the developer's
+    # shell has the venv activated): the hints it prints must work as printed from there.
+    bare_path = os.pathsep.join(
+        p
+        for p in os.environ.get("PATH", "").split(os.pathsep)
+        if Path(sys.executable).parent != Path(p)
+    )
     demo_dir = tmp_path / "demo"
     demo_dir.mkdir()
     proc = subprocess.run(
         [*LABELHAUL, "demo"],
-        env=_env(tmp_path),
+        env={**_env(tmp_path), "PATH": bare_path},
         cwd=demo_dir,
         capture_output=True,
         text=True,
@@ -93,14 +100,9 @@ def test_sync_command_lands_a_version_and_the_demo_runs(
     landed = sorted(p.parent.name for p in (demo_dir / "datasets").glob("*/_latest.json"))
     assert len(landed) == 2  # the seed project and the seed model run
     assert "new version v000001" in proc.stdout
-    # The hints it prints work as printed, from where it ran, with .venv/bin not on PATH.
+    # The hints it prints work as printed, from where it ran, on that PATH.
     hints = [line.strip() for line in proc.stdout.splitlines() if " --dataset " in line]
     assert hints
-    bare_path = os.pathsep.join(
-        p
-        for p in os.environ.get("PATH", "").split(os.pathsep)
-        if Path(sys.executable).parent != Path(p)
-    )
     for hint in hints:
         done = subprocess.run(
             hint,
