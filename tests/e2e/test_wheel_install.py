@@ -38,11 +38,16 @@ def _build_wheel(out: Path) -> Path:
             ".git", ".venv", "build", "datasets", "*.egg-info", "__pycache__", ".*_cache"
         ),
     )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(src)],
-        check=True,
+    # Verbose, to read the build backend's warnings: a package setuptools would leave out
+    # (labelhaul/data was one) is a warning there, not an error.
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
         timeout=600,
     )
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert "is absent from the `packages` configuration" not in built.stdout + built.stderr
     (wheel,) = out.glob("labelhaul-*.whl")
     return wheel
 
@@ -93,6 +98,7 @@ def test_the_wheel_installs_one_top_level_name_and_syncs_from_a_repo_with_its_ow
         top = {name.split("/")[0] for name in zf.namelist() if not name.startswith("labelhaul-")}
         assert top == {"labelhaul"}, top
         assert "labelhaul/config/projects.toml" in zf.namelist()
+        assert "labelhaul/data/labelbox-export-formats.txt" in zf.namelist()
 
     python = _fresh_venv(tmp_path / "venv", wheel)
     repo = _user_repo(tmp_path / "user-repo")
