@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 from labelhaul.errors import (
     ConfigError,
@@ -255,11 +255,19 @@ class LocalObjectStore:
                 if durable:
                     _sync_filesystem(fh.fileno())
         except BaseException as exc:
-            tmp.unlink(missing_ok=True)  # never leave a .part behind (a full disk, a kill)
-            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
-                raise self._full_error(exc) from exc
-            raise
+            self._failed_write(tmp, exc)
         return tmp
+
+    def _failed_write(self, tmp: str | Path, exc: BaseException) -> NoReturn:
+        """Remove the temp file of a write that failed, and raise (a full disk by name).
+
+        Never leave a .part behind: a full disk, a kill, any error while writing it.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            raise self._full_error(exc) from exc
+        raise exc
 
     def _full_error(self, exc: OSError) -> StoreFullError:
         return StoreFullError(
@@ -379,11 +387,7 @@ class LocalObjectStore:
             finally:
                 os.close(fd)
         except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
-                raise self._full_error(exc) from exc
-            raise
+            self._failed_write(tmp, exc)
         try:
             if parent not in self._made_dirs:
                 os.makedirs(parent, exist_ok=True)
