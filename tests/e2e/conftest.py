@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import httpx
 import pytest
 
 from tests.e2e.serve_rig import BIN, _base_env, _free_port, _Process, _wait_for
+from tests.fixtures.prefect import migrated_home
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,7 @@ def prefect_server(
 
     Its database starts as a copy of the run's migrated one (tests/fixtures/prefect.py).
     """
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    shutil.copyfile(migrated_prefect_db, home / "prefect.db")
+    home = migrated_home(tmp_path_factory.mktemp("prefect-server-home"), migrated_prefect_db)
     port = _free_port()
     env = _base_env(home)
     env.update(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from labelhaul.emulator import EmulatorServer
+from tests.fixtures.prefect import migrated_home
 
 pytestmark = pytest.mark.slow
 
@@ -69,8 +69,7 @@ def test_a_sync_with_mask_processes_starts_one_temporary_prefect_server(
     pid = cli_emulator.add_synthetic_project(n_rows=6, instances=2)
     # Its home's database is a copy of the run's migrated one: the servers counted here
     # are what matters, not migrating from empty (~10 s of CPU; test_cli.py's demo does).
-    (tmp_path / "prefect-home").mkdir()
-    shutil.copyfile(migrated_prefect_db, tmp_path / "prefect-home" / "prefect.db")
+    migrated_home(tmp_path / "prefect-home", migrated_prefect_db)
     proc = _sync(
         cli_emulator,
         tmp_path,

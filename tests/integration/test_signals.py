@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 from bench.harness import FaultProxy, validate_latest
 from labelhaul.emulator import EmulatorServer
 from labelhaul.storage import open_object_store
+from tests.fixtures.prefect import migrated_home
 
 pytestmark = pytest.mark.slow
 
@@ -64,9 +64,7 @@ def _sync(
     # so the next run must tell the dead run from a live one by its owner process. Each
     # database starts as a copy of the run's migrated one: migrating from empty took ~10 s
     # of each sync's start-up, and a fresh home's first sync is tested in test_cli.py.
-    home = Path(f"{env['PREFECT_HOME']}-{log.stem}")
-    home.mkdir()
-    shutil.copyfile(migrated_db, home / "prefect.db")
+    home = migrated_home(Path(f"{env['PREFECT_HOME']}-{log.stem}"), migrated_db)
     env = {**env, "PREFECT_HOME": str(home)}
     proc = subprocess.Popen(
         [
