@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.fixtures.prefect import migrated_home
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PROJECTS = """
@@ -87,20 +89,23 @@ def _server_process(port: str) -> psutil.Process:
 
 @pytest.mark.parametrize("second_ctrl_c", [False, True], ids=["stop-timeout", "second-ctrl-c"])
 def test_serve_exits_within_its_stop_timeout_when_its_shutdown_blocks(
-    tmp_path: Path, second_ctrl_c: bool
+    tmp_path: Path, second_ctrl_c: bool, migrated_prefect_db: Path
 ) -> None:
     """A server that stops answering (here SIGSTOP, as a stalled one on a loaded machine) held
     serve's shutdown for minutes after Ctrl-C: the runner waits on it to pause the schedules,
     then serve waits 30 s on its SIGTERM. Now the first Ctrl-C starts a bounded stop (the
     LABELHAUL_SERVE_STOP_TIMEOUT_S knob) and a second one stops at once; either way the server
     serve started goes too, and one line says what happened.
+
+    Serve's server starts on a copy of a migrated database: how serve stops is what this
+    is about, and the start from an empty home is the test above's (~10 CPU-s each).
     """
     stop_timeout = 300 if second_ctrl_c else 5
     projects = tmp_path / "projects.toml"
     projects.write_text(PROJECTS)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABELHAUL_", "PREFECT_"))}
     env.update(
-        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_HOME=str(migrated_home(tmp_path / "home", migrated_prefect_db)),
         DO_NOT_TRACK="1",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         LABELHAUL_STORE=str(tmp_path / "store"),
