@@ -13,13 +13,16 @@ import pytest
 from labelhaul.deployments.local_server import TemporaryApi
 
 from labelhaul.errors import ConfigError
+from tests.fixtures.prefect import migrated_home
 
 
 def test_a_temporary_server_that_served_leaves_no_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_prefect_db: Path
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    api = TemporaryApi(env={"PREFECT_HOME": str(tmp_path / "home")})
+    # A migrated database: what the server leaves is the point, not its first migration.
+    home = migrated_home(tmp_path / "home", migrated_prefect_db)
+    api = TemporaryApi(env={"PREFECT_HOME": str(home)})
     try:
         api.wait_ready(120)
     finally:
