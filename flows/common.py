@@ -48,6 +48,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
+from labelhaul import heartbeats
 from labelhaul.export_params import (
     ExportFilters,
     ExportParams,
@@ -91,6 +92,10 @@ from labelhaul.sync.report import (
 from labelhaul.sync.request import export_source, source_option
 from labelhaul.sync.version import manifest_fields, version_info
 from labelhaul.verify import clear_noted_missing_blobs, noted_missing_blobs
+
+# Wherever these flows run (the CLI, `labelhaul serve`, a worker's flow-run process), the
+# engine's heartbeat thread stops when the flow ends instead of finishing a 1 s sleep.
+heartbeats.install()
 
 LOCK_TIMEOUT_S = 6 * 3600
 # A killed run's slot frees when its lease lapses; Prefect's default (300 s) made the re-run
