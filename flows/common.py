@@ -283,7 +283,8 @@ def run_sync(
                 dataset=dataset,
             )
             filters = export_filters(plan, filters, parent_manifest, overlap)
-            # Staging starts the mask pool once it sees the stage will need one.
+            # Staging starts the mask pool once it sees the stage will need one; it stays
+            # open through assembling, whose table digests its idle workers compute.
             with early_mask_pool(settings):
                 summary = _export(run, plan, parent, parent_manifest, params, filters, overlap)
                 if summary.rows == 0:
@@ -296,7 +297,9 @@ def run_sync(
                     totals = _media_stage(run, summary, latest=latest)
                     media = totals if include_media else None
                 masks = _mask_stage(run, summary, latest=latest)
-            fields = _assemble(run, plan, parent_manifest, params, filters, summary, masks, media)
+                fields = _assemble(
+                    run, plan, parent_manifest, params, filters, summary, masks, media
+                )
             result = _land(run, plan, parent, fields, dataset)
             record["lock_released_at"] = now_iso()
         note_landed(
@@ -466,6 +469,7 @@ def _assemble(
         version_info(run.kind, run.dataset_id, run.started),
     )
     run.timer.lap("assemble")
+    run.record["tables_digested_in_pool"] = assembled.digested_elsewhere
     errors_by_kind = count_errors(run.staging)
     fields = manifest_fields(
         kind=run.kind,

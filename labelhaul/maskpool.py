@@ -19,12 +19,12 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from labelhaul.blobindex import KnownBlobs
 from labelhaul.http import HttpClient
@@ -45,7 +45,10 @@ __all__ = [
     "mask_pool",
     "run_mask_part",
     "staged_mask_parts",
+    "sync_pool",
 ]
+
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=2)
@@ -146,6 +149,10 @@ class MaskPool:
             run_mask_part, settings, store_uri, dataset_id, staging, part
         ).result()
 
+    def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        """Run `fn(*args)` in a worker: a module-level function, picklable arguments."""
+        return self._executor.submit(fn, *args)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -233,6 +240,19 @@ def staged_mask_parts(mask_parts: int) -> None:
     early = _EARLY.get()
     if early is not None:
         early.staged(mask_parts)
+
+
+def sync_pool() -> MaskPool | None:
+    """Return the running sync's pool while it is open, whichever block started it.
+
+    Staging's pool stays open until the sync has assembled its version, so assembling can
+    hand work to the warm, otherwise idle workers (`pipeline.assemble_version`'s `offload`).
+    """
+    pool = _ACTIVE.get()
+    if pool is not None:
+        return pool
+    early = _EARLY.get()
+    return early.pool if early is not None else None
 
 
 PartRunner = Callable[["Settings", str, str, Path, str], MaskPartSummary]

@@ -5,6 +5,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
+from concurrent.futures import BrokenExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from labelhaul.manifest import Manifest
+from labelhaul.maskpool import sync_pool
 from labelhaul.pipeline import (
     AssembledVersion,
     assemble_version,
     fetch_parent_tables,
     land_version,
     read_data_row_ids,
+    warm_assembly_imports,
     write_known_blobs,
 )
 from labelhaul.runs import begin_run_record, end_run_record, mark_stale_runs
@@ -117,6 +120,15 @@ def assemble_task(
         parent_tables = fetch_parent_tables(store, parent_manifest, staging / "parent")
         replaced = read_data_row_ids(staging)
     category_map = dict(parent_manifest.category_map or {}) if parent_manifest else {}
+    # The sync's mask workers, when it has them, digest the tables while COCO is written;
+    # they import pyarrow for it now, while the parts are read.
+    pool = sync_pool()
+    if pool is not None:
+        try:
+            for _ in range(pool.workers):
+                pool.submit(warm_assembly_imports)
+        except (BrokenExecutor, RuntimeError):  # its workers died: assemble digests here
+            pool = None
     return assemble_version(
         staging,
         parts,
@@ -128,6 +140,7 @@ def assemble_task(
         max_segments=settings.max_table_segments,
         compact_fraction=settings.compact_fraction,
         label_policy=settings.label_policy,
+        offload=pool.submit if pool is not None else None,
     )
 
 

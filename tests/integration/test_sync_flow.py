@@ -261,6 +261,9 @@ def test_mask_stage_in_a_process_pool_lands_the_same_dataset(
     monkeypatch.setenv("LABELHAUL_MASK_BATCH_SIZE", "3")  # 3 parts over 2 processes
     procs = _sync(pid, str(tmp_path / "procs"))
     assert threads["mask_runner"] == "threads" and procs["mask_runner"] == "processes"
+    # Issue 17: the pool's workers, idle once the masks are split, digested the tables.
+    assert threads["tables_digested_in_pool"] == 0
+    assert procs["tables_digested_in_pool"] >= 3  # data rows, labels, annotations, ...
     with (
         open_dataset(str(tmp_path / "threads"), pid) as a,
         open_dataset(str(tmp_path / "procs"), pid) as b,

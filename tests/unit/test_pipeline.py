@@ -262,3 +262,57 @@ def test_staging_reports_each_new_part_holding_mask_jobs(tmp_path: Path) -> None
     summary = stage_export(_lines(rows), tmp_path, part_composites=3, on_mask_parts=seen.append)
     with_jobs = [p for p in summary.parts if part_jobs(tmp_path, p)]
     assert seen == list(range(1, len(with_jobs) + 1)) and len(with_jobs) == 4
+
+
+def _digest_in_worker_process(fn: object, *args: object) -> object:
+    """What a worker runs for `offload`: the function, and the process it ran in."""
+    import os
+
+    return fn(*args), os.getpid()  # type: ignore[operator]
+
+
+def test_digests_offloaded_to_the_mask_pool_are_the_ones_computed_here(tmp_path: Path) -> None:
+    """Issue 17: assembling hands the tables' digests to the sync's idle mask workers."""
+    import os
+    from concurrent.futures import BrokenExecutor, Future
+
+    from labelhaul.maskpool import MaskPool
+
+    rows = _synthetic_rows(12)
+    versions = {}
+    pool = MaskPool(1)
+    pids: list[int] = []
+
+    def offload(fn: object, *args: object) -> Future[object]:
+        outer = pool.submit(_digest_in_worker_process, fn, *args)
+        done: Future[object] = Future()
+
+        def unwrap(f: Future[object]) -> None:
+            value, pid = f.result()  # type: ignore[misc]
+            pids.append(pid)
+            done.set_result(value)
+
+        outer.add_done_callback(unwrap)
+        return done
+
+    def broken(fn: object, *args: object) -> Future[object]:
+        dead: Future[object] = Future()
+        dead.set_exception(BrokenExecutor("a worker died"))
+        return dead
+
+    try:
+        for name, how in (("here", None), ("pool", offload), ("broken", broken)):
+            staging = tmp_path / name
+            summary = stage_export(_lines(rows), staging, part_composites=4)
+            _land_fake_masks(staging, summary.parts)
+            versions[name] = assemble_version(staging, summary.parts, offload=how)
+    finally:
+        pool.close()
+    here, in_pool, after_broken = versions["here"], versions["pool"], versions["broken"]
+    assert in_pool.table_digests == here.table_digests
+    assert in_pool.content_digest == here.content_digest
+    assert in_pool.digested_elsewhere == len(here.tables) and here.digested_elsewhere == 0
+    assert pids and os.getpid() not in pids
+    # A worker that died loses no digest: the table is digested here instead.
+    assert after_broken.content_digest == here.content_digest
+    assert after_broken.digested_elsewhere == 0
