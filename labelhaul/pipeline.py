@@ -26,8 +26,11 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
+import io
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass, field
@@ -44,6 +47,8 @@ from labelhaul.records import ErrorRecord
 from labelhaul.store import CommitResult, FileMissingError, VersionWriter, file_sha256
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from labelhaul.blobindex import KnownBlobs
 
 log = logging.getLogger("labelhaul.pipeline")
@@ -927,11 +932,6 @@ def digest_table(path: Path, table: str) -> str:
 Offload = Callable[..., "Future[Any]"]
 
 
-def warm_assembly_imports() -> None:
-    """Import what `digest_table` needs (run in a worker before its first digest)."""
-    import labelhaul.tables  # noqa: F401 - pyarrow, orjson
-
-
 def _start_digests(paths: Mapping[str, Path], offload: Offload | None) -> dict[str, Future[str]]:
     """Hand each table's digest to `offload`, if any; a pool that is gone digests nothing."""
     if offload is None:
@@ -961,6 +961,106 @@ def _finish_digests(
                 pass  # the worker died (killed, out of memory): digest it here, lose nothing
         digests[name] = digest_table(path, name)
     return digests, elsewhere
+
+
+@dataclass
+class PartTables:
+    """One staged part as assembling writes it: its tables, and the content problems found."""
+
+    tables: dict[str, pa.Table]  # table -> its rows of this part, in the table's schema
+    content_errors: bytes  # error record lines (ndjson) of fetched contents
+
+
+def build_part_tables(
+    staging: Path, part: str, failures: Mapping[str, str] | None = None
+) -> PartTables:
+    """Read one staged part, apply its masks, media and contents, and make its Arrow tables.
+
+    Runs in the flow or in a mask worker (`assemble_version`'s `offload`): it only reads
+    the staging folder. `failures`: `read_mask_failures` of the run; None reads them once
+    per process (a worker: not pickled again with every part). Memory: one part.
+    """
+    from labelhaul.tables import apply_mask_results, to_arrow
+
+    if failures is None:
+        failures = _mask_failures_once(str(staging))
+    results = read_mask_results(staging, part)
+    media = read_media_results(staging, part)
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for table, record in iter_part_records(staging, part):
+        by_table.setdefault(table, []).append(record)
+    errors = io.BytesIO()
+    apply_part_contents(staging, part, by_table, media, errors)
+    tables: dict[str, pa.Table] = {}
+    for table, records in by_table.items():
+        if table == "annotations":
+            records = apply_mask_results(records, results, failures)
+        elif table == "data_rows":
+            records = apply_media_results(records, media)
+        tables[table] = to_arrow(table, records)
+    return PartTables(tables, errors.getvalue())
+
+
+@functools.lru_cache(maxsize=2)
+def _mask_failures_once(staging: str) -> dict[str, str]:
+    """`read_mask_failures`, once per process and run: the mask stage has ended."""
+    return read_mask_failures(Path(staging))
+
+
+class _PartTablesFeed:
+    """The parts' `PartTables` in part order, built by `offload` a few parts ahead, else here.
+
+    At most `ahead` parts are out at once, so the finished ones waiting to be written stay
+    few. A part whose worker died (or a pool that is gone) is built here: nothing is lost.
+    """
+
+    def __init__(
+        self,
+        staging: Path,
+        parts: list[str],
+        failures: Mapping[str, str],
+        offload: Offload | None,
+        ahead: int = 4,
+    ) -> None:
+        self._staging, self._failures, self._offload = staging, failures, offload
+        self._parts = iter(parts)
+        self._queue: deque[tuple[str, Future[PartTables] | None]] = deque()
+        if offload is not None:
+            for _ in range(ahead):
+                if not self._submit_next():
+                    break
+
+    def _submit_next(self) -> bool:
+        part = next(self._parts, None)
+        if part is None:
+            return False
+        future: Future[PartTables] | None = None
+        if self._offload is not None:
+            try:
+                future = self._offload(build_part_tables, self._staging, part)
+            except (BrokenExecutor, RuntimeError):  # broken, or shut down: build it here
+                self._offload = None
+        self._queue.append((part, future))
+        return True
+
+    def __iter__(self) -> Iterator[PartTables]:
+        while self._queue or self._submit_next():
+            part, future = self._queue.popleft()
+            self._submit_next()
+            if future is not None:
+                try:
+                    yield future.result()
+                    continue
+                except BrokenExecutor:
+                    self._offload = None  # the worker died: build the rest here
+            yield build_part_tables(self._staging, part, self._failures)
+
+    def close(self) -> None:
+        """Cancel the parts not started (assembling failed): the workers are left idle."""
+        for _part, future in self._queue:
+            if future is not None:
+                future.cancel()
+        self._queue.clear()
 
 
 def _annotation_counts(path: Path) -> tuple[dict[str, int], dict[str, int], bool]:
@@ -1017,9 +1117,10 @@ def assemble_version(
     COCO holds; the tables keep every label. A policy other than the default is part of the
     content digest, so changing it makes a new version.
 
-    With `offload` (the sync's mask pool, whose workers are idle by now), the tables'
-    digests are computed in its processes while this one writes COCO and counts: on 2
-    cores the digests (a quarter of assembling) come off the sync's critical path.
+    With `offload` (the sync's mask pool, whose workers are idle by now), its processes
+    turn the parts' records into Arrow tables (`build_part_tables`) while this one writes
+    them in part order, and digest the finished tables while this one writes COCO and
+    counts: on 2 cores most of assembling's CPU leaves the sync's critical path.
     """
     from labelhaul.coco import (
         MASK_KIND,
@@ -1031,7 +1132,6 @@ def assemble_version(
     from labelhaul.labelpolicy import DEFAULT_LABEL_POLICY, parse_label_policy
     from labelhaul.tables import (
         TableSink,
-        apply_mask_results,
         copy_rows_except,
         dataset_digest,
         iter_parquet_records,
@@ -1046,26 +1146,21 @@ def assemble_version(
     # Problems with fetched contents: written again by each attempt, appended to the
     # run's errors once (an assembly retry must not count them twice).
     content_errors = open(staging / CONTENT_ERRORS, "wb")  # noqa: SIM115 - closed below
+    # The parts' records become Arrow tables in the mask workers, when there are any,
+    # while this process copies the parent's rows and writes what they send, in order.
+    feed = _PartTablesFeed(staging, list(parts), failures, offload)
     try:
         if parent_tables:
             for table, path in parent_tables.items():
                 copy_rows_except(path, table, replaced, sink)
-        for part in parts:
-            results = read_mask_results(staging, part)
-            media = read_media_results(staging, part)
-            by_table: dict[str, list[dict[str, Any]]] = {}
-            for table, record in iter_part_records(staging, part):
-                by_table.setdefault(table, []).append(record)
-            apply_part_contents(staging, part, by_table, media, content_errors)
-            for table, records in by_table.items():
-                if table == "annotations":
-                    records = apply_mask_results(records, results, failures)
-                elif table == "data_rows":
-                    records = apply_media_results(records, media)
-                sink.add(table, records)
+        for built in feed:
+            content_errors.write(built.content_errors)
+            for table, data in built.tables.items():
+                sink.add_arrow(table, data)
                 if delta_sink is not None:
-                    delta_sink.add(table, records)
+                    delta_sink.add_arrow(table, data)
     finally:
+        feed.close()
         content_errors.close()
         paths = sink.close()
         delta_paths = delta_sink.close() if delta_sink is not None else {}

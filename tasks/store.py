@@ -5,7 +5,6 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
-from concurrent.futures import BrokenExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from labelhaul.pipeline import (
     fetch_parent_tables,
     land_version,
     read_data_row_ids,
-    warm_assembly_imports,
     write_known_blobs,
 )
 from labelhaul.runs import begin_run_record, end_run_record, mark_stale_runs
@@ -120,15 +118,9 @@ def assemble_task(
         parent_tables = fetch_parent_tables(store, parent_manifest, staging / "parent")
         replaced = read_data_row_ids(staging)
     category_map = dict(parent_manifest.category_map or {}) if parent_manifest else {}
-    # The sync's mask workers, when it has them, digest the tables while COCO is written;
-    # they import pyarrow for it now, while the parts are read.
+    # The sync's mask workers, idle by now when it has them, build the parts' tables and
+    # digest them while this process writes the tables and COCO.
     pool = sync_pool()
-    if pool is not None:
-        try:
-            for _ in range(pool.workers):
-                pool.submit(warm_assembly_imports)
-        except (BrokenExecutor, RuntimeError):  # its workers died: assemble digests here
-            pool = None
     return assemble_version(
         staging,
         parts,

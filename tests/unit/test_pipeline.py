@@ -271,8 +271,8 @@ def _digest_in_worker_process(fn: object, *args: object) -> object:
     return fn(*args), os.getpid()  # type: ignore[operator]
 
 
-def test_digests_offloaded_to_the_mask_pool_are_the_ones_computed_here(tmp_path: Path) -> None:
-    """Issue 17: assembling hands the tables' digests to the sync's idle mask workers."""
+def test_assembling_in_the_mask_pool_lands_the_same_bytes(tmp_path: Path) -> None:
+    """Issue 17: assembling hands the parts' tables and the digests to the idle mask workers."""
     import os
     from concurrent.futures import BrokenExecutor, Future
 
@@ -280,10 +280,12 @@ def test_digests_offloaded_to_the_mask_pool_are_the_ones_computed_here(tmp_path:
 
     rows = _synthetic_rows(12)
     versions = {}
-    pool = MaskPool(1)
+    pool = MaskPool(2)
     pids: list[int] = []
+    offloaded: list[str] = []
 
     def offload(fn: object, *args: object) -> Future[object]:
+        offloaded.append(fn.__name__)  # type: ignore[attr-defined]
         outer = pool.submit(_digest_in_worker_process, fn, *args)
         done: Future[object] = Future()
 
@@ -303,12 +305,19 @@ def test_digests_offloaded_to_the_mask_pool_are_the_ones_computed_here(tmp_path:
     try:
         for name, how in (("here", None), ("pool", offload), ("broken", broken)):
             staging = tmp_path / name
-            summary = stage_export(_lines(rows), staging, part_composites=4)
+            summary = stage_export(_lines(rows), staging, part_composites=2)
             _land_fake_masks(staging, summary.parts)
             versions[name] = assemble_version(staging, summary.parts, offload=how)
     finally:
         pool.close()
     here, in_pool, after_broken = versions["here"], versions["pool"], versions["broken"]
+    assert sorted(set(offloaded)) == ["build_part_tables", "digest_table"]
+    assert offloaded.count("build_part_tables") == 6  # every part, in its worker
+    for got in (in_pool, after_broken):
+        assert list(got.tables) == list(here.tables)
+        for name, path in here.tables.items():
+            assert got.tables[name].read_bytes() == path.read_bytes(), name
+        assert got.coco.read_bytes() == here.coco.read_bytes()
     assert in_pool.table_digests == here.table_digests
     assert in_pool.content_digest == here.content_digest
     assert in_pool.digested_elsewhere == len(here.tables) and here.digested_elsewhere == 0
