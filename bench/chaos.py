@@ -180,12 +180,18 @@ class Rig:
         req = urllib.request.Request(
             f"{self.prefect_api_url}/v2/concurrency_limits/{name}", method="DELETE"
         )
-        try:
-            with urllib.request.urlopen(req, timeout=30):
-                pass
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404:
-                raise
+        for attempt in range(5):
+            try:
+                with urllib.request.urlopen(req, timeout=30):
+                    return
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return
+                # 503: the server's SQLite database was locked (seen once in a full suite
+                # run on 2 cores); Prefect's own client retries it too.
+                if exc.code != 503 or attempt == 4:
+                    raise
+            time.sleep(0.5 * (attempt + 1))
 
     def objects(self, store: str) -> ObjectStore:
         """Open a store directly on moto (never through the fault proxy)."""
