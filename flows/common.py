@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from labelhaul.config import Settings, load_settings
+from labelhaul.flows import heartbeats
 from labelhaul.tasks.export import stage_export_task, start_export_task, wait_export_task
 from labelhaul.tasks.masks import process_mask_part
 from labelhaul.tasks.media import fetch_media_task
@@ -48,7 +49,6 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from labelhaul import heartbeats
 from labelhaul.export_params import (
     ExportFilters,
     ExportParams,

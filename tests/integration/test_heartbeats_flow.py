@@ -1,4 +1,4 @@
-"""A real flow run under Prefect's engine still sends its heartbeat (labelhaul.heartbeats).
+"""A real flow run under Prefect's engine still sends its heartbeat (labelhaul.flows.heartbeats).
 
 The unit tests hold the heartbeat thread's sleep open; this one checks, against a real
 Prefect API, that the flow run's heartbeat event still reaches the server with labelhaul's
@@ -45,11 +45,10 @@ def _heartbeat_threads() -> list[threading.Thread]:
 
 def test_a_flow_run_sends_its_heartbeat_and_leaves_no_heartbeat_thread() -> None:
     import labelhaul.flows.common  # noqa: F401 - installs labelhaul's heartbeats
+    from labelhaul.flows.heartbeats import installed
     from prefect import flow
     from prefect.events.worker import EventsWorker
     from prefect.runtime import flow_run
-
-    from labelhaul.heartbeats import installed
 
     assert installed()
     seen: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""The flow engine's heartbeat thread stops with the flow (labelhaul.heartbeats), no API.
+"""The flow engine's heartbeat thread stops with the flow (labelhaul.flows.heartbeats), no API.
 
 Prefect 3.9's thread slept in 1 s steps, and the engine joined it when the flow ended: every
 flow run waited up to 1 s (1.0 s for a short one) after its body returned. These tests hold
@@ -16,8 +16,7 @@ from typing import Any
 
 import prefect.flow_engine as flow_engine
 import pytest
-
-from labelhaul import heartbeats
+from labelhaul.flows import heartbeats
 
 
 class FakeEngine:

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from types import CodeType
 from typing import Any
 
+import prefect.flow_engine as flow_engine
+
 __all__ = ["install", "installed", "send_heartbeats"]
 
 # What Prefect 3.9's heartbeat loop refers to; a loop that no longer sleeps, or that does
@@ -44,13 +46,11 @@ def send_heartbeats(engine: Any, join_on_exit: bool = True) -> Iterator[None]:
         join_on_exit: join the heartbeat thread when the block ends (the sync engine
             does; the async engine does not, not to block its event loop).
     """
-    from prefect.flow_engine import MINIMUM_HEARTBEAT_INTERVAL
-
     heartbeat_seconds = engine.heartbeat_seconds
     if heartbeat_seconds is None:
         yield
         return
-    heartbeat_seconds = max(heartbeat_seconds, MINIMUM_HEARTBEAT_INTERVAL)
+    heartbeat_seconds = max(heartbeat_seconds, flow_engine.MINIMUM_HEARTBEAT_INTERVAL)
     resource, related = engine._build_heartbeat_event_template()
     stop_event = threading.Event()
 
@@ -107,19 +107,15 @@ def install() -> bool:
 
     Idempotent. Leaves a Prefect whose heartbeat function is not the sleeping one alone.
     """
-    import prefect.flow_engine as engine_module
-
-    current = getattr(engine_module, "_send_heartbeats", None)
+    current = getattr(flow_engine, "_send_heartbeats", None)
     if current is send_heartbeats:
         return True
     if not _is_prefects_sleeping_loop(current):
         return False
-    engine_module._send_heartbeats = send_heartbeats
+    flow_engine._send_heartbeats = send_heartbeats
     return True
 
 
 def installed() -> bool:
     """True when Prefect's flow engine sends heartbeats through `send_heartbeats`."""
-    import prefect.flow_engine as engine_module
-
-    return getattr(engine_module, "_send_heartbeats", None) is send_heartbeats
+    return getattr(flow_engine, "_send_heartbeats", None) is send_heartbeats
