@@ -31,20 +31,12 @@ from bench._common import load_average
 from bench.summary import record
 
 
-def _stage(labels: int, staging: Path) -> list[str]:
-    """Stage a synthetic export and stand-in mask results; return its parts."""
-    from labelhaul.emulator.synthetic import SyntheticSpec, build_row
+def land_stand_in_masks(staging: Path, parts: list[str], *, width: int, height: int) -> None:
+    """Stand in for the mask stage: one 1x1 result per instance of every staged job."""
     from labelhaul.masktypes import MaskResult
-    from labelhaul.pipeline import part_jobs, stage_export, write_mask_results
+    from labelhaul.pipeline import part_jobs, write_mask_results
 
-    spec = SyntheticSpec.make(n_rows=labels, instances=8, seed=1, width=1280, height=853)
-    lines, offset = [], 0
-    for i in range(labels):
-        line = orjson.dumps(build_row(spec, i))
-        lines.append((offset, line))
-        offset += len(line) + 1
-    summary = stage_export(lines, staging, part_composites=100)
-    for part in summary.parts:
+    for part in parts:
         results = [
             MaskResult(
                 data_row_id=j.data_row_id,
@@ -56,8 +48,8 @@ def _stage(labels: int, staging: Path) -> list[str]:
                 w=1,
                 h=1,
                 area=1,
-                height=853,
-                width=1280,
+                height=height,
+                width=width,
                 rle="01",
                 source="composite",
             )
@@ -65,6 +57,21 @@ def _stage(labels: int, staging: Path) -> list[str]:
             for inst in j.instances
         ]
         write_mask_results(staging, part, results, [])
+
+
+def _stage(labels: int, staging: Path) -> list[str]:
+    """Stage a synthetic export and stand-in mask results; return its parts."""
+    from labelhaul.emulator.synthetic import SyntheticSpec, build_row
+    from labelhaul.pipeline import stage_export
+
+    spec = SyntheticSpec.make(n_rows=labels, instances=8, seed=1, width=1280, height=853)
+    lines, offset = [], 0
+    for i in range(labels):
+        line = orjson.dumps(build_row(spec, i))
+        lines.append((offset, line))
+        offset += len(line) + 1
+    summary = stage_export(lines, staging, part_composites=100)
+    land_stand_in_masks(staging, summary.parts, width=1280, height=853)
     return summary.parts
 
 

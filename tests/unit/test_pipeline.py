@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.bench_assemble import land_stand_in_masks
 from labelhaul import seed
 from labelhaul.emulator.synthetic import SyntheticSpec, build_row
-from labelhaul.masktypes import MaskResult
 from labelhaul.pipeline import (
     assemble_version,
     job_from_dict,
@@ -20,7 +20,6 @@ from labelhaul.pipeline import (
     read_data_row_ids,
     read_errors,
     stage_export,
-    write_mask_results,
 )
 
 
@@ -71,27 +70,7 @@ def test_mask_job_round_trips_through_staging() -> None:
 
 def _land_fake_masks(staging: Path, parts: list[str]) -> None:
     """Stand in for the mask stage: one 1x1 result per instance of every job."""
-    for part in parts:
-        results = [
-            MaskResult(
-                data_row_id=j.data_row_id,
-                label_id=j.label_id,
-                feature_id=i.feature_id,
-                sha256="0" * 64,
-                x=0,
-                y=0,
-                w=1,
-                h=1,
-                area=1,
-                height=48,
-                width=64,
-                rle="01",
-                source="composite",
-            )
-            for j in part_jobs(staging, part)
-            for i in j.instances
-        ]
-        write_mask_results(staging, part, results, [])
+    land_stand_in_masks(staging, parts, width=64, height=48)
 
 
 def test_assemble_joins_mask_results_and_merges_with_the_parent(tmp_path: Path) -> None:
@@ -322,6 +301,18 @@ def test_assembling_in_the_mask_pool_lands_the_same_bytes(tmp_path: Path) -> Non
     assert in_pool.content_digest == here.content_digest
     assert in_pool.digested_elsewhere == len(here.tables) and here.digested_elsewhere == 0
     assert pids and os.getpid() not in pids
+    # A few parts are built here: a worker's first part would wait on its imports.
+    few = tmp_path / "few"
+    summary = stage_export(_lines(rows[:4]), few, part_composites=2)
+    _land_fake_masks(few, summary.parts)
+    offloaded.clear()
+    pool = MaskPool(1)
+    try:
+        assemble_version(few, summary.parts, offload=offload)
+    finally:
+        pool.close()
+    assert len(summary.parts) == 2 and "build_part_tables" not in offloaded
+    assert "digest_table" in offloaded
     # A worker that died loses no digest: the table is digested here instead.
     assert after_broken.content_digest == here.content_digest
     assert after_broken.digested_elsewhere == 0
