@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import gzip
 import io
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -932,35 +933,27 @@ def digest_table(path: Path, table: str) -> str:
 Offload = Callable[..., "Future[Any]"]
 
 
-def _start_digests(paths: Mapping[str, Path], offload: Offload | None) -> dict[str, Future[str]]:
-    """Hand each table's digest to `offload`, if any; a pool that is gone digests nothing."""
+def _offload_or_none(
+    offload: Offload | None, fn: Callable[..., Any], *args: Any
+) -> Future[Any] | None:
+    """`offload(fn, *args)`, or None when there is no pool or it is broken or shut down."""
     if offload is None:
-        return {}
+        return None
     try:
-        return {name: offload(digest_table, path, name) for name, path in paths.items()}
-    except (BrokenExecutor, RuntimeError):  # broken, or shut down: digest here instead
-        return {}
+        return offload(fn, *args)
+    except (BrokenExecutor, RuntimeError):
+        return None
 
 
-def _finish_digests(
-    paths: Mapping[str, Path], pending: Mapping[str, Future[str]]
-) -> tuple[dict[str, str], int]:
-    """Each table's digest, from its offloaded future or (none, a worker died) from here;
-    and how many came from elsewhere.
-    """
-    digests: dict[str, str] = {}
-    elsewhere = 0
-    for name, path in paths.items():
-        future = pending.get(name)
-        if future is not None:
-            try:
-                digests[name] = future.result()
-                elsewhere += 1
-                continue
-            except BrokenExecutor:
-                pass  # the worker died (killed, out of memory): digest it here, lose nothing
-        digests[name] = digest_table(path, name)
-    return digests, elsewhere
+def _result_or_here(future: Future[Any] | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """The offloaded result, or `fn(*args)` here when nothing was offloaded or its worker
+    died (killed, out of memory): nothing is lost either way."""
+    if future is not None:
+        try:
+            return future.result()
+        except BrokenExecutor:
+            pass
+    return fn(*args)
 
 
 @dataclass
@@ -1029,40 +1022,31 @@ class _PartTablesFeed:
         offload: Offload | None,
         ahead: int = 4,
     ) -> None:
-        if len(parts) < OFFLOAD_MIN_PARTS:
-            offload = None
-        self._staging, self._failures, self._offload = staging, failures, offload
+        self._staging, self._failures = staging, failures
+        self._offload = offload if len(parts) >= OFFLOAD_MIN_PARTS else None
         self._parts = iter(parts)
         self._queue: deque[tuple[str, Future[PartTables] | None]] = deque()
-        if offload is not None:
-            for _ in range(ahead):
-                if not self._submit_next():
-                    break
+        # The loop in __iter__ submits one more part before it waits on the oldest.
+        for part in itertools.islice(self._parts, ahead - 1 if self._offload else 0):
+            self._submit(part)
 
-    def _submit_next(self) -> bool:
-        part = next(self._parts, None)
-        if part is None:
-            return False
-        future: Future[PartTables] | None = None
-        if self._offload is not None:
-            try:
-                future = self._offload(build_part_tables, self._staging, part)
-            except (BrokenExecutor, RuntimeError):  # broken, or shut down: build it here
-                self._offload = None
+    def _submit(self, part: str) -> None:
+        future = _offload_or_none(self._offload, build_part_tables, self._staging, part)
         self._queue.append((part, future))
-        return True
 
     def __iter__(self) -> Iterator[PartTables]:
-        while self._queue or self._submit_next():
-            part, future = self._queue.popleft()
-            self._submit_next()
-            if future is not None:
-                try:
-                    yield future.result()
-                    continue
-                except BrokenExecutor:
-                    self._offload = None  # the worker died: build the rest here
-            yield build_part_tables(self._staging, part, self._failures)
+        for part in self._parts:
+            self._submit(part)
+            yield self._next()
+        while self._queue:
+            yield self._next()
+
+    def _next(self) -> PartTables:
+        part, future = self._queue.popleft()
+        built: PartTables = _result_or_here(
+            future, build_part_tables, self._staging, part, self._failures
+        )
+        return built
 
     def close(self) -> None:
         """Cancel the parts not started (assembling failed): the workers are left idle."""
@@ -1186,7 +1170,7 @@ def assemble_version(
             max_segments=max_segments,
             compact_fraction=compact_fraction,
         )
-    pending = _start_digests(paths, offload)
+    pending = {name: _offload_or_none(offload, digest_table, p, name) for name, p in paths.items()}
 
     kinds, classes, has_predictions = _annotation_counts(paths["annotations"])
 
@@ -1229,7 +1213,10 @@ def assemble_version(
     )
     if preference_facts is not None and content[CONVERSATION]:
         preference_facts["conversation_rows"] = content[CONVERSATION]
-    digests, digested_elsewhere = _finish_digests(paths, pending)
+    digested_elsewhere = sum(1 for f in pending.values() if f is not None and f.exception() is None)
+    digests = {
+        name: _result_or_here(pending[name], digest_table, p, name) for name, p in paths.items()
+    }
     digested = dict(digests)
     if policy is not DEFAULT_LABEL_POLICY:
         digested["coco.label_policy"] = policy.value
