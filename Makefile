@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint bench chaos install clean
 
-$(STAMP): pyproject.toml
+# The C core is built by the install (pyproject's ext-modules): a change to it installs again.
+$(STAMP): pyproject.toml labelhaul/_maskcore.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -37,7 +37,7 @@ is also measured: before the timed counts of each size, every arm syncs a 1-labe
 (all fixed cost but one label's work), twice: the first warms the arm (an arm's first sync
 paid 1-12 s more start-up), the second is the measured fixed cost, and no timed sync is an
 arm's first. The mask codec's cost per composite is measured here, in one process on one thread:
-`check_png` + `composite_keys` + `split` + `encode_instances` of its instances, over
+`check_png` + `open_composite` + `encode_split` of its instances (the C core where built), over
 composites downloaded from the emulator (the bytes the sync splits).
 
 Arms run in the order given for the first label count, reversed for the second, and so on,
@@ -169,7 +169,7 @@ def codec_ms_per_composite(emu: EmulatorProcess, project_id: str, samples: int =
         wait_for_export,
     )
     from labelhaul.http import HttpClient
-    from labelhaul.maskcodec import check_png, composite_keys, encode_instances
+    from labelhaul.maskcodec import check_png, open_composite
     from labelhaul.rows import parse_export_line
 
     client = make_client(emu.api_key, emu.graphql_url, emu.rest_url)
@@ -193,9 +193,8 @@ def codec_ms_per_composite(emu: EmulatorProcess, project_id: str, samples: int =
         for job, data in bodies:
             t0 = time.process_time()  # CPU, as the sync's CPU per label it is compared with
             hdr = check_png(data, width=job.width, height=job.height, max_pixels=MAX_PIXELS)
-            keys = composite_keys(data, hdr)
-            insts = [inst for _color, inst in keys.split([i.color for i in job.instances])]
-            encode_instances(insts, keys.height, keys.width)  # as `labelhaul.masks` does
+            opened = open_composite(data, hdr)  # as `labelhaul.masks` does
+            list(opened.encode_split([i.color for i in job.instances]))
             times.append(time.process_time() - t0)
     return statistics.median(times) * 1000
 

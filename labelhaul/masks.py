@@ -32,17 +32,16 @@ from labelhaul.errors import AuthError
 from labelhaul.http import HttpError
 from labelhaul.maskcodec import (
     CompositeKeys,
+    CompositeRows,
     EncodedMask,
-    InstanceMask,
     MaskImageError,
     PngHeader,
     binary_from_instance_png,
     check_png,
-    composite_keys,
     crop_binary,
     decode_png,
     encode_instance,
-    encode_instances,
+    open_composite,
     release_scratch,
 )
 from labelhaul.masktypes import MaskInstance, MaskJob, MaskResult
@@ -59,9 +58,6 @@ __all__ = [
 ]
 
 STAGE = "mask"
-# Crop pixels encoded in one pass (`encode_instances`): 8 instances of a 1280x853 composite
-# are ~0.8 M; a batch never holds more than this plus one crop (bool, 1 byte a pixel).
-_ENCODE_BATCH_PIXELS = 4_000_000
 # Composites are painted on black: an instance in black cannot be told from the background.
 BACKGROUND = (0, 0, 0)
 
@@ -319,21 +315,12 @@ def process_job(
         if opened is not None:
             height, width = opened.height, opened.width
             by_color = {inst.color: (pos, inst) for pos, inst in wanted}
-            # Crops are encoded together (their RLEs in one pass) and landed in batches of
-            # at most _ENCODE_BATCH_PIXELS, so a composite of many large instances never
-            # holds all its crops at once. Black never gets here (it took the fallback
-            # above), so the window may drop the border.
-            batch: list[tuple[int, MaskInstance, InstanceMask]] = []
-            pixels = 0
-            for color, inst_mask in opened.split(list(by_color)):
+            # Black never gets here (it took the fallback above), so the split may drop
+            # the border.
+            for color, enc in opened.encode_split(list(by_color)):
                 pos, inst = by_color[color]
-                batch.append((pos, inst, inst_mask))
+                results[pos] = _land(job, inst, enc, height, width, "composite", put_blob)
                 landed.add(color)
-                pixels += inst_mask.w * inst_mask.h
-                if pixels >= _ENCODE_BATCH_PIXELS:
-                    _land_batch(job, batch, height, width, put_blob, results)
-                    batch, pixels = [], 0
-            _land_batch(job, batch, height, width, put_blob, results)
         for pos, inst in wanted:
             if inst.color in landed:
                 continue
@@ -368,12 +355,12 @@ def _open_composite(
     max_pixels: int,
     errors: list[ErrorRecord],
     fetched: Fetched | None = None,
-) -> tuple[CompositeKeys | None, str, bool]:
-    """Download, check and decode the composite into colour keys of its non-black window.
+) -> tuple[CompositeKeys | CompositeRows | None, str, bool]:
+    """Download, check and decode the composite (`maskcodec.open_composite`).
 
     Returns None, the reason, and a warning in `errors` when the composite cannot be used;
     the flag says the download failed for a transient reason (5xx, 429, reset, timeout).
-    The keys live in this thread's scratch buffer: use them before the next composite.
+    Its pixels live in this thread's scratch buffer: use them before the next composite.
     """
     if job.composite_url is None:
         return None, "the label has no composite mask URL", False
@@ -396,7 +383,7 @@ def _open_composite(
         return None, reason, exc.transient
     try:
         hdr: PngHeader = check_png(data, width=job.width, height=job.height, max_pixels=max_pixels)
-        keys = composite_keys(data, hdr)
+        opened = open_composite(data, hdr)
     except MaskImageError as exc:
         errors.append(
             _record(
@@ -408,20 +395,7 @@ def _open_composite(
         )
         return None, f"composite unusable: {exc}", False
     del data
-    return keys, "", False
-
-
-def _land_batch(
-    job: MaskJob,
-    batch: list[tuple[int, MaskInstance, InstanceMask]],
-    height: int,
-    width: int,
-    put_blob: PutBlob,
-    results: dict[int, MaskResult],
-) -> None:
-    encoded = encode_instances([mask for _, _, mask in batch], height, width)
-    for (pos, inst, _mask), enc in zip(batch, encoded, strict=True):
-        results[pos] = _land(job, inst, enc, height, width, "composite", put_blob)
+    return opened, "", False
 
 
 def _land(

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.prefect",
     "tests.fixtures.chaos",
     "tests.fixtures.cpu_log",
+    "tests.fixtures.maskcore",
 ]
 
 # Telemetry off and no stray Prefect profile, before anything imports Prefect.

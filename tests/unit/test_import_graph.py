@@ -31,6 +31,9 @@ def _modules() -> dict[str, Path]:
         for path in sorted(directory.glob("*.py")):
             name = package if path.stem == "__init__" else f"{package}.{path.stem}"
             modules[name] = path
+        # A C extension (labelhaul/_maskcore.c) is known by its stub; it imports no module.
+        for path in sorted(directory.glob("*.pyi")):
+            modules.setdefault(f"{package}.{path.stem}", path)
     return modules
 
 

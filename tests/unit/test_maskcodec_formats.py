@@ -20,6 +20,9 @@ from PIL import Image
 
 from labelhaul import maskcodec as mc
 
+# Every test runs with the codec's C core and with its numpy twins alone.
+pytestmark = pytest.mark.usefixtures("codec_backend")
+
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 # Adam7 passes: first column, first row, column step, row step.
 ADAM7 = (
