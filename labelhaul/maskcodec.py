@@ -56,8 +56,10 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import struct
+import sys
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
@@ -212,7 +214,7 @@ def decode_png(data: bytes, hdr: PngHeader) -> U8Array:
         shape = (hdr.height, hdr.width) + (() if channels == 1 else (channels,))
         return pixels.reshape(shape).copy()  # out of the scratch buffer
     try:
-        img = imagecodecs.png_decode(data)
+        img = _libpng_decode(data)
     except Exception as exc:  # imagecodecs raises PngError, ValueError, even UnicodeError
         raise MaskImageError("mask_corrupt", f"PNG does not decode: {type(exc).__name__}") from exc
     arr: U8Array = np.asarray(img)
@@ -225,6 +227,25 @@ def decode_png(data: bytes, hdr: PngHeader) -> U8Array:
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
         raise MaskImageError("mask_unsupported", f"unexpected PNG pixel layout {arr.shape}")
     return arr
+
+
+def _libpng_decode(data: bytes) -> Any:
+    """`imagecodecs.png_decode(data)`, giving back the reference to None it takes on failure.
+
+    imagecodecs 2026.3.6's png_decode, called without `out=`, drops one reference to None
+    each time it fails ('Not enough image data', 'bad adaptive filter value': measured with
+    `sys.getrefcount(None)`, one per call; with `out=` none). On Python 3.11, where None is
+    not immortal, a process that is refused some ten thousand corrupt PNGs (a worker of a
+    large sync of truncated masks) then dies with "Fatal Python error: none_dealloc". One
+    reference more than was taken is harmless (None is never freed), one less is not, so
+    every failure gives one back; Python 3.12+ ignores reference counts on None.
+    """
+    try:
+        return imagecodecs.png_decode(data)
+    except Exception:
+        if sys.version_info < (3, 12):
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
+        raise
 
 
 # Channels per pixel of 8-bit PNGs the direct decoder handles (no palette, no tRNS).
@@ -398,7 +419,7 @@ def _unfilter_with_libpng(rows: U8Array, s: int, e: int, color_type: int) -> boo
         )
     )
     try:
-        done = np.asarray(imagecodecs.png_decode(png))
+        done = np.asarray(_libpng_decode(png))
     except Exception:  # not expected: our own rows; let the caller use libpng on the file
         return False
     rows[s:e, 1:] = done.reshape(n, w_bytes)[s - lo :]
