@@ -35,6 +35,7 @@ import itertools
 import os
 import random
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -162,6 +163,7 @@ class ObjectStore(Protocol):
 
 
 LOCK_STRIPE_CHARS = 2  # hex digits of the key's sha256 naming its lock file: 256 files
+BLOB_TMP_STRIPES = 64  # folders of blob temp files, a thread's chosen by its pid and id
 
 
 class LocalObjectStore:
@@ -189,6 +191,7 @@ class LocalObjectStore:
         # instance (random) and the write (a counter).
         self._tmp_prefix = f"-{uuid.uuid4().hex[:12]}-"
         self._tmp_seq = itertools.count()
+        self._blob_tmp = threading.local()  # this thread's stripe of the temp folder
         self._locks = self.root / ".labelhaul-locks"
         if read_only:
             if not self.root.is_dir():
@@ -287,6 +290,9 @@ class LocalObjectStore:
             entries = list(os.scandir(self._tmp))
         except FileNotFoundError:
             return 0
+        for stripe in [e for e in entries if e.is_dir(follow_symlinks=False)]:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                entries.extend(os.scandir(stripe.path))  # blob temp files (`_blob_stripe`)
         for entry in entries:
             if not entry.name.endswith(".part"):
                 continue
@@ -372,13 +378,14 @@ class LocalObjectStore:
             validate_key(key)
         else:
             self._path(key)  # validates the key, resolves and checks the directory once
-        tmp = f"{self._tmp_str}/{os.getpid()}{self._tmp_prefix}{next(self._tmp_seq)}.part"
+        stripe = self._blob_stripe()
+        tmp = f"{stripe}/{os.getpid()}{self._tmp_prefix}{next(self._tmp_seq)}.part"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             try:
                 fd = os.open(tmp, flags, 0o666)
             except FileNotFoundError:
-                self._tmp.mkdir(parents=True, exist_ok=True)
+                os.makedirs(stripe, exist_ok=True)
                 fd = os.open(tmp, flags, 0o666)
             try:
                 view = memoryview(data)
@@ -397,6 +404,21 @@ class LocalObjectStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return etag
+
+    def _blob_stripe(self) -> str:
+        """This thread's folder for blob temp files: one of `BLOB_TMP_STRIPES` in the temp folder.
+
+        A file created or removed in a folder takes that folder's lock. With the mask
+        stage's threads in two processes all creating and unlinking their temp files in one
+        folder, a blob cost 270-510 us of CPU here against 30-55 us with a folder per thread
+        (2 processes x 8 threads x 1,000 blobs, /tmp on ext4): most of a sync's blob writes.
+        Stripes, not a folder per thread, so the folders stay few and are never removed.
+        """
+        stripe: str | None = getattr(self._blob_tmp, "path", None)
+        if stripe is None:
+            n = hash((os.getpid(), threading.get_ident())) % BLOB_TMP_STRIPES
+            stripe = self._blob_tmp.path = f"{self._tmp_str}/b{n:02x}"
+        return stripe
 
     def _link_create_only(self, tmp: str, path: str, key: str) -> None:
         """Give the finished temp file `tmp` the name `path`, unless that name exists.

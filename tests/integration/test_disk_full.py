@@ -90,7 +90,7 @@ def test_a_full_store_disk_fails_once_naming_it_and_leaves_no_part_files(
     assert "LABELHAUL_STORE" in message
     retried = [(tr.name, tr.run_count) for tr in _task_runs(state) if tr.run_count > 1]
     assert retried == [], f"a full disk was retried: {retried}"
-    assert list((store / ".labelhaul-tmp").glob("*.part")) == []
+    assert list((store / ".labelhaul-tmp").rglob("*.part")) == []
 
 
 def test_a_full_staging_disk_fails_naming_it(
@@ -118,8 +118,10 @@ def test_part_files_of_dead_writers_are_cleaned_by_the_next_open_and_by_gc(
     root = tmp_path / "store"
     objects = LocalObjectStore(root)
     tmp = root / ".labelhaul-tmp"
-    old = [tmp / f"{uuid.uuid4().hex}.part" for _ in range(3)]
+    old = [tmp / f"{uuid.uuid4().hex}.part" for _ in range(2)]
+    old.append(tmp / "b2a" / f"{uuid.uuid4().hex}.part")  # a blob's, in its thread's stripe
     young = tmp / f"{uuid.uuid4().hex}.part"
+    old[2].parent.mkdir()
     for path in [*old, young]:
         path.write_bytes(b"half a table")
     hours_ago = time.time() - 2 * 3600

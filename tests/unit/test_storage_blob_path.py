@@ -19,7 +19,8 @@ def _blob(data: bytes) -> str:
 
 
 def _parts(root: Path) -> list[str]:
-    return os.listdir(root / ".labelhaul-tmp")
+    """Temp files left in the temp folder or its stripes (`LocalObjectStore._blob_stripe`)."""
+    return [str(p) for p in (root / ".labelhaul-tmp").rglob("*.part")]
 
 
 def test_a_blob_is_written_once_and_a_second_put_is_refused(tmp_path: Path) -> None:
@@ -102,3 +103,40 @@ def test_without_hard_links_create_only_still_refuses_a_second_write(
     with pytest.raises(PreconditionFailed):
         store.put(key, b"png", if_none_match=True)
     assert store.get(key) == b"png" and _parts(tmp_path) == []
+
+
+def test_each_thread_writes_its_blob_temp_files_in_its_own_stripe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads creating and unlinking temp files in one folder contend for its lock (most
+    of a sync's blob writes): each thread's go to one of the temp folder's stripes."""
+    import threading
+
+    store = LocalObjectStore(tmp_path)
+    folders: dict[int, set[str]] = {}
+    link = os.link
+
+    def recording_link(src: str, dst: str) -> None:
+        folders.setdefault(threading.get_ident(), set()).add(os.path.dirname(src))
+        link(src, dst)
+
+    monkeypatch.setattr(os, "link", recording_link)
+    barrier = threading.Barrier(8)
+
+    def put_some(t: int) -> None:
+        barrier.wait()  # all alive at once: no two share a thread id
+        for i in range(20):
+            data = f"{t}-{i}".encode()
+            store.put(_blob(data), data, if_none_match=True)
+
+    threads = [threading.Thread(target=put_some, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(folders) == 8
+    assert all(len(f) == 1 for f in folders.values())  # one stripe a thread
+    stripes = set().union(*folders.values())
+    assert len(stripes) > 1
+    assert all(Path(f).parent == tmp_path / ".labelhaul-tmp" for f in stripes)
+    assert _parts(tmp_path) == []

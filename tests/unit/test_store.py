@@ -122,7 +122,7 @@ def test_local_store_leaves_no_temp_files_and_hides_its_own(tmp_path: Path) -> N
     with pytest.raises(PreconditionFailed):
         objects.put("a", b"2", if_match="0" * 64)
     objects.put("a", b"3", if_match=etag)
-    assert list((tmp_path / "s" / ".labelhaul-tmp").iterdir()) == []
+    assert list((tmp_path / "s" / ".labelhaul-tmp").rglob("*.part")) == []
     assert list(objects.list()) == ["a"]
 
 
