@@ -55,6 +55,35 @@ static inline int zero_block(const uint8_t *p, const uint8_t *prev, Py_ssize_t i
     return !use_prev || load64(prev + i) == 0;
 }
 
+/* The end of the run of zero bytes of p that starts at i (p[i] == 0), at most n. */
+static inline Py_ssize_t zero_end(const uint8_t *p, Py_ssize_t i, Py_ssize_t n) {
+    Py_ssize_t e = i + 1;
+    while (e + 8 <= n && load64(p + e) == 0) e += 8;
+    while (e < n && p[e] == 0) e++;
+    return e;
+}
+
+/* The end of the stretch [i, e) where up[k] == up[k - bpp]: i if there is none. */
+static inline Py_ssize_t up_periodic_end(const uint8_t *up, Py_ssize_t i, Py_ssize_t e,
+                                         Py_ssize_t bpp) {
+    Py_ssize_t k = i;
+    while (k + 8 <= e && load64(up + k) == load64(up + k - bpp)) k += 8;
+    while (k < e && up[k] == up[k - bpp]) k++;
+    return k;
+}
+
+/* p[k] = p[k - bpp] for k in [i, e) (i >= bpp), by copies that double: every copy's source
+ * is finished bytes and does not overlap its destination. */
+static inline void repeat_left(uint8_t *p, Py_ssize_t i, Py_ssize_t e, Py_ssize_t bpp) {
+    Py_ssize_t done = 0, len = e - i;
+    while (done < len) {
+        Py_ssize_t chunk = done + bpp; /* a multiple of bpp: the pattern stays in phase */
+        if (chunk > len - done) chunk = len - done;
+        memcpy(p + i + done, p + i - bpp, (size_t)chunk);
+        done += chunk;
+    }
+}
+
 /* Returns 1, or 0 on a bad filter byte. `zero` is a row of `stride` zero bytes. */
 static int unfilter_rows(uint8_t *base, Py_ssize_t h, Py_ssize_t stride, Py_ssize_t bpp,
                          const uint8_t *zero) {
@@ -70,8 +99,11 @@ static int unfilter_rows(uint8_t *base, Py_ssize_t h, Py_ssize_t stride, Py_ssiz
             break;
         case 1:
             for (i = bpp; i < n;) {
-                if (zero_block(p, up, i, n, bpp, 0)) {
-                    i += 8;
+                if (p[i] == 0) {
+                    /* Zero filtered bytes repeat the finished byte bpp to the left. */
+                    Py_ssize_t e = zero_end(p, i, n);
+                    repeat_left(p, i, e, bpp);
+                    i = e;
                     continue;
                 }
                 p[i] = (uint8_t)(p[i] + p[i - bpp]);
@@ -95,9 +127,15 @@ static int unfilter_rows(uint8_t *base, Py_ssize_t h, Py_ssize_t stride, Py_ssiz
         case 4:
             for (i = 0; i < bpp && i < n; i++) p[i] = (uint8_t)(p[i] + up[i]);
             while (i < n) {
-                if (zero_block(p, up, i, n, bpp, 1)) {
-                    i += 8;
-                    continue;
+                if (p[i] == 0) {
+                    /* Where the row above repeats itself bpp to the left (b == c), Paeth
+                     * predicts the byte to the left (a): zero filtered bytes repeat it. */
+                    Py_ssize_t e = up_periodic_end(up, i, zero_end(p, i, n), bpp);
+                    if (e > i) {
+                        repeat_left(p, i, e, bpp);
+                        i = e;
+                        continue;
+                    }
                 }
                 p[i] = (uint8_t)(p[i] + paeth(p[i - bpp], up[i], up[i - bpp]));
                 i++;
@@ -191,6 +229,10 @@ static int scan_rows(const uint8_t *base, Py_ssize_t stride, Py_ssize_t h, Py_ss
             Py_ssize_t x = i / 3; /* every pixel before x is black */
             uint32_t key = key_at(p + 3 * x);
             Py_ssize_t x1 = x + 1;
+            /* Inside a run: where bytes 3*x1 .. +8 equal the 8 bytes one pixel before,
+             * pixels x1 and x1 + 1 have the key of x1 - 1 (x1 + 2 < w keeps the 8 bytes
+             * inside the row). */
+            while (x1 + 2 < w && load64(p + 3 * x1) == load64(p + 3 * x1 - 3)) x1 += 2;
             while (x1 < w && key_at(p + 3 * x1) == key) x1++;
             if (key != 0) {
                 Py_ssize_t k = find_key(wanted, nwanted, key);
