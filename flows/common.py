@@ -285,7 +285,7 @@ def run_sync(
             filters = export_filters(plan, filters, parent_manifest, overlap)
             # Staging starts the mask pool once it sees the stage will need one; it stays
             # open through assembling, whose table digests its idle workers compute.
-            with early_mask_pool(settings):
+            with early_mask_pool(settings, (run.store, run.dataset_id, run.staging)) as early:
                 summary = _export(run, plan, parent, parent_manifest, params, filters, overlap)
                 if summary.rows == 0:
                     _end_empty_export(run, plan, parent, summary)
@@ -297,6 +297,11 @@ def run_sync(
                     totals = _media_stage(run, summary, latest=latest)
                     media = totals if include_media else None
                 masks = _mask_stage(run, summary, latest=latest)
+                if early.adopted or early.refused:
+                    # Parts the pool split while the export streamed, and those split again
+                    # (a later copy of a row, or an early split that failed).
+                    record["mask_parts_split_early"] = early.adopted
+                    record["mask_parts_split_again"] = early.refused
                 fields = _assemble(
                     run, plan, parent_manifest, params, filters, summary, masks, media
                 )

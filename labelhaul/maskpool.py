@@ -17,6 +17,7 @@ Internal: not part of labelhaul's public API (that is `labelhaul/__init__.py`).
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,7 +30,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from labelhaul.blobindex import KnownBlobs
 from labelhaul.http import HttpClient
 from labelhaul.masks import process_jobs
-from labelhaul.pipeline import MaskPartSummary, part_jobs, read_known_blobs, write_mask_results
+from labelhaul.pipeline import (
+    MaskPartSummary,
+    adopt_mask_results,
+    part_jobs,
+    read_known_blobs,
+    write_mask_results,
+)
 from labelhaul.storage import open_object_store
 from labelhaul.store import DatasetStore
 from labelhaul.sync.report import write_part_progress
@@ -43,8 +50,11 @@ __all__ = [
     "active_pool",
     "early_mask_pool",
     "mask_pool",
+    "run_early_mask_part",
     "run_mask_part",
     "staged_mask_parts",
+    "staged_part",
+    "staging_began",
     "sync_pool",
 ]
 
@@ -69,6 +79,43 @@ def run_mask_part(
     summary comes back (its results and errors go to the staging folder).
     """
     jobs = part_jobs(staging, part)
+    return _split_part(
+        settings,
+        store_uri,
+        dataset_id,
+        staging,
+        part,
+        jobs,
+        _progress_writer(staging, part, len(jobs)),
+    )
+
+
+def run_early_mask_part(
+    settings: Settings, store_uri: str, dataset_id: str, staging: Path, part: str, into: Path
+) -> tuple[MaskPartSummary, int]:
+    """`run_mask_part` of a part staged while the export still streams, results into `into`.
+
+    Every job of the part is split: which of its data rows a later copy supersedes is only
+    known once staging ends, so `EarlyPool.adopt` compares the job counts then. Returns the
+    summary and how many jobs were split. No progress is written: the stage has not begun.
+    """
+    jobs = part_jobs(staging, part, drop_superseded=False)
+    summary = _split_part(settings, store_uri, dataset_id, staging, part, jobs, None, into=into)
+    summary.early = True
+    return summary, len(jobs)
+
+
+def _split_part(
+    settings: Settings,
+    store_uri: str,
+    dataset_id: str,
+    staging: Path,
+    part: str,
+    jobs: list[Any],
+    on_done: Callable[[int], None] | None,
+    *,
+    into: Path | None = None,
+) -> MaskPartSummary:
     store = DatasetStore(open_object_store(store_uri, settings, check=False), dataset_id)
     known = known_blobs(str(staging))
     if known is not None:
@@ -87,9 +134,9 @@ def run_mask_part(
             store.put_blob,
             max_pixels=settings.max_mask_pixels,
             workers=settings.mask_workers,
-            on_done=_progress_writer(staging, part, len(jobs)),
+            on_done=on_done,
         )
-    n_results, n_errors = write_mask_results(staging, part, results, errors)
+    n_results, n_errors = write_mask_results(staging, part, results, errors, into=into)
     composites = sum(1 for job in jobs if job.composite_url is not None)
     return MaskPartSummary(part=part, composites=composites, instances=n_results, errors=n_errors)
 
@@ -144,7 +191,16 @@ class MaskPool:
     def run(
         self, settings: Settings, store_uri: str, dataset_id: str, staging: Path, part: str
     ) -> MaskPartSummary:
-        """Run one part in a worker and wait for its summary (a worker's error is raised)."""
+        """Run one part in a worker and wait for its summary (a worker's error is raised).
+
+        A part the pool already split while the export was staged (`EarlyPool`) is taken
+        from there when that split still holds.
+        """
+        early = _EARLY.get()
+        if early is not None:
+            adopted = early.adopt(staging, part)
+            if adopted is not None:
+                return adopted
         return self._executor.submit(
             run_mask_part, settings, store_uri, dataset_id, staging, part
         ).result()
@@ -198,9 +254,23 @@ class EarlyPool:
     threads or Dask never starts one.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        target: tuple[str, str, Path] | None = None,
+    ) -> None:
         self._settings = settings
         self.pool: MaskPool | None = None
+        # With `target` (store URI, dataset id, staging folder), the pool also splits each
+        # part as staging closes it, while the rest of the export streams; the mask stage
+        # then takes those results (`adopt`) instead of splitting the part again.
+        self._target = target
+        self._attempt = 0
+        self._pending: list[str] = []  # parts closed before the pool started
+        self._early: dict[str, tuple[Future[tuple[MaskPartSummary, int]], Path]] = {}
+        self.adopted = 0
+        self.refused = 0
+        self._lock = threading.Lock()  # the mask stage's task threads adopt at once
 
     def staged(self, mask_parts: int) -> None:
         from labelhaul.sync.mask_stage import use_mask_processes
@@ -213,6 +283,61 @@ class EarlyPool:
         ):
             self.pool = MaskPool(settings.mask_parallel_parts)
             self.pool.warm()
+            pending, self._pending = self._pending, []
+            for part in pending:
+                self._submit(part)
+
+    def staging_began(self) -> None:
+        """A staging attempt starts over: what earlier attempts split is not this one's."""
+        self._attempt += 1
+        self._pending.clear()
+        self._early.clear()
+
+    def part_closed(self, part: str) -> None:
+        """Staging closed `part`, which holds mask jobs: split it now if the pool is up."""
+        if self._target is None:
+            return
+        if self.pool is None:
+            self._pending.append(part)
+        else:
+            self._submit(part)
+
+    def _submit(self, part: str) -> None:
+        assert self.pool is not None and self._target is not None
+        store_uri, dataset_id, staging = self._target
+        into = staging / "early-masks" / str(self._attempt)
+        into.mkdir(parents=True, exist_ok=True)
+        future = self.pool.submit(
+            run_early_mask_part, self._settings, store_uri, dataset_id, staging, part, into
+        )
+        self._early[part] = (future, into)
+
+    def adopt(self, staging: Path, part: str) -> MaskPartSummary | None:
+        """The early split of `part` if it holds (waiting for it to end), else None.
+
+        It holds when it ended without an error and split as many jobs as the part has now
+        that staging has ended: a later copy of one of its data rows drops that row's jobs,
+        and the part is then split again as if it had never been.
+        """
+        with self._lock:
+            taken = self._early.pop(part, None)
+        if taken is None or self._target is None or staging != self._target[2]:
+            return None
+        future, into = taken
+        try:
+            summary, n_jobs = future.result()
+            holds = n_jobs == len(part_jobs(staging, part))
+        except Exception:  # noqa: BLE001 - the part runs again in the stage, as before
+            holds = False
+        if holds:
+            adopt_mask_results(staging, part, into)
+            write_part_progress(staging, part, n_jobs)
+        with self._lock:
+            if holds:
+                self.adopted += 1
+            else:
+                self.refused += 1
+        return summary if holds else None
 
     def close(self) -> None:
         if self.pool is not None:
@@ -224,9 +349,15 @@ _EARLY: ContextVar[EarlyPool | None] = ContextVar("labelhaul_early_mask_pool", d
 
 
 @contextmanager
-def early_mask_pool(settings: Settings) -> Iterator[EarlyPool]:
-    """Let staging start the mask pool within the block (`staged_mask_parts`); close it after."""
-    early = EarlyPool(settings)
+def early_mask_pool(
+    settings: Settings, target: tuple[str, str, Path] | None = None
+) -> Iterator[EarlyPool]:
+    """Let staging start the mask pool within the block (`staged_mask_parts`); close it after.
+
+    With `target` (store URI, dataset id, staging folder), the pool splits parts as staging
+    closes them (`staged_part`).
+    """
+    early = EarlyPool(settings, target)
     token = _EARLY.set(early)
     try:
         yield early
@@ -240,6 +371,20 @@ def staged_mask_parts(mask_parts: int) -> None:
     early = _EARLY.get()
     if early is not None:
         early.staged(mask_parts)
+
+
+def staging_began() -> None:
+    """Tell the running sync's `early_mask_pool`, if any, that a staging attempt begins."""
+    early = _EARLY.get()
+    if early is not None:
+        early.staging_began()
+
+
+def staged_part(part: str) -> None:
+    """Tell the running sync's `early_mask_pool`, if any, that `part` is staged."""
+    early = _EARLY.get()
+    if early is not None:
+        early.part_closed(part)
 
 
 def sync_pool() -> MaskPool | None:

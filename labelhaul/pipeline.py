@@ -215,6 +215,7 @@ def stage_export(
     media: bool = False,
     row_content: bool = False,
     on_mask_parts: Callable[[int], None] | None = None,
+    on_part_closed: Callable[[str], None] | None = None,
 ) -> StageSummary:
     """Stream the RESULT lines into the staging directory, part by part.
 
@@ -230,6 +231,8 @@ def stage_export(
         on_row: called with the running row count (progress reporting).
         on_mask_parts: called with the number of parts holding mask jobs so far, each time
             it grows (the flow starts its mask pool early: `maskpool.EarlyPool`).
+        on_part_closed: called with the name of each part holding mask jobs once its
+            files are complete (the pool splits it while the rest streams).
         source_id: the exported project or model run; other projects' entries in a row
             become error records (`rows.parse_export_line`).
         not_after: when the export was started. The watermark never passes it (a row
@@ -362,6 +365,8 @@ def stage_export(
                 on_row(summary.rows)
             if part.composites >= part_composites or part.rows >= part_rows:
                 part.close()
+                if on_part_closed is not None and part.composites:
+                    on_part_closed(part.name)
                 part = None
     finally:
         if part is not None:
@@ -370,6 +375,8 @@ def stage_export(
         ids_file.close()
         errors_file.close()
         superseded_file.close()
+    if on_part_closed is not None and part is not None and part.composites:
+        on_part_closed(part.name)
     return summary
 
 
@@ -731,11 +738,16 @@ class MaskPartSummary:
     composites: int
     instances: int
     errors: int
+    early: bool = False  # split while the export was still being staged (`maskpool.EarlyPool`)
 
 
-def part_jobs(staging: Path, part: str) -> list[MaskJob]:
-    """Return one part's mask jobs, less those of data row copies a later copy replaces."""
-    dropped = read_superseded(staging)
+def part_jobs(staging: Path, part: str, *, drop_superseded: bool = True) -> list[MaskJob]:
+    """Return one part's mask jobs, less those of data row copies a later copy replaces.
+
+    With `drop_superseded` False, all of them: while the export is still being staged
+    (`maskpool.EarlyPool`), the list of superseded copies is neither final nor closed.
+    """
+    dropped = read_superseded(staging) if drop_superseded else set()
     return [
         job_from_dict(d)
         for d in read_ndjson(staging / "parts" / f"{part}.jobs.ndjson")
@@ -749,10 +761,19 @@ def has_mask_jobs(staging: Path, part: str) -> bool:
 
 
 def write_mask_results(
-    staging: Path, part: str, results: Iterable[MaskResult], errors: Iterable[ErrorRecord]
+    staging: Path,
+    part: str,
+    results: Iterable[MaskResult],
+    errors: Iterable[ErrorRecord],
+    *,
+    into: Path | None = None,
 ) -> tuple[int, int]:
-    """Write one part's mask results (atomically: a re-run replaces, never mixes)."""
-    target = staging / "parts" / f"{part}.masks.ndjson"
+    """Write one part's mask results (atomically: a re-run replaces, never mixes).
+
+    With `into`, the results and the errors go to that folder instead, as
+    `<part>.masks.ndjson` and `<part>.errors.ndjson`, for `adopt_mask_results` to take.
+    """
+    target = (into or staging / "parts") / f"{part}.masks.ndjson"
     tmp = target.with_suffix(".tmp")
     n = 0
     with open(tmp, "wb") as fh:
@@ -761,7 +782,23 @@ def write_mask_results(
             fh.write(_dumps(r) + b"\n")
             n += 1
     tmp.replace(target)
-    return n, append_errors(staging, errors)
+    if into is None:
+        return n, append_errors(staging, errors)
+    n_errors = 0
+    with open(into / f"{part}.errors.ndjson", "wb") as fh:
+        for err in errors:
+            fh.write(_dumps(err.to_dict()) + b"\n")
+            n_errors += 1
+    return n, n_errors
+
+
+def adopt_mask_results(staging: Path, part: str, folder: Path) -> None:
+    """Make the results `write_mask_results(..., into=folder)` wrote the part's own."""
+    (folder / f"{part}.masks.ndjson").replace(staging / "parts" / f"{part}.masks.ndjson")
+    errors = (folder / f"{part}.errors.ndjson").read_bytes()
+    if errors:
+        with open(staging / "errors.ndjson", "ab") as fh:
+            fh.write(errors)
 
 
 # Mask records that end an instance without a mask (the others say "using the instance mask").

@@ -27,7 +27,7 @@ from labelhaul.export import (
 )
 from labelhaul.export_params import ExportFilters, ExportParams
 from labelhaul.http import HttpClient
-from labelhaul.maskpool import staged_mask_parts
+from labelhaul.maskpool import staged_mask_parts, staged_part, staging_began
 from labelhaul.pipeline import StageSummary, stage_export, stage_export_errors
 
 # Where the stage keeps each export stream as it arrives (one file per task and stream):
@@ -134,6 +134,7 @@ def stage_export_task(
     if (staging / "parts").exists():
         for f in (staging / "parts").iterdir():
             f.unlink()
+    staging_began()  # what the pool split from an earlier attempt's parts is not this one's
     client = client_from_settings(settings)
     with HttpClient(timeout_s=settings.http_timeout_s, policy=settings.http_retry_policy()) as http:
         # Chunk files are signed URLs on storage hosts: fetched without the API key.
@@ -156,6 +157,7 @@ def stage_export_task(
             media=media,
             row_content=settings.fetch_row_content,
             on_mask_parts=staged_mask_parts,
+            on_part_closed=staged_part,
         )
         error_readers = [
             StagedStream(client, j.task_id, "ERRORS", _journal(staging, j, "ERRORS"), http=http)

@@ -264,6 +264,9 @@ def test_mask_stage_in_a_process_pool_lands_the_same_dataset(
     # Issue 17: the pool's workers, idle once the masks are split, digested the tables.
     assert threads["tables_digested_in_pool"] == 0
     assert procs["tables_digested_in_pool"] >= 3  # data rows, labels, annotations, ...
+    # ... and split each part as staging closed it, while the rest of the export streamed.
+    assert "mask_parts_split_early" not in threads
+    assert procs["mask_parts_split_early"] == 3 and procs["mask_parts_split_again"] == 0
     with (
         open_dataset(str(tmp_path / "threads"), pid) as a,
         open_dataset(str(tmp_path / "procs"), pid) as b,

@@ -122,3 +122,89 @@ def test_outside_a_sync_staging_starts_nothing() -> None:
 
     staged_mask_parts(50)
     assert _EARLY.get() is None
+
+
+def _staging_with_jobs(tmp_path: Path, parts: dict[str, list[str]]) -> Path:
+    """Parts of mask jobs that need no network: no composite, no instance URL (each job
+    ends as one error record per instance, written where the part's run writes them)."""
+    import orjson
+
+    from labelhaul.masktypes import MaskInstance, MaskJob
+    from labelhaul.pipeline import job_to_dict
+
+    staging = tmp_path / "staging"
+    (staging / "parts").mkdir(parents=True)
+    offset = 0
+    for part, rows in parts.items():
+        lines = []
+        for row in rows:
+            job = MaskJob(
+                row, None, f"L-{row}", None, 4, 4, (MaskInstance(f"f-{row}", (1, 2, 3), None),)
+            )
+            lines.append(orjson.dumps({**job_to_dict(job), "row_offset": offset}) + b"\n")
+            offset += 100
+        (staging / "parts" / f"{part}.jobs.ndjson").write_bytes(b"".join(lines))
+    return staging
+
+
+def _error_rows(staging: Path) -> list[str]:
+    from labelhaul.pipeline import read_errors
+
+    return sorted(str(e["data_row_id"]) for e in read_errors(staging))
+
+
+def test_parts_split_while_staging_are_taken_unless_a_later_copy_dropped_a_job(
+    tmp_path: Path,
+) -> None:
+    """Issue 17: the pool splits each part as staging closes it, while the export streams;
+    the mask stage takes that split, or splits the part again if a later copy of one of its
+    data rows superseded a job (only known once staging has ended)."""
+    import orjson
+
+    from labelhaul.maskpool import early_mask_pool, staged_mask_parts, staged_part, staging_began
+    from labelhaul.pipeline import SUPERSEDED, read_mask_results
+
+    staging = _staging_with_jobs(tmp_path, {"part-000001": ["a", "b"], "part-000002": ["c", "d"]})
+    settings = Settings(labelbox_api_key="k", mask_parallel_parts=2)
+    store = str(tmp_path / "store")
+    with early_mask_pool(settings, (store, "ds", staging)) as early:
+        staging_began()
+        staged_mask_parts(1)
+        staged_part("part-000001")  # before the pool: kept until it starts
+        staged_mask_parts(2)
+        assert early.pool is not None
+        staged_part("part-000002")
+        # Staging ends: a later copy of "c" superseded part 2's job for it.
+        (staging / SUPERSEDED).write_bytes(orjson.dumps({"data_row_id": "c", "offset": 200}))
+        (staging / "errors.ndjson").touch()
+        with mask_pool(2) as pool:
+            first = pool.run(settings, store, "ds", staging, "part-000001")
+            second = pool.run(settings, store, "ds", staging, "part-000002")
+        assert (early.adopted, early.refused) == (1, 1)
+    assert first.early and not second.early
+    assert (first.instances, first.errors, second.errors) == (0, 2, 1)
+    # Each part's records once: part 1's from its early split, part 2's from its second.
+    assert _error_rows(staging) == ["a", "b", "d"]
+    assert read_mask_results(staging, "part-000001") == []
+
+
+def test_a_staging_attempt_forgets_what_the_pool_split_of_the_one_before(tmp_path: Path) -> None:
+    from labelhaul.maskpool import early_mask_pool, staged_mask_parts, staged_part, staging_began
+
+    staging = _staging_with_jobs(tmp_path, {"part-000001": ["a"], "part-000002": ["b"]})
+    (staging / "errors.ndjson").touch()
+    settings = Settings(labelbox_api_key="k", mask_parallel_parts=2)
+    store = str(tmp_path / "store")
+    with early_mask_pool(settings, (store, "ds", staging)) as early:
+        staging_began()
+        staged_mask_parts(2)
+        staged_part("part-000001")
+        staged_part("part-000002")
+        staging_began()  # a retry of the staging task: its parts may differ
+        with mask_pool(2) as pool:
+            summaries = [
+                pool.run(settings, store, "ds", staging, p) for p in ("part-000001", "part-000002")
+            ]
+        assert (early.adopted, early.refused) == (0, 0)
+    assert not any(s.early for s in summaries)
+    assert _error_rows(staging) == ["a", "b"]
