@@ -140,20 +140,21 @@ def assert_instance_exact(inst: mc.InstanceMask, truth: np.ndarray) -> None:
     assert mc.encode_instance(inst, h, w).sha256 == enc.sha256
 
 
-@pytest.mark.parametrize(
-    ("h", "w", "n", "seed"),
-    [
-        (1, 1, 1, 0),
-        (1, 7, 2, 1),
-        (9, 1, 3, 2),
-        (2, 2, 4, 3),
-        (37, 53, 1, 4),
-        (64, 48, 5, 5),
-        (120, 200, 30, 6),
-        (31, 17, 12, 7),
-        (200, 300, 30, 8),
-    ],
-)
+# (height, width, instances, seed) of the split tests here and in test_maskcore.py.
+SPLIT_SHAPES = [
+    (1, 1, 1, 0),
+    (1, 7, 2, 1),
+    (9, 1, 3, 2),
+    (2, 2, 4, 3),
+    (37, 53, 1, 4),
+    (64, 48, 5, 5),
+    (120, 200, 30, 6),
+    (31, 17, 12, 7),
+    (200, 300, 30, 8),
+]
+
+
+@pytest.mark.parametrize(("h", "w", "n", "seed"), SPLIT_SHAPES)
 def test_split_is_pixel_exact(h: int, w: int, n: int, seed: int) -> None:
     lab = random_labels(h, w, n, seed)
     colors = distinct_colors(n, seed)

@@ -9,8 +9,6 @@ full-size mask; the C functions must refuse sizes that do not fit their buffers.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import imagecodecs
@@ -20,7 +18,15 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from labelhaul import maskcodec as mc
-from tests.unit.test_maskcodec import distinct_colors, paint, png_of, random_labels
+from tests.unit.test_maskcodec import (
+    _FILTERS,
+    SPLIT_SHAPES,
+    distinct_colors,
+    paint,
+    png_of,
+    random_labels,
+)
+from tests.unit.test_maskcodec_formats import write_png
 
 Color = tuple[int, int, int]
 
@@ -75,26 +81,10 @@ def assert_exact(found: list[tuple[Color, mc.EncodedMask]], lab: np.ndarray, col
             np.testing.assert_array_equal(np.asarray(im), crop)
 
 
-# imagecodecs' png_encode filter flags: one filter for every row, or adaptive among several.
-_FILTERS = {"none": 8, "sub": 16, "up": 32, "average": 64, "paeth": 128, "adaptive": 248}
-
-
 @pytest.mark.parametrize(
     ("h", "w", "n", "seed"),
-    [
-        (1, 1, 1, 0),
-        (1, 7, 2, 1),
-        (9, 1, 3, 2),
-        (2, 2, 4, 3),
-        (3, 8, 2, 4),
-        (5, 9, 3, 5),
-        (4, 15, 2, 6),
-        (6, 16, 3, 7),
-        (7, 17, 4, 8),
-        (37, 53, 1, 9),
-        (120, 200, 30, 10),
-        (200, 301, 12, 11),
-    ],
+    # ... and widths either side of a byte of 1-bit pixels.
+    [*SPLIT_SHAPES, (3, 8, 2, 4), (5, 9, 3, 5), (4, 15, 2, 6), (6, 16, 3, 7), (7, 17, 4, 8)],
 )
 @pytest.mark.parametrize("writer", ["pillow", *sorted(_FILTERS)])
 def test_c_core_encodes_what_numpy_and_pycocotools_do(
@@ -143,42 +133,12 @@ def test_absent_near_and_unwanted_colours(monkeypatch: pytest.MonkeyPatch) -> No
         list(mc.open_composite(png, hdr).encode_split([(0, 0, 0)]))
 
 
-def _adam7_png(pixels: np.ndarray) -> bytes:
-    """An interlaced RGB PNG (Pillow and imagecodecs write none): the direct path refuses
-    Adam7, so this reaches the C core through libpng's decode (`first` = 0, no filter bytes)."""
-    h, w = pixels.shape[:2]
-    raw = b""
-    for ys, xs, dy, dx in (
-        (0, 0, 8, 8),
-        (0, 4, 8, 8),
-        (4, 0, 8, 4),
-        (0, 2, 4, 4),
-        (2, 0, 4, 2),
-        (0, 1, 2, 2),
-        (1, 0, 2, 1),
-    ):
-        sub = pixels[ys::dy, xs::dx]
-        if sub.size:
-            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
-    return (
-        mc.PNG_SIGNATURE
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_libpng_decoded_rows_go_to_the_c_core_too(monkeypatch: pytest.MonkeyPatch) -> None:
     lab = random_labels(45, 61, 7, 31)
     colors = distinct_colors(7, 31)
-    png = _adam7_png(paint(lab, colors))
+    # Interlaced (Pillow and imagecodecs write none): the direct path refuses Adam7, so
+    # this reaches the C core through libpng's decode (`first` = 0, no filter bytes).
+    png = write_png(paint(lab, colors), 8, 2, interlace=True)
     hdr = mc.read_png_header(png)
     assert hdr.interlace == 1 and mc._inflate_rows(png, hdr) is None
     opened = mc.open_composite(png, hdr)
