@@ -208,3 +208,16 @@ def test_a_staging_attempt_forgets_what_the_pool_split_of_the_one_before(tmp_pat
         assert (early.adopted, early.refused) == (0, 0)
     assert not any(s.early for s in summaries)
     assert _error_rows(staging) == ["a", "b"]
+
+
+def test_the_workers_run_at_a_lower_priority_than_the_flow() -> None:
+    """They split parts while the flow still parses the export, its critical path."""
+    import os
+
+    from labelhaul.maskpool import WORKER_NICENESS
+
+    pool = MaskPool(1)
+    try:
+        assert pool.submit(os.nice, 0).result() == os.nice(0) + WORKER_NICENESS
+    finally:
+        pool.close()
