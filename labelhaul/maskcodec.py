@@ -229,6 +229,11 @@ def decode_png(data: bytes, hdr: PngHeader) -> U8Array:
     return arr
 
 
+def c_core_built() -> bool:
+    """Say whether this install built the C core (`labelhaul/_maskcore.c`), else numpy does."""
+    return _core is not None
+
+
 def _libpng_decode(data: bytes) -> Any:
     """`imagecodecs.png_decode(data)`, giving back the reference to None it takes on failure.
 

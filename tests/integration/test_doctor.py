@@ -59,8 +59,10 @@ def test_all_checks_pass_against_the_emulator_moto_and_prefect(
         f"project {env.seed_project_id}",
         "store",
         "prefect api",
+        "mask codec",
     }
     assert all(line.startswith("OK") for line in lines.values()), out
+    assert "C core" in lines["mask codec"]
     assert "healthy" in lines["prefect api"]
     assert "create-only" in lines["store"]
     assert env.api_key not in out

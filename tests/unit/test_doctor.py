@@ -64,6 +64,7 @@ def test_run_checks_without_key_skips_labelbox_and_still_checks_the_rest(tmp_pat
         ("labelbox api key", False),
         ("store", True),
         ("prefect api", True),
+        ("mask codec", True),
     ]
 
 
@@ -74,3 +75,16 @@ def test_run_checks_scrubs_the_key_from_every_detail(tmp_path: Path) -> None:
     checks = run_checks(settings, store=str(tmp_path / key))
     text = "\n".join(c.line() for c in checks)
     assert key not in text and "***" in text
+
+
+def test_the_mask_codec_line_says_whether_the_c_core_was_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labelhaul import doctor, maskcodec
+
+    assert doctor.check_mask_codec() == doctor.Check(
+        "mask codec", True, "C core (labelhaul._maskcore)"
+    )
+    monkeypatch.setattr(maskcodec, "_core", None)
+    fallback = doctor.check_mask_codec()
+    assert fallback.ok and "numpy fallback" in fallback.detail and "gcc" in fallback.detail
