@@ -43,16 +43,16 @@ static inline uint64_t load64(const uint8_t *p) {
     return v;
 }
 
-/* Sub, Average and Paeth read the byte `bpp` to the left as it comes out, so they go a byte
- * at a time; but a mask is mostly black, and where the filtered bytes, the finished bytes
- * to the left and (for Average and Paeth) the row above are all zero, the output is zero
- * too: those stretches are skipped 8 bytes at a time, which is most of a mask's rows. */
+/* Average reads the byte `bpp` to the left as it comes out, so it goes a byte at a time;
+ * but a mask is mostly black, and where the filtered bytes, the finished bytes to the left
+ * and the row above are all zero, the output is zero too: those stretches are skipped 8
+ * bytes at a time. (Sub and Paeth copy such stretches instead: `repeat_left`.) */
 static inline int zero_block(const uint8_t *p, const uint8_t *prev, Py_ssize_t i,
-                             Py_ssize_t n, Py_ssize_t bpp, int use_prev) {
+                             Py_ssize_t n, Py_ssize_t bpp) {
     if (i + 8 > n || load64(p + i) != 0) return 0;
     for (Py_ssize_t k = i - bpp; k < i; k++)
-        if (p[k] != 0 || (use_prev && prev[k] != 0)) return 0;
-    return !use_prev || load64(prev + i) == 0;
+        if (p[k] != 0 || prev[k] != 0) return 0;
+    return load64(prev + i) == 0;
 }
 
 /* The end of the run of zero bytes of p that starts at i (p[i] == 0), at most n. */
@@ -116,7 +116,7 @@ static int unfilter_rows(uint8_t *base, Py_ssize_t h, Py_ssize_t stride, Py_ssiz
         case 3:
             for (i = 0; i < bpp && i < n; i++) p[i] = (uint8_t)(p[i] + (up[i] >> 1));
             while (i < n) {
-                if (zero_block(p, up, i, n, bpp, 1)) {
+                if (zero_block(p, up, i, n, bpp)) {
                     i += 8;
                     continue;
                 }

@@ -12,7 +12,7 @@ instance's bbox is touched after that.
 Where the C core (`labelhaul/_maskcore.c`, built by the install when a C compiler is there)
 is available, `open_composite` + `encode_split` do the same in C: unfilter the inflated rows,
 cut them into runs of wanted colours in one scan, and give each instance its 1-bit PNG rows
-and RLE string from its runs; 2.0-2.4x less CPU per composite (docs/performance.md, issue 17).
+and RLE string from its runs; 2.8-4.1x less CPU per composite (docs/performance.md, issue 17).
 The numpy functions here are its twins, used without the core, and the tests compare the two
 byte for byte.
 
@@ -131,6 +131,11 @@ class EncodedMask:
     h: int
     area: int
     rle: str
+
+    @classmethod
+    def of(cls, png: bytes, x: int, y: int, w: int, h: int, area: int, rle: str) -> EncodedMask:
+        """The instance whose 1-bit PNG is `png`, named by its sha256."""
+        return cls(hashlib.sha256(png).hexdigest(), png, x, y, w, h, area, rle)
 
 
 # Valid (colour type -> bit depths) pairs of the PNG spec.
@@ -588,19 +593,8 @@ class CompositeRows:
         for k, first, count, y0, y1, x0, x1, area in found:
             scanlines, rle = _core.encode_runs(runs, first, count, y0, y1, x0, x1, h, w)
             png = _png_1bit(scanlines, x1 - x0, y1 - y0)
-            yield (
-                by_key[keys[k]],
-                EncodedMask(
-                    sha256=hashlib.sha256(png).hexdigest(),
-                    png=png,
-                    x=x0,
-                    y=y0,
-                    w=x1 - x0,
-                    h=y1 - y0,
-                    area=area,
-                    rle=rle.decode("ascii"),
-                ),
-            )
+            enc = EncodedMask.of(png, x0, y0, x1 - x0, y1 - y0, area, rle.decode("ascii"))
+            yield by_key[keys[k]], enc
 
 
 def open_composite(data: bytes, hdr: PngHeader) -> CompositeKeys | CompositeRows:
@@ -613,14 +607,31 @@ def open_composite(data: bytes, hdr: PngHeader) -> CompositeKeys | CompositeRows
     Raises:
         MaskImageError: as `decode_png`.
     """
-    if _core is not None and hdr.color_type == 2 and hdr.bit_depth == 8:
-        buf = _inflate_rows(data, hdr)
-        if buf is not None:
-            return CompositeRows(buf, 1, 1 + 3 * hdr.width, hdr.height, hdr.width)
-        buf = _rgb_with_libpng(data, hdr)
-        if buf is not None:
-            return CompositeRows(buf, 0, 3 * hdr.width, hdr.height, hdr.width)
+    if _core is not None:
+        rows = _rgb_rows(data, hdr)
+        if rows is not None:
+            buf, first, stride = rows
+            return CompositeRows(buf, first, stride, hdr.height, hdr.width)
     return composite_keys(data, hdr)
+
+
+def _rgb_rows(data: bytes, hdr: PngHeader) -> tuple[U8Array, int, int] | None:
+    """An 8-bit RGB PNG's rows in this thread's scratch memory, as (buffer, first, stride):
+    row r's pixels start at `first + r * stride`, a spare zero byte after the last.
+
+    Inflated and unfiltered in place (`_inflate_rows`: a filter byte before each row), or
+    decoded by libpng (`_rgb_with_libpng`: rows back to back). None for any other PNG, or
+    one neither path takes: `decode_png` then decodes it, or gives the verdict.
+    """
+    if hdr.color_type != 2 or hdr.bit_depth != 8:
+        return None
+    buf = _inflate_rows(data, hdr)
+    if buf is not None:
+        return buf, 1, 1 + 3 * hdr.width
+    buf = _rgb_with_libpng(data, hdr)
+    if buf is not None:
+        return buf, 0, 3 * hdr.width
+    return None
 
 
 def composite_keys(data: bytes, hdr: PngHeader) -> CompositeKeys:
@@ -637,13 +648,10 @@ def composite_keys(data: bytes, hdr: PngHeader) -> CompositeKeys:
         MaskImageError: as `decode_png`.
     """
     h, w = hdr.height, hdr.width
-    if hdr.color_type == 2 and hdr.bit_depth == 8:
-        buf = _inflate_rows(data, hdr)
-        if buf is not None:
-            return _window_keys(buf, 1, 1 + 3 * w, h, w)
-        buf = _rgb_with_libpng(data, hdr)
-        if buf is not None:
-            return _window_keys(buf, 0, 3 * w, h, w)
+    rows = _rgb_rows(data, hdr)
+    if rows is not None:
+        buf, first, stride = rows
+        return _window_keys(buf, first, stride, h, w)
     return CompositeKeys(color_keys(decode_png(data, hdr)), 0, 0, h, w)
 
 
@@ -943,16 +951,5 @@ def encode_instances(insts: Sequence[InstanceMask], height: int, width: int) -> 
     out: list[EncodedMask] = []
     for inst, rle in zip(insts, rles, strict=True):
         png = encode_png_1bit(inst.crop)
-        out.append(
-            EncodedMask(
-                sha256=hashlib.sha256(png).hexdigest(),
-                png=png,
-                x=inst.x,
-                y=inst.y,
-                w=inst.w,
-                h=inst.h,
-                area=inst.area,
-                rle=rle,
-            )
-        )
+        out.append(EncodedMask.of(png, inst.x, inst.y, inst.w, inst.h, inst.area, rle))
     return out

@@ -268,6 +268,14 @@ def stage_export(
         summary.errors += 1
         errors_file.write(_dumps(err.to_dict()) + b"\n")
 
+    def close_part() -> None:
+        nonlocal part
+        assert part is not None
+        part.close()
+        if on_part_closed is not None and part.composites:
+            on_part_closed(part.name)
+        part = None
+
     try:
         for offset, line in lines:
             raw.write(line if line.endswith(b"\n") else line + b"\n")
@@ -364,19 +372,16 @@ def stage_export(
             if on_row is not None:
                 on_row(summary.rows)
             if part.composites >= part_composites or part.rows >= part_rows:
-                part.close()
-                if on_part_closed is not None and part.composites:
-                    on_part_closed(part.name)
-                part = None
-    finally:
+                close_part()
         if part is not None:
+            close_part()
+    finally:
+        if part is not None:  # the stream failed: close what was written, tell nobody
             part.close()
         raw.close()
         ids_file.close()
         errors_file.close()
         superseded_file.close()
-    if on_part_closed is not None and part is not None and part.composites:
-        on_part_closed(part.name)
     return summary
 
 
@@ -445,10 +450,10 @@ def stage_export_errors(lines: Iterable[tuple[int, bytes]], staging: Path) -> in
     return count
 
 
-def append_errors(staging: Path, errors: Iterable[ErrorRecord]) -> int:
-    """Append error records to the run's errors file; return how many."""
+def append_errors(staging: Path, errors: Iterable[ErrorRecord], *, to: Path | None = None) -> int:
+    """Append error records to the run's errors file (or the file `to`); return how many."""
     n = 0
-    with open(staging / "errors.ndjson", "ab") as fh:
+    with open(to or staging / "errors.ndjson", "ab") as fh:
         for err in errors:
             fh.write(_dumps(err.to_dict()) + b"\n")
             n += 1
@@ -782,14 +787,7 @@ def write_mask_results(
             fh.write(_dumps(r) + b"\n")
             n += 1
     tmp.replace(target)
-    if into is None:
-        return n, append_errors(staging, errors)
-    n_errors = 0
-    with open(into / f"{part}.errors.ndjson", "wb") as fh:
-        for err in errors:
-            fh.write(_dumps(err.to_dict()) + b"\n")
-            n_errors += 1
-    return n, n_errors
+    return n, append_errors(staging, errors, to=into and into / f"{part}.errors.ndjson")
 
 
 def adopt_mask_results(staging: Path, part: str, folder: Path) -> None:
