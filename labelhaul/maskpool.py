@@ -336,8 +336,8 @@ class EarlyPool:
         and the part is then split again as if it had never been.
         """
         with self._lock:
-            taken = self._early.pop(part, None)
-        if taken is None or self._target is None or staging != self._target[2]:
+            taken = self._early.pop(part, None)  # only filled with a target: this sync's
+        if taken is None:
             return None
         future, into = taken
         try:
